@@ -1,0 +1,88 @@
+"""``SBX_MODE=mock``: the predecessor's magic commands, decided by the command's first word.
+
+* ``INFRA_FAIL`` → ``BOOT_FAIL`` always (retryable; exhausts the step's retries)
+* ``FLAKY_INFRA_FAIL`` → ``BOOT_FAIL`` for the first two attempts of a task in this process, then success
+* ``FAIL_ME`` → ``CMD_NONZERO``, exit 1 (terminal)
+* ``TIMEOUT_ME`` → ``TIMEOUT`` (terminal)
+* anything else → success, stdout ``OK: <cmd>``, one output file ``out.json``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+
+from kodo.adapters.sandbox import SandboxRequest, SandboxResult
+
+
+class MockSandbox:
+    provider = "mock"
+
+    def __init__(self) -> None:
+        self._flaky_calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def run(self, request: SandboxRequest) -> SandboxResult:
+        words = request.cmd.split()
+        first = words[0] if words else ""
+        raw = {"mock": True, "provider": self.provider, "cmd": request.cmd}
+        if first == "INFRA_FAIL":
+            return SandboxResult(
+                exit=1,
+                stdout="",
+                stderr="sandbox failed to boot",
+                err_code="BOOT_FAIL",
+                sandbox_ref="mock-runner",
+                raw=raw,
+            )
+        if first == "FLAKY_INFRA_FAIL":
+            with self._lock:
+                self._flaky_calls[request.task_key] += 1
+                calls = self._flaky_calls[request.task_key]
+            if calls <= 2:
+                return SandboxResult(
+                    exit=1,
+                    stdout="",
+                    stderr=f"flaky boot failure {calls}",
+                    err_code="BOOT_FAIL",
+                    sandbox_ref="mock-runner",
+                    raw=raw,
+                )
+        if first == "FAIL_ME":
+            return SandboxResult(
+                exit=1,
+                stdout="",
+                stderr="command failed: FAIL_ME",
+                err_code="CMD_NONZERO",
+                sandbox_ref="mock-runner",
+                wall_ms=1,
+                cpu_ms=1,
+                mem_peak_mb=1,
+                raw=raw,
+            )
+        if first == "TIMEOUT_ME":
+            return SandboxResult(
+                exit=124,
+                stdout="",
+                stderr="command timed out",
+                err_code="TIMEOUT",
+                sandbox_ref="mock-runner",
+                wall_ms=request.timeout_ms,
+                raw=raw,
+            )
+        out = "{}"
+        return SandboxResult(
+            exit=0,
+            stdout=f"OK: {request.cmd}\n",
+            stderr="",
+            err_code="NONE",
+            sandbox_ref="mock-runner",
+            wall_ms=1,
+            cpu_ms=1,
+            mem_peak_mb=1,
+            files_out=[
+                {"path": "out.json", "inline": out, "sha256": hashlib.sha256(out.encode()).hexdigest()}
+            ],
+            raw=raw,
+        )

@@ -1,0 +1,36 @@
+"""What every route reaches: the engine, the DBOS client and the settings, on ``app.state.kodo``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from dbos import DBOSClient
+from fastapi import Request
+
+from kodo.settings import Role, Settings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiContext:
+    settings: Settings
+    engine: sa.Engine
+    client: DBOSClient
+    role: Role
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+
+def context(request: Request) -> ApiContext:
+    value: ApiContext = request.app.state.kodo
+    return value

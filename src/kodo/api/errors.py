@@ -1,0 +1,64 @@
+"""The one place kodo's error tree becomes HTTP: status table plus handlers (never a 422)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kodo.errors import Conflict, Gone, IdentityDrift, InvalidInput, KodoError, NotFound, PolicyViolation
+
+_STATUS: list[tuple[type[KodoError], int]] = [
+    (InvalidInput, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Gone, 410),
+]
+log = structlog.get_logger("kodo.api")
+
+
+def body_for(error: KodoError) -> tuple[int, dict[str, Any]]:
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            body: dict[str, Any] = {"error": error.message}
+            if isinstance(error, PolicyViolation):
+                body["code"] = error.code
+            elif isinstance(error, InvalidInput):
+                body["details"] = error.details
+            if isinstance(error, IdentityDrift):
+                body["drift"] = error.drift
+            elif isinstance(error, Conflict):
+                body.update(error.extra)
+            return status, body
+    return 500, {"error": "internal error"}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(KodoError)
+    async def _kodo(request: Request, error: KodoError) -> JSONResponse:
+        status, body = body_for(error)
+        if status == 500:
+            log.error("request failed", path=request.url.path, error=repr(error))
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in error.errors()
+        ]
+        return JSONResponse({"error": "invalid request", "details": details}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        message = "not found" if error.status_code == 404 else str(error.detail)
+        return JSONResponse({"error": message}, status_code=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.error("unexpected error", path=request.url.path, error=repr(error))
+        return JSONResponse({"error": "internal error"}, status_code=500)

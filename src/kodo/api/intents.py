@@ -1,0 +1,43 @@
+"""``POST /api/intents`` and the legacy ``POST /intents``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from kodo.api.deps import context
+from kodo.api.schemas import IntentBody, parse_body
+from kodo.identity import new_intent_id
+from kodo.models import Intent
+from kodo.store import intents
+
+router = APIRouter()
+
+
+async def _create(request: Request) -> JSONResponse:
+    body = await parse_body(request, IntentBody)
+    ctx = context(request)
+    with ctx.transaction() as conn:
+        while True:  # a fresh random id; a collision (2^-64) simply draws again, never overwrites
+            intent = Intent(
+                id=new_intent_id(),
+                goal=body.goal,
+                inputs=body.inputs,
+                constraints=body.constraints,
+                connectors=body.connectors,
+            )
+            if intents.create(conn, intent):
+                break
+    return JSONResponse({"intentId": intent.id}, status_code=201)
+
+
+@router.post("/api/intents")
+async def create_intent(request: Request) -> JSONResponse:
+    """Create an intent: 201 ``{"intentId": "it_…"}``."""
+    return await _create(request)
+
+
+@router.post("/intents")
+async def create_intent_legacy(request: Request) -> JSONResponse:
+    """The legacy alias of ``POST /api/intents``."""
+    return await _create(request)

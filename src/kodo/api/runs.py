@@ -1,0 +1,261 @@
+"""Run routes: start, read (header, RunView, steps) and the legacy plan approval. Dual lookup everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from kodo.api.deps import ApiContext, context
+from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse_body
+from kodo.errors import Gone, NotFound
+from kodo.models import Artifact, Run, StepRecord, header_status
+from kodo.store import artifacts, durable_status, intents, runs, steps
+from kodo.workflows.gates import send_plan_approval
+from kodo.workflows.queue_policy import admit
+from kodo.workflows.runs import WORKFLOW_NAME, start_run
+
+router = APIRouter()
+DEPRECATION = {"Deprecation": "true", "Sunset": "Tue, 30 Jun 2026 23:59:59 GMT"}
+
+
+def _ms(value: Any) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def header(ctx: ApiContext, conn: sa.Connection, run: Run) -> dict[str, Any]:
+    """The RunHeader: app status merged (monotonically) with DBOS's, plus posture."""
+    durable = durable_status.get(conn, run.workflow_id)
+    settings = ctx.settings
+    body: dict[str, Any] = {
+        "workflowID": run.workflow_id,
+        "runId": run.id,
+        "intentId": run.intent_id,
+        "status": header_status(run.status, durable.status if durable else None),
+        "durableStatus": run.status,
+        "dbosStatus": durable.status if durable else None,
+        "workflowName": WORKFLOW_NAME,
+        "recipeRef": {"id": run.recipe_id, "v": run.recipe_v} if run.recipe_id else None,
+        "recipeHash": run.recipe_hash,
+        "intentHash": run.intent_hash,
+        "createdAt": _ms(run.created_at),
+        "updatedAt": _ms(run.updated_at),
+        "queue": run.options.get("queueName"),
+        "priority": run.options.get("priority"),
+        "lane": run.options.get("lane"),
+        "queuePartitionKey": run.queue_partition_key,
+        "tenantId": run.tenant_id,
+        "budget": run.budget,
+        "nextAction": run.next_action,
+        "lastStep": run.last_step,
+        "retryCount": run.retry_count,
+        "traceId": run.trace_id,
+        "spanId": None,
+        "topology": settings.mode_for(ctx.role),
+        "runtimeMode": settings.mode_for(ctx.role),
+        "ocMode": settings.oc_mode,
+        "ocStrictMode": settings.oc_strict_mode,
+        "sbxMode": settings.sbx_mode,
+        "sbxProvider": settings.sbx_provider,
+        "appVersion": settings.app_version,
+        "workflowVersion": durable.application_version if durable else None,
+        "claimScope": settings.claim_scope,
+    }
+    if run.error is not None:
+        body["error"] = run.error
+    if settings.trace_base_url:
+        body["traceBaseUrl"] = settings.trace_base_url
+    return body
+
+
+def _mime(kind: str) -> str:
+    if kind in {"json", "plan_card", "question_card", "json_diagnostic", "artifact_index", "raw", "timings"}:
+        return "application/json"
+    return "image/svg+xml" if kind == "svg" else "text/plain"
+
+
+def artifact_ref(run: Run, artifact: Artifact) -> dict[str, Any]:
+    import json
+
+    return {
+        "id": artifact.uri,
+        "workflowID": run.workflow_id,
+        "stepID": artifact.step_id,
+        "taskKey": artifact.task_key,
+        "idx": artifact.idx,
+        "attempt": artifact.attempt,
+        "kind": artifact.kind,
+        "mime": _mime(artifact.kind),
+        "size": len(json.dumps(artifact.inline)),
+        "sha256": artifact.sha256,
+        "storageKey": artifact.uri,
+    }
+
+
+def step_rows(run: Run, records: list[StepRecord], made: list[Artifact]) -> list[dict[str, Any]]:
+    """StepRow[]: every attempt with its artifacts (same step and attempt), by startedAt then stepID."""
+    rows = []
+    for record in records:
+        refs = [
+            artifact_ref(run, a) for a in made if a.step_id == record.step_id and a.attempt == record.attempt
+        ]
+        row: dict[str, Any] = {
+            "stepID": record.step_id,
+            "name": record.phase,
+            "attempt": record.attempt,
+            "startedAt": _ms(record.started_at),
+            "endedAt": _ms(record.finished_at),
+            "artifactRefs": refs,
+            "traceId": record.trace_id,
+            "spanId": record.span_id,
+        }
+        if isinstance(record.output, dict) and record.output.get("error"):
+            row["error"] = record.output["error"]
+        rows.append(row)
+    rows.sort(key=lambda r: (r["startedAt"] or 0, r["stepID"], r["attempt"]))
+    return rows
+
+
+def run_view(run: Run, latest: list[StepRecord], made: list[Artifact]) -> dict[str, Any]:
+    """The legacy RunView of ``GET /runs/{id}``."""
+    view: dict[str, Any] = {
+        "runId": run.id,
+        "workflowId": run.workflow_id,
+        "intentId": run.intent_id,
+        "recipeRef": {"id": run.recipe_id, "v": run.recipe_v} if run.recipe_id else None,
+        "recipeHash": run.recipe_hash,
+        "intentHash": run.intent_hash,
+        "status": run.status,
+        "steps": [
+            {
+                "stepId": s.step_id,
+                "phase": s.phase,
+                "attempt": s.attempt,
+                "output": s.output,
+                "startedAt": s.started_at.isoformat(),
+                "finishedAt": s.finished_at.isoformat() if s.finished_at else None,
+                "traceId": s.trace_id,
+                "spanId": s.span_id,
+            }
+            for s in latest
+        ],
+        "artifacts": [{"kind": a.kind, "uri": a.uri, "inline": a.inline, "sha256": a.sha256} for a in made],
+        "traceId": run.trace_id,
+        "lastStep": run.last_step,
+        "retryCount": run.retry_count,
+    }
+    if run.error is not None:
+        view["error"] = run.error
+    if run.next_action is not None:
+        view["nextAction"] = run.next_action
+    return view
+
+
+def _require_run(conn: sa.Connection, key: str) -> Run:
+    run = runs.get(conn, key)
+    if run is None:
+        raise NotFound("run not found")
+    return run
+
+
+async def _start(
+    request: Request, intent_id: str, body: RunRequestBody
+) -> tuple[ApiContext, dict[str, Any], bool]:
+    ctx = context(request)
+    fields = body.model_dump(exclude_none=True, exclude={"intentId"})
+    with ctx.transaction() as conn:
+        if intents.get(conn, intent_id) is None:
+            raise NotFound(f"Intent not found: {intent_id}")
+        start = admit(conn, ctx.settings, intent_id, fields)
+        run, replay = start_run(conn, ctx.client, ctx.settings, start)
+        return ctx, header(ctx, conn, run), replay
+
+
+@router.post("/api/runs")
+async def start_api_run(request: Request) -> JSONResponse:
+    """Start (or replay) the run of an intent: 201 new, 200 replay; RunHeader + ``isReplay``."""
+    body = await parse_body(request, ApiRunBody)
+    _ctx, view, replay = await _start(request, body.intentId, body)
+    return JSONResponse({**view, "isReplay": replay}, status_code=200 if replay else 201)
+
+
+@router.post("/intents/{intent_id}/run")
+async def start_legacy_run(intent_id: str, request: Request) -> JSONResponse:
+    """Legacy start: 202 ``{runId, workflowId}`` for new and replayed starts alike."""
+    ctx = context(request)
+    if not ctx.settings.enable_legacy_run_routes:
+        raise Gone("legacy route disabled; use POST /api/runs")
+    with ctx.read() as conn:
+        if intents.get(conn, intent_id) is None:
+            raise NotFound("intent not found")
+    body = await parse_body(request, RunRequestBody)
+    if body.queuePartitionKey is None and ctx.settings.intent_queue_partition:
+        # The legacy route predates the partition law: it starts in the intent's own partition.
+        body = body.model_copy(update={"queuePartitionKey": f"legacy-{intent_id}"})
+    _ctx, view, _replay = await _start(request, intent_id, body)
+    return JSONResponse(
+        {"runId": view["runId"], "workflowId": view["workflowID"]}, status_code=202, headers=DEPRECATION
+    )
+
+
+@router.get("/api/runs/{wid}")
+def get_run_header(wid: str, request: Request) -> JSONResponse:
+    """The RunHeader of a run, by run id or workflow id."""
+    ctx = context(request)
+    with ctx.read() as conn:
+        return JSONResponse(header(ctx, conn, _require_run(conn, wid)))
+
+
+@router.get("/api/runs/{wid}/steps")
+def get_run_steps(wid: str, request: Request) -> JSONResponse:
+    """Every step attempt with its artifact refs, in a stable order; 404 for an unknown run."""
+    ctx = context(request)
+    with ctx.read() as conn:
+        run = _require_run(conn, wid)
+        return JSONResponse(
+            step_rows(run, steps.list_for_run(conn, run.id), artifacts.list_for_run(conn, run.id))
+        )
+
+
+@router.get("/runs/{run_key}")
+def get_run_view(run_key: str, request: Request) -> JSONResponse:
+    """The legacy RunView: status, latest step attempts, all artifacts."""
+    ctx = context(request)
+    with ctx.read() as conn:
+        run = _require_run(conn, run_key)
+        return JSONResponse(
+            run_view(run, steps.latest_for_run(conn, run.id), artifacts.list_for_run(conn, run.id))
+        )
+
+
+async def _approve(request: Request, key: str, headers: dict[str, str] | None) -> JSONResponse:
+    ctx = context(request)
+    with ctx.read() as conn:
+        _require_run(conn, key)
+    body = await parse_body(request, PlanApprovalBody)
+    with ctx.transaction() as conn:
+        run = _require_run(conn, key)
+        approved_at = send_plan_approval(
+            conn, ctx.client, run=run, approved_by=body.approvedBy, notes=body.notes
+        )
+    return JSONResponse(
+        {"accepted": True, "runId": run.id, "approvedAt": approved_at.isoformat()},
+        status_code=202,
+        headers=headers,
+    )
+
+
+@router.post("/api/runs/{wid}/approve-plan")
+async def approve_plan(wid: str, request: Request) -> JSONResponse:
+    """Approve the plan of a run (the plan gate's "yes"): 202 ``{accepted, runId, approvedAt}``."""
+    return await _approve(request, wid, None)
+
+
+@router.post("/runs/{run_key}/approve-plan")
+async def approve_plan_legacy(run_key: str, request: Request) -> JSONResponse:
+    """The legacy alias of approve-plan, with deprecation headers."""
+    if not context(request).settings.enable_legacy_run_routes:
+        raise Gone("legacy route disabled; use POST /api/runs/{wid}/approve-plan")
+    return await _approve(request, run_key, DEPRECATION)

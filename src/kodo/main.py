@@ -1,0 +1,176 @@
+"""The composition root: the only module that picks concrete adapters and wires processes together.
+
+* ``monolith`` (``kodo up``): database + migrations + DBOS worker + API on ``PORT``.
+* ``worker`` (``kodo worker``): DBOS launch and queues; ``/healthz`` on ``ADMIN_PORT``.
+* ``api`` (``kodo api``): the shim; never launches DBOS, talks to workflows through ``DBOSClient`` + SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import structlog
+import uvicorn
+from dbos import (
+    DBOS,
+    DBOSClient,
+    DBOSConfig,
+    DBOSPortableJSONSerializer,
+    SQLAlchemyDatasource,
+    run_dbos_database_migrations,
+)
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from kodo.adapters.agent import CodingAgent
+from kodo.adapters.agent.replay import ReplayAgent
+from kodo.adapters.sandbox import Sandbox
+from kodo.adapters.sandbox.mock import MockSandbox
+from kodo.api import create_api
+from kodo.api.deps import ApiContext
+from kodo.database import resolve_database_url, sqlalchemy_url
+from kodo.errors import ConfigurationError
+from kodo.settings import Role, Settings
+from kodo.store import create_engine
+from kodo.store.migrate import migrate
+from kodo.workflows import runtime
+from kodo.workflows.queues import register_queues
+
+log = structlog.get_logger("kodo")
+
+
+def build_agent(settings: Settings) -> CodingAgent:
+    if settings.oc_mode in {"replay", "record"}:
+        return ReplayAgent(settings.home / "fixtures" / "agent", record=settings.oc_mode == "record")
+    raise ConfigurationError(
+        "OC_MODE: 'live' needs the live agent adapter, which this build does not ship yet"
+    )
+
+
+def build_sandbox(settings: Settings) -> Sandbox:
+    if settings.sbx_mode == "mock":
+        return MockSandbox()
+    raise ConfigurationError(
+        f"SBX_MODE: 'live' with SBX_PROVIDER={settings.sbx_provider} is not available yet"
+    )
+
+
+def prepare_database(settings: Settings) -> tuple[str, sa.Engine]:
+    """Resolve (or start) the database, apply kodo's migrations and DBOS's; returns (url, engine)."""
+    url = resolve_database_url(settings.database_url, settings.home)
+    engine = create_engine(url)
+    migrate(engine)
+    run_dbos_database_migrations(sqlalchemy_url(url))
+    return url, engine
+
+
+def dbos_config(settings: Settings, url: str, role: Role) -> DBOSConfig:
+    return {
+        "name": settings.app_name,
+        "system_database_url": sqlalchemy_url(url),
+        "application_version": settings.app_version,
+        "executor_id": settings.executor_for(role),
+        "serializer": DBOSPortableJSONSerializer(),
+        "max_executor_threads": settings.max_executor_threads,
+        "notification_listener_polling_interval_sec": 0.1,
+        "scheduler_polling_interval_sec": 5.0,
+        "sys_db_pool_size": 20,
+        "log_level": "WARNING" if settings.log_level in {"info", "debug"} else settings.log_level.upper(),
+        "enable_otlp": settings.dbos_enable_otlp,
+    }
+
+
+def dbos_client(settings: Settings, engine: sa.Engine) -> DBOSClient:
+    return DBOSClient(
+        system_database_engine=engine,
+        serializer=DBOSPortableJSONSerializer(),
+        application_name=settings.app_name,
+    )
+
+
+@dataclass
+class Worker:
+    """A launched DBOS worker and what it holds."""
+
+    engine: sa.Engine
+    datasource: SQLAlchemyDatasource
+
+    def stop(self) -> None:
+        DBOS.destroy()
+        runtime.install(None)
+        self.datasource.engine.dispose()
+
+
+def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -> Worker:
+    """Install services, launch DBOS and register the queues."""
+    import kodo.workflows  # noqa: F401 - registers every workflow before launch
+
+    datasource = SQLAlchemyDatasource.create(
+        sqlalchemy_url(url), engine=engine, serializer=DBOSPortableJSONSerializer(), schema="dbos"
+    )
+    runtime.install(
+        runtime.Services(
+            settings=settings,
+            engine=engine,
+            datasource=datasource,
+            agent=build_agent(settings),
+            sandbox=build_sandbox(settings),
+        )
+    )
+    DBOS(config=dbos_config(settings, url, role))
+    DBOS.launch()
+    register_queues(settings)
+    log.info("worker launched", executor=settings.executor_for(role), app_version=settings.app_version)
+    return Worker(engine=engine, datasource=datasource)
+
+
+@contextlib.contextmanager
+def running(settings: Settings, role: Role) -> Iterator[FastAPI]:
+    """Everything one process needs, started; yields the HTTP app it serves."""
+    url, engine = prepare_database(settings)
+    worker = launch_worker(settings, url, engine, role) if role in {"monolith", "worker"} else None
+    client = dbos_client(settings, engine)
+    try:
+        if role == "worker":
+            yield admin_app(settings, engine)
+        else:
+            yield create_api(ApiContext(settings=settings, engine=engine, client=client, role=role))
+    finally:
+        client.destroy()
+        if worker is not None:
+            worker.stop()
+        engine.dispose()
+
+
+def admin_app(settings: Settings, engine: sa.Engine) -> FastAPI:
+    """The worker's own small HTTP surface: health only."""
+    app = FastAPI(title="kodo worker", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception as error:
+            return JSONResponse({"ok": False, "error": type(error).__name__}, status_code=503)
+        return JSONResponse(
+            {
+                "ok": True,
+                "role": "worker",
+                "appVersion": settings.app_version,
+                "executorId": settings.executor_for("worker"),
+            }
+        )
+
+    return app
+
+
+def serve(settings: Settings, role: Role) -> None:
+    """Run one process until it is told to stop."""
+    port = settings.admin_port if role == "worker" else settings.port
+    with running(settings, role) as app:
+        log.info("serving", role=role, host=settings.host, port=port)
+        uvicorn.run(app, host=settings.host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,211 @@
+"""The one typed settings object, built once at the entry point and passed down.
+
+Environment names and defaults follow the predecessor (reference §17) so its runbooks keep working;
+kodo's own additions are ``DATABASE_URL``, ``KODO_HOME``, ``OC_PROVIDER``, ``KODO_API_TOKENS`` and the
+``KODO_*`` tuning knobs. Every field is listed in ``docs/configuration.md`` (a test keeps it complete).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kodo.errors import ConfigurationError
+
+RuntimeMode = Literal["inproc-worker", "api-shim"]
+Role = Literal["monolith", "worker", "api"]
+
+
+class Settings(BaseSettings):
+    """Every knob kodo reads from the environment, validated once."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # --- processes and ports
+    port: int = Field(3001, validation_alias="PORT")
+    admin_port: int = Field(3002, validation_alias="ADMIN_PORT")
+    host: str = Field("127.0.0.1", validation_alias="KODO_HOST")
+    app_version: str = Field("v1", validation_alias="DBOS__APPVERSION")
+    executor_id: str | None = Field(None, validation_alias="DBOS__VMID")
+    runtime_mode: RuntimeMode | None = Field(None, validation_alias="WORKFLOW_RUNTIME_MODE")
+    app_name: str = Field("kodo", validation_alias="DBOS_APP_NAME")
+
+    # --- storage
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    kodo_home: Path = Field(Path(".kodo"), validation_alias="KODO_HOME")
+
+    # --- coding agent
+    oc_mode: Literal["replay", "record", "live"] = Field("replay", validation_alias="OC_MODE")
+    oc_provider: Literal["opencode", "openai"] = Field("opencode", validation_alias="OC_PROVIDER")
+    oc_server_port: int = Field(4096, validation_alias="OC_SERVER_PORT")
+    oc_base_url: str | None = Field(None, validation_alias="OC_BASE_URL")
+    oc_timeout_ms: int = Field(300_000, validation_alias="OC_TIMEOUT_MS")
+    oc_strict_mode: bool = Field(False, validation_alias="OC_STRICT_MODE")
+
+    # --- sandbox
+    sbx_mode: Literal["mock", "live"] = Field("mock", validation_alias="SBX_MODE")
+    sbx_provider: Literal["e2b", "local", "microsandbox"] = Field("e2b", validation_alias="SBX_PROVIDER")
+    sbx_alt_provider_enabled: bool = Field(False, validation_alias="SBX_ALT_PROVIDER_ENABLED")
+    sbx_default_timeout_ms: int = Field(300_000, validation_alias="SBX_DEFAULT_TIMEOUT_MS")
+    sbx_default_net: bool = Field(False, validation_alias="SBX_DEFAULT_NET")
+
+    # --- human gates
+    hitl_plan_approval_timeout_s: int = Field(3600, validation_alias="HITL_PLAN_APPROVAL_TIMEOUT_S")
+
+    # --- queues (predecessor defaults)
+    intent_queue_worker_concurrency: int = Field(5, validation_alias="INTENT_QUEUE_WORKER_CONCURRENCY")
+    intent_queue_concurrency: int = Field(50, validation_alias="INTENT_QUEUE_CONCURRENCY")
+    intent_queue_rate_limit_per_period: int = Field(
+        100, validation_alias="INTENT_QUEUE_RATE_LIMIT_PER_PERIOD"
+    )
+    intent_queue_rate_limit_period_sec: int = Field(60, validation_alias="INTENT_QUEUE_RATE_LIMIT_PERIOD_SEC")
+    intent_queue_partition: bool = Field(True, validation_alias="INTENT_QUEUE_PARTITION")
+    intent_queue_priority_enabled: bool = Field(True, validation_alias="INTENT_QUEUE_PRIORITY_ENABLED")
+    sbx_queue_worker_concurrency: int = Field(10, validation_alias="SBX_QUEUE_WORKER_CONCURRENCY")
+    sbx_queue_concurrency: int = Field(50, validation_alias="SBX_QUEUE_CONCURRENCY")
+    sbx_queue_rate_limit_per_period: int = Field(100, validation_alias="SBX_QUEUE_RATE_LIMIT_PER_PERIOD")
+    sbx_queue_rate_limit_period_sec: int = Field(60, validation_alias="SBX_QUEUE_RATE_LIMIT_PERIOD_SEC")
+    sbx_queue_partition: bool = Field(True, validation_alias="SBX_QUEUE_PARTITION")
+    sbx_queue_priority_enabled: bool = Field(True, validation_alias="SBX_QUEUE_PRIORITY_ENABLED")
+    queue_polling_interval_sec: float = Field(0.1, validation_alias="KODO_QUEUE_POLLING_INTERVAL_SEC")
+    max_executor_threads: int = Field(64, validation_alias="KODO_MAX_EXECUTOR_THREADS")
+
+    # --- proofs and chaos
+    wf_sleep_ms: int = Field(5000, validation_alias="WF_SLEEP_MS")
+    chaos_sleep_execute: int = Field(0, validation_alias="CHAOS_SLEEP_EXECUTE")
+
+    # --- observability and posture
+    dbos_enable_otlp: bool = Field(False, validation_alias="DBOS_ENABLE_OTLP")
+    otel_exporter_otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    otel_exporter_otlp_logs_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
+    )
+    otel_service_name: str | None = Field(None, validation_alias="OTEL_SERVICE_NAME")
+    otel_resource_attributes: str | None = Field(None, validation_alias="OTEL_RESOURCE_ATTRIBUTES")
+    trace_base_url: str | None = Field(None, validation_alias="TRACE_BASE_URL")
+    enable_legacy_run_routes: bool = Field(True, validation_alias="ENABLE_LEGACY_RUN_ROUTES")
+    claim_scope: str = Field("demo", validation_alias="CLAIM_SCOPE")
+    api_tokens: str | None = Field(None, validation_alias="KODO_API_TOKENS")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", validation_alias="KODO_LOG_LEVEL")
+
+    @field_validator("port", "admin_port", "oc_server_port")
+    @classmethod
+    def _port_range(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError("must be a TCP port between 0 and 65535")
+        return value
+
+    @field_validator(
+        "oc_timeout_ms",
+        "sbx_default_timeout_ms",
+        "hitl_plan_approval_timeout_s",
+        "intent_queue_worker_concurrency",
+        "intent_queue_concurrency",
+        "intent_queue_rate_limit_per_period",
+        "intent_queue_rate_limit_period_sec",
+        "sbx_queue_worker_concurrency",
+        "sbx_queue_concurrency",
+        "sbx_queue_rate_limit_per_period",
+        "sbx_queue_rate_limit_period_sec",
+        "max_executor_threads",
+    )
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a positive integer")
+        return value
+
+    @field_validator("wf_sleep_ms", "chaos_sleep_execute")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("queue_polling_interval_sec")
+    @classmethod
+    def _polling(cls, value: float) -> float:
+        if not 0.001 <= value <= 60:
+            raise ValueError("must be between 0.001 and 60 seconds")
+        return value
+
+    @field_validator("claim_scope")
+    @classmethod
+    def _claim_scope(cls, value: str) -> str:
+        return value if value in {"signoff", "live-smoke", "demo"} else "demo"
+
+    @field_validator("app_version", "app_name")
+    @classmethod
+    def _non_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    # --- derived values -------------------------------------------------------------------------
+
+    @property
+    def home(self) -> Path:
+        """``KODO_HOME`` as an absolute path."""
+        return self.kodo_home.expanduser().resolve()
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.home / "workspaces"
+
+    @property
+    def agent_base_url(self) -> str:
+        return self.oc_base_url or f"http://127.0.0.1:{self.oc_server_port}"
+
+    def mode_for(self, role: Role) -> RuntimeMode:
+        """The runtime mode reported in run headers: explicit, or implied by the process role."""
+        if self.runtime_mode is not None:
+            return self.runtime_mode
+        return "api-shim" if role == "api" else "inproc-worker"
+
+    def executor_for(self, role: Role) -> str:
+        """A stable executor id per host, data directory and role, so a restart recovers its own work."""
+        if self.executor_id:
+            return self.executor_id
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()}-{digest}-{role}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build Settings from the environment (or ``environ``), turning errors into one clear message."""
+    source = dict(os.environ if environ is None else environ)
+    try:
+        if environ is None:
+            return Settings(**overrides)  # type: ignore[arg-type]
+        aliases = {field.validation_alias: name for name, field in Settings.model_fields.items()}
+        values: dict[str, object] = {
+            aliases[key]: value  # type: ignore[index]
+            for key, value in source.items()
+            if key in aliases and value != ""
+        }
+        values.update(overrides)
+        return Settings.model_validate(values)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else "?"
+            env_name = (
+                Settings.model_fields[field].validation_alias if field in Settings.model_fields else field
+            )
+            problems.append(f"{env_name or field}: {item['msg']} (got {item.get('input')!r})")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from error

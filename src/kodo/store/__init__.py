@@ -1,0 +1,27 @@
+"""SQL and nothing else. Functions take a Connection, return frozen dataclasses, and never commit."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def create_engine(url: str, *, pool_size: int = 10, application_name: str = "kodo") -> sa.Engine:
+    """An engine on the kodo database (psycopg 3)."""
+    from kodo.database import sqlalchemy_url
+
+    return sa.create_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        connect_args={"application_name": application_name},
+    )
+
+
+def to_json(value: Any) -> str | None:
+    """JSON text for a jsonb parameter (None stays SQL NULL)."""
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,46 @@
+"""``app.opencode_calls``: the coding-agent ledger, keyed (and cached) by op key."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import sqlalchemy as sa
+
+from kodo.store import to_json
+
+
+def find(conn: sa.Connection, op_key: str) -> dict[str, Any] | None:
+    row = conn.execute(sa.text("SELECT * FROM app.opencode_calls WHERE op_key = :k"), {"k": op_key}).first()
+    return None if row is None else dict(row._mapping)
+
+
+def record(
+    conn: sa.Connection, *, op_key: str, run_id: str, step_id: str, attempt: int, call: dict[str, Any]
+) -> None:
+    """Ledger one agent call (once per op key)."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO app.opencode_calls (id, op_key, run_id, step_id, attempt, agent, mode, session_id, "
+            "schema_hash, prompt, request, response, structured, error, duration_ms) VALUES (:id, :k, :r, :s, :a, "
+            ":agent, :mode, :session, :schema_hash, :prompt, CAST(:request AS jsonb), CAST(:response AS jsonb), "
+            "CAST(:structured AS jsonb), :error, :duration) ON CONFLICT (op_key) DO NOTHING"
+        ),
+        {
+            "id": "occall_" + secrets.token_hex(8),
+            "k": op_key,
+            "r": run_id,
+            "s": step_id,
+            "a": attempt,
+            "agent": call["agent"],
+            "mode": call["mode"],
+            "session": call.get("sessionId"),
+            "schema_hash": call["schemaHash"],
+            "prompt": call["prompt"],
+            "request": to_json(call.get("request", {})),
+            "response": to_json(call.get("response")),
+            "structured": to_json(call.get("structured")),
+            "error": call.get("error"),
+            "duration": call.get("durationMs"),
+        },
+    )

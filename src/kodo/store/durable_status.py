@@ -1,0 +1,56 @@
+"""Read-only views of DBOS's own rows (schema ``dbos``) that the API shows beside ``app.*``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DurableStatus:
+    workflow_id: str
+    status: str
+    name: str | None
+    queue_name: str | None
+    application_version: str | None
+    executor_id: str | None
+    recovery_attempts: int | None
+    created_at_ms: int | None
+    updated_at_ms: int | None
+
+
+def get(conn: sa.Connection, workflow_id: str) -> DurableStatus | None:
+    row = conn.execute(
+        sa.text(
+            "SELECT workflow_uuid, status, name, queue_name, application_version, executor_id, recovery_attempts, "
+            "created_at, updated_at FROM dbos.workflow_status WHERE workflow_uuid = :w"
+        ),
+        {"w": workflow_id},
+    ).first()
+    if row is None:
+        return None
+    return DurableStatus(
+        workflow_id=row.workflow_uuid,
+        status=row.status,
+        name=row.name,
+        queue_name=row.queue_name,
+        application_version=row.application_version,
+        executor_id=row.executor_id,
+        recovery_attempts=row.recovery_attempts,
+        created_at_ms=row.created_at,
+        updated_at_ms=row.updated_at,
+    )
+
+
+def step_rows(conn: sa.Connection, workflow_id: str) -> list[dict[str, Any]]:
+    """DBOS's checkpoint rows of one workflow (its operation outputs), in step order."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT function_id, function_name, child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, "
+            "error IS NOT NULL AS failed FROM dbos.operation_outputs WHERE workflow_uuid = :w ORDER BY function_id"
+        ),
+        {"w": workflow_id},
+    )
+    return [dict(row._mapping) for row in rows]

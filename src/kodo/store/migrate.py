@@ -1,0 +1,45 @@
+"""Apply the numbered ``migrations/NNNN_*.sql`` files once each, recorded in ``app.schema_migrations``."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import sqlalchemy as sa
+
+_LOCK_ID = 0x6B6F646F  # "kodo": one migrator at a time across processes
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(name, sql) for every shipped migration, in order."""
+    folder = resources.files("kodo.store") / "migrations"
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    return [(name, (folder / name).read_text(encoding="utf-8")) for name in names]
+
+
+def applied(conn: sa.Connection) -> list[str]:
+    exists = conn.execute(sa.text("SELECT to_regclass('app.schema_migrations')")).scalar()
+    if exists is None:
+        return []
+    return list(conn.execute(sa.text("SELECT name FROM app.schema_migrations ORDER BY name")).scalars())
+
+
+def migrate(engine: sa.Engine) -> list[str]:
+    """Apply pending migrations in one transaction; returns the names applied now."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+        conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS app"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE IF NOT EXISTS app.schema_migrations "
+                "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+        )
+        done = set(applied(conn))
+        now: list[str] = []
+        for name, script in migration_files():
+            if name in done:
+                continue
+            conn.connection.driver_connection.execute(script)  # type: ignore[union-attr]
+            conn.execute(sa.text("INSERT INTO app.schema_migrations (name) VALUES (:n)"), {"n": name})
+            now.append(name)
+        return now

@@ -1,0 +1,118 @@
+"""``app.runs``: one row per run, its status projection kept current by the workflow's steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from kodo.models import Run, RunStart
+from kodo.store import to_json
+
+# A terminal status is never overwritten by a non-terminal one, except by an explicit repair.
+_GUARDED_STATUS = (
+    "CASE WHEN status IN ('succeeded','failed','canceled','retries_exceeded') "
+    "AND CAST(:status AS text) NOT IN ('succeeded','failed','canceled','retries_exceeded') "
+    "AND NOT CAST(:repair AS boolean) THEN status ELSE CAST(:status AS text) END"
+)
+
+
+def _row_to_run(row: sa.Row[Any]) -> Run:
+    return Run(
+        id=row.id,
+        intent_id=row.intent_id,
+        workflow_id=row.workflow_id,
+        status=row.status,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        trace_id=row.trace_id,
+        last_step=row.last_step,
+        error=row.error,
+        retry_count=row.retry_count,
+        next_action=row.next_action,
+        tenant_id=row.tenant_id,
+        queue_partition_key=row.queue_partition_key,
+        intent_hash=row.intent_hash,
+        recipe_id=row.recipe_id,
+        recipe_v=row.recipe_v,
+        recipe_hash=row.recipe_hash,
+        budget=row.budget,
+        options=row.options or {},
+    )
+
+
+def create(conn: sa.Connection, *, run_id: str, workflow_id: str, start: RunStart) -> bool:
+    """Insert a queued run; returns False (and writes nothing) if the workflow id already has one."""
+    result = conn.execute(
+        sa.text(
+            "INSERT INTO app.runs (id, intent_id, workflow_id, status, trace_id, tenant_id, queue_partition_key, "
+            "intent_hash, recipe_id, recipe_v, recipe_hash, budget, options) VALUES (:id, :intent_id, :workflow_id, "
+            "'queued', :trace_id, :tenant_id, :partition, :intent_hash, :recipe_id, :recipe_v, :recipe_hash, "
+            "CAST(:budget AS jsonb), CAST(:options AS jsonb)) ON CONFLICT DO NOTHING RETURNING id"
+        ),
+        {
+            "id": run_id,
+            "intent_id": start.intent_id,
+            "workflow_id": workflow_id,
+            "trace_id": start.trace_id,
+            "tenant_id": start.tenant_id,
+            "partition": start.queue_partition_key,
+            "intent_hash": start.intent_hash,
+            "recipe_id": start.recipe_id,
+            "recipe_v": start.recipe_v,
+            "recipe_hash": start.recipe_hash,
+            "budget": to_json(start.budget),
+            "options": to_json(start.options()),
+        },
+    )
+    return result.first() is not None
+
+
+def get(conn: sa.Connection, run_or_workflow_id: str) -> Run | None:
+    """Dual lookup: by run id or by workflow id."""
+    row = conn.execute(
+        sa.text(
+            "SELECT * FROM app.runs WHERE id = :key OR workflow_id = :key ORDER BY (id = :key) DESC LIMIT 1"
+        ),
+        {"key": run_or_workflow_id},
+    ).first()
+    return None if row is None else _row_to_run(row)
+
+
+def update(
+    conn: sa.Connection,
+    run_id: str,
+    *,
+    status: str | None = None,
+    last_step: str | None = None,
+    next_action: str | None = None,
+    clear_next_action: bool = False,
+    error: dict[str, Any] | None = None,
+    repair: bool = False,
+) -> None:
+    """Update the projection. Status changes obey the terminal guard unless ``repair`` is set."""
+    sets = ["updated_at = clock_timestamp()"]
+    params: dict[str, Any] = {"id": run_id, "repair": repair}
+    if status is not None:
+        sets.append(f"status = {_GUARDED_STATUS}")
+        params["status"] = status
+    if last_step is not None:
+        sets.append("last_step = :last_step")
+        params["last_step"] = last_step
+    if clear_next_action:
+        sets.append("next_action = NULL")
+    elif next_action is not None:
+        sets.append("next_action = :next_action")
+        params["next_action"] = next_action
+    if error is not None:
+        sets.append("error = CAST(:error AS jsonb)")
+        params["error"] = to_json(error)
+    conn.execute(sa.text(f"UPDATE app.runs SET {', '.join(sets)} WHERE id = :id"), params)
+
+
+def count_for_intent(conn: sa.Connection, intent_id: str) -> int:
+    return int(
+        conn.execute(
+            sa.text("SELECT count(*) FROM app.runs WHERE intent_id = :i"), {"i": intent_id}
+        ).scalar_one()
+    )

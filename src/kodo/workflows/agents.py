@@ -1,0 +1,197 @@
+"""Agent turns: CompileST (plan agent) and DecideST (build agent).
+
+Each turn is one DBOS step that prompts at most once per op key (the ledger row in
+``app.opencode_calls`` doubles as the cache), then one datasource transaction that writes the
+step row and its artifacts together with the step's checkpoint.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOS
+
+from kodo.adapters.agent import BUILD_SCHEMA, PLAN_SCHEMA, AgentRequest
+from kodo.errors import StepFailure
+from kodo.identity import artifact_uri
+from kodo.models import STEP_PHASES, NewArtifact
+from kodo.store import agent_calls, artifacts, runs, steps
+from kodo.workflows.runtime import services, transact
+
+
+def compile_prompt(intent: dict[str, Any]) -> str:
+    return (
+        f"Goal: {intent['goal']}\nInputs: {intent.get('inputs', {})}\nConstraints: {intent.get('constraints', {})}\n"
+        "Return ONLY JSON per schema. No code, no patches."
+    )
+
+
+def decide_prompt(intent: dict[str, Any], plan: dict[str, Any]) -> str:
+    approved = {k: plan.get(k) for k in ("design", "files", "risks", "tests")}
+    return f"Approved Plan: {approved}\nGoal: {intent['goal']}\nGenerate patches and test command."
+
+
+@DBOS.step(name="agentTurn")
+def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
+    """Prompt the agent once per op key; a ledgered answer is reused instead of prompting again."""
+    svc = services()
+    request = AgentRequest(**call)
+    with svc.engine.connect() as conn:
+        cached = agent_calls.find(conn, request.op_key)
+    if cached is not None and cached["structured"] is not None:
+        return {"structured": cached["structured"], "sessionId": cached["session_id"], "cached": True}
+    started = datetime.now(UTC)
+    error: str | None = None
+    try:
+        result = svc.agent.structured(request)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        result = None
+    with svc.engine.begin() as conn:
+        agent_calls.record(
+            conn,
+            op_key=request.op_key,
+            run_id=request.run_id,
+            step_id=request.step_id,
+            attempt=request.attempt,
+            call={
+                "agent": request.agent,
+                "mode": svc.agent.mode,
+                "sessionId": result.session_id if result else None,
+                "schemaHash": request.schema_hash,
+                "prompt": request.prompt,
+                "request": {"prompt": request.prompt, "schema": request.schema},
+                "response": result.raw if result else None,
+                "structured": result.structured if result else None,
+                "error": error,
+                "durationMs": int((datetime.now(UTC) - started).total_seconds() * 1000),
+            },
+        )
+    if result is None:
+        raise StepFailure("AGENT_ERROR", f"{request.step_id}: agent call failed: {error}")
+    return {"structured": result.structured, "sessionId": result.session_id, "cached": False}
+
+
+def _require(structured: Any, schema: dict[str, Any], step_id: str) -> dict[str, Any]:
+    if not isinstance(structured, dict):
+        raise StepFailure("AGENT_OUTPUT_INVALID", f"{step_id}: agent output is not an object")
+    missing = [key for key in schema["required"] if key not in structured]
+    unknown = [key for key in structured if key not in schema["properties"]]
+    if missing or unknown:
+        raise StepFailure(
+            "AGENT_OUTPUT_INVALID",
+            f"{step_id}: agent output breaks the schema (missing {missing}, unknown {unknown})",
+        )
+    return structured
+
+
+def _none_sentinel(step_id: str, run_id: str, attempt: int) -> NewArtifact:
+    return NewArtifact(
+        step_id=step_id,
+        idx=999,
+        kind="none",
+        uri=artifact_uri(run_id, step_id, "", "none"),
+        inline={"status": "no_artifacts"},
+        attempt=attempt,
+    )
+
+
+def _persist(
+    conn: sa.Connection,
+    run_id: str,
+    step_id: str,
+    output: dict[str, Any],
+    made: list[NewArtifact],
+    started_at: str,
+) -> int:
+    attempt = steps.next_attempt(conn, run_id, step_id)
+    for artifact in made or [_none_sentinel(step_id, run_id, attempt)]:
+        artifacts.add(conn, run_id, NewArtifact(**{**_fields(artifact), "attempt": attempt}))
+    steps.record(
+        conn,
+        run_id=run_id,
+        step_id=step_id,
+        attempt=attempt,
+        phase=STEP_PHASES[step_id],
+        output=output,
+        started_at=datetime.fromisoformat(started_at),
+    )
+    runs.update(conn, run_id, last_step=step_id)
+    return attempt
+
+
+def _fields(artifact: NewArtifact) -> dict[str, Any]:
+    return {name: getattr(artifact, name) for name in NewArtifact.__dataclass_fields__}
+
+
+def _save_plan(
+    conn: sa.Connection, ctx: dict[str, Any], structured: dict[str, Any], started_at: str
+) -> dict[str, Any]:
+    run_id = ctx["runId"]
+    plan = {**_require(structured, PLAN_SCHEMA, "CompileST"), "goal": ctx["intent"]["goal"]}
+    card = NewArtifact(
+        step_id="CompileST",
+        idx=0,
+        kind="plan_card",
+        uri=artifact_uri(run_id, "CompileST", "", "plan.json"),
+        inline=plan,
+    )
+    _persist(conn, run_id, "CompileST", plan, [card], started_at)
+    return plan
+
+
+def compile_plan(ctx: dict[str, Any]) -> dict[str, Any]:
+    """CompileST: the plan agent turns the intent into a plan card."""
+    started_at = datetime.now(UTC).isoformat()
+    call = {
+        "run_id": ctx["runId"],
+        "step_id": "CompileST",
+        "attempt": ctx.get("attempt", 1),
+        "agent": "plan",
+        "prompt": compile_prompt(ctx["intent"]),
+        "schema": PLAN_SCHEMA,
+        "context": {"intent": ctx["intent"], "workload": ctx.get("workload")},
+    }
+    answer = agent_turn(call)
+    return transact("CompileST", _save_plan, ctx, answer["structured"], started_at)
+
+
+def _save_build(
+    conn: sa.Connection, ctx: dict[str, Any], answer: dict[str, Any], prompt: str, started_at: str
+) -> dict[str, Any]:
+    run_id = ctx["runId"]
+    build = _require(answer["structured"], BUILD_SCHEMA, "DecideST")
+    if not str(build.get("test_command", "")).strip():
+        raise StepFailure("DECIDE_NO_TEST_COMMAND", "DecideST: the agent gave no test command")
+    made = [
+        NewArtifact(
+            step_id="DecideST",
+            idx=i,
+            kind="patch",
+            uri=artifact_uri(run_id, "DecideST", "", f"{item['path']}.patch"),
+            inline=item,
+        )
+        for i, item in enumerate(build["patch"])
+    ]
+    output = {"prompt": prompt, "structured": build, "sessionId": answer.get("sessionId")}
+    _persist(conn, run_id, "DecideST", output, made, started_at)
+    return build
+
+
+def decide(ctx: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """DecideST: the build agent decides patches, tests and the test command."""
+    started_at = datetime.now(UTC).isoformat()
+    prompt = decide_prompt(ctx["intent"], plan)
+    call = {
+        "run_id": ctx["runId"],
+        "step_id": "DecideST",
+        "attempt": ctx.get("attempt", 1),
+        "agent": "build",
+        "prompt": prompt,
+        "schema": BUILD_SCHEMA,
+        "context": {"intent": ctx["intent"], "plan": plan},
+    }
+    answer = agent_turn(call)
+    return transact("DecideST", _save_build, ctx, answer, prompt, started_at)

@@ -1,0 +1,97 @@
+"""Ingress queue policy (reference §5), applied before any row is written.
+
+Recipe caps come from ``app.recipes`` (``recipeName`` default ``compile-default``); the parent must
+use ``intentQ``; the partition law needs a non-blank ``queuePartitionKey``; lanes map to priorities
+(``interactive`` 1, ``batch`` 1000; an explicit ``priority`` wins); every enqueue carries a priority.
+Every violation is a 400 with ``code: "queue_policy_violation"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from kodo.errors import PolicyViolation
+from kodo.models import LANE_PRIORITY, RunStart, Workload
+from kodo.settings import Settings
+from kodo.store import recipes
+
+_BUDGET_CHECKS = (
+    ("maxFanout", "steps", "count"),
+    ("maxSBXMinutes", "sandboxMinutes", "minutes"),
+)
+
+
+def admit(conn: sa.Connection, settings: Settings, intent_id: str, request: dict[str, Any]) -> RunStart:
+    """Turn a schema-valid run request into a RunStart, or raise PolicyViolation."""
+    name = request.get("recipeName") or "compile-default"
+    recipe = recipes.find(conn, name, request.get("recipeVersion"))
+    if recipe is None:
+        raise PolicyViolation(f"recipe not found: {name}")
+    queue_name = request.get("queueName") or recipe.queue_name
+    if queue_name != "intentQ":
+        raise PolicyViolation(f"parent intent workflow must use intentQ (got {queue_name})")
+
+    workload_json = request.get("workload")
+    workload = (
+        Workload(
+            concurrency=workload_json["concurrency"],
+            steps=workload_json["steps"],
+            sandbox_minutes=workload_json["sandboxMinutes"],
+        )
+        if workload_json
+        else None
+    )
+    budget = request.get("budget")
+    if budget is not None:
+        for limit_name, field, _unit in _BUDGET_CHECKS:
+            observed = workload_json.get(field) if workload_json else None
+            if observed is not None and observed > budget[limit_name]:
+                raise PolicyViolation(
+                    f"budget:{limit_name}: observed {observed} > limit {budget[limit_name]} (ingress)"
+                )
+        timeout = request.get("timeoutMS")
+        if timeout is not None and timeout > budget["maxWallClockMS"]:
+            raise PolicyViolation(
+                f"budget:maxWallClockMS: observed {timeout} > limit {budget['maxWallClockMS']} (ingress)"
+            )
+    if workload is not None:
+        for field, observed, cap in (
+            ("concurrency", workload.concurrency, recipe.max_concurrency),
+            ("steps", workload.steps, recipe.max_steps),
+            ("sandboxMinutes", workload.sandbox_minutes, recipe.max_sandbox_minutes),
+        ):
+            if observed > cap:
+                raise PolicyViolation(f"recipe cap exceeded: {field} {observed} > {cap}")
+
+    for field in ("tenantId", "taskKey", "queuePartitionKey", "traceId"):
+        value = request.get(field)
+        if isinstance(value, str) and not value.strip():
+            raise PolicyViolation(f"{field} must not be blank")
+    partition_key = request.get("queuePartitionKey")
+    if settings.intent_queue_partition and not partition_key:
+        raise PolicyViolation(
+            "queuePartitionKey is required for partitioned operations on intentQ (INTENT_QUEUE_PARTITION=true)"
+        )
+    lane = request.get("lane") or "interactive"
+    explicit = request.get("priority")
+    if explicit is not None and not settings.intent_queue_priority_enabled:
+        raise PolicyViolation(f"priority disabled for queue: {queue_name}")
+    priority = explicit if explicit is not None else LANE_PRIORITY[lane]
+    return RunStart(
+        intent_id=intent_id,
+        queue_name=queue_name,
+        priority=priority,
+        lane=lane,
+        queue_partition_key=partition_key,
+        trace_id=request.get("traceId"),
+        tenant_id=request.get("tenantId"),
+        deduplication_id=request.get("deduplicationID") or request.get("taskKey"),
+        timeout_ms=request.get("timeoutMS"),
+        recipe_name=name,
+        recipe_version=recipe.version,
+        workload=workload,
+        budget=budget,
+        auto_approve=bool(request.get("autoApprove", False)),
+    )

@@ -1,0 +1,64 @@
+"""The four queues, registered from settings with bounded concurrency and tuned polling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dbos import DBOS
+
+from kodo.settings import Settings
+
+DEFAULT_PARTITION = "default"
+
+
+def queue_limits(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each queue's DBOS limits. A partitioned queue applies its caps per partition."""
+    poll = settings.queue_polling_interval_sec
+    threads = settings.max_executor_threads
+
+    def lane(*, partitioned: bool, worker: int, overall: int, rate: int, period: int) -> dict[str, Any]:
+        limits: dict[str, Any] = {
+            "polling_interval_sec": poll,
+            "limiter": {"limit": rate, "period": period},
+        }
+        if partitioned:
+            limits |= {
+                "partition_concurrency": overall,
+                "partition_worker_concurrency": worker,
+                "worker_concurrency": max(worker, threads // 2),
+            }
+        else:
+            limits |= {"global_concurrency": overall, "worker_concurrency": worker}
+        return limits
+
+    return {
+        "intentQ": lane(
+            partitioned=settings.intent_queue_partition,
+            worker=settings.intent_queue_worker_concurrency,
+            overall=settings.intent_queue_concurrency,
+            rate=settings.intent_queue_rate_limit_per_period,
+            period=settings.intent_queue_rate_limit_period_sec,
+        ),
+        "sbxQ": lane(
+            partitioned=settings.sbx_queue_partition,
+            worker=settings.sbx_queue_worker_concurrency,
+            overall=settings.sbx_queue_concurrency,
+            rate=settings.sbx_queue_rate_limit_per_period,
+            period=settings.sbx_queue_rate_limit_period_sec,
+        ),
+        "controlQ": {"polling_interval_sec": poll, "global_concurrency": 5, "worker_concurrency": 5},
+        "compileQ": {"polling_interval_sec": poll, "global_concurrency": 10, "worker_concurrency": 10},
+    }
+
+
+def register_queues(settings: Settings) -> None:
+    """Register (or update) every queue. Call after ``DBOS.launch()``."""
+    for name, limits in queue_limits(settings).items():
+        DBOS.register_queue(name, on_conflict="always_update", **limits)
+
+
+def partition_for(settings: Settings, key: str | None) -> str | None:
+    """The partition key a child carries on sbxQ: the parent's, or a default one when sbxQ is partitioned."""
+    if not settings.sbx_queue_partition:
+        return None
+    return key or DEFAULT_PARTITION

@@ -1,0 +1,51 @@
+"""The services steps reach: installed once by ``kodo.main`` (or a test fixture) before DBOS launches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from dbos import SQLAlchemyDatasource
+
+from kodo.adapters.agent import CodingAgent
+from kodo.adapters.sandbox import Sandbox
+from kodo.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    settings: Settings
+    engine: sa.Engine
+    datasource: SQLAlchemyDatasource
+    agent: CodingAgent
+    sandbox: Sandbox
+
+
+class _Holder:
+    current: Services | None = None
+
+
+def install(services: Services | None) -> None:
+    """Make ``services`` the ones every step uses (``None`` uninstalls)."""
+    _Holder.current = services
+
+
+def services() -> Services:
+    if _Holder.current is None:
+        raise RuntimeError("kodo workflow services are not installed (kodo.main installs them at start-up)")
+    return _Holder.current
+
+
+def transact(name: str, body: Callable[..., T], *args: Any) -> T:
+    """Run ``body(conn, *args)`` as a datasource transaction: its rows commit with its DBOS checkpoint."""
+    datasource = services().datasource
+
+    def _run(*inner: Any) -> T:
+        return body(datasource.sql_session().connection(), *inner)
+
+    _run.__qualname__ = name
+    return datasource.run_tx_step({"name": name, "isolation_level": "READ COMMITTED"}, _run, *args)
