@@ -108,6 +108,8 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
     """Install services, launch DBOS and register the queues."""
     import kodo.workflows  # noqa: F401 - registers every workflow before launch
 
+    DBOS(config=dbos_config(settings, url, role))
+    # Created after DBOS(...) and before launch: DBOS registers every datasource with its instance.
     datasource = SQLAlchemyDatasource.create(
         sqlalchemy_url(url), engine=engine, serializer=DBOSPortableJSONSerializer(), schema="dbos"
     )
@@ -120,7 +122,6 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
             sandbox=build_sandbox(settings),
         )
     )
-    DBOS(config=dbos_config(settings, url, role))
     DBOS.launch()
     register_queues(settings)
     log.info("worker launched", executor=settings.executor_for(role), app_version=settings.app_version)

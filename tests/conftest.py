@@ -1,0 +1,97 @@
+"""Shared fixtures: one embedded Postgres per session, one template-database clone per test.
+
+* ``postgres_url`` — the session's server (``KODO_TEST_DATABASE_URL`` if set, else kodo's embedded one).
+* ``database_url`` — a fresh database cloned from a template that already holds schemas ``app`` and ``dbos``.
+* ``settings`` — Settings for that database, with ``KODO_HOME`` in the test's tmp dir.
+* ``worker`` — a launched in-process DBOS worker (the monolith's worker half) on that database.
+* ``client`` — an HTTP client on the monolith's API (in-process, ASGI).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from kodo.database import EmbeddedPostgres, libpq_url, with_database
+from kodo.settings import Settings, load_settings
+
+TEMPLATE = "kodo_template"
+
+
+def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(with_database(url, "postgres"), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("KODO_TEST_DATABASE_URL")
+    if external:
+        yield libpq_url(external)
+        return
+    home = tmp_path_factory.mktemp("pg-home")
+    server = EmbeddedPostgres(home)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_url(postgres_url: str) -> str:
+    """A template database migrated once: kodo's schema ``app`` and DBOS's schema ``dbos``."""
+    from dbos import SQLAlchemyDatasource, run_dbos_database_migrations
+
+    from kodo.database import sqlalchemy_url
+    from kodo.store import create_engine
+    from kodo.store.migrate import migrate
+
+    with _admin(postgres_url) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    url = with_database(postgres_url, TEMPLATE)
+    engine = create_engine(url)
+    migrate(engine)
+    engine.dispose()
+    run_dbos_database_migrations(sqlalchemy_url(url))
+    SQLAlchemyDatasource.migrate(sqlalchemy_url(url), schema="dbos")
+    return url
+
+
+@pytest.fixture
+def database_url(template_url: str) -> Iterator[str]:
+    name = "kodo_test_" + secrets.token_hex(6)
+    with _admin(template_url) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE))
+        )
+    try:
+        yield with_database(template_url, name)
+    finally:
+        with _admin(template_url) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def make_settings(database_url: str, home: Path, **env: str) -> Settings:
+    """Settings as a process would build them from this environment."""
+    base = {
+        "DATABASE_URL": database_url,
+        "KODO_HOME": str(home),
+        "KODO_QUEUE_POLLING_INTERVAL_SEC": "0.05",
+        "KODO_MAX_EXECUTOR_THREADS": "32",
+    }
+    return load_settings({**base, **env})
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "home")

@@ -1,0 +1,41 @@
+"""An in-process worker (DBOS launched on the test's own database) and the monolith's API over ASGI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from kodo.main import Worker, dbos_client, launch_worker
+from kodo.settings import Settings
+from kodo.store import create_engine
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[sa.Engine]:
+    assert settings.database_url is not None
+    engine = create_engine(settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def worker(settings: Settings, engine: sa.Engine) -> Iterator[Worker]:
+    assert settings.database_url is not None
+    running = launch_worker(settings, settings.database_url, engine, "monolith")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(settings: Settings, engine: sa.Engine, worker: Worker) -> Iterator[TestClient]:
+    from kodo.api import create_api
+    from kodo.api.deps import ApiContext
+
+    dbos = dbos_client(settings, engine)
+    app = create_api(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith"))
+    with TestClient(app) as http:
+        yield http
+    dbos.destroy()

@@ -1,0 +1,79 @@
+"""Small helpers shared by the integration and end-to-end tiers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+ORACLES = {
+    "duplicate run_steps": "SELECT run_id, step_id, attempt FROM app.run_steps GROUP BY 1,2,3 HAVING count(*) > 1",
+    "duplicate artifacts": (
+        "SELECT run_id, step_id, task_key, attempt, idx FROM app.artifacts GROUP BY 1,2,3,4,5 HAVING count(*) > 1"
+    ),
+    "duplicate interactions": (
+        "SELECT workflow_id, gate_key, topic, dedupe_key FROM app.human_interactions GROUP BY 1,2,3,4 "
+        "HAVING count(*) > 1"
+    ),
+    "duplicate decisions": (
+        "SELECT workflow_uuid, key FROM dbos.workflow_events WHERE key LIKE 'decision:%' GROUP BY 1,2 HAVING count(*) > 1"
+    ),
+    "duplicate prompts": (
+        "SELECT workflow_uuid, key FROM dbos.workflow_events WHERE key LIKE 'ui:%' GROUP BY 1,2 HAVING count(*) > 1"
+    ),
+    "bad payload hash": "SELECT id FROM app.human_interactions WHERE payload_hash !~ '^[a-f0-9]{64}$'",
+    "blank origin": "SELECT id FROM app.human_interactions WHERE origin IS NULL OR btrim(origin) = ''",
+    "interaction without run": "SELECT id FROM app.human_interactions WHERE run_id IS NULL",
+    "duplicate receipts": "SELECT receipt_key FROM app.mock_receipts WHERE seen_count > 1",
+}
+
+
+def oracle_violations(conn: sa.Connection) -> dict[str, list[Any]]:
+    """Every SQL exactly-once oracle that returns rows (an empty dict means all hold)."""
+    found = {}
+    for name, query in ORACLES.items():
+        rows = conn.execute(sa.text(query)).all()
+        if rows:
+            found[name] = [tuple(r) for r in rows]
+    return found
+
+
+class Getter(Protocol):
+    def get(self, url: str) -> Any: ...
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy; fail with the last value on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
+
+
+def wait_status(http: Getter, wid: str, statuses: set[str], timeout: float = 30.0) -> dict[str, Any]:
+    """Poll GET /api/runs/{wid} until its header status is one of ``statuses``."""
+    body: dict[str, Any] = {}
+
+    def check() -> bool:
+        nonlocal body
+        response = http.get(f"/api/runs/{wid}")
+        body = response.json() if response.status_code == 200 else {}
+        return body.get("status") in statuses
+
+    wait_until(check, timeout=timeout, what=f"{wid} in {statuses}")
+    return body
+
+
+def table_counts(conn: sa.Connection) -> dict[str, int]:
+    """Row counts of every app table and of DBOS's workflow table: the zero-write oracle."""
+    names = [
+        "app.intents", "app.runs", "app.run_steps", "app.artifacts", "app.plan_approvals", "app.human_gates",
+        "app.human_interactions", "app.sbx_runs", "app.mock_receipts", "app.marks", "dbos.workflow_status",
+    ]
+    return {name: int(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()) for name in names}
