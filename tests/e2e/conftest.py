@@ -1,41 +1,45 @@
-"""An in-process worker (DBOS launched on the test's own database) and the monolith's API over ASGI."""
+"""End-to-end tier: real ``kodo`` processes against the test's own database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
+from processes import KodoProcess, clean_env, free_port
 
-from kodo.main import Worker, dbos_client, launch_worker
-from kodo.settings import Settings
 from kodo.store import create_engine
 
 
 @pytest.fixture
-def engine(settings: Settings) -> Iterator[sa.Engine]:
-    assert settings.database_url is not None
-    engine = create_engine(settings.database_url)
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = create_engine(database_url)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
-def worker(settings: Settings, engine: sa.Engine) -> Iterator[Worker]:
-    assert settings.database_url is not None
-    running = launch_worker(settings, settings.database_url, engine, "monolith")
-    yield running
-    running.stop()
+def spawn(tmp_path: Path, database_url: str) -> Iterator[Callable[..., KodoProcess]]:
+    """Start kodo processes on this test's database; every one is stopped (by PID) at the end."""
+    started: list[KodoProcess] = []
+    home = tmp_path / "home"
 
+    def _spawn(command: str, *, port: int | None = None, admin_port: int | None = None, **env: str) -> KodoProcess:
+        port = port or free_port()
+        admin_port = admin_port or free_port()
+        full_env = clean_env(
+            DATABASE_URL=database_url, KODO_HOME=str(home), PORT=str(port), ADMIN_PORT=str(admin_port), **env
+        )
+        health_port = admin_port if command == "worker" else port
+        process = KodoProcess(
+            [command], full_env, tmp_path / f"{command}-{len(started)}.log", f"http://127.0.0.1:{health_port}/healthz"
+        )
+        process.port = port  # type: ignore[attr-defined]
+        process.admin_port = admin_port  # type: ignore[attr-defined]
+        started.append(process)
+        return process.start()
 
-@pytest.fixture
-def client(settings: Settings, engine: sa.Engine, worker: Worker) -> Iterator[TestClient]:
-    from kodo.api import create_api
-    from kodo.api.deps import ApiContext
-
-    dbos = dbos_client(settings, engine)
-    app = create_api(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith"))
-    with TestClient(app) as http:
-        yield http
-    dbos.destroy()
+    yield _spawn
+    for process in started:
+        process.stop()

@@ -1,0 +1,5 @@
+"""``python -m kodo``: the same as the ``kodo`` command."""
+
+from kodo.cli import main
+
+main()

@@ -1,0 +1,96 @@
+"""Real kodo processes for end-to-end tests: start by command, wait for health, kill -9 or stop by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+_KODO_VARS = ("DATABASE_URL", "KODO_", "PORT", "ADMIN_PORT", "DBOS_", "OC_", "SBX_", "WF_", "CHAOS_", "INTENT_QUEUE")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**env: str) -> dict[str, str]:
+    """The parent's environment without any kodo setting, plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(_KODO_VARS)}
+    return {**base, "KODO_QUEUE_POLLING_INTERVAL_SEC": "0.05", **env}
+
+
+class KodoProcess:
+    """One ``python -m kodo <command>`` child process with its own log file."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path, health_url: str | None = None) -> None:
+        self.command = command
+        self.env = env
+        self.log = log
+        self.health_url = health_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> KodoProcess:
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kodo", *self.command], env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        handle.close()
+        if self.health_url:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"kodo {self.command} exited {self.proc.returncode}: {self.tail()}")
+            try:
+                if httpx.get(self.health_url or "", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"kodo {self.command} not healthy in {timeout}s: {self.tail()}")
+
+    def kill9(self) -> None:
+        """SIGKILL, as a crash: no shutdown code runs."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kodo", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def json_of(response: httpx.Response) -> Any:
+    return response.json()
