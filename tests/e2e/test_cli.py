@@ -1,0 +1,44 @@
+"""The newcomer path and the CLI as subprocesses: embedded Postgres, ``kodo up``, ``kodo db …``, bad settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import psycopg
+from processes import KodoProcess, clean_env, free_port, run_cli
+
+
+def test_kodo_up_on_the_embedded_postgres_and_db_commands(tmp_path: Path) -> None:
+    """With no DATABASE_URL, `kodo up` starts its own Postgres and serves /healthz; `kodo db` manages it."""
+    home = tmp_path / "home"
+    port = free_port()
+    env = clean_env(KODO_HOME=str(home), PORT=str(port), ADMIN_PORT=str(free_port()))
+    up = KodoProcess(["up"], env, tmp_path / "up.log", f"http://127.0.0.1:{port}/healthz")
+    try:
+        up.start(timeout=90)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["ok"] is True
+        url = run_cli(["db", "url"], env)
+        assert url.returncode == 0, url.stderr
+        with psycopg.connect(url.stdout.strip()) as conn:
+            schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+        assert {"app", "dbos"} <= schemas
+        status = run_cli(["db", "status"], env)
+        assert status.returncode == 0 and status.stdout.startswith("running")
+        psql = run_cli(["db", "psql", "-tA", "-c", "SELECT count(*) FROM app.recipes"], env)
+        assert psql.returncode == 0 and psql.stdout.strip() == "3", psql.stderr
+        migrate = run_cli(["db", "migrate"], env)
+        assert migrate.returncode == 0 and "0001_init.sql" in migrate.stdout
+    finally:
+        up.stop()
+        down = run_cli(["db", "down"], env)
+    assert down.returncode == 0 and down.stdout.strip() == "stopped"
+    assert run_cli(["db", "status"], env).returncode == 1
+
+
+def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
+    """PORT=abc (or OC_MODE=nope) stops `kodo up` at once with a message naming the variable."""
+    for name, value in (("PORT", "abc"), ("OC_MODE", "nope"), ("INTENT_QUEUE_PARTITION", "maybe")):
+        result = run_cli(["up"], clean_env(KODO_HOME=str(tmp_path / "h"), **{name: value}), timeout=60)
+        assert result.returncode != 0
+        assert name in result.stderr, result.stderr
