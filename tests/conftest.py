@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +37,8 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield libpq_url(external)
         return
-    home = tmp_path_factory.mktemp("pg-home")
+    # Not under pytest's basetemp: a concurrent pytest session rotates old basetemps away.
+    home = Path(tempfile.mkdtemp(prefix="kodo-test-pg-"))
     server = EmbeddedPostgres(home)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -44,6 +47,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kodo.errors import ConfigurationError
 
@@ -186,6 +186,21 @@ class Settings(BaseSettings):
         return f"{socket.gethostname()}-{digest}-{role}"
 
 
+class _ExplicitSettings(Settings):
+    """Settings read only from the values given, never from the process environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build Settings from the environment (or ``environ``), turning errors into one clear message."""
     source = dict(os.environ if environ is None else environ)
@@ -199,7 +214,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             if key in aliases and value != ""
         }
         values.update(overrides)
-        return Settings.model_validate(values)
+        return _ExplicitSettings(**values)  # type: ignore[arg-type]
     except ValidationError as error:
         problems = []
         for item in error.errors():

@@ -59,7 +59,9 @@ def test_with_database_on_tcp_url_keeps_credentials_and_port() -> None:
 
 def test_with_database_normalizes_scheme_and_adds_missing_path() -> None:
     """with_database returns a libpq URL and works when the URL names no database."""
-    assert with_database("postgresql+psycopg://u@h:1/app?sslmode=require", "x") == "postgresql://u@h:1/x?sslmode=require"
+    assert (
+        with_database("postgresql+psycopg://u@h:1/app?sslmode=require", "x") == "postgresql://u@h:1/x?sslmode=require"
+    )
     assert with_database("postgresql://u@h", "x") == "postgresql://u@h/x"
 
 

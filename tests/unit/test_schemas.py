@@ -130,9 +130,7 @@ def test_workload_requires_all_three_ints(missing: str) -> None:
     assert any(e["loc"] == (missing,) for e in _invalid(WorkloadBody, data))
 
 
-@pytest.mark.parametrize(
-    "patch", [{"steps": "2"}, {"steps": 2.0}, {"steps": -1}, {"concurrency": None}, {"other": 1}]
-)
+@pytest.mark.parametrize("patch", [{"steps": "2"}, {"steps": 2.0}, {"steps": -1}, {"concurrency": None}, {"other": 1}])
 def test_workload_rejects_non_ints(patch: dict[str, Any]) -> None:
     """Workload fields are non-negative JSON integers, never strings or floats."""
     _invalid(WorkloadBody, {"concurrency": 1, "steps": 2, "sandboxMinutes": 3, **patch})
@@ -264,3 +262,15 @@ def test_unknown_field_is_400(client: TestClient) -> None:
     response = client.post("/intent", json={**INTENT, "surprise": True})
     assert response.status_code == 400
     assert "surprise" in response.json()["error"]
+
+
+# FAILS TODAY — src bug: parse_body uses json.loads, which accepts the non-JSON literals NaN,
+# Infinity and -Infinity. SPEC §4 says malformed JSON is a 400 that writes nothing; today the body
+# passes, canonical() then hashes the invalid text '{"n":NaN}', and Postgres jsonb rejects it later.
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_json_number_literals_are_invalid_json(client: TestClient, literal: bytes) -> None:
+    """NaN/Infinity are not JSON: a body using them is 400 invalid json, like any malformed body."""
+    raw = b'{"goal": "x", "inputs": {"n": ' + literal + b'}, "constraints": {}}'
+    response = client.post("/intent", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid json"

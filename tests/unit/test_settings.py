@@ -120,6 +120,8 @@ def test_empty_string_means_default() -> None:
     assert s.claim_scope == "demo"
 
 
+# FAILS TODAY — src bug: Settings.model_validate runs BaseSettings.__init__ (pydantic calls a custom
+# __init__ from model_validate), which merges os.environ under the explicit values.
 def test_explicit_environ_ignores_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """load_settings(environ) reads only the dict it is given, never os.environ."""
     monkeypatch.setenv("PORT", "9999")

@@ -65,11 +65,15 @@ class PlanApprovalBody(Strict):
     notes: str | None = None
 
 
+def _reject_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
     """Parse the request body as JSON (empty = ``{}``) and validate it, or raise InvalidInput (400)."""
     raw = await request.body()
     try:
-        data = json.loads(raw) if raw.strip() else {}
+        data = json.loads(raw, parse_constant=_reject_constant) if raw.strip() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidInput("invalid json", [{"msg": str(error)}]) from error
     if not isinstance(data, dict):

@@ -25,8 +25,7 @@ APPROVE_FORM = {
 }
 QUESTION_FORM = {"v": 1, "title": "Question", "fields": [{"k": "answer", "t": "str"}]}
 
-_YES = {"yes", "approve", "approved", "y", "true"}
-_NO = {"no", "reject", "rejected", "n", "false"}
+_YES = {"yes", "approve", "approved"}
 
 
 def normalize_decision(payload: Any) -> dict[str, Any]:
