@@ -75,9 +75,7 @@ def template_url(postgres_url: str) -> str:
 def database_url(template_url: str) -> Iterator[str]:
     name = "kodo_test_" + secrets.token_hex(6)
     with _admin(template_url) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE))
-        )
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
     try:
         yield with_database(template_url, name)
     finally:

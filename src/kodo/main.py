@@ -45,17 +45,13 @@ log = structlog.get_logger("kodo")
 def build_agent(settings: Settings) -> CodingAgent:
     if settings.oc_mode in {"replay", "record"}:
         return ReplayAgent(settings.home / "fixtures" / "agent", record=settings.oc_mode == "record")
-    raise ConfigurationError(
-        "OC_MODE: 'live' needs the live agent adapter, which this build does not ship yet"
-    )
+    raise ConfigurationError("OC_MODE: 'live' needs the live agent adapter, which this build does not ship yet")
 
 
 def build_sandbox(settings: Settings) -> Sandbox:
     if settings.sbx_mode == "mock":
         return MockSandbox()
-    raise ConfigurationError(
-        f"SBX_MODE: 'live' with SBX_PROVIDER={settings.sbx_provider} is not available yet"
-    )
+    raise ConfigurationError(f"SBX_MODE: 'live' with SBX_PROVIDER={settings.sbx_provider} is not available yet")
 
 
 def prepare_database(settings: Settings) -> tuple[str, sa.Engine]:

@@ -68,9 +68,7 @@ class Settings(BaseSettings):
     # --- queues (predecessor defaults)
     intent_queue_worker_concurrency: int = Field(5, validation_alias="INTENT_QUEUE_WORKER_CONCURRENCY")
     intent_queue_concurrency: int = Field(50, validation_alias="INTENT_QUEUE_CONCURRENCY")
-    intent_queue_rate_limit_per_period: int = Field(
-        100, validation_alias="INTENT_QUEUE_RATE_LIMIT_PER_PERIOD"
-    )
+    intent_queue_rate_limit_per_period: int = Field(100, validation_alias="INTENT_QUEUE_RATE_LIMIT_PER_PERIOD")
     intent_queue_rate_limit_period_sec: int = Field(60, validation_alias="INTENT_QUEUE_RATE_LIMIT_PERIOD_SEC")
     intent_queue_partition: bool = Field(True, validation_alias="INTENT_QUEUE_PARTITION")
     intent_queue_priority_enabled: bool = Field(True, validation_alias="INTENT_QUEUE_PRIORITY_ENABLED")
@@ -90,12 +88,8 @@ class Settings(BaseSettings):
     # --- observability and posture
     dbos_enable_otlp: bool = Field(False, validation_alias="DBOS_ENABLE_OTLP")
     otel_exporter_otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
-    otel_exporter_otlp_traces_endpoint: str | None = Field(
-        None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    )
-    otel_exporter_otlp_logs_endpoint: str | None = Field(
-        None, validation_alias="OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
-    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otel_exporter_otlp_logs_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
     otel_service_name: str | None = Field(None, validation_alias="OTEL_SERVICE_NAME")
     otel_resource_attributes: str | None = Field(None, validation_alias="OTEL_RESOURCE_ATTRIBUTES")
     trace_base_url: str | None = Field(None, validation_alias="TRACE_BASE_URL")
@@ -198,6 +192,7 @@ class _ExplicitSettings(Settings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        del settings_cls, env_settings, dotenv_settings, file_secret_settings
         return (init_settings,)
 
 
@@ -209,18 +204,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             return Settings(**overrides)  # type: ignore[arg-type]
         aliases = {field.validation_alias: name for name, field in Settings.model_fields.items()}
         values: dict[str, object] = {
-            aliases[key]: value  # type: ignore[index]
-            for key, value in source.items()
-            if key in aliases and value != ""
+            aliases[key]: value for key, value in source.items() if key in aliases and value != ""
         }
         values.update(overrides)
-        return _ExplicitSettings(**values)  # type: ignore[arg-type]
+        return _ExplicitSettings.model_validate(values)
     except ValidationError as error:
         problems = []
         for item in error.errors():
             field = str(item["loc"][0]) if item["loc"] else "?"
-            env_name = (
-                Settings.model_fields[field].validation_alias if field in Settings.model_fields else field
-            )
+            env_name = Settings.model_fields[field].validation_alias if field in Settings.model_fields else field
             problems.append(f"{env_name or field}: {item['msg']} (got {item.get('input')!r})")
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from error

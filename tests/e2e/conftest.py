@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from processes import KodoProcess, clean_env, free_port
 
 from kodo.store import create_engine
+from processes import KodoProcess, clean_env, free_port
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+
 from processes import KodoProcess, clean_env, free_port, run_cli
 
 

@@ -6,11 +6,14 @@ from collections.abc import Callable
 
 import httpx
 import sqlalchemy as sa
+
 from helpers import oracle_violations, wait_until
 from processes import KodoProcess
 
 
-def test_crash_demo_survives_kill_9_during_the_durable_sleep(spawn: Callable[..., KodoProcess], engine: sa.Engine) -> None:
+def test_crash_demo_survives_kill_9_during_the_durable_sleep(
+    spawn: Callable[..., KodoProcess], engine: sa.Engine
+) -> None:
     """POST /crashdemo, kill -9 during the sleep, restart: marks {s1:1, s2:1} and DBOS SUCCESS."""
     up = spawn("up", WF_SLEEP_MS="3000")
     base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
@@ -35,16 +38,25 @@ def test_kill_9_during_execute_st_reruns_only_the_sandbox_step(
     """kill -9 while sandbox tasks run; after restart the run succeeds, earlier steps stay at attempt 1."""
     up = spawn("up", CHAOS_SLEEP_EXECUTE="2500")
     base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
-    intent = httpx.post(f"{base}/api/intents", json={"goal": "chaos", "inputs": {}, "constraints": {}}).json()["intentId"]
-    body = {"intentId": intent, "queuePartitionKey": "chaos", "autoApprove": True,
-            "workload": {"concurrency": 1, "steps": 2, "sandboxMinutes": 1}}
+    intent = httpx.post(f"{base}/api/intents", json={"goal": "chaos", "inputs": {}, "constraints": {}}).json()[
+        "intentId"
+    ]
+    body = {
+        "intentId": intent,
+        "queuePartitionKey": "chaos",
+        "autoApprove": True,
+        "workload": {"concurrency": 1, "steps": 2, "sandboxMinutes": 1},
+    }
     assert httpx.post(f"{base}/api/runs", json=body).status_code == 201
 
     def children_running() -> bool:
         with engine.connect() as conn:
-            return bool(conn.execute(sa.text(
-                "SELECT count(*) FROM dbos.workflow_status WHERE name='ExecuteTask' AND status='PENDING'"
-            )).scalar_one() >= 1)
+            return bool(
+                conn.execute(
+                    sa.text("SELECT count(*) FROM dbos.workflow_status WHERE name='ExecuteTask' AND status='PENDING'")
+                ).scalar_one()
+                >= 1
+            )
 
     wait_until(children_running, timeout=30, what="ExecuteTask running")
     up.kill9()
@@ -53,9 +65,7 @@ def test_kill_9_during_execute_st_reruns_only_the_sandbox_step(
     up.start()
     wait_until(lambda: httpx.get(f"{base}/api/runs/{intent}").json()["status"] == "SUCCESS", timeout=60, what="SUCCESS")
     with engine.connect() as conn:
-        attempts = dict(conn.execute(sa.text(
-            "SELECT step_id, max(attempt) FROM app.run_steps GROUP BY step_id"
-        )).all())
+        attempts = dict(conn.execute(sa.text("SELECT step_id, max(attempt) FROM app.run_steps GROUP BY step_id")).all())
         sandbox_rows = conn.execute(sa.text("SELECT count(*) FROM app.sbx_runs")).scalar_one()
         assert oracle_violations(conn) == {}
     assert attempts == {"CompileST": 1, "ApplyPatchST": 1, "DecideST": 1, "ExecuteST": 1}

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import httpx
 import sqlalchemy as sa
+
 from helpers import oracle_violations, wait_until
 from processes import KodoProcess
 
@@ -24,10 +25,16 @@ def test_shim_and_worker_with_one_app_version_run_the_golden_flow(
     assert health["ok"] is True and health["role"] == "worker"
     base = f"http://127.0.0.1:{shim.port}"  # type: ignore[attr-defined]
     assert httpx.get(f"{base}/healthz").json()["runtimeMode"] == "api-shim"
-    intent = httpx.post(f"{base}/intents", json={"goal": "demo chain", "inputs": {}, "constraints": {}}).json()["intentId"]
+    intent = httpx.post(f"{base}/intents", json={"goal": "demo chain", "inputs": {}, "constraints": {}}).json()[
+        "intentId"
+    ]
     started = httpx.post(
         f"{base}/intents/{intent}/run",
-        json={"traceId": "po-demo", "recipeName": "compile-default", "workload": {"concurrency": 1, "steps": 2, "sandboxMinutes": 1}},
+        json={
+            "traceId": "po-demo",
+            "recipeName": "compile-default",
+            "workload": {"concurrency": 1, "steps": 2, "sandboxMinutes": 1},
+        },
     )
     assert started.status_code == 202
     run_id = started.json()["runId"]
@@ -47,7 +54,9 @@ def test_app_version_mismatch_leaves_runs_queued_and_visible(spawn: Callable[...
     worker = spawn("worker", DBOS__APPVERSION="v1")
     shim = spawn("api", DBOS__APPVERSION="v2")
     base = f"http://127.0.0.1:{shim.port}"  # type: ignore[attr-defined]
-    intent = httpx.post(f"{base}/api/intents", json={"goal": "stuck", "inputs": {}, "constraints": {}}).json()["intentId"]
+    intent = httpx.post(f"{base}/api/intents", json={"goal": "stuck", "inputs": {}, "constraints": {}}).json()[
+        "intentId"
+    ]
     body = {"intentId": intent, "queuePartitionKey": "p", "autoApprove": True}
     assert httpx.post(f"{base}/api/runs", json=body).status_code == 201
     worker.wait_healthy(5)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from helpers import table_counts
 
+from helpers import table_counts
 from kodo.settings import Settings
 
 
@@ -41,7 +41,9 @@ BAD_INTENTS = [
 
 @pytest.mark.parametrize("path", ["/api/intents", "/intents"])
 @pytest.mark.parametrize(("case", "body"), BAD_INTENTS, ids=[c for c, _ in BAD_INTENTS])
-def test_bad_intent_is_400_and_writes_nothing(client: TestClient, engine: sa.Engine, path: str, case: str, body: Any) -> None:
+def test_bad_intent_is_400_and_writes_nothing(
+    client: TestClient, engine: sa.Engine, path: str, case: str, body: Any
+) -> None:
     """Each malformed or schema-breaking intent body is a 400 with an error (and details) and no row."""
     with engine.connect() as conn:
         before = table_counts(conn)
@@ -76,9 +78,17 @@ def _bad_runs(intent: str) -> list[tuple[str, Any, str | None]]:
         ("unknown recipe", {**run, "recipeName": "nope"}, policy),
         (
             "budget fan-out",
-            {**run, "workload": {**workload, "steps": 5},
-             "budget": {"maxFanout": 2, "maxSBXMinutes": 10, "maxArtifactsMB": 10, "maxRetriesPerStep": 1,
-                        "maxWallClockMS": 60000}},
+            {
+                **run,
+                "workload": {**workload, "steps": 5},
+                "budget": {
+                    "maxFanout": 2,
+                    "maxSBXMinutes": 10,
+                    "maxArtifactsMB": 10,
+                    "maxRetriesPerStep": 1,
+                    "maxWallClockMS": 60000,
+                },
+            },
             policy,
         ),
     ]

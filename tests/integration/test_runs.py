@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from helpers import oracle_violations, wait_status, wait_until
 
+from helpers import oracle_violations, wait_status, wait_until
 from kodo.settings import Settings
 
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
@@ -46,7 +46,7 @@ def test_golden_path_waits_for_approval_then_succeeds(client: TestClient, engine
     assert [r["stepID"] for r in rows] == ["CompileST", "ApplyPatchST", "DecideST", "ExecuteST"]
     assert all(r["attempt"] == 1 and r["artifactRefs"] for r in rows)
     view = client.get(f"/runs/{header['runId']}").json()
-    assert view["status"] == "succeeded" and [s["stepId"] for s in view["steps"]][0] == "CompileST"
+    assert view["status"] == "succeeded" and view["steps"][0]["stepId"] == "CompileST"
     with engine.connect() as conn:
         assert oracle_violations(conn) == {}
         assert conn.execute(sa.text("SELECT count(*) FROM app.sbx_runs")).scalar_one() == 2
@@ -130,7 +130,9 @@ def test_ten_parallel_starts_make_one_run(client: TestClient, engine: sa.Engine)
     with ThreadPoolExecutor(max_workers=10) as pool:
         responses = list(
             pool.map(
-                lambda _: client.post("/api/runs", json={"intentId": intent, "queuePartitionKey": "p", "traceId": "idem"}),
+                lambda _: client.post(
+                    "/api/runs", json={"intentId": intent, "queuePartitionKey": "p", "traceId": "idem"}
+                ),
                 range(10),
             )
         )

@@ -19,9 +19,7 @@ def healthz(request: Request) -> JSONResponse:
         with ctx.read() as conn:
             conn.execute(sa.text("SELECT 1"))
     except Exception as error:
-        return JSONResponse(
-            {"ok": False, "error": f"database unreachable: {type(error).__name__}"}, status_code=503
-        )
+        return JSONResponse({"ok": False, "error": f"database unreachable: {type(error).__name__}"}, status_code=503)
     return JSONResponse(
         {
             "ok": True,

@@ -38,9 +38,7 @@ def crashdemo(request: Request) -> JSONResponse:
     ctx = context(request)
     wf = _wf(request)
     sleep_ms = _sleep(request, ctx.settings.wf_sleep_ms)
-    start_proof(
-        ctx.client, name="CrashDemo", workflow_id=wf, sleep_ms=sleep_ms, app_version=ctx.settings.app_version
-    )
+    start_proof(ctx.client, name="CrashDemo", workflow_id=wf, sleep_ms=sleep_ms, app_version=ctx.settings.app_version)
     return JSONResponse({"accepted": True, "workflowId": wf}, status_code=202)
 
 
@@ -50,9 +48,7 @@ def slowstep(request: Request) -> JSONResponse:
     ctx = context(request)
     wf = _wf(request)
     sleep_ms = _sleep(request, 5000)
-    start_proof(
-        ctx.client, name="SlowStep", workflow_id=wf, sleep_ms=sleep_ms, app_version=ctx.settings.app_version
-    )
+    start_proof(ctx.client, name="SlowStep", workflow_id=wf, sleep_ms=sleep_ms, app_version=ctx.settings.app_version)
     return JSONResponse({"accepted": True, "workflowId": wf}, status_code=202)
 
 

@@ -98,9 +98,7 @@ def step_rows(run: Run, records: list[StepRecord], made: list[Artifact]) -> list
     """StepRow[]: every attempt with its artifacts (same step and attempt), by startedAt then stepID."""
     rows = []
     for record in records:
-        refs = [
-            artifact_ref(run, a) for a in made if a.step_id == record.step_id and a.attempt == record.attempt
-        ]
+        refs = [artifact_ref(run, a) for a in made if a.step_id == record.step_id and a.attempt == record.attempt]
         row: dict[str, Any] = {
             "stepID": record.step_id,
             "name": record.phase,
@@ -160,9 +158,7 @@ def _require_run(conn: sa.Connection, key: str) -> Run:
     return run
 
 
-async def _start(
-    request: Request, intent_id: str, body: RunRequestBody
-) -> tuple[ApiContext, dict[str, Any], bool]:
+async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tuple[ApiContext, dict[str, Any], bool]:
     ctx = context(request)
     fields = body.model_dump(exclude_none=True, exclude={"intentId"})
     with ctx.transaction() as conn:
@@ -214,9 +210,7 @@ def get_run_steps(wid: str, request: Request) -> JSONResponse:
     ctx = context(request)
     with ctx.read() as conn:
         run = _require_run(conn, wid)
-        return JSONResponse(
-            step_rows(run, steps.list_for_run(conn, run.id), artifacts.list_for_run(conn, run.id))
-        )
+        return JSONResponse(step_rows(run, steps.list_for_run(conn, run.id), artifacts.list_for_run(conn, run.id)))
 
 
 @router.get("/runs/{run_key}")
@@ -225,9 +219,7 @@ def get_run_view(run_key: str, request: Request) -> JSONResponse:
     ctx = context(request)
     with ctx.read() as conn:
         run = _require_run(conn, run_key)
-        return JSONResponse(
-            run_view(run, steps.latest_for_run(conn, run.id), artifacts.list_for_run(conn, run.id))
-        )
+        return JSONResponse(run_view(run, steps.latest_for_run(conn, run.id), artifacts.list_for_run(conn, run.id)))
 
 
 async def _approve(request: Request, key: str, headers: dict[str, str] | None) -> JSONResponse:
@@ -237,9 +229,7 @@ async def _approve(request: Request, key: str, headers: dict[str, str] | None) -
     body = await parse_body(request, PlanApprovalBody)
     with ctx.transaction() as conn:
         run = _require_run(conn, key)
-        approved_at = send_plan_approval(
-            conn, ctx.client, run=run, approved_by=body.approvedBy, notes=body.notes
-        )
+        approved_at = send_plan_approval(conn, ctx.client, run=run, approved_by=body.approvedBy, notes=body.notes)
     return JSONResponse(
         {"accepted": True, "runId": run.id, "approvedAt": approved_at.isoformat()},
         status_code=202,

@@ -77,9 +77,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidInput("invalid json", [{"msg": str(error)}]) from error
     if not isinstance(data, dict):
-        raise InvalidInput(
-            f"invalid {model.__name__}: body must be a JSON object", [{"msg": "not an object"}]
-        )
+        raise InvalidInput(f"invalid {model.__name__}: body must be a JSON object", [{"msg": "not an object"}])
     try:
         return model.model_validate(data)
     except ValidationError as error:

@@ -15,9 +15,7 @@ def find(conn: sa.Connection, op_key: str) -> dict[str, Any] | None:
     return None if row is None else dict(row._mapping)
 
 
-def record(
-    conn: sa.Connection, *, op_key: str, run_id: str, step_id: str, attempt: int, call: dict[str, Any]
-) -> None:
+def record(conn: sa.Connection, *, op_key: str, run_id: str, step_id: str, attempt: int, call: dict[str, Any]) -> None:
     """Ledger one agent call (once per op key)."""
     conn.execute(
         sa.text(

@@ -28,7 +28,7 @@ def _row_to_intent(row: sa.Row[Any]) -> Intent:
 
 def create(conn: sa.Connection, intent: Intent) -> bool:
     """Insert an intent; returns False (and writes nothing) when the id already exists."""
-    payload = {"inputs": intent.inputs, "constraints": intent.constraints}
+    payload: dict[str, Any] = {"inputs": intent.inputs, "constraints": intent.constraints}
     if intent.connectors is not None:
         payload["connectors"] = intent.connectors
     result = conn.execute(

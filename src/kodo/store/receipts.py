@@ -10,9 +10,7 @@ from kodo.identity import sha256_hex
 from kodo.store import to_json
 
 
-def record(
-    conn: sa.Connection, *, run_id: str, step_id: str, attempt: int, request: Any, response: Any
-) -> int:
+def record(conn: sa.Connection, *, run_id: str, step_id: str, attempt: int, request: Any, response: Any) -> int:
     """Upsert the receipt for (run, step, request); returns how often it has now been seen."""
     payload_hash = sha256_hex(request)
     receipt_key = sha256_hex(f"{run_id}:{step_id}:{payload_hash}")

@@ -71,9 +71,7 @@ def create(conn: sa.Connection, *, run_id: str, workflow_id: str, start: RunStar
 def get(conn: sa.Connection, run_or_workflow_id: str) -> Run | None:
     """Dual lookup: by run id or by workflow id."""
     row = conn.execute(
-        sa.text(
-            "SELECT * FROM app.runs WHERE id = :key OR workflow_id = :key ORDER BY (id = :key) DESC LIMIT 1"
-        ),
+        sa.text("SELECT * FROM app.runs WHERE id = :key OR workflow_id = :key ORDER BY (id = :key) DESC LIMIT 1"),
         {"key": run_or_workflow_id},
     ).first()
     return None if row is None else _row_to_run(row)
@@ -112,7 +110,5 @@ def update(
 
 def count_for_intent(conn: sa.Connection, intent_id: str) -> int:
     return int(
-        conn.execute(
-            sa.text("SELECT count(*) FROM app.runs WHERE intent_id = :i"), {"i": intent_id}
-        ).scalar_one()
+        conn.execute(sa.text("SELECT count(*) FROM app.runs WHERE intent_id = :i"), {"i": intent_id}).scalar_one()
     )

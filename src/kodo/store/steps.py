@@ -64,9 +64,7 @@ def record(
             {"r": run_id, "s": step_id, "a": attempt},
         ).one()
         if existing.phase != phase or canonical(existing.output) != canonical(output):
-            raise Conflict(
-                f"determinism violation: {step_id} attempt {attempt} of {run_id} recorded differently"
-            )
+            raise Conflict(f"determinism violation: {step_id} attempt {attempt} of {run_id} recorded differently")
 
 
 def list_for_run(conn: sa.Connection, run_id: str) -> list[StepRecord]:
@@ -81,9 +79,7 @@ def list_for_run(conn: sa.Connection, run_id: str) -> list[StepRecord]:
 def latest_for_run(conn: sa.Connection, run_id: str) -> list[StepRecord]:
     """The latest attempt of each step, ordered by start time."""
     rows = conn.execute(
-        sa.text(
-            "SELECT DISTINCT ON (step_id) * FROM app.run_steps WHERE run_id = :r ORDER BY step_id, attempt DESC"
-        ),
+        sa.text("SELECT DISTINCT ON (step_id) * FROM app.run_steps WHERE run_id = :r ORDER BY step_id, attempt DESC"),
         {"r": run_id},
     )
     return sorted((_row_to_step(row) for row in rows), key=lambda s: (s.started_at, s.step_id))

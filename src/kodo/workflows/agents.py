@@ -126,9 +126,7 @@ def _fields(artifact: NewArtifact) -> dict[str, Any]:
     return {name: getattr(artifact, name) for name in NewArtifact.__dataclass_fields__}
 
 
-def _save_plan(
-    conn: sa.Connection, ctx: dict[str, Any], structured: dict[str, Any], started_at: str
-) -> dict[str, Any]:
+def _save_plan(conn: sa.Connection, ctx: dict[str, Any], structured: dict[str, Any], started_at: str) -> dict[str, Any]:
     run_id = ctx["runId"]
     plan = {**_require(structured, PLAN_SCHEMA, "CompileST"), "goal": ctx["intent"]["goal"]}
     card = NewArtifact(

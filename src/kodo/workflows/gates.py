@@ -40,9 +40,7 @@ def normalize_decision(payload: Any) -> dict[str, Any]:
     elif isinstance(body.get("decision"), str):
         word = body["decision"].strip().lower()
         decision = "yes" if word in _YES else "no"
-    rationale = next(
-        (body[k] for k in ("rationale", "reason", "note", "notes") if isinstance(body.get(k), str)), None
-    )
+    rationale = next((body[k] for k in ("rationale", "reason", "note", "notes") if isinstance(body.get(k), str)), None)
     return {"decision": decision, "rationale": rationale}
 
 
@@ -81,9 +79,7 @@ def wait_for_human(
     if message is None:
         DBOS.set_event(f"ui:{gate_key}:result", {"schemaVersion": 1, "state": "TIMED_OUT", "at": at})
     else:
-        DBOS.set_event(
-            f"ui:{gate_key}:result", {"schemaVersion": 1, "state": "RECEIVED", "payload": message, "at": at}
-        )
+        DBOS.set_event(f"ui:{gate_key}:result", {"schemaVersion": 1, "state": "RECEIVED", "payload": message, "at": at})
     return message, at
 
 
@@ -116,9 +112,7 @@ def approve_plan(ctx: dict[str, Any], gate_key: str, ttl_s: int) -> dict[str, An
             form=APPROVE_FORM,
             ttl_s=ttl_s,
         )
-        decision = (
-            normalize_decision(message) if message is not None else {"decision": "no", "rationale": "timeout"}
-        )
+        decision = normalize_decision(message) if message is not None else {"decision": "no", "rationale": "timeout"}
     DBOS.set_event(
         f"decision:{gate_key}",
         {
@@ -134,9 +128,7 @@ def approve_plan(ctx: dict[str, Any], gate_key: str, ttl_s: int) -> dict[str, An
 # --- replies from outside a workflow (API, CLI, UI) ----------------------------------------------
 
 
-def _legacy_dedupe_key(
-    origin: str, workflow_id: str, run_id: str, gate_key: str, topic: str, payload: Any
-) -> str:
+def _legacy_dedupe_key(origin: str, workflow_id: str, run_id: str, gate_key: str, topic: str, payload: Any) -> str:
     from kodo.identity import sha256_hex
 
     body = {
@@ -150,9 +142,7 @@ def _legacy_dedupe_key(
     return f"{origin}:{sha256_hex(body)}"
 
 
-def send_plan_approval(
-    conn: sa.Connection, client: Any, *, run: Any, approved_by: str, notes: str | None
-) -> datetime:
+def send_plan_approval(conn: sa.Connection, client: Any, *, run: Any, approved_by: str, notes: str | None) -> datetime:
     """The legacy approve-plan: record it, and (for a live run) send "yes" to the plan gate's topic.
 
     The reply goes through the interaction ledger with a deterministic ``legacy-approve`` dedupe key, and

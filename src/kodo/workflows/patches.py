@@ -46,9 +46,7 @@ def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.exists() else ""
 
 
-def apply(
-    conn: sa.Connection, *, run_id: str, workspace: Path, index: int, item: dict[str, Any]
-) -> dict[str, Any]:
+def apply(conn: sa.Connection, *, run_id: str, workspace: Path, index: int, item: dict[str, Any]) -> dict[str, Any]:
     """Apply one patch-plan item; returns its ``patch_apply`` artifact payload."""
     target = str(item["targetPath"])
     path = resolve_target(workspace, target)

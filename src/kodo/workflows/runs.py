@@ -62,9 +62,7 @@ def _drift(existing: Run, start: RunStart) -> list[dict[str, Any]]:
     return found
 
 
-def start_run(
-    conn: sa.Connection, client: DBOSClient, settings: Settings, start: RunStart
-) -> tuple[Run, bool]:
+def start_run(conn: sa.Connection, client: DBOSClient, settings: Settings, start: RunStart) -> tuple[Run, bool]:
     """Insert the run row and enqueue its workflow in the same transaction; returns (run, is_replay).
 
     ``workflowID = intentId``: a second start of the same intent is the same run (replay), unless its
@@ -127,15 +125,11 @@ def _begin(conn: sa.Connection, workflow_id: str) -> dict[str, Any]:
         "priority": run.options.get("priority", 1),
         "partitionKey": run.queue_partition_key,
         "workspace": str(workspace),
-        "planApprovalTimeoutS": ttl
-        if isinstance(ttl, int) and ttl > 0
-        else settings.hitl_plan_approval_timeout_s,
+        "planApprovalTimeoutS": ttl if isinstance(ttl, int) and ttl > 0 else settings.hitl_plan_approval_timeout_s,
     }
 
 
-def _apply_patches(
-    conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any], started_at: str
-) -> dict[str, Any]:
+def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any], started_at: str) -> dict[str, Any]:
     run_id, workspace = ctx["runId"], Path(ctx["workspace"])
     attempt = steps.next_attempt(conn, run_id, "ApplyPatchST")
     made = []
@@ -254,9 +248,7 @@ def _execute(
 def _fail(conn: sa.Connection, ctx: dict[str, Any], code: str, message: str) -> None:
     run_id = ctx["runId"]
     if code == "SBX_RETRIES_EXHAUSTED":
-        last = [
-            row["err_code"] for row in sandbox_runs.list_for_run(conn, run_id) if row["err_code"] != "NONE"
-        ]
+        last = [row["err_code"] for row in sandbox_runs.list_for_run(conn, run_id) if row["err_code"] != "NONE"]
         if last:
             message = f"{message} [{last[-1]}]"
     try:
@@ -287,7 +279,7 @@ def plan_tasks(ctx: dict[str, Any], build: dict[str, Any]) -> list[dict[str, Any
     settings = services().settings
     command = str(build["test_command"])
     tests = [str(t) for t in build.get("tests", [])]
-    commands = [(f"{command} {test}", test) for test in tests] or [(command, None)]
+    commands: list[tuple[str, str | None]] = [(f"{command} {test}", test) for test in tests] or [(command, None)]
     tasks = []
     for cmd, test in commands:
         request = {

@@ -22,9 +22,7 @@ from kodo.workflows.runtime import services
 STEP_ID = "ExecuteST"
 
 
-def artifact_set(
-    run_id: str, task_key: str, attempt: int, provider: str, result: dict[str, Any]
-) -> list[NewArtifact]:
+def artifact_set(run_id: str, task_key: str, attempt: int, provider: str, result: dict[str, Any]) -> list[NewArtifact]:
     """The per-attempt artifact set: index (idx 0) then stdout, stderr, files, raw, timings sorted by URI."""
 
     def uri(name: str) -> str:
@@ -42,9 +40,7 @@ def artifact_set(
     index = {
         "taskKey": task_key,
         "provider": provider,
-        "items": [
-            {"kind": kind, "uri": u, "sha256": artifacts.digest(inline)} for kind, u, inline in entries
-        ],
+        "items": [{"kind": kind, "uri": u, "sha256": artifacts.digest(inline)} for kind, u, inline in entries],
         "rawRef": uri("raw.json"),
         "createdAt": "1970-01-01T00:00:00.000Z",
     }
@@ -60,9 +56,7 @@ def artifact_set(
         )
     ]
     made += [
-        NewArtifact(
-            step_id=STEP_ID, idx=i, kind=kind, uri=u, inline=inline, task_key=task_key, attempt=attempt
-        )
+        NewArtifact(step_id=STEP_ID, idx=i, kind=kind, uri=u, inline=inline, task_key=task_key, attempt=attempt)
         for i, (kind, u, inline) in enumerate(entries, start=1)
     ]
     return made

@@ -75,9 +75,7 @@ class AgentRequest:
     @property
     def op_key(self) -> str:
         """sha256(<runId>:<stepId>:<attempt>:<schemaHash>:<promptHash>): the ledger and cache key."""
-        return sha256_hex(
-            f"{self.run_id}:{self.step_id}:{self.attempt}:{self.schema_hash}:{sha256_hex(self.prompt)}"
-        )
+        return sha256_hex(f"{self.run_id}:{self.step_id}:{self.attempt}:{self.schema_hash}:{sha256_hex(self.prompt)}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -82,9 +82,7 @@ class ReplayAgent:
         self.mode = "record" if record else "replay"
 
     def fixture_path(self, request: AgentRequest) -> Path:
-        key = sha256_hex(
-            {"agent": request.agent, "prompt": request.prompt, "schemaHash": request.schema_hash}
-        )
+        key = sha256_hex({"agent": request.agent, "prompt": request.prompt, "schemaHash": request.schema_hash})
         return self.fixtures_dir / request.agent / f"{key}.json"
 
     def structured(self, request: AgentRequest) -> AgentResult:

@@ -81,8 +81,6 @@ class MockSandbox:
             wall_ms=1,
             cpu_ms=1,
             mem_peak_mb=1,
-            files_out=[
-                {"path": "out.json", "inline": out, "sha256": hashlib.sha256(out.encode()).hexdigest()}
-            ],
+            files_out=[{"path": "out.json", "inline": out, "sha256": hashlib.sha256(out.encode()).hexdigest()}],
             raw=raw,
         )
