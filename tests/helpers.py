@@ -24,6 +24,9 @@ ORACLES = {
     "duplicate prompts": (
         "SELECT workflow_uuid, key FROM dbos.workflow_events WHERE key LIKE 'ui:%' GROUP BY 1,2 HAVING count(*) > 1"
     ),
+    "duplicate escalations": (
+        "SELECT workflow_uuid FROM dbos.workflow_status WHERE workflow_uuid LIKE 'esc:%' GROUP BY 1 HAVING count(*) > 1"
+    ),
     "bad payload hash": "SELECT id FROM app.human_interactions WHERE payload_hash !~ '^[a-f0-9]{64}$'",
     "blank origin": "SELECT id FROM app.human_interactions WHERE origin IS NULL OR btrim(origin) = ''",
     "interaction without run": "SELECT id FROM app.human_interactions WHERE run_id IS NULL",

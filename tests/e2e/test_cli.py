@@ -30,6 +30,24 @@ def test_kodo_up_on_the_embedded_postgres_and_db_commands(tmp_path: Path) -> Non
         assert psql.returncode == 0 and psql.stdout.strip() == "3", psql.stderr
         migrate = run_cli(["db", "migrate"], env)
         assert migrate.returncode == 0 and "0001_init.sql" in migrate.stdout
+        intent = httpx.post(
+            f"http://127.0.0.1:{port}/api/intents", json={"goal": "reset me", "inputs": {}, "constraints": {}}
+        )
+        assert intent.status_code == 201
+        up.stop()
+        reset = run_cli(["db", "reset", "--yes"], env)
+        assert reset.returncode == 0, reset.stderr
+        after = run_cli(
+            [
+                "db",
+                "psql",
+                "-tA",
+                "-c",
+                "SELECT (SELECT count(*) FROM app.intents), (SELECT count(*) FROM app.recipes)",
+            ],
+            env,
+        )
+        assert after.stdout.strip() == "0|3", after.stdout + after.stderr
     finally:
         up.stop()
         down = run_cli(["db", "down"], env)
