@@ -161,6 +161,12 @@ class Run:
     recipe_hash: str | None = None
     budget: dict[str, int] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    current_workflow_id: str | None = None
+
+    @property
+    def generation(self) -> int:
+        """1 for the first attempt, +1 per repair: part of gate and task keys of later attempts."""
+        return self.retry_count + 1
 
     @property
     def is_terminal(self) -> bool:

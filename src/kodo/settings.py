@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kodo.errors import ConfigurationError
@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     oc_base_url: str | None = Field(None, validation_alias="OC_BASE_URL")
     oc_timeout_ms: int = Field(300_000, validation_alias="OC_TIMEOUT_MS")
     oc_strict_mode: bool = Field(False, validation_alias="OC_STRICT_MODE")
+    opencode_server_password: SecretStr | None = Field(None, validation_alias="OPENCODE_SERVER_PASSWORD")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_model: str = Field("gpt-4o-mini", validation_alias="OPENAI_MODEL")
 
     # --- sandbox
     sbx_mode: Literal["mock", "live"] = Field("mock", validation_alias="SBX_MODE")
@@ -61,6 +65,7 @@ class Settings(BaseSettings):
     sbx_alt_provider_enabled: bool = Field(False, validation_alias="SBX_ALT_PROVIDER_ENABLED")
     sbx_default_timeout_ms: int = Field(300_000, validation_alias="SBX_DEFAULT_TIMEOUT_MS")
     sbx_default_net: bool = Field(False, validation_alias="SBX_DEFAULT_NET")
+    e2b_api_key: SecretStr | None = Field(None, validation_alias="E2B_API_KEY")
 
     # --- human gates
     hitl_plan_approval_timeout_s: int = Field(3600, validation_alias="HITL_PLAN_APPROVAL_TIMEOUT_S")

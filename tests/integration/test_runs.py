@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from helpers import oracle_violations, wait_status, wait_until
+from helpers import oracle_violations, wait_status
 from kodo.settings import Settings
 
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
@@ -193,19 +193,20 @@ def test_patch_outside_the_workspace_is_refused(client: TestClient, settings: Se
     assert not (settings.workspaces_dir.parent / "escape.txt").exists()
 
 
-def test_plan_rejection_rolls_patches_back(client: TestClient, settings: Settings, worker: Any) -> None:
+def test_plan_rejection_rolls_patches_back(client: TestClient, settings: Settings) -> None:
     """A "no" at the plan gate restores every applied patch and ends the run PLAN_REJECTED + REPAIR."""
-    from kodo.identity import gate_key_for
-
     patch = [{"targetPath": "a.txt", "postimageContent": "after", "diffText": "+after"}]
     intent = new_intent(client, "reject me", patchPlan=patch)
     header = start(client, intent)
     wait_status(client, intent, {"WAITING_INPUT"})
     target = Path(settings.workspaces_dir, header["runId"], "a.txt")
     assert target.read_text() == "after"
-    gate = gate_key_for(header["runId"], "ApplyPatchST", "approve-plan")
-    client.app.state.kodo.client.send(intent, {"choice": "no", "rationale": "not now"}, f"human:{gate}")  # type: ignore[attr-defined]
+    gate = client.get(f"/api/runs/{intent}/gates").json()[0]
+    assert gate["purpose"] == "approve-plan" and gate["state"] == "PENDING"
+    answer = {"payload": {"choice": "no", "rationale": "not now"}, "dedupeKey": "po-1", "origin": "manual"}
+    response = client.post(f"/api/runs/{intent}/gates/{gate['gateKey']}/reply", json=answer)
+    assert response.status_code == 200 and response.json() == {"ok": True, "isReplay": False}
     done = wait_status(client, intent, TERMINAL)
     assert done["error"]["code"] == "PLAN_REJECTED" and "not now" in done["error"]["message"]
+    assert done["nextAction"] == "REPAIR"
     assert target.read_text() == ""
-    wait_until(lambda: done["nextAction"] == "REPAIR", what="repair")

@@ -13,7 +13,7 @@ from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse
 from kodo.errors import Gone, NotFound
 from kodo.models import Artifact, Run, StepRecord, header_status
 from kodo.store import artifacts, durable_status, intents, runs, steps
-from kodo.workflows.gates import send_plan_approval
+from kodo.workflows import gates
 from kodo.workflows.queue_policy import admit
 from kodo.workflows.runs import WORKFLOW_NAME, start_run
 
@@ -27,7 +27,8 @@ def _ms(value: Any) -> int | None:
 
 def header(ctx: ApiContext, conn: sa.Connection, run: Run) -> dict[str, Any]:
     """The RunHeader: app status merged (monotonically) with DBOS's, plus posture."""
-    durable = durable_status.get(conn, run.workflow_id)
+    # The run's identity is its workflow id; its progress is the phase workflow now responsible for it.
+    durable = durable_status.get(conn, run.current_workflow_id or run.workflow_id)
     settings = ctx.settings
     body: dict[str, Any] = {
         "workflowID": run.workflow_id,
@@ -37,6 +38,7 @@ def header(ctx: ApiContext, conn: sa.Connection, run: Run) -> dict[str, Any]:
         "durableStatus": run.status,
         "dbosStatus": durable.status if durable else None,
         "workflowName": WORKFLOW_NAME,
+        "currentWorkflowID": run.current_workflow_id or run.workflow_id,
         "recipeRef": {"id": run.recipe_id, "v": run.recipe_v} if run.recipe_id else None,
         "recipeHash": run.recipe_hash,
         "intentHash": run.intent_hash,
@@ -151,7 +153,7 @@ def run_view(run: Run, latest: list[StepRecord], made: list[Artifact]) -> dict[s
     return view
 
 
-def _require_run(conn: sa.Connection, key: str) -> Run:
+def require_run(conn: sa.Connection, key: str) -> Run:
     run = runs.get(conn, key)
     if run is None:
         raise NotFound("run not found")
@@ -201,7 +203,7 @@ def get_run_header(wid: str, request: Request) -> JSONResponse:
     """The RunHeader of a run, by run id or workflow id."""
     ctx = context(request)
     with ctx.read() as conn:
-        return JSONResponse(header(ctx, conn, _require_run(conn, wid)))
+        return JSONResponse(header(ctx, conn, require_run(conn, wid)))
 
 
 @router.get("/api/runs/{wid}/steps")
@@ -209,7 +211,7 @@ def get_run_steps(wid: str, request: Request) -> JSONResponse:
     """Every step attempt with its artifact refs, in a stable order; 404 for an unknown run."""
     ctx = context(request)
     with ctx.read() as conn:
-        run = _require_run(conn, wid)
+        run = require_run(conn, wid)
         return JSONResponse(step_rows(run, steps.list_for_run(conn, run.id), artifacts.list_for_run(conn, run.id)))
 
 
@@ -218,18 +220,20 @@ def get_run_view(run_key: str, request: Request) -> JSONResponse:
     """The legacy RunView: status, latest step attempts, all artifacts."""
     ctx = context(request)
     with ctx.read() as conn:
-        run = _require_run(conn, run_key)
+        run = require_run(conn, run_key)
         return JSONResponse(run_view(run, steps.latest_for_run(conn, run.id), artifacts.list_for_run(conn, run.id)))
 
 
 async def _approve(request: Request, key: str, headers: dict[str, str] | None) -> JSONResponse:
     ctx = context(request)
     with ctx.read() as conn:
-        _require_run(conn, key)
+        require_run(conn, key)
     body = await parse_body(request, PlanApprovalBody)
     with ctx.transaction() as conn:
-        run = _require_run(conn, key)
-        approved_at = send_plan_approval(conn, ctx.client, run=run, approved_by=body.approvedBy, notes=body.notes)
+        run = require_run(conn, key)
+        approved_at, wake = gates.approve_plan_legacy(conn, run, approved_by=body.approvedBy, notes=body.notes)
+    if wake is not None:
+        gates.wake(ctx.client, run.workflow_id, wake)
     return JSONResponse(
         {"accepted": True, "runId": run.id, "approvedAt": approved_at.isoformat()},
         status_code=202,

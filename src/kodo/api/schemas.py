@@ -84,3 +84,27 @@ async def parse_body(request: Request, model: type[M]) -> M:
         details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
         summary = "; ".join(f"{'.'.join(str(p) for p in d['loc']) or 'body'}: {d['msg']}" for d in details)
         raise InvalidInput(f"invalid {model.__name__}: {summary}", details) from error
+
+
+GateKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9:_-]{0,127}$")]
+ReplyOrigin = Literal["manual", "api-shim", "webhook", "webhook-ci", "external", "unknown"]
+
+
+class GateReplyBody(Strict):
+    payload: dict[str, Any]
+    dedupeKey: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    origin: ReplyOrigin
+
+
+class ExternalEventBody(Strict):
+    workflowId: NonEmpty
+    gateKey: GateKey
+    topic: Annotated[str, StringConstraints(pattern=r"^(human|sys):[a-z0-9][a-z0-9:_-]{0,127}$", max_length=132)]
+    payload: dict[str, Any]
+    dedupeKey: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    origin: Literal["manual", "engine-dbos", "api-shim", "webhook", "webhook-ci", "external", "unknown"]
+
+
+class RunEventBody(Strict):
+    type: NonEmpty
+    payload: dict[str, Any]

@@ -1,4 +1,5 @@
-"""``app.human_gates``, ``app.human_interactions`` (the reply ledger) and ``app.plan_approvals``."""
+"""``app.human_gates`` (one row per gate: prompt, deadline, result, decision), the reply ledger
+``app.human_interactions`` and the legacy ``app.plan_approvals``."""
 
 from __future__ import annotations
 
@@ -19,25 +20,117 @@ class Gate:
     gate_key: str
     topic: str
     purpose: str
+    step_id: str
+    generation: int
+    next_action: str | None
+    prompt: dict[str, Any] | None
+    deadline_at: datetime | None
+    resume_workflow_id: str | None
+    result: dict[str, Any] | None
+    decision: dict[str, Any] | None
+    resolved_at: datetime | None
+    created_at: datetime
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Interaction:
+    workflow_id: str
+    run_id: str
+    gate_key: str
+    topic: str
+    dedupe_key: str
+    payload_hash: str
+    payload: dict[str, Any]
+    origin: str
     created_at: datetime
 
 
-def open_gate(conn: sa.Connection, *, run_id: str, gate_key: str, purpose: str) -> None:
+def _gate(row: sa.Row[Any]) -> Gate:
+    return Gate(**dict(row._mapping))
+
+
+def open_gate(
+    conn: sa.Connection,
+    *,
+    run_id: str,
+    gate_key: str,
+    purpose: str,
+    step_id: str,
+    generation: int,
+    next_action: str | None,
+    prompt: dict[str, Any] | None,
+    ttl_s: int | None,
+    resume_workflow_id: str | None,
+) -> Gate:
+    """Open a gate once (a second open of the same key changes nothing) and return it."""
     conn.execute(
         sa.text(
-            "INSERT INTO app.human_gates (run_id, gate_key, topic, purpose) VALUES (:r, :g, :t, :p) "
+            "INSERT INTO app.human_gates (run_id, gate_key, topic, purpose, step_id, generation, next_action, prompt, "
+            "deadline_at, resume_workflow_id) VALUES (:r, :g, :t, :p, :s, :gen, :na, CAST(:prompt AS jsonb), "
+            "CASE WHEN CAST(:ttl AS integer) IS NULL THEN NULL "
+            "ELSE clock_timestamp() + make_interval(secs => CAST(:ttl AS integer)) END, :resume) "
             "ON CONFLICT DO NOTHING"
         ),
-        {"r": run_id, "g": gate_key, "t": f"human:{gate_key}", "p": purpose},
+        {
+            "r": run_id,
+            "g": gate_key,
+            "t": f"human:{gate_key}",
+            "p": purpose,
+            "s": step_id,
+            "gen": generation,
+            "na": next_action,
+            "prompt": to_json(prompt),
+            "ttl": ttl_s,
+            "resume": resume_workflow_id,
+        },
+    )
+    gate = get(conn, run_id, gate_key, lock=False)
+    assert gate is not None
+    return gate
+
+
+def get(conn: sa.Connection, run_id: str, gate_key: str, *, lock: bool = False) -> Gate | None:
+    query = "SELECT * FROM app.human_gates WHERE run_id = :r AND gate_key = :g" + (" FOR UPDATE" if lock else "")
+    row = conn.execute(sa.text(query), {"r": run_id, "g": gate_key}).first()
+    return None if row is None else _gate(row)
+
+
+def resolve(
+    conn: sa.Connection, run_id: str, gate_key: str, *, result: dict[str, Any], decision: dict[str, Any] | None
+) -> None:
+    conn.execute(
+        sa.text(
+            "UPDATE app.human_gates SET result = CAST(:res AS jsonb), decision = CAST(:dec AS jsonb), "
+            "resolved_at = clock_timestamp() WHERE run_id = :r AND gate_key = :g AND resolved_at IS NULL"
+        ),
+        {"r": run_id, "g": gate_key, "res": to_json(result), "dec": to_json(decision)},
     )
 
 
 def list_for_run(conn: sa.Connection, run_id: str) -> list[Gate]:
+    """The run's gates, newest first."""
     rows = conn.execute(
         sa.text("SELECT * FROM app.human_gates WHERE run_id = :r ORDER BY created_at DESC, gate_key DESC"),
         {"r": run_id},
     )
-    return [Gate(**dict(row._mapping)) for row in rows]
+    return [_gate(row) for row in rows]
+
+
+def open_gates(conn: sa.Connection, limit: int) -> list[Gate]:
+    """Open gates of runs waiting for a human, soonest deadline first."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT g.* FROM app.human_gates g JOIN app.runs r ON r.id = g.run_id "
+            "WHERE g.resolved_at IS NULL AND r.status = 'waiting_input' "
+            "ORDER BY g.deadline_at NULLS LAST, g.created_at, g.run_id LIMIT :n"
+        ),
+        {"n": limit},
+    )
+    return [_gate(row) for row in rows]
 
 
 def record_interaction(
@@ -56,22 +149,11 @@ def record_interaction(
     The same dedupe key with a different payload or topic is a conflict.
     """
     payload_hash = sha256_hex(payload)
-    existing = conn.execute(
-        sa.text(
-            "SELECT topic, payload_hash FROM app.human_interactions WHERE workflow_id=:w AND gate_key=:g "
-            "AND dedupe_key=:d"
-        ),
-        {"w": workflow_id, "g": gate_key, "d": dedupe_key},
-    ).first()
-    if existing is not None:
-        if existing.topic != topic or existing.payload_hash != payload_hash:
-            raise Conflict(f"dedupeKey conflict: {dedupe_key} was already used with a different payload")
-        return True
     inserted = conn.execute(
         sa.text(
             "INSERT INTO app.human_interactions (workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, "
-            "payload, origin) VALUES (:w, :r, :g, :t, :d, :h, CAST(:p AS jsonb), :o) ON CONFLICT DO NOTHING "
-            "RETURNING id"
+            "payload, origin) VALUES (:w, :r, :g, :t, :d, :h, CAST(:p AS jsonb), :o) "
+            "ON CONFLICT (workflow_id, gate_key, topic, dedupe_key) DO NOTHING RETURNING id"
         ),
         {
             "w": workflow_id,
@@ -84,7 +166,40 @@ def record_interaction(
             "o": origin,
         },
     ).first()
+    existing = conn.execute(
+        sa.text(
+            "SELECT topic, payload_hash FROM app.human_interactions WHERE workflow_id=:w AND gate_key=:g "
+            "AND dedupe_key=:d ORDER BY created_at"
+        ),
+        {"w": workflow_id, "g": gate_key, "d": dedupe_key},
+    ).all()
+    if any(row.topic != topic or row.payload_hash != payload_hash for row in existing):
+        raise Conflict(f"dedupeKey conflict: {dedupe_key} was already used with a different payload")
     return inserted is None
+
+
+def first_reply(conn: sa.Connection, workflow_id: str, gate_key: str) -> Interaction | None:
+    """The reply that answers a gate: the first one ledgered on its human topic."""
+    row = conn.execute(
+        sa.text(
+            "SELECT workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, payload, origin, created_at "
+            "FROM app.human_interactions WHERE workflow_id = :w AND gate_key = :g AND topic = :t "
+            "ORDER BY created_at, id LIMIT 1"
+        ),
+        {"w": workflow_id, "g": gate_key, "t": f"human:{gate_key}"},
+    ).first()
+    return None if row is None else Interaction(**dict(row._mapping))
+
+
+def interactions(conn: sa.Connection, run_id: str, limit: int = 200) -> list[Interaction]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, payload, origin, created_at "
+            "FROM app.human_interactions WHERE run_id = :r ORDER BY created_at, dedupe_key LIMIT :n"
+        ),
+        {"r": run_id, "n": limit},
+    )
+    return [Interaction(**dict(row._mapping)) for row in rows]
 
 
 def approve_plan(conn: sa.Connection, *, run_id: str, approved_by: str, notes: str | None) -> datetime:

@@ -70,3 +70,14 @@ def list_for_run(conn: sa.Connection, run_id: str, step_id: str | None = None) -
         {"r": run_id, "s": step_id},
     )
     return [_row_to_patch(row) for row in rows]
+
+
+def reopen(conn: sa.Connection, *, run_id: str, step_id: str, patch_index: int) -> None:
+    """Mark a rolled-back patch as applied again (a repair re-applies it)."""
+    conn.execute(
+        sa.text(
+            "UPDATE app.patch_history SET applied_at = clock_timestamp(), rolled_back_at = NULL "
+            "WHERE run_id=:r AND step_id=:s AND patch_index=:i"
+        ),
+        {"r": run_id, "s": step_id, "i": patch_index},
+    )

@@ -38,6 +38,7 @@ def _row_to_run(row: sa.Row[Any]) -> Run:
         recipe_hash=row.recipe_hash,
         budget=row.budget,
         options=row.options or {},
+        current_workflow_id=row.current_workflow_id,
     )
 
 
@@ -86,6 +87,9 @@ def update(
     next_action: str | None = None,
     clear_next_action: bool = False,
     error: dict[str, Any] | None = None,
+    clear_error: bool = False,
+    current_workflow_id: str | None = None,
+    increment_retry: bool = False,
     repair: bool = False,
 ) -> None:
     """Update the projection. Status changes obey the terminal guard unless ``repair`` is set."""
@@ -102,9 +106,16 @@ def update(
     elif next_action is not None:
         sets.append("next_action = :next_action")
         params["next_action"] = next_action
-    if error is not None:
+    if clear_error:
+        sets.append("error = NULL")
+    elif error is not None:
         sets.append("error = CAST(:error AS jsonb)")
         params["error"] = to_json(error)
+    if current_workflow_id is not None:
+        sets.append("current_workflow_id = :current")
+        params["current"] = current_workflow_id
+    if increment_retry:
+        sets.append("retry_count = retry_count + 1")
     conn.execute(sa.text(f"UPDATE app.runs SET {', '.join(sets)} WHERE id = :id"), params)
 
 

@@ -21,16 +21,18 @@ from kodo.store import agent_calls, artifacts, runs, steps
 from kodo.workflows.runtime import services, transact
 
 
-def compile_prompt(intent: dict[str, Any]) -> str:
+def compile_prompt(intent: dict[str, Any], workload: dict[str, Any] | None = None) -> str:
     return (
-        f"Goal: {intent['goal']}\nInputs: {intent.get('inputs', {})}\nConstraints: {intent.get('constraints', {})}\n"
+        (f"Workload: {workload}\n" if workload else "")
+        + f"Goal: {intent['goal']}\nInputs: {intent.get('inputs', {})}\nConstraints: {intent.get('constraints', {})}\n"
         "Return ONLY JSON per schema. No code, no patches."
     )
 
 
-def decide_prompt(intent: dict[str, Any], plan: dict[str, Any]) -> str:
+def decide_prompt(intent: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> str:
     approved = {k: plan.get(k) for k in ("design", "files", "risks", "tests")}
-    return f"Approved Plan: {approved}\nGoal: {intent['goal']}\nGenerate patches and test command."
+    told = f"\nThe user answered: {answer}" if answer is not None else ""
+    return f"Approved Plan: {approved}\nGoal: {intent['goal']}{told}\nGenerate patches and test command."
 
 
 @DBOS.step(name="agentTurn")
@@ -148,7 +150,7 @@ def compile_plan(ctx: dict[str, Any]) -> dict[str, Any]:
         "step_id": "CompileST",
         "attempt": ctx.get("attempt", 1),
         "agent": "plan",
-        "prompt": compile_prompt(ctx["intent"]),
+        "prompt": compile_prompt(ctx["intent"], ctx.get("workload")),
         "schema": PLAN_SCHEMA,
         "context": {"intent": ctx["intent"], "workload": ctx.get("workload")},
     }
@@ -178,10 +180,10 @@ def _save_build(
     return build
 
 
-def decide(ctx: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+def decide(ctx: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
     """DecideST: the build agent decides patches, tests and the test command."""
     started_at = datetime.now(UTC).isoformat()
-    prompt = decide_prompt(ctx["intent"], plan)
+    prompt = decide_prompt(ctx["intent"], plan, answer)
     call = {
         "run_id": ctx["runId"],
         "step_id": "DecideST",
@@ -189,7 +191,7 @@ def decide(ctx: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
         "agent": "build",
         "prompt": prompt,
         "schema": BUILD_SCHEMA,
-        "context": {"intent": ctx["intent"], "plan": plan},
+        "context": {"intent": ctx["intent"], "plan": plan, "answer": answer},
     }
     answer = agent_turn(call)
     return transact("DecideST", _save_build, ctx, answer, prompt, started_at)

@@ -1,31 +1,47 @@
-"""Human gates inside a workflow: open (gate row + prompt event), wait on ``human:<gateKey>``, decide.
+"""Human gates without a waiting workflow.
 
-Topics and event keys follow the predecessor's ABI: prompt ``ui:<g>``, result ``ui:<g>:result``,
-decision ``decision:<g>``. A reply sent before the gate opens waits in the workflow's inbox.
+A run that reaches a gate *parks*: one transaction writes the gate row (prompt, deadline) and sets
+``waiting_input``; then the phase workflow enqueues its continuation ``ResumeRun`` with id
+``<workflowId>:<gateKey>`` **delayed by the gate's TTL**, and ends. A parked run therefore holds no
+queue slot and no thread. A reply is ledgered in ``app.human_interactions`` and wakes the
+continuation (its delay set to now); if nobody answers, the delay runs out and the continuation
+resolves the gate as ``TIMED_OUT``. A reply that arrives before the gate opens is found by the
+park's own check of the ledger, so it is never lost.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from dbos import DBOS
+from dbos import DBOS, DBOSClient, EnqueueOptions
 
+from kodo.errors import Conflict, InvalidInput, NotFound
+from kodo.identity import gate_key_for, sha256_hex
+from kodo.models import Run
 from kodo.store import gates, runs
-from kodo.workflows.runtime import transact
+from kodo.workflows.runtime import services, transact
 
 APPROVE_FORM = {
     "v": 1,
     "title": "Approve?",
-    "fields": [
-        {"k": "choice", "t": "enum", "vs": ["yes", "no"]},
-        {"k": "rationale", "t": "str", "opt": True},
-    ],
+    "fields": [{"k": "choice", "t": "enum", "vs": ["yes", "no"]}, {"k": "rationale", "t": "str", "opt": True}],
 }
 QUESTION_FORM = {"v": 1, "title": "Question", "fields": [{"k": "answer", "t": "str"}]}
-
+RESUME_WORKFLOW = "ResumeRun"
+GATE_STEPS = {"ask-user": "CompileST", "approve-plan": "ApplyPatchST"}
 _YES = {"yes", "approve", "approved"}
+
+
+def gate_key(run: Run | dict[str, Any], purpose: str, generation: int | None = None) -> str:
+    """The gate key of ``purpose`` for a run's generation (1 + its retry count)."""
+    run_id = run.id if isinstance(run, Run) else run["runId"]
+    gen = generation if generation is not None else (run.generation if isinstance(run, Run) else run["generation"])
+    return gate_key_for(run_id, GATE_STEPS[purpose], purpose, gen)
+
+
+def resume_id(workflow_id: str, key: str) -> str:
+    return f"{workflow_id}:{key}"
 
 
 def normalize_decision(payload: Any) -> dict[str, Any]:
@@ -38,135 +54,242 @@ def normalize_decision(payload: Any) -> dict[str, Any]:
     elif isinstance(body.get("approved"), bool):
         decision = "yes" if body["approved"] else "no"
     elif isinstance(body.get("decision"), str):
-        word = body["decision"].strip().lower()
-        decision = "yes" if word in _YES else "no"
+        decision = "yes" if body["decision"].strip().lower() in _YES else "no"
     rationale = next((body[k] for k in ("rationale", "reason", "note", "notes") if isinstance(body.get(k), str)), None)
     return {"decision": decision, "rationale": rationale}
 
 
-def _open(conn: sa.Connection, run_id: str, gate_key: str, purpose: str, next_action: str) -> str:
-    gates.open_gate(conn, run_id=run_id, gate_key=gate_key, purpose=purpose)
-    runs.update(conn, run_id, status="waiting_input", next_action=next_action)
-    return datetime.now(UTC).isoformat()
+# --- inside a workflow ---------------------------------------------------------------------------
 
 
-def _close(conn: sa.Connection, run_id: str, clear_next_action: bool) -> str:
-    runs.update(conn, run_id, status="running", clear_next_action=clear_next_action)
-    return datetime.now(UTC).isoformat()
-
-
-def wait_for_human(
-    ctx: dict[str, Any], *, gate_key: str, purpose: str, next_action: str, form: dict[str, Any], ttl_s: int
-) -> tuple[Any, str]:
-    """Open the gate and wait for a reply; returns (payload or None on timeout, time of the answer)."""
-    run_id = ctx["runId"]
-    created = transact(f"gate.open.{purpose}", _open, run_id, gate_key, purpose, next_action)
-    created_at = datetime.fromisoformat(created)
-    DBOS.set_event(
-        f"ui:{gate_key}",
-        {
-            "schemaVersion": 1,
-            "formSchema": form,
-            "ttlS": ttl_s,
-            "createdAt": int(created_at.timestamp() * 1000),
-            "deadlineAt": int((created_at + timedelta(seconds=ttl_s)).timestamp() * 1000),
-            "uiHints": None,
-            "defaults": None,
-        },
+def _park(
+    conn: sa.Connection, ctx: dict[str, Any], key: str, purpose: str, form: dict[str, Any], ttl_s: int, next_action: str
+) -> None:
+    """Open the gate and mark the run waiting."""
+    continuation = resume_id(ctx["workflowId"], key)
+    prompt: dict[str, Any] = {"schemaVersion": 1, "formSchema": form, "ttlS": ttl_s, "uiHints": None, "defaults": None}
+    gates.open_gate(
+        conn,
+        run_id=ctx["runId"],
+        gate_key=key,
+        purpose=purpose,
+        step_id=GATE_STEPS[purpose],
+        generation=ctx["generation"],
+        next_action=next_action,
+        prompt=prompt,
+        ttl_s=ttl_s,
+        resume_workflow_id=continuation,
     )
-    message = DBOS.recv(f"human:{gate_key}", timeout_seconds=ttl_s)
-    at = transact(f"gate.close.{purpose}", _close, run_id, message is not None)
-    if message is None:
-        DBOS.set_event(f"ui:{gate_key}:result", {"schemaVersion": 1, "state": "TIMED_OUT", "at": at})
-    else:
-        DBOS.set_event(f"ui:{gate_key}:result", {"schemaVersion": 1, "state": "RECEIVED", "payload": message, "at": at})
-    return message, at
+    runs.update(conn, ctx["runId"], status="waiting_input", next_action=next_action, current_workflow_id=continuation)
 
 
-def _auto(conn: sa.Connection, ctx: dict[str, Any], gate_key: str) -> str:
-    gates.open_gate(conn, run_id=ctx["runId"], gate_key=gate_key, purpose="approve-plan")
+@DBOS.step(name="gate.answered")
+def _answered(workflow_id: str, key: str) -> bool:
+    with services().engine.connect() as conn:
+        return gates.first_reply(conn, workflow_id, key) is not None
+
+
+def park(ctx: dict[str, Any], *, purpose: str, next_action: str, form: dict[str, Any], ttl_s: int) -> dict[str, Any]:
+    """Park the run at a gate and enqueue its delayed continuation; the calling workflow then ends."""
+    key = gate_key(ctx, purpose)
+    transact(f"gate.park.{purpose}", _park, ctx, key, purpose, form, ttl_s, next_action)
+    continuation = resume_id(ctx["workflowId"], key)
+    options: EnqueueOptions = {
+        "workflow_name": RESUME_WORKFLOW,
+        "queue_name": "intentQ",
+        "workflow_id": continuation,
+        "priority": int(ctx.get("priority") or 1),
+        "app_version": services().settings.app_version,
+        "delay_seconds": float(ttl_s),
+    }
+    if ctx.get("partitionKey") and services().settings.intent_queue_partition:
+        options["queue_partition_key"] = ctx["partitionKey"]
+    DBOS.enqueue_workflow_with_options(options, ctx["workflowId"], key)
+    # A reply ledgered before the continuation existed could not wake it: look once more, after enqueueing.
+    if _answered(ctx["workflowId"], key):
+        DBOS.set_workflow_delay(continuation, delay_seconds=0)
+    return {"runId": ctx["runId"], "status": "waiting_input", "gateKey": key, "resumeWorkflowId": continuation}
+
+
+def _resolve(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, Any]:
+    gate = gates.get(conn, ctx["runId"], key, lock=True)
+    if gate is None:
+        raise NotFound(f"gate not found: {key}")
+    if gate.resolved_at is None:
+        reply = gates.first_reply(conn, ctx["workflowId"], key)
+        decision: dict[str, Any] | None
+        at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().isoformat()
+        if reply is None:
+            result: dict[str, Any] = {"schemaVersion": 1, "state": "TIMED_OUT", "at": at}
+            decision = {"decision": "no", "rationale": "timeout"} if gate.purpose == "approve-plan" else None
+        else:
+            result = {
+                "schemaVersion": 1,
+                "state": "RECEIVED",
+                "payload": reply.payload,
+                "payloadHash": reply.payload_hash,
+                "origin": reply.origin,
+                "at": at,
+            }
+            decision = normalize_decision(reply.payload) if gate.purpose == "approve-plan" else None
+        if decision is not None:
+            decision = {**decision, "schemaVersion": 1, "at": at}
+        gates.resolve(conn, ctx["runId"], key, result=result, decision=decision)
+        runs.update(
+            conn,
+            ctx["runId"],
+            status="running",
+            clear_next_action=True,
+            current_workflow_id=resume_id(ctx["workflowId"], key),
+        )
+        gate = gates.get(conn, ctx["runId"], key)
+        assert gate is not None
+    return {"gateKey": key, "purpose": gate.purpose, "result": gate.result, "decision": gate.decision}
+
+
+def resolve(ctx: dict[str, Any], key: str) -> dict[str, Any]:
+    """Resolve a parked gate from the ledger: the first reply, or TIMED_OUT when there is none."""
+    return transact("gate.resolve", _resolve, ctx, key)
+
+
+def _auto(conn: sa.Connection, ctx: dict[str, Any], key: str) -> None:
+    gates.open_gate(
+        conn,
+        run_id=ctx["runId"],
+        gate_key=key,
+        purpose="approve-plan",
+        step_id="ApplyPatchST",
+        generation=ctx["generation"],
+        next_action=None,
+        prompt=None,
+        ttl_s=None,
+        resume_workflow_id=None,
+    )
+    payload = {"choice": "yes", "actor": "auto", "rationale": "autoApprove"}
     gates.record_interaction(
         conn,
         workflow_id=ctx["workflowId"],
         run_id=ctx["runId"],
-        gate_key=gate_key,
-        topic=f"human:{gate_key}",
-        dedupe_key=f"auto:{ctx['workflowId']}:{gate_key}",
-        payload={"choice": "yes", "actor": "auto", "rationale": "autoApprove"},
+        gate_key=key,
+        topic=f"human:{key}",
+        dedupe_key=f"auto:{ctx['workflowId']}:{key}",
+        payload=payload,
         origin="auto",
     )
-    return datetime.now(UTC).isoformat()
+    at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().isoformat()
+    result = {"schemaVersion": 1, "state": "RECEIVED", "payload": payload, "origin": "auto", "at": at}
+    decision = {"schemaVersion": 1, "decision": "yes", "rationale": "autoApprove", "actor": "auto", "at": at}
+    gates.resolve(conn, ctx["runId"], key, result=result, decision=decision)
 
 
-def approve_plan(ctx: dict[str, Any], gate_key: str, ttl_s: int) -> dict[str, Any]:
-    """The plan-approval gate. ``autoApprove`` records an automatic "yes" by actor ``auto``."""
-    if ctx.get("autoApprove"):
-        at = transact("gate.auto.approve-plan", _auto, ctx, gate_key)
-        decision = {"decision": "yes", "rationale": "autoApprove", "actor": "auto"}
-    else:
-        message, at = wait_for_human(
-            ctx,
-            gate_key=gate_key,
-            purpose="approve-plan",
-            next_action="APPROVE_PLAN",
-            form=APPROVE_FORM,
-            ttl_s=ttl_s,
-        )
-        decision = normalize_decision(message) if message is not None else {"decision": "no", "rationale": "timeout"}
-    DBOS.set_event(
-        f"decision:{gate_key}",
-        {
-            "schemaVersion": 1,
-            "decision": decision["decision"],
-            "payload": {"rationale": decision["rationale"]} if decision.get("rationale") else None,
-            "at": at,
-        },
-    )
-    return decision
+def auto_approve(ctx: dict[str, Any]) -> None:
+    """``autoApprove``: the plan gate is opened and resolved "yes" by actor ``auto`` in one transaction."""
+    transact("gate.auto.approve-plan", _auto, ctx, gate_key(ctx, "approve-plan"))
 
 
 # --- replies from outside a workflow (API, CLI, UI) ----------------------------------------------
 
 
-def _legacy_dedupe_key(origin: str, workflow_id: str, run_id: str, gate_key: str, topic: str, payload: Any) -> str:
-    from kodo.identity import sha256_hex
+def wake(client: DBOSClient, workflow_id: str, key: str) -> None:
+    """Let a parked run's continuation run now (call after the reply's transaction committed)."""
+    client.set_workflow_delay(resume_id(workflow_id, key), delay_seconds=0)
 
-    body = {
+
+def reply(
+    conn: sa.Connection,
+    run: Run,
+    key: str,
+    *,
+    payload: dict[str, Any],
+    dedupe_key: str,
+    origin: str,
+    topic: str | None = None,
+) -> bool:
+    """Ledger a reply to an open gate; returns ``isReplay``. Call ``wake`` after commit.
+
+    404: no such gate. 409: the run is not waiting, the gate is resolved, the topic is not the gate's,
+    or the dedupe key was used with another payload.
+    """
+    gate = gates.get(conn, run.id, key, lock=True)
+    if gate is None:
+        raise NotFound("gate not found")
+    expected = f"human:{key}"
+    if topic is not None and topic != expected:
+        raise Conflict(f"topic {topic} does not match gate topic {expected}")
+    if gate.resolved_at is not None:
+        raise Conflict(f"gate {key} is already resolved", status=run.status)
+    if run.status != "waiting_input":
+        raise Conflict(f"run is not waiting for input (status {run.status})", status=run.status)
+    return gates.record_interaction(
+        conn,
+        workflow_id=run.workflow_id,
+        run_id=run.id,
+        gate_key=key,
+        topic=expected,
+        dedupe_key=dedupe_key,
+        payload=payload,
+        origin=origin,
+    )
+
+
+def legacy_dedupe_key(origin: str, run: Run, key: str, payload: Any) -> str:
+    body: dict[str, Any] = {
         "origin": origin,
-        "workflowId": workflow_id,
-        "runId": run_id,
-        "gateKey": gate_key,
-        "topic": topic,
+        "workflowId": run.workflow_id,
+        "runId": run.id,
+        "gateKey": key,
+        "topic": f"human:{key}",
         "payloadHash": sha256_hex(payload),
     }
     return f"{origin}:{sha256_hex(body)}"
 
 
-def send_plan_approval(conn: sa.Connection, client: Any, *, run: Any, approved_by: str, notes: str | None) -> datetime:
-    """The legacy approve-plan: record it, and (for a live run) send "yes" to the plan gate's topic.
+def approve_plan_legacy(
+    conn: sa.Connection, run: Run, *, approved_by: str, notes: str | None
+) -> tuple[Any, str | None]:
+    """The legacy approve-plan: recorded always; for a live run, a "yes" to its plan gate (open or not yet).
 
-    The reply goes through the interaction ledger with a deterministic ``legacy-approve`` dedupe key, and
-    the send carries that key as its idempotency key, so a repeated approval is one message. The topic
-    is computed from the run id, so an approval sent before the gate opens waits in the inbox.
+    Returns (approvedAt, gate key to wake or None). An approval sent before the gate opens stays in
+    the ledger and is consumed when the run parks there.
     """
-    from kodo.identity import gate_key_for
-
     approved_at = gates.approve_plan(conn, run_id=run.id, approved_by=approved_by, notes=notes)
     if run.is_terminal:
-        return approved_at
-    gate_key = gate_key_for(run.id, "ApplyPatchST", "approve-plan")
-    topic = f"human:{gate_key}"
+        return approved_at, None
+    key = gate_key(run, "approve-plan")
+    gate = gates.get(conn, run.id, key, lock=True)
+    if gate is not None and gate.resolved_at is not None:
+        raise Conflict(f"plan gate {key} is already resolved", status=run.status)
     payload = {"approved": True, "approvedBy": approved_by, "notes": notes}
-    dedupe = _legacy_dedupe_key("legacy-approve", run.workflow_id, run.id, gate_key, topic, payload)
     gates.record_interaction(
         conn,
         workflow_id=run.workflow_id,
         run_id=run.id,
-        gate_key=gate_key,
-        topic=topic,
-        dedupe_key=dedupe,
+        gate_key=key,
+        topic=f"human:{key}",
+        dedupe_key=legacy_dedupe_key("legacy-approve", run, key, payload),
         payload=payload,
         origin="legacy-approve",
     )
-    client.send_in_transaction(conn, run.workflow_id, payload, topic, idempotency_key=dedupe)
-    return approved_at
+    return approved_at, key if gate is not None else None
+
+
+def legacy_event(conn: sa.Connection, run: Run, event: dict[str, Any]) -> str:
+    """``POST /runs/{id}/events``: the event answers the run's newest open gate; returns its key."""
+    if run.status != "waiting_input":
+        raise Conflict(f"cannot send event to run in status {run.status}", status=run.status)
+    open_gates = [g for g in gates.list_for_run(conn, run.id) if g.is_open]
+    if not open_gates:
+        raise Conflict(f"cannot send event to run in status {run.status}: no open gate", status=run.status)
+    gate = open_gates[0]
+    if not isinstance(event.get("type"), str) or not isinstance(event.get("payload"), dict):
+        raise InvalidInput("invalid RunEvent: type (string) and payload (object) are required")
+    payload = {"approved": True, **event["payload"]} if event["type"] == "approve-plan" else dict(event)
+    reply(
+        conn,
+        run,
+        gate.gate_key,
+        payload=payload,
+        origin="legacy-event",
+        dedupe_key=legacy_dedupe_key("legacy-event", run, gate.gate_key, payload),
+    )
+    return gate.gate_key

@@ -72,7 +72,10 @@ def apply(conn: sa.Connection, *, run_id: str, workspace: Path, index: int, item
             raise StepFailure("PREIMAGE_MISMATCH", f"PREIMAGE_MISMATCH:{target}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(record.postimage_content, encoding="utf-8")
-    patches.mark(conn, run_id=run_id, step_id="ApplyPatchST", patch_index=index, column="applied_at")
+    if record.rolled_back_at is not None:
+        patches.reopen(conn, run_id=run_id, step_id="ApplyPatchST", patch_index=index)
+    else:
+        patches.mark(conn, run_id=run_id, step_id="ApplyPatchST", patch_index=index, column="applied_at")
     return {
         "patchIndex": index,
         "targetPath": target,

@@ -17,15 +17,17 @@ import sqlalchemy as sa
 from dbos import DBOS, DBOSClient, EnqueueOptions
 
 from kodo.errors import Conflict, IdentityDrift, NotFound, StepFailure
-from kodo.identity import artifact_uri, canonical, gate_key_for, run_id_for, task_key_for
+from kodo.identity import STEP_IDS, artifact_uri, canonical, run_id_for
 from kodo.models import STEP_PHASES, NewArtifact, Run, RunStart
 from kodo.settings import Settings
-from kodo.store import artifacts, intents, receipts, runs, sandbox_runs, steps
-from kodo.workflows import agents, gates, patches
-from kodo.workflows.queues import partition_for
+from kodo.store import artifacts, intents, repairs, runs, sandbox_runs, steps
+from kodo.store import gates as gate_store
+from kodo.store import patches as patch_store
+from kodo.workflows import agents, escalation, gates, patches, tasks
 from kodo.workflows.runtime import services, transact
 
 WORKFLOW_NAME = "RunIntent"
+REPAIR_WORKFLOW = "RepairRun"
 _DRIFT_FIELDS = (
     "intent_id",
     "intent_hash",
@@ -102,14 +104,15 @@ def start_run(conn: sa.Connection, client: DBOSClient, settings: Settings, start
 # --- the workflow's transactions ----------------------------------------------------------------
 
 
-def _begin(conn: sa.Connection, workflow_id: str) -> dict[str, Any]:
+def _context(conn: sa.Connection, workflow_id: str, phase_id: str, starting: bool) -> dict[str, Any]:
     run = runs.get(conn, workflow_id)
     if run is None:
         raise StepFailure("RUN_NOT_FOUND", f"no run row for workflow {workflow_id}")
     intent = intents.get(conn, run.intent_id)
     if intent is None:
         raise StepFailure("INTENT_NOT_FOUND", f"no intent {run.intent_id} for run {run.id}")
-    runs.update(conn, run.id, status="running")
+    if starting:
+        runs.update(conn, run.id, status="running", current_workflow_id=phase_id)
     settings = services().settings
     workspace = settings.workspaces_dir / run.id
     repo = intent.inputs.get("repo") if isinstance(intent.inputs.get("repo"), str) else None
@@ -120,6 +123,7 @@ def _begin(conn: sa.Connection, workflow_id: str) -> dict[str, Any]:
         "workflowId": run.workflow_id,
         "intentId": intent.id,
         "intent": intent.as_json(),
+        "generation": run.generation,
         "workload": run.options.get("workload"),
         "autoApprove": bool(run.options.get("autoApprove")),
         "priority": run.options.get("priority", 1),
@@ -127,6 +131,28 @@ def _begin(conn: sa.Connection, workflow_id: str) -> dict[str, Any]:
         "workspace": str(workspace),
         "planApprovalTimeoutS": ttl if isinstance(ttl, int) and ttl > 0 else settings.hitl_plan_approval_timeout_s,
     }
+
+
+def _progress(conn: sa.Connection, ctx: dict[str, Any]) -> dict[str, Any]:
+    """What the run has already done: latest step outputs and the newest gate of each purpose."""
+    run_id = ctx["runId"]
+    done: dict[str, Any] = {}
+    for record in steps.latest_for_run(conn, run_id):
+        if record.step_id == "ExecuteST" and record.output.get("errCode", "NONE") != "NONE":
+            continue
+        done[record.step_id] = record.output
+    if "ApplyPatchST" in done and any(p.rolled_back_at is not None for p in patch_store.list_for_run(conn, run_id)):
+        del done["ApplyPatchST"]  # its patches were rolled back: apply them again
+    newest: dict[str, Any] = {}
+    for gate in reversed(gate_store.list_for_run(conn, run_id)):  # oldest first, so the newest wins
+        newest[gate.purpose] = {
+            "gateKey": gate.gate_key,
+            "generation": gate.generation,
+            "open": gate.is_open,
+            "result": gate.result,
+            "decision": gate.decision,
+        }
+    return {"steps": done, "gates": newest}
 
 
 def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any], started_at: str) -> dict[str, Any]:
@@ -172,79 +198,6 @@ def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any
     return output
 
 
-def _merge(tasks: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
-    codes = [r.get("errCode", "NONE") for r in results]
-    failed = next((r for r in results if r.get("errCode", "NONE") != "NONE"), None)
-    metrics = [r.get("metrics", {}) for r in results]
-    return {
-        "exit": failed["exit"] if failed else 0,
-        "stdout": "\n---\n".join(r.get("stdout", "") for r in results),
-        "stderr": "\n---\n".join(r.get("stderr", "") for r in results),
-        "filesOut": [f for r in results for f in r.get("filesOut", [])],
-        "metrics": {
-            "wallMs": max((m.get("wallMs", 0) for m in metrics), default=0),
-            "cpuMs": sum(m.get("cpuMs", 0) for m in metrics),
-            "memPeakMB": max((m.get("memPeakMB", 0) for m in metrics), default=0),
-        },
-        "sandboxRef": ",".join(r.get("sandboxRef", "") for r in results),
-        "errCode": next((c for c in codes if c != "NONE"), "NONE"),
-        "taskKey": "aggregated",
-        "artifactIndexRef": ",".join(r.get("artifactIndexRef", "") for r in results),
-        "raw": {
-            "attempt": max((r.get("attempt", 1) for r in results), default=1),
-            "tasks": [
-                {
-                    "taskKey": t["taskKey"],
-                    "cmd": t["cmd"],
-                    "errCode": r.get("errCode"),
-                    "exit": r.get("exit"),
-                    "artifactIndexRef": r.get("artifactIndexRef"),
-                    "metrics": r.get("metrics"),
-                    "attempt": r.get("attempt", 1),
-                }
-                for t, r in zip(tasks, results, strict=True)
-            ],
-        },
-    }
-
-
-def _execute(
-    conn: sa.Connection,
-    ctx: dict[str, Any],
-    build: dict[str, Any],
-    tasks: list[dict[str, Any]],
-    results: list[dict[str, Any]],
-    started_at: str,
-) -> dict[str, Any]:
-    run_id = ctx["runId"]
-    merged = _merge(tasks, results)
-    attempt = steps.next_attempt(conn, run_id, "ExecuteST")
-    seen = receipts.record(
-        conn,
-        run_id=run_id,
-        step_id="ExecuteST",
-        attempt=attempt,
-        request={"decision": build, "tasks": [t["taskKey"] for t in tasks]},
-        response=merged,
-    )
-    if seen > 1:
-        raise Conflict(f"duplicate side effect receipt for {run_id} ExecuteST")
-    steps.record(
-        conn,
-        run_id=run_id,
-        step_id="ExecuteST",
-        attempt=attempt,
-        phase=STEP_PHASES["ExecuteST"],
-        output=merged,
-        started_at=datetime.fromisoformat(started_at),
-    )
-    if merged["errCode"] == "NONE":
-        runs.update(conn, run_id, status="succeeded", last_step="ExecuteST", clear_next_action=True)
-    else:
-        runs.update(conn, run_id, last_step="ExecuteST")
-    return merged
-
-
 def _fail(conn: sa.Connection, ctx: dict[str, Any], code: str, message: str) -> None:
     run_id = ctx["runId"]
     if code == "SBX_RETRIES_EXHAUSTED":
@@ -274,96 +227,160 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def plan_tasks(ctx: dict[str, Any], build: dict[str, Any]) -> list[dict[str, Any]]:
-    """One task per test (``<test_command> <test>``), or one task running the command as is."""
-    settings = services().settings
-    command = str(build["test_command"])
-    tests = [str(t) for t in build.get("tests", [])]
-    commands: list[tuple[str, str | None]] = [(f"{command} {test}", test) for test in tests] or [(command, None)]
-    tasks = []
-    for cmd, test in commands:
-        request = {
-            "cmd": cmd,
-            "test": test,
-            "templateKey": "env:local-python-3.11",
-            "templateRef": "local-python-3.11",
-        }
-        tasks.append(
-            {
-                "taskKey": task_key_for(ctx["intentId"], ctx["runId"], request),
-                "runId": ctx["runId"],
-                "cmd": cmd,
-                "workdir": ctx["workspace"],
-                "timeoutMs": settings.sbx_default_timeout_ms,
-                "net": settings.sbx_default_net,
-            }
-        )
-    return tasks
+def _gate_state(gate: dict[str, Any] | None, generation: int) -> str:
+    """none | open | received | rejected | timed_out | stale (a failure of an earlier generation)."""
+    if gate is None:
+        return "none"
+    if gate["open"]:
+        return "open"
+    state = (gate["result"] or {}).get("state")
+    yes = (gate["decision"] or {"decision": "yes"}).get("decision") == "yes"
+    if state == "RECEIVED" and yes:
+        return "received"
+    if gate["generation"] < generation:
+        return "stale"
+    return "timed_out" if state == "TIMED_OUT" else "rejected"
 
 
-def fan_out(ctx: dict[str, Any], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Start one ExecuteTask child per task on sbxQ (id = taskKey) and wait for all of them."""
-    settings = services().settings
-    handles = []
-    for task in tasks:
-        options: EnqueueOptions = {
-            "workflow_name": "ExecuteTask",
-            "queue_name": "sbxQ",
-            "workflow_id": task["taskKey"],
-            "priority": int(ctx.get("priority") or 1),
-            "app_version": settings.app_version,
-        }
-        partition = partition_for(settings, ctx.get("partitionKey"))
-        if partition:
-            options["queue_partition_key"] = partition
-        handles.append(DBOS.enqueue_workflow_with_options(options, task))
-    results = []
-    for handle in handles:
-        try:
-            results.append(handle.get_result(polling_interval_sec=settings.queue_polling_interval_sec))
-        except Exception as exc:
-            raise StepFailure(
-                "SBX_RETRIES_EXHAUSTED", f"sandbox task {handle.get_workflow_id()} failed: {exc}"
-            ) from exc
-    return results
+def _park_result(ctx: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
+    return {"runId": ctx["runId"], "status": "waiting_input", "gateKey": gate["gateKey"]}
 
 
-@DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10)
-def run_intent(workflow_id: str) -> dict[str, Any]:
-    """The run: plan, patch, approve, decide, fan out, execute."""
-    ctx = transact("begin", _begin, workflow_id)
+def drive(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Carry the run from where it stands to its next gate (park) or to its end.
+
+    Every phase workflow (RunIntent, ResumeRun, RepairRun) calls this; completed steps are read back
+    from ``app.run_steps`` rather than run again.
+    """
+    done = transact("progress", _progress, ctx)
     try:
-        plan = agents.compile_plan(ctx)
+        plan = done["steps"].get("CompileST") or agents.compile_plan(ctx)
+        answer = None
         if plan.get("question"):
-            gate_key = gate_key_for(ctx["runId"], "CompileST", "ask-user")
-            answer, _at = gates.wait_for_human(
-                ctx,
-                gate_key=gate_key,
-                purpose="ask-user",
-                next_action="ANSWER_QUESTION",
-                form=gates.QUESTION_FORM,
-                ttl_s=ctx["planApprovalTimeoutS"],
-            )
-            if answer is None:
+            ask = done["gates"].get("ask-user")
+            state = _gate_state(ask, ctx["generation"])
+            if state == "open":
+                return _park_result(ctx, ask)
+            if state in {"none", "stale"}:
+                return gates.park(
+                    ctx,
+                    purpose="ask-user",
+                    next_action="ANSWER_QUESTION",
+                    form=gates.QUESTION_FORM,
+                    ttl_s=ctx["planApprovalTimeoutS"],
+                )
+            if state == "timed_out":
                 raise StepFailure("GATE_TIMEOUT", "Ask-user gate timed out")
-        approved_plan = transact("ApplyPatchST", _apply_patches, ctx, plan, _now())
-        gate_key = gate_key_for(ctx["runId"], "ApplyPatchST", "approve-plan")
-        decision = gates.approve_plan(ctx, gate_key, ctx["planApprovalTimeoutS"])
-        if decision["decision"] != "yes":
+            answer = (ask["result"] or {}).get("payload")
+        approved = done["steps"].get("ApplyPatchST") or transact("ApplyPatchST", _apply_patches, ctx, plan, _now())
+        approval = done["gates"].get("approve-plan")
+        state = _gate_state(approval, ctx["generation"])
+        if state == "open":
+            return _park_result(ctx, approval)
+        if state in {"none", "stale"}:
+            if not ctx["autoApprove"]:
+                return gates.park(
+                    ctx,
+                    purpose="approve-plan",
+                    next_action="APPROVE_PLAN",
+                    form=gates.APPROVE_FORM,
+                    ttl_s=ctx["planApprovalTimeoutS"],
+                )
+            gates.auto_approve(ctx)
+        elif state == "timed_out":
+            raise StepFailure("GATE_TIMEOUT", "Plan approval timed out")
+        elif state == "rejected":
+            decision = approval["decision"] or {}
             raise StepFailure(
                 "PLAN_REJECTED",
-                f"Plan approval failed: {decision['decision']} (rationale: {decision['rationale']})",
+                f"Plan approval failed: {decision.get('decision')} (rationale: {decision.get('rationale')})",
             )
-        build = agents.decide(ctx, approved_plan)
-        tasks = plan_tasks(ctx, build)
-        results = fan_out(ctx, tasks)
-        merged = transact("ExecuteST", _execute, ctx, build, tasks, results, _now())
+        build = done["steps"].get("DecideST", {}).get("structured") or agents.decide(ctx, approved, answer)
+        planned = tasks.plan_tasks(ctx, build)
+        results = tasks.fan_out(ctx, planned)
+        merged = tasks.execute(ctx, build, planned, results, _now())
         if merged["errCode"] != "NONE":
             raise StepFailure(merged["errCode"], f"SBX execution failed [{merged['errCode']}]")
-        return {"runId": ctx["runId"], "status": "succeeded", "tasks": len(tasks)}
+        return {"runId": ctx["runId"], "status": "succeeded", "tasks": len(planned)}
     except StepFailure as failure:
         transact("fail", _fail, ctx, failure.code, failure.message)
         raise
     except Exception as exc:
         transact("fail", _fail, ctx, "INTERNAL", f"{type(exc).__name__}: {exc}")
         raise
+
+
+@DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10)
+def run_intent(workflow_id: str) -> dict[str, Any]:
+    """The run's first phase (id = intentId): from the start to its first gate or its end."""
+    ctx = transact("begin", _context, workflow_id, workflow_id, True)
+    return drive(ctx)
+
+
+@DBOS.workflow(name=gates.RESUME_WORKFLOW, max_recovery_attempts=10)
+def resume_run(workflow_id: str, gate_key: str) -> dict[str, Any]:
+    """A parked run's continuation: resolve the gate from the ledger (or as timed out), then go on."""
+    ctx = transact("load", _context, workflow_id, gates.resume_id(workflow_id, gate_key), False)
+    resolved = gates.resolve(ctx, gate_key)
+    if (resolved["result"] or {}).get("state") == "TIMED_OUT":
+        escalation.escalate(ctx, gate_key)
+    return drive(ctx)
+
+
+@DBOS.workflow(name=REPAIR_WORKFLOW, max_recovery_attempts=10)
+def repair_run(workflow_id: str, attempt: int) -> dict[str, Any]:
+    """A retry of a failed run: completed steps are reused, the first incomplete one runs again."""
+    ctx = transact("load", _context, workflow_id, repair_id(workflow_id, attempt), False)
+    return drive(ctx)
+
+
+# --- retry (called by the API and CLI) ------------------------------------------------------------
+
+
+def repair_id(workflow_id: str, attempt: int) -> str:
+    return f"repair:{workflow_id}:{attempt}"
+
+
+def first_incomplete_step(conn: sa.Connection, run: Run) -> str:
+    """The first product step without a successful record, else ExecuteST."""
+    finished = {
+        record.step_id
+        for record in steps.latest_for_run(conn, run.id)
+        if record.step_id != "ExecuteST" or record.output.get("errCode", "NONE") == "NONE"
+    }
+    return next((step for step in STEP_IDS if step not in finished), "ExecuteST")
+
+
+def retry_run(
+    conn: sa.Connection, client: DBOSClient, settings: Settings, run: Run, requested_by: str | None
+) -> dict[str, Any]:
+    """Start a repair of a failed run (new workflow id per attempt); 409 unless failed/retries_exceeded."""
+    if run.status not in {"failed", "retries_exceeded"}:
+        raise Conflict(f"cannot retry run in status {run.status}", status=run.status)
+    attempt = repairs.next_attempt(conn, run.id)
+    workflow_id = repair_id(run.workflow_id, attempt)
+    from_step = first_incomplete_step(conn, run)
+    repairs.record(
+        conn, run_id=run.id, attempt=attempt, workflow_id=workflow_id, from_step=from_step, requested_by=requested_by
+    )
+    runs.update(
+        conn,
+        run.id,
+        status="repairing",
+        repair=True,
+        increment_retry=True,
+        next_action="NONE",
+        clear_error=True,
+        current_workflow_id=workflow_id,
+    )
+    options: EnqueueOptions = {
+        "workflow_name": REPAIR_WORKFLOW,
+        "queue_name": "intentQ",
+        "workflow_id": workflow_id,
+        "priority": int(run.options.get("priority") or 1),
+        "app_version": settings.app_version,
+    }
+    if settings.intent_queue_partition and run.queue_partition_key:
+        options["queue_partition_key"] = run.queue_partition_key
+    client.enqueue_in_transaction(conn, options, run.workflow_id, attempt)
+    return {"accepted": True, "newRunId": run.id, "fromStep": from_step, "repairWorkflowId": workflow_id}

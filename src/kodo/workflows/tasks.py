@@ -8,16 +8,19 @@ attempt writes nothing new.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
-from dbos import DBOS
+import sqlalchemy as sa
+from dbos import DBOS, EnqueueOptions
 
 from kodo.adapters.sandbox import SandboxRequest, SandboxResult
-from kodo.errors import StepFailure
-from kodo.identity import artifact_uri
-from kodo.models import RETRYABLE_SANDBOX_CODES, NewArtifact
-from kodo.store import artifacts, sandbox_runs
-from kodo.workflows.runtime import services
+from kodo.errors import Conflict, StepFailure
+from kodo.identity import artifact_uri, task_key_for
+from kodo.models import RETRYABLE_SANDBOX_CODES, STEP_PHASES, NewArtifact
+from kodo.store import artifacts, receipts, runs, sandbox_runs, steps
+from kodo.workflows.queues import partition_for
+from kodo.workflows.runtime import services, transact
 
 STEP_ID = "ExecuteST"
 
@@ -108,3 +111,144 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
 def execute_task(task: dict[str, Any]) -> dict[str, Any]:
     """Run one fan-out task; returns the sandbox response of its last attempt."""
     return run_sandbox(task)
+
+
+# --- the parent's side: plan the tasks, fan them out, aggregate them as ExecuteST ---------------
+
+
+def plan_tasks(ctx: dict[str, Any], build: dict[str, Any]) -> list[dict[str, Any]]:
+    """One task per test (``<test_command> <test>``), or one task running the command as is."""
+    settings = services().settings
+    command = str(build["test_command"])
+    tests = [str(t) for t in build.get("tests", [])]
+    commands: list[tuple[str, str | None]] = [(f"{command} {test}", test) for test in tests] or [(command, None)]
+    tasks = []
+    for cmd, test in commands:
+        request = {
+            "cmd": cmd,
+            "test": test,
+            "templateKey": "env:local-python-3.11",
+            "templateRef": "local-python-3.11",
+        }
+        tasks.append(
+            {
+                "taskKey": task_key_for(ctx["intentId"], ctx["runId"], request),
+                "runId": ctx["runId"],
+                "cmd": cmd,
+                "workdir": ctx["workspace"],
+                "timeoutMs": settings.sbx_default_timeout_ms,
+                "net": settings.sbx_default_net,
+            }
+        )
+    return tasks
+
+
+def fan_out(ctx: dict[str, Any], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Start one ExecuteTask child per task on sbxQ (id = taskKey) and wait for all of them."""
+    settings = services().settings
+    handles = []
+    for task in tasks:
+        options: EnqueueOptions = {
+            "workflow_name": "ExecuteTask",
+            "queue_name": "sbxQ",
+            "workflow_id": task["taskKey"],
+            "priority": int(ctx.get("priority") or 1),
+            "app_version": settings.app_version,
+        }
+        partition = partition_for(settings, ctx.get("partitionKey"))
+        if partition:
+            options["queue_partition_key"] = partition
+        handles.append(DBOS.enqueue_workflow_with_options(options, task))
+    results = []
+    for handle in handles:
+        try:
+            results.append(handle.get_result(polling_interval_sec=settings.queue_polling_interval_sec))
+        except Exception as exc:
+            raise StepFailure(
+                "SBX_RETRIES_EXHAUSTED", f"sandbox task {handle.get_workflow_id()} failed: {exc}"
+            ) from exc
+    return results
+
+
+def _merge(tasks: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
+    codes = [r.get("errCode", "NONE") for r in results]
+    failed = next((r for r in results if r.get("errCode", "NONE") != "NONE"), None)
+    metrics = [r.get("metrics", {}) for r in results]
+    return {
+        "exit": failed["exit"] if failed else 0,
+        "stdout": "\n---\n".join(r.get("stdout", "") for r in results),
+        "stderr": "\n---\n".join(r.get("stderr", "") for r in results),
+        "filesOut": [f for r in results for f in r.get("filesOut", [])],
+        "metrics": {
+            "wallMs": max((m.get("wallMs", 0) for m in metrics), default=0),
+            "cpuMs": sum(m.get("cpuMs", 0) for m in metrics),
+            "memPeakMB": max((m.get("memPeakMB", 0) for m in metrics), default=0),
+        },
+        "sandboxRef": ",".join(r.get("sandboxRef", "") for r in results),
+        "errCode": next((c for c in codes if c != "NONE"), "NONE"),
+        "taskKey": "aggregated",
+        "artifactIndexRef": ",".join(r.get("artifactIndexRef", "") for r in results),
+        "raw": {
+            "attempt": max((r.get("attempt", 1) for r in results), default=1),
+            "tasks": [
+                {
+                    "taskKey": t["taskKey"],
+                    "cmd": t["cmd"],
+                    "errCode": r.get("errCode"),
+                    "exit": r.get("exit"),
+                    "artifactIndexRef": r.get("artifactIndexRef"),
+                    "metrics": r.get("metrics"),
+                    "attempt": r.get("attempt", 1),
+                }
+                for t, r in zip(tasks, results, strict=True)
+            ],
+        },
+    }
+
+
+def _save_execution(
+    conn: sa.Connection,
+    ctx: dict[str, Any],
+    build: dict[str, Any],
+    tasks: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    started_at: str,
+) -> dict[str, Any]:
+    run_id = ctx["runId"]
+    merged = _merge(tasks, results)
+    attempt = steps.next_attempt(conn, run_id, "ExecuteST")
+    seen = receipts.record(
+        conn,
+        run_id=run_id,
+        step_id="ExecuteST",
+        attempt=attempt,
+        request={"decision": build, "tasks": [t["taskKey"] for t in tasks]},
+        response=merged,
+    )
+    if seen > 1:
+        raise Conflict(f"duplicate side effect receipt for {run_id} ExecuteST")
+    steps.record(
+        conn,
+        run_id=run_id,
+        step_id="ExecuteST",
+        attempt=attempt,
+        phase=STEP_PHASES["ExecuteST"],
+        output=merged,
+        started_at=datetime.fromisoformat(started_at),
+    )
+    if merged["errCode"] == "NONE":
+        runs.update(conn, run_id, status="succeeded", last_step="ExecuteST", clear_next_action=True)
+    else:
+        runs.update(conn, run_id, last_step="ExecuteST")
+    return merged
+
+
+def execute(
+    ctx: dict[str, Any],
+    build: dict[str, Any],
+    tasks: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    started_at: str,
+) -> dict[str, Any]:
+    """ExecuteST: the receipt, the step row and the run's final projection, with the step's checkpoint."""
+    return transact("ExecuteST", _save_execution, ctx, build, tasks, results, started_at)

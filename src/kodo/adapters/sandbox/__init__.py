@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# A streaming sink for command output: (stream "stdout" | "stderr", sequence number, text).
+ChunkSink = Callable[[str, int, str], None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,136 @@
+"""``SBX_PROVIDER=e2b``: run the task's command in an E2B cloud sandbox (the ``e2b`` SDK).
+
+Per task: ``Sandbox.create`` (the ``template`` given to the constructor, else the SDK's default), ``commands.run`` with the request's env and timeout and stdout/stderr streamed to
+the chunk sink, then the sandbox is **always** killed. Network access follows ``request.net``.
+Nothing is uploaded: the request carries no input files yet (the run's workspace stays local).
+SDK exceptions go through the failure classifier (``failures.classify_exception``); a command that
+ran and exited non-zero is ``CMD_NONZERO`` (``OOM`` on an allocation failure), a command over its
+time limit is ``TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from kodo.adapters.sandbox import ChunkSink, SandboxRequest, SandboxResult
+from kodo.adapters.sandbox.failures import classify_exception, classify_exit
+from kodo.errors import ConfigurationError
+
+
+class E2BSandbox:
+    """Runs each command in a fresh E2B sandbox."""
+
+    provider = "e2b"
+
+    def __init__(
+        self,
+        api_key: str | None,
+        *,
+        template: str | None = None,
+        api_url: str | None = None,
+        domain: str | None = None,
+        request_timeout_s: float = 30.0,
+        retries: int = 0,
+    ) -> None:
+        if not api_key:
+            raise ConfigurationError("SBX_PROVIDER=e2b needs E2B_API_KEY (an E2B API key); it is not set")
+        self.template = template
+        self._connection: dict[str, Any] = {"api_key": api_key, "request_timeout": request_timeout_s, "retries": retries}
+        if api_url:
+            self._connection["api_url"] = api_url
+        if domain:
+            self._connection["domain"] = domain
+        self._live: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def posture(self) -> dict[str, Any]:
+        return {"provider": self.provider, "isolation": "e2b", "template": self.template or "default"}
+
+    def kill(self, task_key: str) -> bool:
+        """Kill the sandbox running ``task_key``; False if none is running."""
+        with self._lock:
+            sandbox = self._live.get(task_key)
+        if sandbox is None:
+            return False
+        try:
+            return bool(sandbox.kill())
+        except Exception:
+            return False
+
+    def run(self, request: SandboxRequest, on_chunk: ChunkSink | None = None) -> SandboxResult:
+        from e2b import CommandExitException, Sandbox, TimeoutException
+
+        started = time.monotonic()
+        timeout_s = max(1.0, request.timeout_ms / 1000)
+        sequence = iter(range(1 << 62))
+        out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+
+        def sink(stream: str) -> Any:
+            def take(text: str) -> None:
+                out[stream].append(text)
+                if on_chunk is not None:
+                    on_chunk(stream, next(sequence), text)
+
+            return take
+
+        raw: dict[str, Any] = {"provider": self.provider, "template": self.template, "net": request.net}
+        sandbox: Any = None
+        try:
+            sandbox = Sandbox.create(
+                template=self.template,
+                timeout=int(timeout_s) + 60,
+                metadata={"kodoTaskKey": request.task_key[:64]},
+                allow_internet_access=request.net,
+                **self._connection,
+            )
+            raw["sandboxId"] = sandbox.sandbox_id
+            raw["bootMs"] = int((time.monotonic() - started) * 1000)
+            with self._lock:
+                self._live[request.task_key] = sandbox
+            result = sandbox.commands.run(
+                request.cmd,
+                envs=request.env or None,
+                on_stdout=sink("stdout"),
+                on_stderr=sink("stderr"),
+                timeout=timeout_s,
+            )
+            exit_code, code = int(result.exit_code), "NONE"
+            stdout, stderr = result.stdout or "".join(out["stdout"]), result.stderr or "".join(out["stderr"])
+        except CommandExitException as error:
+            exit_code = int(error.exit_code)
+            stdout, stderr = error.stdout or "".join(out["stdout"]), error.stderr or "".join(out["stderr"])
+            code = classify_exit(exit_code, stderr=stderr)
+        except TimeoutException as error:
+            exit_code = 124
+            stdout, stderr = "".join(out["stdout"]), _with("".join(out["stderr"]), str(error))
+            code = "TIMEOUT" if "sandboxId" in raw else classify_exception(error)
+        except Exception as error:
+            exit_code = 1
+            stdout, stderr = "".join(out["stdout"]), _with("".join(out["stderr"]), f"{type(error).__name__}: {error}")
+            code = classify_exception(error)
+            raw["error"] = f"{type(error).__name__}: {error}"
+        finally:
+            with self._lock:
+                self._live.pop(request.task_key, None)
+            if sandbox is not None:
+                try:
+                    sandbox.kill()
+                    raw["killed"] = True
+                except Exception as error:
+                    raw["killed"] = False
+                    raw["killError"] = f"{type(error).__name__}: {error}"
+        return SandboxResult(
+            exit=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            err_code=code,
+            sandbox_ref=f"e2b:{raw.get('sandboxId', 'none')}",
+            wall_ms=int((time.monotonic() - started) * 1000),
+            raw=raw,
+        )
+
+
+def _with(text: str, line: str) -> str:
+    return f"{text}\n{line}" if text else line

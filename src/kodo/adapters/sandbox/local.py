@@ -1,0 +1,335 @@
+"""``SBX_PROVIDER=local``: run the task's command in the run's workspace under bubblewrap.
+
+``bash -lc <cmd>`` runs with the workspace as its working directory and:
+
+* **isolation** (``bwrap``): every namespace unshared (``--unshare-all``; the network is shared
+  only when the request says ``net``), read-only ``/usr``, ``/etc`` and the ``/bin``, ``/lib*``
+  links, a private ``/tmp``, its own ``/proc`` and ``/dev``, the workspace bound read-write and
+  nothing else of the host, ``--die-with-parent``, ``--new-session``, a clean environment
+  (``PATH``, ``HOME=/tmp``, ``LANG`` and the request's ``env``);
+* **limits** via ``prlimit``: address space (``RLIMIT_AS``) from ``mem_mb``, CPU seconds
+  (``RLIMIT_CPU``) from the timeout × ``cpu``;
+* a **wall-clock timeout** after which the whole tree is killed (the sandbox's PID namespace dies
+  with it) → ``TIMEOUT``; ``kill(task_key)`` does the same on demand (operator cancel).
+
+Without ``bwrap`` on PATH the command still runs, with the same limits and process-group kill but no
+isolation, and every result says ``raw.isolation = "none"`` (``posture()`` says so too).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kodo.adapters.sandbox import ChunkSink, SandboxRequest, SandboxResult
+from kodo.adapters.sandbox.failures import classify_exit
+
+MAX_OUTPUT_BYTES = 1024 * 1024
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+@dataclass
+class _Running:
+    proc: subprocess.Popen[bytes]
+    canceled: bool = False
+    timed_out: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Stream:
+    name: str
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    dropped: int = 0
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", errors="replace")
+
+
+class LocalSandbox:
+    """Runs commands on this host, isolated by bubblewrap when it is installed."""
+
+    provider = "local"
+
+    def __init__(self, *, bwrap: str | None = None, prlimit: str | None = None, use_bwrap: bool = True) -> None:
+        self.bwrap = (bwrap or shutil.which("bwrap")) if use_bwrap else None
+        self.prlimit = prlimit or shutil.which("prlimit")
+        self.isolation = "bwrap" if self.bwrap else "none"
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+
+    def posture(self) -> dict[str, Any]:
+        """How isolated commands are: ``isolation`` is ``bwrap`` or ``none``."""
+        return {
+            "provider": self.provider,
+            "isolation": self.isolation,
+            "bwrap": self.bwrap,
+            "limits": "prlimit" if self.prlimit else "none",
+            "network": "unshared unless net" if self.bwrap else "host",
+        }
+
+    # --- cancellation --------------------------------------------------------------------------
+
+    def kill(self, task_key: str) -> bool:
+        """Kill the running command of ``task_key`` and its whole process tree; False if none runs."""
+        with self._lock:
+            running = self._running.get(task_key)
+        if running is None:
+            return False
+        with running.lock:
+            if running.done.is_set():
+                return False
+            running.canceled = True
+            _kill_tree(running.proc.pid)
+        return True
+
+    def running(self) -> list[str]:
+        """Task keys with a command running now."""
+        with self._lock:
+            return [key for key, item in self._running.items() if not item.done.is_set()]
+
+    # --- one command ---------------------------------------------------------------------------
+
+    def command(self, request: SandboxRequest, workdir: Path) -> list[str]:
+        """The argv that runs ``request.cmd`` in ``workdir`` with limits (and isolation)."""
+        argv: list[str] = []
+        if self.prlimit:
+            timeout_s = max(1, -(-request.timeout_ms // 1000))
+            cpu_s = timeout_s * max(1, request.cpu) + 1
+            argv += [self.prlimit, f"--as={request.mem_mb * 1024 * 1024}", f"--cpu={cpu_s}", "--"]
+        if self.bwrap:
+            argv += [self.bwrap, "--unshare-all"]
+            argv += ["--share-net"] if request.net else []
+            argv += ["--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+            for name in _SYSTEM_LINKS:
+                path = Path("/") / name
+                if path.is_symlink():
+                    argv += ["--symlink", os.readlink(path), str(path)]
+                elif path.is_dir():
+                    argv += ["--ro-bind", str(path), str(path)]
+            argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
+        return [*argv, "bash", "-lc", request.cmd]
+
+    def environment(self, request: SandboxRequest) -> dict[str, str]:
+        return {"PATH": SANDBOX_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp", **request.env}
+
+    def run(self, request: SandboxRequest, on_chunk: ChunkSink | None = None) -> SandboxResult:
+        scratch = None
+        if request.workdir:
+            workdir = Path(request.workdir).resolve()
+        else:
+            scratch = tempfile.mkdtemp(prefix="kodo-sbx-")
+            workdir = Path(scratch)
+        try:
+            return self._run(request, workdir, on_chunk)
+        finally:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    def _boot_fail(self, request: SandboxRequest, message: str) -> SandboxResult:
+        return SandboxResult(
+            exit=1,
+            stdout="",
+            stderr=message,
+            err_code="BOOT_FAIL",
+            sandbox_ref=f"local:{self.isolation}",
+            raw=self._raw(request, None),
+        )
+
+    def _raw(self, request: SandboxRequest, workdir: Path | None, **extra: Any) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "isolation": self.isolation,
+            "net": request.net,
+            "workdir": str(workdir) if workdir else None,
+            "limits": {"memMB": request.mem_mb, "cpu": request.cpu, "timeoutMs": request.timeout_ms},
+            **extra,
+        }
+
+    def _run(self, request: SandboxRequest, workdir: Path, on_chunk: ChunkSink | None) -> SandboxResult:
+        if not workdir.is_dir():
+            return self._boot_fail(request, f"workdir does not exist: {workdir}")
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                self.command(request, workdir),
+                cwd=workdir,
+                env=self.environment(request),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as error:
+            return self._boot_fail(request, f"sandbox failed to start: {error}")
+        running = _Running(proc)
+        with self._lock:
+            self._running[request.task_key] = running
+        streams = {"stdout": _Stream("stdout"), "stderr": _Stream("stderr")}
+        sequence = _Counter()
+        readers = [
+            threading.Thread(target=_pump, args=(pipe, streams[name], on_chunk, sequence), daemon=True)
+            for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))
+        ]
+        for reader in readers:
+            reader.start()
+        status, usage = self._wait(running, request.timeout_ms / 1000)
+        wall_ms = int((time.monotonic() - started) * 1000)
+        for reader in readers:
+            reader.join(timeout=5)
+        with self._lock:
+            if self._running.get(request.task_key) is running:
+                del self._running[request.task_key]
+        return self._result(request, workdir, running, streams, status, usage, wall_ms)
+
+    def _wait(self, running: _Running, timeout_s: float) -> tuple[int, Any]:
+        """Wait for the command; kill the tree at the deadline; reap it with its resource usage.
+
+        The leader is watched without being reaped (``WNOWAIT``), so its pid (= its process group)
+        stays reserved while kodo kills what is left of the group.
+        """
+        pid = running.proc.pid
+        exited = threading.Event()
+
+        def watch() -> None:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            exited.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        if not exited.wait(timeout_s):
+            running.timed_out = not running.canceled
+            _kill_tree(pid)
+            exited.wait(30)
+        with running.lock:
+            # Whatever the command left behind in its process group goes too (no process left behind).
+            _kill_tree(pid, group_only=True)
+            _pid, status, usage = os.wait4(pid, 0)
+            running.done.set()
+        running.proc.returncode = os.waitstatus_to_exitcode(status)
+        return status, usage
+
+    def _result(
+        self,
+        request: SandboxRequest,
+        workdir: Path,
+        running: _Running,
+        streams: dict[str, _Stream],
+        status: int,
+        usage: Any,
+        wall_ms: int,
+    ) -> SandboxResult:
+        signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        exit_code = 128 + signal_number if signal_number is not None else os.WEXITSTATUS(status)
+        stdout, stderr = streams["stdout"].text(), streams["stderr"].text()
+        if running.timed_out:
+            exit_code = 124
+            stderr += f"\nkodo: killed after the {request.timeout_ms} ms time limit\n"
+        elif running.canceled:
+            stderr += "\nkodo: canceled; the process tree was killed\n"
+        if self.bwrap and exit_code == 1 and stderr.startswith("bwrap: ") and not stdout:
+            return self._boot_fail(request, stderr.strip())
+        code = classify_exit(
+            exit_code,
+            stderr=stderr,
+            timed_out=running.timed_out,
+            signal_number=signal_number,
+            killed_by_kodo=running.canceled or running.timed_out,
+        )
+        if running.canceled and code == "NONE":
+            code = "CMD_NONZERO"
+        cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000) if usage is not None else 0
+        mem_peak_mb = int(usage.ru_maxrss / 1024) if usage is not None else 0
+        return SandboxResult(
+            exit=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            err_code=code,
+            sandbox_ref=f"local:{self.isolation}:{running.proc.pid}",
+            wall_ms=wall_ms,
+            cpu_ms=cpu_ms,
+            mem_peak_mb=mem_peak_mb,
+            raw=self._raw(
+                request,
+                workdir,
+                pid=running.proc.pid,
+                signal=signal_number,
+                canceled=running.canceled,
+                timedOut=running.timed_out,
+                truncatedBytes={name: s.dropped for name, s in streams.items() if s.dropped},
+            ),
+        )
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def take(self) -> int:
+        with self._lock:
+            value, self._next = self._next, self._next + 1
+            return value
+
+
+def _pump(pipe: Any, stream: _Stream, on_chunk: ChunkSink | None, sequence: _Counter) -> None:
+    """Read one pipe to its end: keep the first MAX_OUTPUT_BYTES, stream every chunk to ``on_chunk``."""
+    with pipe:
+        while chunk := pipe.read1(65536):
+            if stream.size < MAX_OUTPUT_BYTES:
+                kept = chunk[: MAX_OUTPUT_BYTES - stream.size]
+                stream.chunks.append(kept)
+                stream.size += len(kept)
+                stream.dropped += len(chunk) - len(kept)
+            else:
+                stream.dropped += len(chunk)
+            if on_chunk is not None:
+                try:
+                    on_chunk(stream.name, sequence.take(), chunk.decode("utf-8", errors="replace"))
+                except Exception:  # a failing sink must not lose the command's output
+                    pass
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live descendant of ``root`` (by parent pid, from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_tree(pid: int, *, group_only: bool = False) -> None:
+    """SIGKILL the process group led by ``pid`` (and, unless ``group_only``, every descendant)."""
+    victims = [] if group_only else _descendants(pid)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,265 @@
+"""Human-in-the-loop routes: gates (list, long-poll get, reply), external events, interactions, the inbox,
+and the legacy ``/runs/{id}/events`` and ``/runs/{id}/retry``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from kodo.api.deps import ApiContext, context
+from kodo.api.runs import DEPRECATION, require_run
+from kodo.api.schemas import ExternalEventBody, GateReplyBody, RunEventBody, parse_body
+from kodo.errors import Conflict, Gone, InvalidInput, NotFound
+from kodo.store import gates as gate_store
+from kodo.store.gates import Gate
+from kodo.workflows import gates
+from kodo.workflows.runs import retry_run
+
+router = APIRouter()
+_GATE_KEY = re.compile(r"^[a-z0-9][a-z0-9:_-]{0,127}$")
+
+
+def _ms(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def _state(gate: Gate) -> str:
+    if gate.resolved_at is None:
+        return "PENDING"
+    if (gate.result or {}).get("state") == "TIMED_OUT":
+        return "TIMED_OUT"
+    return "RESOLVED" if gate.decision is not None or gate.purpose != "approve-plan" else "RECEIVED"
+
+
+def gate_view(workflow_id: str, gate: Gate, origin: str | None) -> dict[str, Any]:
+    prompt = dict(gate.prompt or {})
+    if prompt:
+        prompt["createdAt"] = _ms(gate.created_at)
+        prompt["deadlineAt"] = _ms(gate.deadline_at)
+    return {
+        "workflowID": workflow_id,
+        "gateKey": gate.gate_key,
+        "topic": gate.topic,
+        "purpose": gate.purpose,
+        "stepID": gate.step_id,
+        "generation": gate.generation,
+        "state": _state(gate),
+        "prompt": prompt or None,
+        "result": gate.result,
+        "decision": gate.decision,
+        "origin": origin,
+        "createdAt": _ms(gate.created_at),
+        "deadlineAt": _ms(gate.deadline_at),
+        "resolvedAt": _ms(gate.resolved_at),
+    }
+
+
+def _origins(conn: sa.Connection, run_id: str) -> dict[str, str]:
+    return {i.gate_key: i.origin for i in gate_store.interactions(conn, run_id, limit=500)}
+
+
+def _gate_key(raw: str) -> str:
+    if not _GATE_KEY.match(raw):
+        raise InvalidInput(f"invalid gateKey: {raw!r} (lowercase a-z0-9:_- , 1..128 chars)")
+    return raw
+
+
+def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
+    unknown = set(request.query_params) - {name}
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d+", raw) or not low <= int(raw) <= high:
+        raise InvalidInput(f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+@router.get("/api/runs/{wid}/gates")
+def list_gates(wid: str, request: Request) -> JSONResponse:
+    """The run's gates, newest first (an unknown run has none)."""
+    ctx = context(request)
+    with ctx.read() as conn:
+        from kodo.store import runs
+
+        run = runs.get(conn, wid)
+        if run is None:
+            return JSONResponse([])
+        origins = _origins(conn, run.id)
+        return JSONResponse(
+            [gate_view(run.workflow_id, g, origins.get(g.gate_key)) for g in gate_store.list_for_run(conn, run.id)]
+        )
+
+
+def _read_gate(ctx: ApiContext, wid: str, key: str) -> dict[str, Any]:
+    with ctx.read() as conn:
+        run = require_run(conn, wid)
+        gate = gate_store.get(conn, run.id, key)
+        if gate is None:
+            raise NotFound("gate not found")
+        return gate_view(run.workflow_id, gate, _origins(conn, run.id).get(key))
+
+
+@router.get("/api/runs/{wid}/gates/{gate_key}")
+async def get_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
+    """One gate; ``?timeoutS=`` (0..30) long-polls until it is resolved or the time is up."""
+    ctx = context(request)
+    key = _gate_key(gate_key)
+    timeout_s = _int_query(request, "timeoutS", 0, 0, 30)
+    deadline = time.monotonic() + timeout_s
+    view = await run_in_threadpool(_read_gate, ctx, wid, key)
+    while view["state"] == "PENDING" and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        view = await run_in_threadpool(_read_gate, ctx, wid, key)
+    return JSONResponse(view)
+
+
+def _reply(ctx: ApiContext, wid: str, key: str, body: GateReplyBody | ExternalEventBody, topic: str | None) -> bool:
+    with ctx.transaction() as conn:
+        run = require_run(conn, wid)
+        replay = gates.reply(
+            conn, run, key, payload=body.payload, dedupe_key=body.dedupeKey, origin=body.origin, topic=topic
+        )
+    gates.wake(ctx.client, run.workflow_id, key)
+    return replay
+
+
+@router.post("/api/runs/{wid}/gates/{gate_key}/reply")
+async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
+    """Answer a gate: 200 ``{ok, isReplay}``; the same dedupeKey with another payload is 409."""
+    key = _gate_key(gate_key)
+    body = await parse_body(request, GateReplyBody)
+    replay = await run_in_threadpool(_reply, context(request), wid, key, body, None)
+    return JSONResponse({"ok": True, "isReplay": replay})
+
+
+@router.post("/api/events/hitl")
+async def external_event(request: Request) -> JSONResponse:
+    """A machine sender's reply; topic ``human:<gateKey>`` must match the gate (``sys:*`` is ledgered only)."""
+    body = await parse_body(request, ExternalEventBody)
+    if body.topic.startswith("human:") and body.topic != f"human:{body.gateKey}":
+        raise Conflict(f"topic {body.topic} does not match gate {body.gateKey}")
+    ctx = context(request)
+    if body.topic.startswith("sys:"):
+        with ctx.transaction() as conn:
+            run = require_run(conn, body.workflowId)
+            if gate_store.get(conn, run.id, body.gateKey) is None:
+                raise NotFound("gate not found")
+            gate_store.record_interaction(
+                conn,
+                workflow_id=run.workflow_id,
+                run_id=run.id,
+                gate_key=body.gateKey,
+                topic=body.topic,
+                dedupe_key=body.dedupeKey,
+                payload=body.payload,
+                origin=body.origin,
+            )
+        return JSONResponse({"ok": True})
+    await run_in_threadpool(_reply, ctx, body.workflowId, body.gateKey, body, body.topic)
+    return JSONResponse({"ok": True})
+
+
+@router.get("/api/runs/{wid}/interactions")
+def list_interactions(wid: str, request: Request) -> JSONResponse:
+    """The reply ledger of a run, oldest first (``?limit=`` 1..500)."""
+    ctx = context(request)
+    limit = _int_query(request, "limit", 200, 1, 500)
+    with ctx.read() as conn:
+        from kodo.store import runs
+
+        run = runs.get(conn, wid)
+        if run is None:
+            return JSONResponse([])
+        rows = gate_store.interactions(conn, run.id, limit)
+    return JSONResponse(
+        [
+            {
+                "workflowID": i.workflow_id,
+                "gateKey": i.gate_key,
+                "topic": i.topic,
+                "dedupeKey": i.dedupe_key,
+                "payloadHash": i.payload_hash,
+                "origin": i.origin,
+                "createdAt": _ms(i.created_at),
+            }
+            for i in rows
+        ]
+    )
+
+
+@router.get("/api/hitl/inbox")
+def inbox(request: Request) -> JSONResponse:
+    """Open gates of waiting runs, soonest deadline first, with an SLA state."""
+    ctx = context(request)
+    limit = _int_query(request, "limit", 100, 1, 200)
+    now = datetime.now(UTC)
+    rows = []
+    with ctx.read() as conn:
+        from kodo.store import runs
+
+        for gate in gate_store.open_gates(conn, limit):
+            run = runs.get(conn, gate.run_id)
+            assert run is not None
+            left = (gate.deadline_at - now).total_seconds() if gate.deadline_at else None
+            sla = "NORMAL" if left is None or left > 60 else ("WARNING" if left > 0 else "CRITICAL")
+            rows.append(
+                {
+                    "workflowID": run.workflow_id,
+                    "runId": run.id,
+                    "gateKey": gate.gate_key,
+                    "topic": gate.topic,
+                    "purpose": gate.purpose,
+                    "nextAction": gate.next_action,
+                    "deadline": _ms(gate.deadline_at),
+                    "slaStatus": sla,
+                    "mismatchRisk": gate.topic != f"human:{gate.gate_key}",
+                    "createdAt": _ms(gate.created_at),
+                }
+            )
+    return JSONResponse(rows)
+
+
+@router.post("/runs/{run_key}/events")
+async def legacy_event(run_key: str, request: Request) -> JSONResponse:
+    """Legacy: an event answers the run's newest open gate; 409 unless the run is waiting_input."""
+    ctx = context(request)
+    if not ctx.settings.enable_legacy_run_routes:
+        raise Gone("legacy route disabled; use POST /api/runs/{wid}/gates/{gateKey}/reply")
+    with ctx.read() as conn:
+        run = require_run(conn, run_key)
+        if run.status != "waiting_input":
+            raise Conflict(f"cannot send event to run in status {run.status}", status=run.status)
+    body = await parse_body(request, RunEventBody)
+
+    def _send() -> None:
+        with ctx.transaction() as conn:
+            current = require_run(conn, run_key)
+            key = gates.legacy_event(conn, current, body.model_dump())
+        gates.wake(ctx.client, current.workflow_id, key)
+
+    await run_in_threadpool(_send)
+    return JSONResponse({"accepted": True}, status_code=202, headers=DEPRECATION)
+
+
+@router.post("/runs/{run_key}/retry")
+def legacy_retry(run_key: str, request: Request) -> JSONResponse:
+    """Retry a failed run from its first incomplete step: 202 ``{accepted, newRunId, fromStep}``; else 409."""
+    ctx = context(request)
+    if not ctx.settings.enable_legacy_run_routes:
+        raise Gone("legacy route disabled")
+    if request.query_params:
+        raise InvalidInput("retry takes no query parameters")
+    with ctx.transaction() as conn:
+        run = require_run(conn, run_key)
+        answer = retry_run(conn, ctx.client, ctx.settings, run, requested_by="api")
+    return JSONResponse(answer, status_code=202, headers=DEPRECATION)
