@@ -21,8 +21,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from helpers import make_settings
 from kodo.database import EmbeddedPostgres, libpq_url, with_database
-from kodo.settings import Settings, load_settings
+from kodo.settings import Settings
 
 TEMPLATE = "kodo_template"
 
@@ -81,17 +82,6 @@ def database_url(template_url: str) -> Iterator[str]:
     finally:
         with _admin(template_url) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def make_settings(database_url: str, home: Path, **env: str) -> Settings:
-    """Settings as a process would build them from this environment."""
-    base = {
-        "DATABASE_URL": database_url,
-        "KODO_HOME": str(home),
-        "KODO_QUEUE_POLLING_INTERVAL_SEC": "0.05",
-        "KODO_MAX_EXECUTOR_THREADS": "32",
-    }
-    return load_settings({**base, **env})
 
 
 @pytest.fixture

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+
+from kodo.settings import Settings, load_settings
 
 ORACLES = {
     "duplicate run_steps": "SELECT run_id, step_id, attempt FROM app.run_steps GROUP BY 1,2,3 HAVING count(*) > 1",
@@ -90,3 +93,14 @@ def table_counts(conn: sa.Connection) -> dict[str, int]:
         "dbos.workflow_status",
     ]
     return {name: int(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()) for name in names}
+
+
+def make_settings(database_url: str, home: Path, **env: str) -> Settings:
+    """Settings as a process would build them from this environment."""
+    base = {
+        "DATABASE_URL": database_url,
+        "KODO_HOME": str(home),
+        "KODO_QUEUE_POLLING_INTERVAL_SEC": "0.05",
+        "KODO_MAX_EXECUTOR_THREADS": "32",
+    }
+    return load_settings({**base, **env})

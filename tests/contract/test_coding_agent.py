@@ -1,9 +1,16 @@
 """Contract suite for the CodingAgent port (SPEC §5, §8): every implementation must pass it.
 
 Add an implementation by appending to ``IMPLEMENTATIONS``. Capabilities say which parts of the
-contract apply: every agent answers with schema-valid JSON; ``deterministic`` agents (replay and
-record) also follow the documented producer rules; ``fixtures`` agents read/write fixture files.
-The live agent runs only with ``KODO_LIVE_AGENT=1``.
+contract apply: every agent answers with schema-valid JSON; ``deterministic`` agents also follow the
+documented producer rules; ``fixtures`` agents read/write fixture files.
+
+The live clients run here against local servers, with no environment variable needed:
+``live-openai`` is ``OpenAICompatibleAgent`` over loopback HTTP to kodo's fake model server, and
+``live-opencode`` is ``OpenCodeAgent`` driving the real ``opencode serve`` binary (pinned 1.18.x)
+configured to use that fake model (it skips with a reason when the binary is absent). Both answer
+by the producer rules (the fake applies them to the request's context block), so they are
+``deterministic`` too. ``live-env`` runs the live agent the environment configures (a real model)
+only with ``KODO_LIVE_AGENT=1``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from typing import Any
 import pytest
 
 from kodo.adapters.agent import BUILD_SCHEMA, PLAN_SCHEMA, AgentRequest, AgentResult, CodingAgent
+from kodo.adapters.agent.fake_model import MODEL_ID
 from kodo.adapters.agent.replay import ReplayAgent
+from live_servers import PASSWORD
 
 # --- implementations ----------------------------------------------------------------------------
 
@@ -27,28 +36,57 @@ from kodo.adapters.agent.replay import ReplayAgent
 @dataclass(frozen=True)
 class AgentImpl:
     name: str
-    build: Callable[[Path], CodingAgent]
+    build: Callable[[Path, pytest.FixtureRequest], CodingAgent]
     deterministic: bool = False
     fixtures: bool = False
 
 
-def _live_agent(tmp: Path) -> CodingAgent:
+def _live(tmp: Path, **env: str) -> CodingAgent:
+    from kodo.main import build_agent
+    from kodo.settings import load_settings
+
+    return build_agent(load_settings({"OC_MODE": "live", "OC_STRICT_MODE": "1", "KODO_HOME": str(tmp), **env}))
+
+
+def _env_agent(tmp: Path, request: pytest.FixtureRequest) -> CodingAgent:
     from kodo.main import build_agent
     from kodo.settings import load_settings
 
     return build_agent(load_settings({**os.environ, "OC_MODE": "live", "KODO_HOME": str(tmp)}))
 
 
-REPLAY = AgentImpl("replay", lambda tmp: ReplayAgent(tmp / "fixtures"), deterministic=True, fixtures=True)
-RECORD = AgentImpl("record", lambda tmp: ReplayAgent(tmp / "fixtures", record=True), deterministic=True, fixtures=True)
-LIVE = AgentImpl("live", _live_agent)
+def _openai_agent(tmp: Path, request: pytest.FixtureRequest) -> CodingAgent:
+    fake = request.getfixturevalue("fake_model")
+    return _live(tmp, OC_PROVIDER="openai", OPENAI_BASE_URL=fake.base_url, OPENAI_MODEL=MODEL_ID)
+
+
+def _opencode_agent(tmp: Path, request: pytest.FixtureRequest) -> CodingAgent:
+    server = request.getfixturevalue("opencode_server")
+    return _live(
+        tmp,
+        OC_PROVIDER="opencode",
+        OC_BASE_URL=server.base_url,
+        OPENCODE_SERVER_PASSWORD=PASSWORD,
+        OC_TIMEOUT_MS="60000",
+    )
+
+
+REPLAY = AgentImpl("replay", lambda tmp, _: ReplayAgent(tmp / "fixtures"), deterministic=True, fixtures=True)
+RECORD = AgentImpl(
+    "record", lambda tmp, _: ReplayAgent(tmp / "fixtures", record=True), deterministic=True, fixtures=True
+)
+LIVE_OPENAI = AgentImpl("live-openai", _openai_agent, deterministic=True)
+LIVE_OPENCODE = AgentImpl("live-opencode", _opencode_agent, deterministic=True)
+LIVE_ENV = AgentImpl("live-env", _env_agent)
 
 IMPLEMENTATIONS = [
     pytest.param(REPLAY, id="replay"),
     pytest.param(RECORD, id="record"),
+    pytest.param(LIVE_OPENAI, id="live-openai"),
+    pytest.param(LIVE_OPENCODE, id="live-opencode"),
     pytest.param(
-        LIVE,
-        id="live",
+        LIVE_ENV,
+        id="live-env",
         marks=pytest.mark.skipif(os.environ.get("KODO_LIVE_AGENT") != "1", reason="set KODO_LIVE_AGENT=1"),
     ),
 ]
@@ -58,13 +96,13 @@ DETERMINISTIC = [p for p in IMPLEMENTATIONS if p.values[0].deterministic]
 @pytest.fixture(params=IMPLEMENTATIONS)
 def agent(request: pytest.FixtureRequest, tmp_path: Path) -> CodingAgent:
     impl: AgentImpl = request.param
-    return impl.build(tmp_path)
+    return impl.build(tmp_path, request)
 
 
 @pytest.fixture(params=DETERMINISTIC)
 def deterministic_agent(request: pytest.FixtureRequest, tmp_path: Path) -> CodingAgent:
     impl: AgentImpl = request.param
-    return impl.build(tmp_path)
+    return impl.build(tmp_path, request)
 
 
 # --- a minimal JSON-schema check (the subset PLAN_SCHEMA and BUILD_SCHEMA use) ------------------
@@ -173,6 +211,12 @@ def test_result_reports_the_agent_mode(agent: CodingAgent) -> None:
     result = agent.structured(plan_request())
     assert result.mode == agent.mode
     assert result.duration_ms >= 0
+
+
+def test_answer_is_never_a_silent_fallback(agent: CodingAgent) -> None:
+    """A live agent's answer really came from its server: no producer fallback in strict mode."""
+    result = agent.structured(plan_request("check the source"))
+    assert result.raw is None or "fallback" not in result.raw
 
 
 # --- deterministic implementations: the producer rules of SPEC §5 -------------------------------

@@ -2,8 +2,11 @@
 
 Add an implementation by appending to ``IMPLEMENTATIONS``. Every sandbox runs a succeeding and a
 failing command and reports SBXRes-shaped results; ``magic`` sandboxes (the mock) also honour the
-predecessor's magic commands. Live sandboxes run only with ``KODO_LIVE_SANDBOX=1``
-(provider from ``KODO_LIVE_SANDBOX_PROVIDER``, default ``local``).
+predecessor's magic commands. ``local-bwrap`` is the real local provider as ``SBX_MODE=live
+SBX_PROVIDER=local`` builds it (skipped with a reason when ``bwrap`` is not installed; ``.ci/run``
+installs it); ``local-none`` is the same provider without bubblewrap. ``live-env`` runs the
+provider the environment names only with ``KODO_LIVE_SANDBOX=1`` (``KODO_LIVE_SANDBOX_PROVIDER``,
+default ``local``), e.g. against E2B with a real key.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,7 @@ from typing import Any
 import pytest
 
 from kodo.adapters.sandbox import Sandbox, SandboxRequest, SandboxResult
+from kodo.adapters.sandbox.local import LocalSandbox
 from kodo.adapters.sandbox.mock import MockSandbox
 from kodo.models import RETRYABLE_SANDBOX_CODES
 
@@ -34,6 +40,7 @@ class SandboxImpl:
     ok_cmd: str
     fail_cmd: str
     magic: bool = False
+    real: bool = False
 
 
 def _live_sandbox(tmp: Path) -> Sandbox:
@@ -45,15 +52,32 @@ def _live_sandbox(tmp: Path) -> Sandbox:
     return build_sandbox(load_settings(env))
 
 
+def _local_sandbox(tmp: Path) -> Sandbox:
+    from kodo.main import build_sandbox
+    from kodo.settings import load_settings
+
+    return build_sandbox(load_settings({"SBX_MODE": "live", "SBX_PROVIDER": "local", "KODO_HOME": str(tmp)}))
+
+
 IMPLEMENTATIONS = [
     pytest.param(SandboxImpl("mock", lambda tmp: MockSandbox(), "echo test0", "FAIL_ME test0", magic=True), id="mock"),
     pytest.param(
-        SandboxImpl("live", _live_sandbox, "echo test0", "exit 3"),
-        id="live",
+        SandboxImpl("local-bwrap", _local_sandbox, "echo test0", "exit 3", real=True),
+        id="local-bwrap",
+        marks=pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed"),
+    ),
+    pytest.param(
+        SandboxImpl("local-none", lambda tmp: LocalSandbox(use_bwrap=False), "echo test0", "exit 3", real=True),
+        id="local-none",
+    ),
+    pytest.param(
+        SandboxImpl("live-env", _live_sandbox, "echo test0", "exit 3"),
+        id="live-env",
         marks=pytest.mark.skipif(os.environ.get("KODO_LIVE_SANDBOX") != "1", reason="set KODO_LIVE_SANDBOX=1"),
     ),
 ]
 MAGIC = [p for p in IMPLEMENTATIONS if p.values[0].magic]
+REAL = [p for p in IMPLEMENTATIONS if p.values[0].real]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -131,6 +155,50 @@ def test_results_are_independent_per_call(sandbox: Sandbox, impl: SandboxImpl) -
 def test_sandbox_declares_a_provider(sandbox: Sandbox) -> None:
     """Each sandbox names its provider (recorded in the artifact index)."""
     assert isinstance(sandbox.provider, str) and sandbox.provider
+
+
+# --- real command runners (the local provider, with and without bubblewrap) --------------------
+
+
+@pytest.fixture(params=REAL)
+def real_sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> Sandbox:
+    impl: SandboxImpl = request.param
+    return impl.build(tmp_path)
+
+
+def test_real_command_output_and_stderr(real_sandbox: Sandbox) -> None:
+    """The command really runs in bash: its stdout, stderr and exit code come back as they were."""
+    result = real_sandbox.run(req("echo $((6*7)); echo oops >&2; exit 5"))
+    assert (result.exit, result.err_code) == (5, "CMD_NONZERO")
+    assert result.stdout == "42\n" and "oops" in result.stderr
+    assert result.wall_ms >= 0 and result.raw["isolation"] in {"bwrap", "none"}
+
+
+def test_real_command_runs_in_the_workdir(real_sandbox: Sandbox, tmp_path: Path) -> None:
+    """The request's workdir is the command's working directory, and files it writes there stay."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "input.txt").write_text("from the host\n")
+    result = real_sandbox.run(req("pwd; cat input.txt; echo made > output.txt", workdir=str(workspace)))
+    assert result.err_code == "NONE", result.stderr
+    assert result.stdout == f"{workspace}\nfrom the host\n"
+    assert (workspace / "output.txt").read_text() == "made\n"
+
+
+def test_real_command_over_its_time_limit_is_timeout(real_sandbox: Sandbox) -> None:
+    """A command still running at timeoutMs is killed and reported TIMEOUT (terminal)."""
+    started = time.monotonic()
+    result = real_sandbox.run(req("sleep 30", timeout_ms=500))
+    assert result.err_code == "TIMEOUT" and result.exit == 124
+    assert time.monotonic() - started < 10
+
+
+def test_real_command_streams_its_output(real_sandbox: Sandbox) -> None:
+    """Output chunks reach the sink as they are produced, numbered, per stream."""
+    chunks: list[tuple[str, int, str]] = []
+    real_sandbox.run(req("echo one; sleep 0.2; echo two >&2"), on_chunk=lambda *c: chunks.append(c))  # type: ignore[call-arg]
+    assert [c[0] for c in chunks] == ["stdout", "stderr"]
+    assert [c[1] for c in chunks] == [0, 1] and chunks[0][2] == "one\n"
 
 
 # --- magic commands (the mock) ------------------------------------------------------------------

@@ -124,12 +124,14 @@ def plan_tasks(ctx: dict[str, Any], build: dict[str, Any]) -> list[dict[str, Any
     commands: list[tuple[str, str | None]] = [(f"{command} {test}", test) for test in tests] or [(command, None)]
     tasks = []
     for cmd, test in commands:
-        request = {
+        request: dict[str, Any] = {
             "cmd": cmd,
             "test": test,
             "templateKey": "env:local-python-3.11",
             "templateRef": "local-python-3.11",
         }
+        if ctx["generation"] > 1:  # a repair runs its tasks afresh, as new child workflows
+            request["generation"] = ctx["generation"]
         tasks.append(
             {
                 "taskKey": task_key_for(ctx["intentId"], ctx["runId"], request),
