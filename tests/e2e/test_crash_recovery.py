@@ -70,3 +70,29 @@ def test_kill_9_during_execute_st_reruns_only_the_sandbox_step(
         assert oracle_violations(conn) == {}
     assert attempts == {"CompileST": 1, "ApplyPatchST": 1, "DecideST": 1, "ExecuteST": 1}
     assert sandbox_rows == 2
+
+
+def test_kill_9_while_runs_wait_at_their_gates(spawn: Callable[..., KodoProcess], engine: sa.Engine) -> None:
+    """kill -9 with runs parked (some just answered): after restart every run finishes, one gate row each."""
+    up = spawn("up")
+    base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
+    wids = []
+    for n in range(6):
+        intent = httpx.post(f"{base}/api/intents", json={"goal": f"wait {n}", "inputs": {}, "constraints": {}})
+        wid = intent.json()["intentId"]
+        assert httpx.post(f"{base}/api/runs", json={"intentId": wid, "queuePartitionKey": "one"}).status_code == 201
+        wids.append(wid)
+    for wid in wids:
+        wait_until(lambda wid=wid: httpx.get(f"{base}/api/runs/{wid}").json()["status"] == "WAITING_INPUT", timeout=60)
+    for wid in wids[:3]:  # answered just before the crash: the reply is in the ledger, the resume not yet run
+        assert httpx.post(f"{base}/api/runs/{wid}/approve-plan", json={"approvedBy": "a"}).status_code == 202
+    up.kill9()
+    up.start()
+    for wid in wids[3:]:
+        assert httpx.post(f"{base}/api/runs/{wid}/approve-plan", json={"approvedBy": "b"}).status_code == 202
+    for wid in wids:
+        wait_until(lambda wid=wid: httpx.get(f"{base}/api/runs/{wid}").json()["status"] == "SUCCESS", timeout=60)
+    with engine.connect() as conn:
+        gates = dict(conn.execute(sa.text("SELECT run_id, count(*) FROM app.human_gates GROUP BY run_id")).all())
+        assert oracle_violations(conn) == {}
+    assert len(gates) == 6 and set(gates.values()) == {1}
