@@ -43,15 +43,48 @@ log = structlog.get_logger("kodo")
 
 
 def build_agent(settings: Settings) -> CodingAgent:
+    """``OC_MODE`` replay|record → fixtures and the producer; live → ``OC_PROVIDER`` opencode|openai."""
     if settings.oc_mode in {"replay", "record"}:
         return ReplayAgent(settings.home / "fixtures" / "agent", record=settings.oc_mode == "record")
-    raise ConfigurationError("OC_MODE: 'live' needs the live agent adapter, which this build does not ship yet")
+    if settings.oc_provider == "openai":
+        from kodo.adapters.agent.openai import OpenAICompatibleAgent
+
+        key = settings.openai_api_key
+        return OpenAICompatibleAgent(
+            settings.openai_base_url,
+            model=settings.openai_model,
+            api_key=key.get_secret_value() if key else None,
+            timeout_ms=settings.oc_timeout_ms,
+            strict=settings.oc_strict_mode,
+        )
+    from kodo.adapters.agent.opencode import OpenCodeAgent
+
+    password = settings.opencode_server_password
+    return OpenCodeAgent(
+        settings.agent_base_url,
+        password=password.get_secret_value() if password else None,
+        timeout_ms=settings.oc_timeout_ms,
+        strict=settings.oc_strict_mode,
+        workspaces_dir=settings.workspaces_dir,
+    )
 
 
 def build_sandbox(settings: Settings) -> Sandbox:
+    """``SBX_MODE`` mock → the magic-command mock; live → ``SBX_PROVIDER`` local|e2b (microsandbox: refused)."""
     if settings.sbx_mode == "mock":
         return MockSandbox()
-    raise ConfigurationError(f"SBX_MODE: 'live' with SBX_PROVIDER={settings.sbx_provider} is not available yet")
+    if settings.sbx_provider == "local":
+        from kodo.adapters.sandbox.local import LocalSandbox
+
+        return LocalSandbox()
+    if settings.sbx_provider == "e2b":
+        from kodo.adapters.sandbox.e2b import E2BSandbox
+
+        key = settings.e2b_api_key
+        return E2BSandbox(key.get_secret_value() if key else None)
+    raise ConfigurationError(
+        f"SBX_PROVIDER={settings.sbx_provider} is not supported by kodo; use SBX_PROVIDER=local or SBX_PROVIDER=e2b"
+    )
 
 
 def prepare_database(settings: Settings) -> tuple[str, sa.Engine]:

@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     def _claim_scope(cls, value: str) -> str:
         return value if value in {"signoff", "live-smoke", "demo"} else "demo"
 
-    @field_validator("app_version", "app_name")
+    @field_validator("app_version", "app_name", "openai_model")
     @classmethod
     def _non_blank(cls, value: str) -> str:
         if not value.strip():

@@ -112,7 +112,11 @@ class OpenAICompatibleAgent:
             ],
             "response_format": {
                 "type": "json_schema",
-                "json_schema": {"name": f"kodo_{request.agent}", "schema": strict_schema(request.schema), "strict": True},
+                "json_schema": {
+                    "name": f"kodo_{request.agent}",
+                    "schema": strict_schema(request.schema),
+                    "strict": True,
+                },
             },
         }
 

@@ -4,9 +4,9 @@ One structured call = one **fresh session** (this also sidesteps OpenCode issue 
 session holding a ``format`` message cannot list its messages):
 
 1. ``GET /global/health`` once (the version must be 1.18.x) and the server's tool ids.
-2. Find the session tagged ``kodo:<run>:<step>:<attempt>:<opkey>`` (a re-executed step re-attaches
-   to it) or ``POST /session`` with that title and a permission ruleset that denies what the agent
-   may not use, so nothing asks.
+2. Find the session tagged ``kodo:<run>:<step>:<attempt>:<hash of op key and prompt text>`` (a
+   re-executed step re-attaches to it) or ``POST /session`` with that title and a permission
+   ruleset that denies what the agent may not use, so nothing asks.
 3. Admit the prompt at most once: the user message id is derived from the tag; ``GET …/message/<id>``
    answering 404 means "not admitted yet", and only then ``POST …/prompt_async`` with
    ``format: {type: "json_schema", schema}`` and every tool outside the allowlist switched off.
@@ -24,6 +24,7 @@ restarted mid-turn) is reported as orphaned.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -219,8 +220,9 @@ class OpenCodeAgent:
     def _attempt(self, request: AgentRequest, server: dict[str, Any], *, concise: bool) -> _Finished | None:
         """Admit (once) and wait; None when no answer came in time (the turn is aborted and reverted)."""
         directory = self._directory(request)
-        tag = f"kodo:{request.run_id}:{request.step_id}:{request.attempt}:{request.op_key[:16]}"
-        tag += ":retry" if concise else ""
+        text = user_prompt(request, concise=concise)
+        digest = hashlib.sha256(f"{request.op_key}\n{text}".encode()).hexdigest()[:16]
+        tag = f"kodo:{request.run_id}:{request.step_id}:{request.attempt}:{digest}" + (":retry" if concise else "")
         message_id = "msg_kodo" + hashlib.sha256(tag.encode()).hexdigest()[:24]
         session_id = self._session(tag, request.agent, directory)
         reattached = self._admitted(session_id, message_id, directory)
@@ -291,9 +293,9 @@ class OpenCodeAgent:
             else:
                 last = self._last_message(session_id, directory)
                 info = (last or {}).get("info") or {}
-                if info.get("role") == "assistant" and info.get("parentID") == message_id:
-                    if (info.get("time") or {}).get("completed") or info.get("error"):
-                        return dict(info)
+                ours = info.get("role") == "assistant" and info.get("parentID") == message_id
+                if ours and ((info.get("time") or {}).get("completed") or info.get("error")):
+                    return dict(info)
                 now = time.monotonic()
                 idle_since = idle_since or now
                 if now - idle_since > self.orphan_grace_s:
@@ -357,10 +359,8 @@ class OpenCodeAgent:
         """Stop a stalled turn and undo its file edits (best effort: the retry runs either way)."""
         calls = (("abort", None), ("revert", {"messageID": message_id}))
         for action, payload in calls:
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 self._http.post(f"/session/{session_id}/{action}", params=self._params(directory), json=payload)
-            except httpx.HTTPError:
-                pass
 
 
 def _expect(response: httpx.Response, what: str) -> None:

@@ -1,7 +1,8 @@
 """``SBX_PROVIDER=e2b``: run the task's command in an E2B cloud sandbox (the ``e2b`` SDK).
 
-Per task: ``Sandbox.create`` (the ``template`` given to the constructor, else the SDK's default), ``commands.run`` with the request's env and timeout and stdout/stderr streamed to
-the chunk sink, then the sandbox is **always** killed. Network access follows ``request.net``.
+Per task: ``Sandbox.create`` (the ``template`` given to the constructor, else the SDK's default),
+``commands.run`` with the request's env and timeout and stdout/stderr streamed to the chunk sink,
+then the sandbox is **always** killed. Network access follows ``request.net``.
 Nothing is uploaded: the request carries no input files yet (the run's workspace stays local).
 SDK exceptions go through the failure classifier (``failures.classify_exception``); a command that
 ran and exited non-zero is ``CMD_NONZERO`` (``OOM`` on an allocation failure), a command over its
@@ -37,7 +38,11 @@ class E2BSandbox:
         if not api_key:
             raise ConfigurationError("SBX_PROVIDER=e2b needs E2B_API_KEY (an E2B API key); it is not set")
         self.template = template
-        self._connection: dict[str, Any] = {"api_key": api_key, "request_timeout": request_timeout_s, "retries": retries}
+        self._connection: dict[str, Any] = {
+            "api_key": api_key,
+            "request_timeout": request_timeout_s,
+            "retries": retries,
+        }
         if api_url:
             self._connection["api_url"] = api_url
         if domain:

@@ -31,7 +31,7 @@ _RULES = (
     (
         "NET_FAIL",
         re.compile(
-            r"enotfound|econnrefused|econnreset|connection refused|connection reset|connecterror|network|dns"
+            r"enotfound|econnrefused|econnreset|connection ?refused|connection ?reset|connect ?error|network|dns"
             r"|socket hang up|name or service not known|temporary failure in name resolution"
         ),
     ),

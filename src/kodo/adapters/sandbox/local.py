@@ -8,7 +8,7 @@
   nothing else of the host, ``--die-with-parent``, ``--new-session``, a clean environment
   (``PATH``, ``HOME=/tmp``, ``LANG`` and the request's ``env``);
 * **limits** via ``prlimit``: address space (``RLIMIT_AS``) from ``mem_mb``, CPU seconds
-  (``RLIMIT_CPU``) from the timeout × ``cpu``;
+  (``RLIMIT_CPU``) from the timeout times ``cpu``;
 * a **wall-clock timeout** after which the whole tree is killed (the sandbox's PID namespace dies
   with it) → ``TIMEOUT``; ``kill(task_key)`` does the same on demand (operator cancel).
 
@@ -18,6 +18,7 @@ isolation, and every result says ``raw.isolation = "none"`` (``posture()`` says 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -295,10 +296,9 @@ def _pump(pipe: Any, stream: _Stream, on_chunk: ChunkSink | None, sequence: _Cou
             else:
                 stream.dropped += len(chunk)
             if on_chunk is not None:
-                try:
+                # A failing sink must not lose the command's output.
+                with contextlib.suppress(Exception):
                     on_chunk(stream.name, sequence.take(), chunk.decode("utf-8", errors="replace"))
-                except Exception:  # a failing sink must not lose the command's output
-                    pass
 
 
 def _descendants(root: int) -> list[int]:
@@ -324,12 +324,8 @@ def _descendants(root: int) -> list[int]:
 def _kill_tree(pid: int, *, group_only: bool = False) -> None:
     """SIGKILL the process group led by ``pid`` (and, unless ``group_only``, every descendant)."""
     victims = [] if group_only else _descendants(pid)
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     for victim in victims:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(victim, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
