@@ -181,5 +181,91 @@ def db_psql(args: tuple[str, ...]) -> None:
     os.execv(binary, [binary, url, *args])
 
 
+# --- live adapter smoke checks (kodo agent smoke, kodo sbx smoke) --------------------------------
+
+
+@cli.group()
+def agent() -> None:
+    """The coding agent: check the configured live provider (OC_PROVIDER)."""
+
+
+@agent.command("smoke")
+@click.option("--goal", default="Add a health check endpoint", show_default=True, help="The goal to plan.")
+def agent_smoke(goal: str) -> None:
+    """One structured plan call against the live agent; prints the answer and its timing, exits 1 on failure."""
+    import json
+    import secrets
+    import time
+
+    from kodo.adapters.agent import PLAN_SCHEMA, AgentRequest
+    from kodo.main import build_agent
+
+    settings = _settings().model_copy(update={"oc_mode": "live", "oc_strict_mode": True})
+    try:
+        live = build_agent(settings)
+    except KodoError as error:
+        raise click.ClickException(error.message) from error
+    request = AgentRequest(
+        run_id="run_smoke_" + secrets.token_hex(6),
+        step_id="CompileST",
+        attempt=1,
+        agent="plan",
+        prompt=f"Goal: {goal}\nReturn ONLY JSON per schema. No code, no patches.",
+        schema=PLAN_SCHEMA,
+        context={"intent": {"goal": goal, "inputs": {}, "constraints": {}}, "workload": None},
+    )
+    started = time.monotonic()
+    try:
+        result = live.structured(request)
+    except Exception as error:
+        elapsed = int((time.monotonic() - started) * 1000)
+        click.echo(f"FAIL provider={settings.oc_provider} after {elapsed} ms: {error}", err=True)
+        sys.exit(1)
+    elapsed = int((time.monotonic() - started) * 1000)
+    click.echo(f"OK provider={settings.oc_provider} in {elapsed} ms session={result.session_id or '-'}")
+    click.echo(json.dumps(result.structured, indent=2, ensure_ascii=False))
+
+
+@cli.group()
+def sbx() -> None:
+    """The sandbox: check the configured live provider (SBX_PROVIDER)."""
+
+
+@sbx.command("smoke")
+def sbx_smoke() -> None:
+    """Run `echo ok` and a network probe (a connection must fail without net) in the live sandbox."""
+    import socket
+    import tempfile
+
+    from kodo.adapters.sandbox import SandboxRequest
+    from kodo.main import build_sandbox
+
+    settings = _settings().model_copy(update={"sbx_mode": "live"})
+    try:
+        sandbox = build_sandbox(settings)
+    except KodoError as error:
+        raise click.ClickException(error.message) from error
+    posture = getattr(sandbox, "posture", None)
+    click.echo(f"provider={sandbox.provider} posture={posture() if callable(posture) else 'unknown'}")
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="kodo-sbx-smoke-") as workspace, socket.socket() as listener:
+        result = sandbox.run(SandboxRequest(task_key="smoke-echo", cmd="echo ok", workdir=workspace, timeout_ms=60_000))
+        good = result.err_code == "NONE" and result.stdout.strip() == "ok"
+        failures += not good
+        click.echo(
+            f"{'OK' if good else 'FAIL'} echo: errCode={result.err_code} wallMs={result.wall_ms} {result.stderr}"
+        )
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        probe = f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"
+        result = sandbox.run(SandboxRequest(task_key="smoke-net", cmd=probe, workdir=workspace, timeout_ms=60_000))
+        blocked = result.err_code != "NONE" and "connected" not in result.stdout
+        failures += not blocked
+        verdict = "blocked (isolated)" if blocked else "connected: NOT isolated"
+        click.echo(f"{'OK' if blocked else 'FAIL'} network without net: {verdict}")
+    sys.exit(1 if failures else 0)
+
+
 def main() -> None:
     cli()
