@@ -152,6 +152,13 @@ def test_results_are_independent_per_call(sandbox: Sandbox, impl: SandboxImpl) -
     assert sandbox.run(req(impl.ok_cmd)).err_code == "NONE"
 
 
+def test_kill_of_an_idle_task_is_false(sandbox: Sandbox, impl: SandboxImpl) -> None:
+    """kill(task_key) answers False when that task has nothing running (before and after a run)."""
+    assert sandbox.kill("tk-never-ran") is False
+    sandbox.run(req(impl.ok_cmd, task_key="tk-done"))
+    assert sandbox.kill("tk-done") is False
+
+
 def test_sandbox_declares_a_provider(sandbox: Sandbox) -> None:
     """Each sandbox names its provider (recorded in the artifact index)."""
     assert isinstance(sandbox.provider, str) and sandbox.provider

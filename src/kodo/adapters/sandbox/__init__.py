@@ -69,3 +69,7 @@ class Sandbox(Protocol):
     provider: str
 
     def run(self, request: SandboxRequest) -> SandboxResult: ...
+
+    def kill(self, task_key: str) -> bool:
+        """Stop the running command of ``task_key`` (its whole process tree / sandbox); False if none runs."""
+        ...

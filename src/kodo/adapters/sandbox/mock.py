@@ -23,6 +23,11 @@ class MockSandbox:
         self._flaky_calls: Counter[str] = Counter()
         self._lock = threading.Lock()
 
+    def kill(self, task_key: str) -> bool:
+        """Mock commands finish at once: there is never anything running to kill."""
+        del task_key
+        return False
+
     def run(self, request: SandboxRequest) -> SandboxResult:
         words = request.cmd.split()
         first = words[0] if words else ""
