@@ -56,6 +56,45 @@ def api() -> None:
 
 
 @cli.group()
+def soak() -> None:
+    """Bounded load tests against a running kodo on loopback."""
+
+
+@soak.command("hitl")
+@click.option("--n", "runs", type=click.IntRange(1, 5000), default=200, show_default=True, help="Runs to park.")
+@click.option("--dupes", type=click.IntRange(1, 20), default=3, show_default=True, help="Duplicate replies per gate.")
+@click.option("--partition", default="soak", show_default=True, help="The one partition every run uses.")
+@click.option("--base", default=None, help="kodo's URL (loopback only); default http://127.0.0.1:$PORT.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=600, show_default=True)
+def soak_hitl(runs: int, dupes: int, partition: str, base: str | None, timeout_s: float) -> None:
+    """Park N runs at their plan gate, burst duplicate replies, report errors, ledger rows and latency."""
+    import json
+
+    from kodo.database import resolve_database_url
+    from kodo.ops.soak import soak_hitl as run_soak
+    from kodo.store import create_engine
+
+    settings = _settings()
+    engine = create_engine(resolve_database_url(settings.database_url, settings.home), pool_size=2)
+    try:
+        report = run_soak(
+            base or f"http://127.0.0.1:{settings.port}",
+            engine,
+            runs=runs,
+            duplicates=dupes,
+            partition=partition,
+            timeout_s=timeout_s,
+        )
+    except KodoError as error:
+        raise click.ClickException(error.message) from error
+    finally:
+        engine.dispose()
+    click.echo(json.dumps(report.as_json(), indent=2))
+    if report.errors or report.succeeded != runs:
+        sys.exit(1)
+
+
+@cli.group()
 def db() -> None:
     """The database: embedded Postgres under $KODO_HOME/pg unless DATABASE_URL is set."""
 

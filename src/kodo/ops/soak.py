@@ -1,0 +1,180 @@
+"""``kodo soak hitl``: a bounded load test of human gates against a running kodo on loopback.
+
+N runs park at their plan gate; each gate then gets a burst of duplicate replies (same dedupe key,
+sent concurrently). The report counts errors, checks with SQL that each dedupe key has exactly one
+ledger row and each gate one decision, and measures latency from reply to resume (the run leaving
+``WAITING_INPUT``) and to SUCCESS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import sqlalchemy as sa
+
+from kodo.errors import InvalidInput
+
+MAX_RUNS = 5000
+
+
+def require_loopback(base_url: str) -> None:
+    """Load tools only ever talk to this machine."""
+    host = urlparse(base_url).hostname or ""
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise InvalidInput(f"soak targets must be loopback addresses, not {host!r}")
+
+
+@dataclass
+class SoakReport:
+    runs: int
+    duplicates: int
+    partition: str
+    errors: list[str] = field(default_factory=list)
+    started: int = 0
+    parked: int = 0
+    succeeded: int = 0
+    ledger_rows_per_key_max: int = 0
+    decisions_per_gate_max: int = 0
+    park_seconds: float = 0.0
+    reply_to_resume_ms: dict[str, float] = field(default_factory=dict)
+    reply_to_success_ms: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {
+        "p50": pick(0.5),
+        "p95": pick(0.95),
+        "p99": pick(0.99),
+        "max": round(ordered[-1], 1),
+        "mean": round(statistics.fmean(ordered), 1),
+    }
+
+
+def soak_hitl(
+    base_url: str,
+    engine: sa.Engine,
+    *,
+    runs: int,
+    duplicates: int = 3,
+    partition: str = "soak",
+    timeout_s: float = 300.0,
+    concurrency: int = 16,
+) -> SoakReport:
+    """Run the soak; bounded by ``runs`` (≤ 5000) and ``timeout_s``."""
+    require_loopback(base_url)
+    if not 1 <= runs <= MAX_RUNS:
+        raise InvalidInput(f"--n must be between 1 and {MAX_RUNS}")
+    report = SoakReport(runs=runs, duplicates=duplicates, partition=partition)
+    began = time.monotonic()
+    deadline = began + timeout_s
+    tag = f"soak-{int(time.time())}"
+    with httpx.Client(base_url=base_url, timeout=30) as http, ThreadPoolExecutor(concurrency) as pool:
+
+        def start(n: int) -> str | None:
+            body = {"goal": f"{tag} run {n}", "inputs": {}, "constraints": {}}
+            intent = http.post("/api/intents", json=body)
+            if intent.status_code != 201:
+                report.errors.append(f"intent {n}: {intent.status_code}")
+                return None
+            wid = str(intent.json()["intentId"])
+            started = http.post("/api/runs", json={"intentId": wid, "queuePartitionKey": partition})
+            if started.status_code != 201:
+                report.errors.append(f"start {n}: {started.status_code} {started.text[:200]}")
+                return None
+            return wid
+
+        wids = [w for w in pool.map(start, range(runs)) if w]
+        report.started = len(wids)
+        gates: dict[str, str] = {}
+        while len(gates) < len(wids) and time.monotonic() < deadline:
+            for wid in wids:
+                if wid in gates:
+                    continue
+                listed = http.get(f"/api/runs/{wid}/gates").json()
+                open_gate = next((g for g in listed if g["state"] == "PENDING"), None)
+                if open_gate:
+                    gates[wid] = open_gate["gateKey"]
+            time.sleep(0.2)
+        report.parked = len(gates)
+        report.park_seconds = round(time.monotonic() - began, 2)
+
+        sent_at: dict[str, float] = {}
+
+        def answer(wid: str) -> None:
+            body = {"payload": {"choice": "yes", "rationale": "soak"}, "dedupeKey": f"{tag}:{wid}", "origin": "manual"}
+            sent_at[wid] = time.monotonic()
+            with ThreadPoolExecutor(duplicates) as burst:
+                codes = list(
+                    burst.map(
+                        lambda _: http.post(f"/api/runs/{wid}/gates/{gates[wid]}/reply", json=body), range(duplicates)
+                    )
+                )
+            for response in codes:
+                if response.status_code != 200:
+                    report.errors.append(f"reply {wid}: {response.status_code} {response.text[:200]}")
+
+        list(pool.map(answer, list(gates)))
+        resumed: dict[str, float] = {}
+        finished: dict[str, float] = {}
+        while len(finished) < len(gates) and time.monotonic() < deadline:
+            for wid in gates:
+                if wid in finished:
+                    continue
+                header = http.get(f"/api/runs/{wid}").json()
+                now = time.monotonic()
+                if header["status"] != "WAITING_INPUT" and wid not in resumed:
+                    resumed[wid] = now
+                if header["status"] in {"SUCCESS", "ERROR", "CANCELLED"}:
+                    finished[wid] = now
+                    if header["status"] != "SUCCESS":
+                        report.errors.append(f"run {wid}: {header['status']} {header.get('error')}")
+            time.sleep(0.05)
+        report.succeeded = sum(1 for wid in finished if f"run {wid}:" not in " ".join(report.errors))
+        report.reply_to_resume_ms = _percentiles([(resumed[w] - sent_at[w]) * 1000 for w in resumed])
+        report.reply_to_success_ms = _percentiles([(finished[w] - sent_at[w]) * 1000 for w in finished])
+    with engine.connect() as conn:
+        report.ledger_rows_per_key_max = int(
+            conn.execute(
+                sa.text(
+                    "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM app.human_interactions "
+                    "WHERE dedupe_key LIKE :tag GROUP BY workflow_id, gate_key, dedupe_key) AS counted"
+                ),
+                {"tag": f"{tag}:%"},
+            ).scalar_one()
+        )
+        report.decisions_per_gate_max = int(
+            conn.execute(
+                sa.text(
+                    "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM app.human_gates g JOIN app.runs r "
+                    "ON r.id = g.run_id JOIN app.intents i ON i.id = r.intent_id WHERE i.goal LIKE :tag "
+                    "AND g.decision IS NOT NULL GROUP BY g.run_id, g.purpose) AS counted"
+                ),
+                {"tag": f"{tag} %"},
+            ).scalar_one()
+        )
+    report.wall_seconds = round(time.monotonic() - began, 2)
+    return report
