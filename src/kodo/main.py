@@ -167,12 +167,21 @@ def running(settings: Settings, role: Role) -> Iterator[FastAPI]:
         if role == "worker":
             yield admin_app(settings, engine)
         else:
-            yield create_api(ApiContext(settings=settings, engine=engine, client=client, role=role))
+            yield create_app(ApiContext(settings=settings, engine=engine, client=client, role=role))
     finally:
         client.destroy()
         if worker is not None:
             worker.stop()
         engine.dispose()
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    """The API plus the web console, as one app."""
+    from kodo import ui
+
+    app = create_api(context)
+    ui.install(app)
+    return app
 
 
 def admin_app(settings: Settings, engine: sa.Engine) -> FastAPI:

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from kodo.main import Worker, dbos_client, launch_worker
+from kodo.main import Worker, create_app, dbos_client, launch_worker
 from kodo.settings import Settings
 from kodo.store import create_engine
 
@@ -31,11 +31,10 @@ def worker(settings: Settings, engine: sa.Engine) -> Iterator[Worker]:
 
 @pytest.fixture
 def client(settings: Settings, engine: sa.Engine, worker: Worker) -> Iterator[TestClient]:
-    from kodo.api import create_api
     from kodo.api.deps import ApiContext
 
     dbos = dbos_client(settings, engine)
-    app = create_api(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith"))
+    app = create_app(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith"))
     with TestClient(app) as http:
         yield http
     dbos.destroy()

@@ -1,0 +1,86 @@
+"""``GET /api/runs/{wid}/events``: a Server-Sent Events stream of a run's changes.
+
+The server watches a cheap fingerprint of the run (its row, step attempts, gates, artifacts) and sends
+one ``run`` event whenever it changes, plus a ``ping`` comment every 15 s; the stream ends after the run
+is terminal (one last event) or after ``maxSeconds`` (default 300, at most 3600). Browsers reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from kodo.api.deps import ApiContext, context
+from kodo.api.runs import header, require_run
+from kodo.errors import InvalidInput
+
+router = APIRouter()
+_FINGERPRINT = sa.text(
+    "SELECT r.status, r.updated_at, r.next_action, r.last_step, "
+    "(SELECT count(*) FROM app.run_steps s WHERE s.run_id = r.id), "
+    "(SELECT count(*) FROM app.artifacts a WHERE a.run_id = r.id), "
+    "(SELECT count(*) FROM app.human_gates g WHERE g.run_id = r.id), "
+    "(SELECT count(*) FROM app.human_gates g WHERE g.run_id = r.id AND g.resolved_at IS NOT NULL) "
+    "FROM app.runs r WHERE r.id = :id"
+)
+
+
+def _snapshot(ctx: ApiContext, run_id: str) -> tuple[str, dict[str, Any]]:
+    with ctx.read() as conn:
+        fingerprint = conn.execute(_FINGERPRINT, {"id": run_id}).first()
+        run = require_run(conn, run_id)
+        return repr(tuple(fingerprint or ())), header(ctx, conn, run)
+
+
+@router.get("/api/runs/{wid}/events")
+async def run_events(wid: str, request: Request) -> StreamingResponse:
+    """Stream ``event: run`` (the RunHeader as JSON) each time the run changes."""
+    ctx = context(request)
+    unknown = set(request.query_params) - {"maxSeconds"}
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    raw = request.query_params.get("maxSeconds", "300")
+    if not raw.isdigit() or not 1 <= int(raw) <= 3600:
+        raise InvalidInput("maxSeconds must be an integer from 1 to 3600")
+    max_seconds = int(raw)
+    with ctx.read() as conn:
+        run_id = require_run(conn, wid).id
+
+    async def stream() -> AsyncIterator[str]:
+        deadline = time.monotonic() + max_seconds
+        last_print = ""
+        last_ping = time.monotonic()
+        yield "retry: 1000\n\n"
+        while time.monotonic() < deadline:
+            if await request.is_disconnected():
+                return
+            fingerprint, view = await run_in_threadpool(_snapshot, ctx, run_id)
+            if fingerprint != last_print:
+                last_print = fingerprint
+                yield f"event: run\ndata: {json.dumps(view)}\n\n"
+                if view["status"] in {"SUCCESS", "ERROR", "CANCELLED"} and view["durableStatus"] in {
+                    "succeeded",
+                    "failed",
+                    "canceled",
+                    "retries_exceeded",
+                }:
+                    yield "event: end\ndata: {}\n\n"
+                    return
+            if time.monotonic() - last_ping > 15:
+                last_ping = time.monotonic()
+                yield ": ping\n\n"
+            await asyncio.sleep(0.25)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+    )

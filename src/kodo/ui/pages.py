@@ -1,0 +1,132 @@
+"""Console pages. Each handler reads through store/api projections and renders one template; the
+``/ui/...`` fragments are what the script swaps in when the run's event stream says something changed."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from kodo.api.deps import ApiContext, context
+from kodo.api.gates import gate_view
+from kodo.api.runs import header, require_run, step_rows
+from kodo.errors import NotFound
+from kodo.store import artifacts, patches, runs, steps
+from kodo.store import gates as gate_store
+
+router = APIRouter(include_in_schema=False)
+_ENV = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _when(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int | float):
+        value = datetime.fromtimestamp(value / 1000)
+    return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else str(value)
+
+
+_ENV.filters["when"] = _when
+_ENV.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def render(name: str, request: Request, **values: Any) -> HTMLResponse:
+    ctx = context(request)
+    settings = ctx.settings
+    posture = {
+        "topology": settings.mode_for(ctx.role),
+        "agent": f"{settings.oc_mode}" + (f"/{settings.oc_provider}" if settings.oc_mode == "live" else ""),
+        "sandbox": settings.sbx_mode + (f"/{settings.sbx_provider}" if settings.sbx_mode == "live" else ""),
+        "appVersion": settings.app_version,
+        "claimScope": settings.claim_scope,
+    }
+    html = _ENV.get_template(name).render(request=request, posture=posture, **values)
+    return HTMLResponse(html)
+
+
+def _recent(conn: sa.Connection, limit: int = 25) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT r.id, r.workflow_id, r.status, r.next_action, r.last_step, r.updated_at, i.goal "
+            "FROM app.runs r JOIN app.intents i ON i.id = r.intent_id ORDER BY r.created_at DESC LIMIT :n"
+        ),
+        {"n": limit},
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
+    """Everything the live run panel shows."""
+    run = require_run(conn, key)
+    made = artifacts.list_for_run(conn, run.id)
+    interactions = {i.gate_key: i.origin for i in gate_store.interactions(conn, run.id, 500)}
+    return {
+        "run": header(ctx, conn, run),
+        "steps": step_rows(run, steps.list_for_run(conn, run.id), made),
+        "gates": [
+            gate_view(run.workflow_id, g, interactions.get(g.gate_key)) for g in gate_store.list_for_run(conn, run.id)
+        ],
+        "artifacts": made,
+        "patches": patches.list_for_run(conn, run.id),
+        "interactions": gate_store.interactions(conn, run.id, 200),
+    }
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request) -> HTMLResponse:
+    """The run console: submit a goal; recent runs. ``/?wid=<id>`` opens one run."""
+    wid = request.query_params.get("wid")
+    if wid:
+        return run_page(wid, request)
+    ctx = context(request)
+    with ctx.read() as conn:
+        return render("console.html", request, recent=_recent(conn), page="console")
+
+
+@router.get("/runs/{wid}/view", response_class=HTMLResponse)
+def run_page(wid: str, request: Request) -> HTMLResponse:
+    """One run: header, live timeline, gates, artifacts, patches, ledger."""
+    ctx = context(request)
+    with ctx.read() as conn:
+        try:
+            panel = run_panel(ctx, conn, wid)
+        except NotFound:
+            return render("missing.html", request, what=f"run {wid}", page="console")
+    return render("run.html", request, page="console", **panel)
+
+
+@router.get("/ui/runs/{wid}/panel", response_class=HTMLResponse)
+def run_panel_fragment(wid: str, request: Request) -> HTMLResponse:
+    """The live part of the run page, for the script to swap in."""
+    ctx = context(request)
+    with ctx.read() as conn:
+        panel = run_panel(ctx, conn, wid)
+    return render("run_panel.html", request, **panel)
+
+
+@router.get("/inbox", response_class=HTMLResponse)
+def inbox_page(request: Request) -> HTMLResponse:
+    """Open gates across runs, soonest deadline first."""
+    ctx = context(request)
+    with ctx.read() as conn:
+        open_gates = gate_store.open_gates(conn, 200)
+        rows = []
+        for gate in open_gates:
+            run = runs.get(conn, gate.run_id)
+            if run is None:
+                continue
+            left = (gate.deadline_at - datetime.now(UTC)).total_seconds() if gate.deadline_at else None
+            sla = "NORMAL" if left is None or left > 60 else ("WARNING" if left > 0 else "CRITICAL")
+            rows.append({"gate": gate, "run": run, "sla": sla})
+    return render("inbox.html", request, rows=rows, page="inbox")
