@@ -15,11 +15,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kodo.adapters.agent.fake_model import MODEL_ID, FakeModelServer
-from kodo.adapters.agent.opencode_server import OpenCodeServer
 from kodo.cli import cli
-from live_servers import PASSWORD
 from live_servers import fake_model as fake_model
-from live_servers import opencode_server as opencode_server
 from processes import clean_env, run_cli
 
 pytestmark = pytest.mark.slow
@@ -55,21 +52,6 @@ def test_agent_smoke_against_an_openai_compatible_server(
     )
     assert done.exit_code == 0, done.output
     assert "OK provider=openai in" in done.output and '"Design for: ship it"' in done.output
-
-
-def test_agent_smoke_against_the_real_opencode(
-    opencode_server: OpenCodeServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """kodo agent smoke with OC_PROVIDER=opencode drives the real server (Basic auth) and names the session."""
-    done = invoke(
-        monkeypatch,
-        ["agent", "smoke"],
-        OC_PROVIDER="opencode",
-        OC_BASE_URL=opencode_server.base_url,
-        OPENCODE_SERVER_PASSWORD=PASSWORD,
-    )
-    assert done.exit_code == 0, done.output
-    assert "OK provider=opencode" in done.output and "session=ses_" in done.output
 
 
 def test_agent_smoke_fails_loudly_when_the_agent_is_down(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -142,7 +142,7 @@ class OpenCodeServer:
         """SIGTERM to the server's process group, then SIGKILL if it lingers."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
+        for sig, wait in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 10.0)):
             try:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
