@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -26,5 +28,6 @@ def healthz(request: Request) -> JSONResponse:
             "role": ctx.role,
             "runtimeMode": ctx.settings.mode_for(ctx.role),
             "appVersion": ctx.settings.app_version,
+            "pid": os.getpid(),
         }
     )

@@ -1,0 +1,326 @@
+"""``kodo bench``: bounded, loopback-only benchmarks of a running kodo.
+
+Scenarios (each repeated; min / median / max reported):
+
+* ``burst``   — N runs over P partitions, plans approved as soon as they appear (or ``autoApprove``);
+                runs/s from the first start to the last SUCCESS.
+* ``latency`` — one run at a time: start → WAITING_INPUT, approve → SUCCESS (ms).
+* ``api``     — a create → start → read loop at fixed concurrency (per-request ms).
+* ``hitl``    — reply → resume latency of parked runs.
+
+Alongside: CPU seconds of the server process per run (when its PID is known), DBOS operations and
+Postgres transactions per run (from ``dbos.operation_outputs`` and ``pg_stat_database``), and the
+environment. Only loopback targets are accepted; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from kodo.errors import InvalidInput
+from kodo.ops.soak import require_loopback
+
+SCENARIOS = ("burst", "latency", "api", "hitl")
+TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"n": len(ordered), "p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "max": round(ordered[-1], 2)}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """min / median / max of one figure over repetitions."""
+    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2), "max": round(max(values), 2)}
+
+
+@dataclass
+class Probe:
+    """Counters read before and after a repetition: server CPU, DBOS operations, Postgres commits."""
+
+    engine: sa.Engine
+    pid: int | None
+    values: dict[str, float] = field(default_factory=dict)
+
+    def _cpu(self) -> float | None:
+        if self.pid is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / ticks
+
+    def _rss_mb(self) -> float | None:
+        if self.pid is None:
+            return None
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def read(self) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            operations = conn.execute(sa.text("SELECT count(*) FROM dbos.operation_outputs")).scalar_one()
+            commits = conn.execute(
+                sa.text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
+        found = {"operations": float(operations), "commits": float(commits)}
+        cpu = self._cpu()
+        if cpu is not None:
+            found["cpu"] = cpu
+        return found
+
+    def per_run(self, before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+        out = {
+            "dbosOperationsPerRun": round((after["operations"] - before["operations"]) / runs, 1),
+            "postgresCommitsPerRun": round((after["commits"] - before["commits"]) / runs, 1),
+        }
+        if "cpu" in before and "cpu" in after:
+            out["cpuSecondsPerRun"] = round((after["cpu"] - before["cpu"]) / runs, 4)
+        rss = self._rss_mb()
+        if rss is not None:
+            out["serverRssMB"] = round(rss, 1)
+        return out
+
+
+class Bench:
+    def __init__(self, base_url: str, engine: sa.Engine, *, pid: int | None, timeout_s: float) -> None:
+        require_loopback(base_url)
+        self.http = httpx.Client(base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=64))
+        self.probe = Probe(engine, pid)
+        self.deadline = time.monotonic() + timeout_s
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TimeoutError("benchmark time limit reached")
+
+    def start(self, goal: str, partition: str, *, auto: bool) -> str:
+        intent = self.http.post("/api/intents", json={"goal": goal, "inputs": {}, "constraints": {}})
+        if intent.status_code != 201:
+            raise RuntimeError(f"POST /api/intents answered {intent.status_code}: {intent.text[:200]}")
+        wid = str(intent.json()["intentId"])
+        body = {"intentId": wid, "queuePartitionKey": partition, "autoApprove": auto}
+        started = self.http.post("/api/runs", json=body)
+        if started.status_code != 201:
+            raise RuntimeError(f"POST /api/runs answered {started.status_code}: {started.text[:200]}")
+        return wid
+
+    def status(self, wid: str) -> dict[str, Any]:
+        return dict(self.http.get(f"/api/runs/{wid}").json())
+
+    def wait(self, wid: str, want: Callable[[dict[str, Any]], bool], interval: float = 0.01) -> dict[str, Any]:
+        while True:
+            self._check_time()
+            header = self.status(wid)
+            if want(header):
+                return header
+            time.sleep(interval)
+
+    def approve(self, wid: str) -> None:
+        response = self.http.post(f"/api/runs/{wid}/approve-plan", json={"approvedBy": "bench"})
+        if response.status_code != 202:
+            raise RuntimeError(f"approve-plan answered {response.status_code}")
+
+    # --- scenarios --------------------------------------------------------------------------
+
+    def burst(self, runs: int, partitions: int, *, auto: bool, tag: str) -> dict[str, Any]:
+        before = self.probe.read()
+        began = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            wids = list(
+                pool.map(lambda n: self.start(f"{tag} burst {n}", f"bench-p{n % partitions}", auto=auto), range(runs))
+            )
+        pending = set(wids)
+        approved: set[str] = set()
+        failed = 0
+        while pending:
+            self._check_time()
+            for wid in list(pending):
+                header = self.status(wid)
+                if header["status"] in TERMINAL:
+                    pending.discard(wid)
+                    failed += header["status"] != "SUCCESS"
+                elif header["nextAction"] == "APPROVE_PLAN" and wid not in approved:
+                    self.approve(wid)
+                    approved.add(wid)
+            time.sleep(0.02)
+        elapsed = time.monotonic() - began
+        return {
+            "runs": runs,
+            "failed": failed,
+            "seconds": round(elapsed, 2),
+            "runsPerSecond": round(runs / elapsed, 2),
+            **self.probe.per_run(before, self.probe.read(), runs),
+        }
+
+    def latency(self, runs: int, *, tag: str) -> dict[str, Any]:
+        to_gate: list[float] = []
+        to_success: list[float] = []
+        before = self.probe.read()
+        for n in range(runs):
+            began = time.monotonic()
+            wid = self.start(f"{tag} latency {n}", "bench-latency", auto=False)
+            self.wait(wid, lambda h: h["status"] == "WAITING_INPUT")
+            gate_at = time.monotonic()
+            to_gate.append((gate_at - began) * 1000)
+            self.approve(wid)
+            self.wait(wid, lambda h: h["status"] in TERMINAL)
+            to_success.append((time.monotonic() - gate_at) * 1000)
+        return {
+            "startToWaitingMs": summarize(to_gate),
+            "approveToSuccessMs": summarize(to_success),
+            **self.probe.per_run(before, self.probe.read(), runs),
+        }
+
+    def api(self, requests: int, concurrency: int, *, tag: str) -> dict[str, Any]:
+        samples: list[float] = []
+
+        def loop(n: int) -> None:
+            for step in range(3):
+                began = time.monotonic()
+                if step == 0:
+                    wid = str(
+                        self.http.post(
+                            "/api/intents", json={"goal": f"{tag} api {n}", "inputs": {}, "constraints": {}}
+                        ).json()["intentId"]
+                    )
+                elif step == 1:
+                    self.http.post(
+                        "/api/runs", json={"intentId": wid, "queuePartitionKey": "bench-api", "autoApprove": True}
+                    )
+                else:
+                    self.http.get(f"/api/runs/{wid}")
+                samples.append((time.monotonic() - began) * 1000)
+
+        began = time.monotonic()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(loop, range(requests)))
+        elapsed = time.monotonic() - began
+        return {
+            "loops": requests,
+            "concurrency": concurrency,
+            "requestMs": summarize(samples),
+            "requestsPerSecond": round(3 * requests / elapsed, 1),
+        }
+
+    def hitl(self, runs: int, *, tag: str) -> dict[str, Any]:
+        wids = [self.start(f"{tag} hitl {n}", f"bench-h{n % 8}", auto=False) for n in range(runs)]
+        for wid in wids:
+            self.wait(wid, lambda h: h["status"] == "WAITING_INPUT", interval=0.05)
+        samples = []
+        for wid in wids:
+            sent = time.monotonic()
+            self.approve(wid)
+            self.wait(wid, lambda h: h["status"] != "WAITING_INPUT")
+            samples.append((time.monotonic() - sent) * 1000)
+        for wid in wids:
+            self.wait(wid, lambda h: h["status"] in TERMINAL, interval=0.05)
+        return {"runs": runs, "replyToResumeMs": summarize(samples)}
+
+
+def environment(base_url: str, engine: sa.Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        server = conn.execute(sa.text("SHOW server_version")).scalar_one()
+    health = httpx.get(f"{base_url}/healthz", timeout=5).json()
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "dbos": metadata.version("dbos"),
+        "kodo": metadata.version("kodo"),
+        "postgres": server,
+        "target": base_url,
+        "server": health,
+    }
+
+
+def run_bench(
+    base_url: str,
+    engine: sa.Engine,
+    *,
+    scenario: str,
+    repetitions: int,
+    runs: int,
+    partitions: int,
+    concurrency: int,
+    auto: bool,
+    pid: int | None,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """Run one scenario ``repetitions`` times; returns the per-repetition results and their spread."""
+    if scenario not in SCENARIOS:
+        raise InvalidInput(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if not 1 <= repetitions <= 10 or not 1 <= runs <= 2000:
+        raise InvalidInput("--reps must be 1..10 and --n 1..2000")
+    bench = Bench(base_url, engine, pid=pid, timeout_s=timeout_s)
+    results: list[dict[str, Any]] = []
+    try:
+        for rep in range(repetitions):
+            tag = f"bench-{scenario}-{int(time.time())}-{rep}"
+            if scenario == "burst":
+                results.append(bench.burst(runs, partitions, auto=auto, tag=tag))
+            elif scenario == "latency":
+                results.append(bench.latency(runs, tag=tag))
+            elif scenario == "api":
+                results.append(bench.api(runs, concurrency, tag=tag))
+            else:
+                results.append(bench.hitl(runs, tag=tag))
+    finally:
+        bench.close()
+    return {
+        "scenario": scenario,
+        "repetitions": results,
+        "summary": _summary(scenario, results),
+        "environment": environment(base_url, engine),
+    }
+
+
+def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    def over(*path: str) -> dict[str, float] | None:
+        values = []
+        for result in results:
+            value: Any = result
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, int | float):
+                values.append(float(value))
+        return spread(values) if values else None
+
+    table: dict[str, list[tuple[str, ...]]] = {
+        "burst": [("runsPerSecond",), ("cpuSecondsPerRun",), ("dbosOperationsPerRun",), ("postgresCommitsPerRun",)],
+        "latency": [
+            ("startToWaitingMs", "p50"),
+            ("startToWaitingMs", "p95"),
+            ("approveToSuccessMs", "p50"),
+            ("approveToSuccessMs", "p95"),
+            ("dbosOperationsPerRun",),
+        ],
+        "api": [("requestMs", "p50"), ("requestMs", "p95"), ("requestsPerSecond",)],
+        "hitl": [("replyToResumeMs", "p50"), ("replyToResumeMs", "p95")],
+    }
+    return {".".join(path): over(*path) for path in table[scenario]}
