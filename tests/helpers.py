@@ -34,6 +34,7 @@ ORACLES = {
     "blank origin": "SELECT id FROM app.human_interactions WHERE origin IS NULL OR btrim(origin) = ''",
     "interaction without run": "SELECT id FROM app.human_interactions WHERE run_id IS NULL",
     "duplicate receipts": "SELECT receipt_key FROM app.mock_receipts WHERE seen_count > 1",
+    "duplicate eval results": "SELECT run_id, check_id FROM app.eval_results GROUP BY 1,2 HAVING count(*) > 1",
 }
 
 
@@ -90,6 +91,11 @@ def table_counts(conn: sa.Connection) -> dict[str, int]:
         "app.sbx_runs",
         "app.mock_receipts",
         "app.marks",
+        "app.recipe_versions",
+        "app.recipe_fixtures",
+        "app.recipe_active",
+        "app.eval_results",
+        "app.sbx_templates",
         "dbos.workflow_status",
     ]
     return {name: int(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()) for name in names}

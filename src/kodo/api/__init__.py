@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from kodo.api import artifacts, errors, events, gates, health, intents, ops, proofs, run_evidence, runs
+from kodo.api import artifacts, errors, events, gates, health, intents, ops, proofs, recipes, run_evidence, runs
 from kodo.api.deps import ApiContext
 
 
@@ -13,6 +13,6 @@ def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
     app = FastAPI(title=title, version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.kodo = context
     errors.install(app)
-    for module in (health, intents, runs, gates, events, artifacts, proofs, ops, run_evidence):
+    for module in (health, intents, runs, recipes, gates, events, artifacts, proofs, ops, run_evidence):
         app.include_router(module.router)
     return app

@@ -12,7 +12,7 @@ from kodo.api.deps import ApiContext, context
 from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse_body
 from kodo.errors import Gone, NotFound
 from kodo.models import Artifact, Run, StepRecord, header_status
-from kodo.store import artifacts, durable_status, intents, runs, steps
+from kodo.store import artifacts, budgets, durable_status, eval_results, intents, runs, steps
 from kodo.workflows import gates
 from kodo.workflows.queue_policy import admit
 from kodo.workflows.runs import WORKFLOW_NAME, start_run
@@ -50,6 +50,8 @@ def header(ctx: ApiContext, conn: sa.Connection, run: Run) -> dict[str, Any]:
         "queuePartitionKey": run.queue_partition_key,
         "tenantId": run.tenant_id,
         "budget": run.budget,
+        "budgetViolation": budgets.latest_violation(conn, run.id) if run.budget else None,
+        "evalSummary": eval_results.summary(conn, run.id) if run.recipe_id else None,
         "nextAction": run.next_action,
         "lastStep": run.last_step,
         "retryCount": run.retry_count,

@@ -6,7 +6,7 @@ import json
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from kodo.errors import InvalidInput
 
@@ -36,24 +36,48 @@ class BudgetBody(Strict):
     maxSBXMinutes: Annotated[int, Field(ge=1)]
     maxArtifactsMB: Annotated[int, Field(ge=1)]
     maxRetriesPerStep: Annotated[int, Field(ge=0)]
-    maxWallClockMS: Annotated[int, Field(ge=1)]
+    # Seed runbook 000 spells it maxWallClockMs: both spellings are accepted (not both at once) and stored
+    # as maxWallClockMS, so either spelling gives the same run identity.
+    maxWallClockMS: Annotated[int, Field(ge=1, validation_alias=AliasChoices("maxWallClockMS", "maxWallClockMs"))]
 
 
-class RunRequestBody(Strict):
+class _RunFields(Strict):
+    """What a run start may say about queueing, limits and identity (intent routes and ``opts``)."""
+
     traceId: str | None = None
     queueName: Literal["compileQ", "sbxQ", "controlQ", "intentQ"] | None = None
     lane: Literal["interactive", "batch"] | None = None
     priority: Annotated[int, Field(ge=1, le=2_147_483_647)] | None = None
     deduplicationID: str | None = None
     timeoutMS: Annotated[int, Field(ge=1)] | None = None
-    recipeName: str | None = None
-    recipeVersion: int | None = None
     workload: WorkloadBody | None = None
     tenantId: NonEmpty | None = None
     taskKey: NonEmpty | None = None
     queuePartitionKey: NonEmpty | None = None
     budget: BudgetBody | None = None
     autoApprove: bool | None = None
+
+
+class RunRequestBody(_RunFields):
+    recipeName: str | None = None
+    recipeVersion: int | None = None
+
+
+class RunOptsBody(_RunFields):
+    """``opts`` of ``POST /api/run``: the recipe is pinned by ``recipeRef``, so no recipeName/recipeVersion."""
+
+    allowDraft: bool | None = None
+
+
+class RecipeRefBody(Strict):
+    id: NonEmpty
+    v: NonEmpty
+
+
+class RunStartBody(Strict):
+    recipeRef: RecipeRefBody
+    formData: dict[str, Any]
+    opts: RunOptsBody | None = None
 
 
 class ApiRunBody(RunRequestBody):

@@ -1,10 +1,18 @@
-"""Apply the numbered ``migrations/NNNN_*.sql`` files once each, recorded in ``app.schema_migrations``."""
+"""Apply the numbered ``migrations/NNNN_*.sql`` files once each, recorded in ``app.schema_migrations``.
+
+Then load every shipped recipe pack (``packs/*.json``) once, recorded as ``pack:<name>``: its versions are
+imported and promoted to stable, so a fresh database can start ``compile-default@v1`` at once.
+"""
 
 from __future__ import annotations
 
+import json
 from importlib import resources
+from typing import Any
 
 import sqlalchemy as sa
+
+from kodo.store import recipe_versions
 
 _LOCK_ID = 0x6B6F646F  # "kodo": one migrator at a time across processes
 
@@ -14,6 +22,13 @@ def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("kodo.store") / "migrations"
     names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
     return [(name, (folder / name).read_text(encoding="utf-8")) for name in names]
+
+
+def pack_files() -> list[tuple[str, dict[str, Any]]]:
+    """(name, bundle) for every shipped recipe pack, in order."""
+    folder = resources.files("kodo.store") / "packs"
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".json"))
+    return [(name, json.loads((folder / name).read_text(encoding="utf-8"))) for name in names]
 
 
 def applied(conn: sa.Connection) -> list[str]:
@@ -42,4 +57,11 @@ def migrate(engine: sa.Engine) -> list[str]:
             conn.connection.driver_connection.execute(script)  # type: ignore[union-attr]
             conn.execute(sa.text("INSERT INTO app.schema_migrations (name) VALUES (:n)"), {"n": name})
             now.append(name)
+        for name, bundle in pack_files():
+            marker = f"pack:{name}"
+            if marker in done:
+                continue
+            recipe_versions.load_pack(conn, bundle)
+            conn.execute(sa.text("INSERT INTO app.schema_migrations (name) VALUES (:n)"), {"n": marker})
+            now.append(marker)
         return now

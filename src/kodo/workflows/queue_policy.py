@@ -1,6 +1,7 @@
 """Ingress queue policy (reference §5), applied before any row is written.
 
-Recipe caps come from ``app.recipes`` (``recipeName`` default ``compile-default``); the parent must
+Recipe caps come from the pinned recipe version (``POST /api/run``) or, for the intent routes, from the
+legacy ``app.recipes`` table (``recipeName`` default ``compile-default``); the parent must
 use ``intentQ``; the partition law needs a non-blank ``queuePartitionKey``; lanes map to priorities
 (``interactive`` 1, ``batch`` 1000; an explicit ``priority`` wins); every enqueue carries a priority.
 Every violation is a 400 with ``code: "queue_policy_violation"``.
@@ -8,6 +9,7 @@ Every violation is a 400 with ``code: "queue_policy_violation"``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,12 +25,45 @@ _BUDGET_CHECKS = (
 )
 
 
-def admit(conn: sa.Connection, settings: Settings, intent_id: str, request: dict[str, Any]) -> RunStart:
-    """Turn a schema-valid run request into a RunStart, or raise PolicyViolation."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueCaps:
+    """The caps a start is checked against: a pinned recipe version's, or a legacy recipe's."""
+
+    source: str
+    queue_name: str
+    max_concurrency: int
+    max_steps: int
+    max_sandbox_minutes: int
+    version: int | None = None
+
+
+def legacy_caps(conn: sa.Connection, request: dict[str, Any]) -> QueueCaps:
     name = request.get("recipeName") or "compile-default"
     recipe = recipes.find(conn, name, request.get("recipeVersion"))
     if recipe is None:
         raise PolicyViolation(f"recipe not found: {name}")
+    return QueueCaps(
+        source=name,
+        queue_name=recipe.queue_name,
+        max_concurrency=recipe.max_concurrency,
+        max_steps=recipe.max_steps,
+        max_sandbox_minutes=recipe.max_sandbox_minutes,
+        version=recipe.version,
+    )
+
+
+def admit(
+    conn: sa.Connection,
+    settings: Settings,
+    intent_id: str,
+    request: dict[str, Any],
+    caps: QueueCaps | None = None,
+) -> RunStart:
+    """Turn a schema-valid run request into a RunStart, or raise PolicyViolation.
+
+    ``caps`` pins the recipe (canonical start); without it the legacy ``recipeName`` lookup applies.
+    """
+    recipe = caps if caps is not None else legacy_caps(conn, request)
     queue_name = request.get("queueName") or recipe.queue_name
     if queue_name != "intentQ":
         raise PolicyViolation(f"parent intent workflow must use intentQ (got {queue_name})")
@@ -63,7 +98,7 @@ def admit(conn: sa.Connection, settings: Settings, intent_id: str, request: dict
             ("sandboxMinutes", workload.sandbox_minutes, recipe.max_sandbox_minutes),
         ):
             if observed > cap:
-                raise PolicyViolation(f"recipe cap exceeded: {field} {observed} > {cap}")
+                raise PolicyViolation(f"recipe cap exceeded: {field} {observed} > {cap} ({recipe.source})")
 
     for field in ("tenantId", "taskKey", "queuePartitionKey", "traceId"):
         value = request.get(field)
@@ -89,7 +124,7 @@ def admit(conn: sa.Connection, settings: Settings, intent_id: str, request: dict
         tenant_id=request.get("tenantId"),
         deduplication_id=request.get("deduplicationID") or request.get("taskKey"),
         timeout_ms=request.get("timeoutMS"),
-        recipe_name=name,
+        recipe_name=recipe.source,
         recipe_version=recipe.version,
         workload=workload,
         budget=budget,

@@ -1,7 +1,8 @@
 """``RunIntent``: the life of a run, and ``start_run``, the one way a run begins.
 
     begin → CompileST → [ask-user gate] → ApplyPatchST → plan-approval gate → DecideST
-          → fan-out (ExecuteTask per task on sbxQ, id = taskKey) → ExecuteST
+          → template resolution → [budget: fanout] → fan-out (ExecuteTask per task on sbxQ, id = taskKey)
+          → [budget: completion] → ExecuteST (+ the recipe's eval checks)
 
 Every product step writes its ``app.run_steps`` row and artifacts in a datasource transaction,
 so its rows commit with its DBOS checkpoint and SQL sees each step exactly once.
@@ -23,7 +24,7 @@ from kodo.settings import Settings
 from kodo.store import artifacts, intents, repairs, runs, sandbox_runs, steps
 from kodo.store import gates as gate_store
 from kodo.store import patches as patch_store
-from kodo.workflows import agents, escalation, gates, patches, tasks
+from kodo.workflows import agents, budgets, escalation, gates, patches, tasks, templates
 from kodo.workflows.runtime import services, transact
 
 WORKFLOW_NAME = "RunIntent"
@@ -128,6 +129,9 @@ def _context(conn: sa.Connection, workflow_id: str, phase_id: str, starting: boo
         "autoApprove": bool(run.options.get("autoApprove")),
         "priority": run.options.get("priority", 1),
         "partitionKey": run.queue_partition_key,
+        "recipeId": run.recipe_id,
+        "recipeV": run.recipe_v,
+        "budget": run.budget,
         "workspace": str(workspace),
         "planApprovalTimeoutS": ttl if isinstance(ttl, int) and ttl > 0 else settings.hitl_plan_approval_timeout_s,
     }
@@ -242,6 +246,13 @@ def _gate_state(gate: dict[str, Any] | None, generation: int) -> str:
     return "timed_out" if state == "TIMED_OUT" else "rejected"
 
 
+def _within_budget(ctx: dict[str, Any], boundary: str, observed: dict[str, int]) -> None:
+    """A runtime budget check (its BUDGET artifact is written by the check); raises on a violation."""
+    violation = budgets.check(ctx, boundary, observed)
+    if violation is not None:
+        raise StepFailure("BUDGET_EXCEEDED", violation["message"])
+
+
 def _park_result(ctx: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
     return {"runId": ctx["runId"], "status": "waiting_input", "gateKey": gate["gateKey"]}
 
@@ -296,8 +307,13 @@ def drive(ctx: dict[str, Any]) -> dict[str, Any]:
                 f"Plan approval failed: {decision.get('decision')} (rationale: {decision.get('rationale')})",
             )
         build = done["steps"].get("DecideST", {}).get("structured") or agents.decide(ctx, approved, answer)
-        planned = tasks.plan_tasks(ctx, build)
+        template = templates.resolve(ctx)
+        if "error" in template:
+            raise StepFailure(template["error"]["code"], template["error"]["message"])
+        planned = tasks.plan_tasks(ctx, build, template)
+        _within_budget(ctx, "fanout", {"maxFanout": len(planned)})
         results = tasks.fan_out(ctx, planned)
+        _within_budget(ctx, "completion", budgets.completion_usage(results))
         merged = tasks.execute(ctx, build, planned, results, _now())
         if merged["errCode"] != "NONE":
             raise StepFailure(merged["errCode"], f"SBX execution failed [{merged['errCode']}]")

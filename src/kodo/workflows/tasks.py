@@ -19,8 +19,10 @@ from kodo.errors import Conflict, StepFailure
 from kodo.identity import artifact_uri, task_key_for
 from kodo.models import RETRYABLE_SANDBOX_CODES, STEP_PHASES, NewArtifact
 from kodo.store import artifacts, receipts, runs, sandbox_runs, steps
+from kodo.workflows import evals
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import services, transact
+from kodo.workflows.templates import default_resolution
 
 STEP_ID = "ExecuteST"
 
@@ -39,6 +41,8 @@ def artifact_set(run_id: str, task_key: str, attempt: int, provider: str, result
     ]
     for item in sorted(result.get("filesOut", []), key=lambda f: f["path"]):
         entries.append(("file", uri(f"files/{item['path']}"), {"text": item.get("inline", "")}))
+    if result.get("template"):
+        entries.append(("json_diagnostic", uri("sbx-boot.json"), {"json": result["template"]}))
     entries.sort(key=lambda e: e[1])
     index = {
         "taskKey": task_key,
@@ -65,6 +69,16 @@ def artifact_set(run_id: str, task_key: str, attempt: int, provider: str, result
     return made
 
 
+def boot_record(template: dict[str, Any], result: SandboxResult, booting: float, delay_ms: int) -> dict[str, Any]:
+    """The task's template and boot time: the provider's own figure, else the time the call took beyond the
+    command's wall time (and beyond any ``CHAOS_SLEEP_EXECUTE`` delay)."""
+    reported = result.raw.get("bootMs")
+    elapsed = int((time.monotonic() - booting) * 1000)
+    boot = reported if isinstance(reported, int) else max(0, elapsed - result.wall_ms - delay_ms)
+    fields = ("source", "templateId", "templateKey", "depsHash", "envRef")
+    return {key: template.get(key) for key in fields} | {"bootMs": boot}
+
+
 class SandboxInfrastructureFailure(StepFailure):
     """The sandbox failed for an infrastructure reason; the step is retried."""
 
@@ -82,9 +96,13 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
         workdir=task.get("workdir"),
         timeout_ms=task.get("timeoutMs", svc.settings.sbx_default_timeout_ms),
         net=bool(task.get("net", svc.settings.sbx_default_net)),
+        env_ref=str((task.get("template") or {}).get("templateRef") or "local-python-3.11"),
     )
+    booting = time.monotonic()
     result: SandboxResult = svc.sandbox.run(request)
     response = result.as_json(request.task_key)
+    if task.get("template"):
+        response["template"] = boot_record(task["template"], result, booting, svc.settings.chaos_sleep_execute)
     made = artifact_set(task["runId"], request.task_key, attempt, svc.sandbox.provider, response)
     response["attempt"] = attempt
     response["artifactIndexRef"] = made[0].uri
@@ -95,7 +113,7 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
             task_key=request.task_key,
             attempt=attempt,
             provider=svc.sandbox.provider,
-            request=request.as_json(),
+            request=request.as_json() | dict(task.get("template") or {}),
             response=response,
         )
         for artifact in made:
@@ -116,9 +134,15 @@ def execute_task(task: dict[str, Any]) -> dict[str, Any]:
 # --- the parent's side: plan the tasks, fan them out, aggregate them as ExecuteST ---------------
 
 
-def plan_tasks(ctx: dict[str, Any], build: dict[str, Any]) -> list[dict[str, Any]]:
-    """One task per test (``<test_command> <test>``), or one task running the command as is."""
+def plan_tasks(
+    ctx: dict[str, Any], build: dict[str, Any], template: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One task per test (``<test_command> <test>``), or one task running the command as is.
+
+    The resolved sandbox template (its key and ref) is part of every task key.
+    """
     settings = services().settings
+    template = template or default_resolution()
     command = str(build["test_command"])
     tests = [str(t) for t in build.get("tests", [])]
     commands: list[tuple[str, str | None]] = [(f"{command} {test}", test) for test in tests] or [(command, None)]
@@ -127,8 +151,8 @@ def plan_tasks(ctx: dict[str, Any], build: dict[str, Any]) -> list[dict[str, Any
         request: dict[str, Any] = {
             "cmd": cmd,
             "test": test,
-            "templateKey": "env:local-python-3.11",
-            "templateRef": "local-python-3.11",
+            "templateKey": template["templateKey"],
+            "templateRef": template["templateRef"],
         }
         if ctx["generation"] > 1:  # a repair runs its tasks afresh, as new child workflows
             request["generation"] = ctx["generation"]
@@ -140,6 +164,7 @@ def plan_tasks(ctx: dict[str, Any], build: dict[str, Any]) -> list[dict[str, Any
                 "workdir": ctx["workspace"],
                 "timeoutMs": settings.sbx_default_timeout_ms,
                 "net": settings.sbx_default_net,
+                "template": template,
             }
         )
     return tasks
@@ -239,6 +264,7 @@ def _save_execution(
         started_at=datetime.fromisoformat(started_at),
     )
     if merged["errCode"] == "NONE":
+        evals.record_for_run(conn, ctx)  # with ExecuteST's checkpoint: stored exactly once
         runs.update(conn, run_id, status="succeeded", last_step="ExecuteST", clear_next_action=True)
     else:
         runs.update(conn, run_id, last_step="ExecuteST")

@@ -1,0 +1,90 @@
+"""Recipe routes: the registry (list, versions, import, export), the canonical start ``POST /api/run``
+and a run's eval results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from kodo.api.deps import ApiContext, context
+from kodo.api.runs import header, require_run
+from kodo.api.schemas import RunStartBody, parse_body
+from kodo.store import eval_results
+from kodo.store import recipe_versions as versions
+from kodo.workflows import recipes
+from kodo.workflows.recipe_spec import RecipeBundle, RecipeExportRequest
+
+router = APIRouter()
+
+
+@router.get("/api/recipes")
+def list_recipes(request: Request) -> JSONResponse:
+    """One row per recipe: latest version, its status, and the stable version it points at (``stableRef``)."""
+    with context(request).read() as conn:
+        return JSONResponse(recipes.registry(conn))
+
+
+@router.get("/api/recipes/{recipe_id}/versions")
+def list_versions(recipe_id: str, request: Request) -> JSONResponse:
+    """Every version of a recipe, highest ``v`` first; an unknown id has none (``[]``)."""
+    with context(request).read() as conn:
+        return JSONResponse([recipes.version_row(conn, v) for v in versions.list_versions(conn, recipe_id)])
+
+
+@router.post("/api/recipes/import")
+async def import_recipes(request: Request) -> JSONResponse:
+    """Import a bundle as drafts: 201 when something was new, 200 when all of it was already there; a
+    conflicting draft or stable version is a 409 and nothing of the bundle is written."""
+    bundle = await parse_body(request, RecipeBundle)
+    ctx = context(request)
+
+    def _import() -> tuple[dict[str, Any], bool]:
+        with ctx.transaction() as conn:
+            return recipes.import_bundle(conn, bundle)
+
+    summary, created = await run_in_threadpool(_import)
+    return JSONResponse(summary, status_code=201 if created else 200)
+
+
+@router.post("/api/recipes/export")
+async def export_recipes(request: Request) -> Response:
+    """The canonical JSON bundle of a recipe's versions (ascending ``v``); it imports back unchanged."""
+    body = await parse_body(request, RecipeExportRequest)
+    with context(request).read() as conn:
+        text = recipes.export_text(conn, body.id)
+    return Response(content=text.encode("utf-8"), media_type="application/json")
+
+
+def _start(ctx: ApiContext, body: RunStartBody) -> tuple[dict[str, Any], bool]:
+    opts = body.opts.model_dump(exclude_none=True) if body.opts else {}
+    with ctx.transaction() as conn:
+        run, replay = recipes.start(
+            conn,
+            ctx.client,
+            ctx.settings,
+            recipe_id=body.recipeRef.id,
+            v=body.recipeRef.v,
+            form_data=body.formData,
+            opts=opts,
+        )
+        return header(ctx, conn, run), replay
+
+
+@router.post("/api/run")
+async def start_recipe_run(request: Request) -> JSONResponse:
+    """Start a run from a pinned recipe version and form data: 201 new, 200 replay (``isReplay``),
+    409 with ``drift`` for the same intent with different identity fields."""
+    body = await parse_body(request, RunStartBody)
+    view, replay = await run_in_threadpool(_start, context(request), body)
+    return JSONResponse({**view, "isReplay": replay}, status_code=200 if replay else 201)
+
+
+@router.get("/api/runs/{wid}/evals")
+def list_evals(wid: str, request: Request) -> JSONResponse:
+    """The run's eval results, one per check (empty until its ExecuteST succeeded)."""
+    with context(request).read() as conn:
+        run = require_run(conn, wid)
+        return JSONResponse(eval_results.list_for_run(conn, run.id))
