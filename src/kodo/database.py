@@ -60,7 +60,8 @@ def ensure_database(url: str) -> None:
         with psycopg.connect(admin, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if exists is None:
-                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                # Two processes starting at once may both try; the loser's error is harmless.
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     except psycopg.OperationalError as error:
         raise InfrastructureError(f"cannot reach Postgres at {admin}: {error}") from error

@@ -25,10 +25,10 @@ def body_for(error: KodoError) -> tuple[int, dict[str, Any]]:
     for kind, status in _STATUS:
         if isinstance(error, kind):
             body: dict[str, Any] = {"error": error.message}
+            if isinstance(error, InvalidInput):
+                body["details"] = error.details or [{"msg": error.message}]
             if isinstance(error, PolicyViolation):
                 body["code"] = error.code
-            elif isinstance(error, InvalidInput):
-                body["details"] = error.details
             if isinstance(error, IdentityDrift):
                 body["drift"] = error.drift
             elif isinstance(error, Conflict):
