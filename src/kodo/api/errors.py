@@ -26,7 +26,7 @@ def body_for(error: KodoError) -> tuple[int, dict[str, Any]]:
         if isinstance(error, kind):
             body: dict[str, Any] = {"error": error.message}
             if isinstance(error, InvalidInput):
-                body["details"] = error.details or [{"msg": error.message}]
+                body["details"] = error.details
             if isinstance(error, PolicyViolation):
                 body["code"] = error.code
             if isinstance(error, IdentityDrift):
