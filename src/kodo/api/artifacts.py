@@ -17,6 +17,11 @@ _JSON_KINDS = {"json", "raw", "timings", "artifact_index", "question_card"}
 _TEXT_KINDS = {"text", "stdout", "stderr", "none", "file"}
 
 
+def media_type(kind: str) -> str:
+    """The content type ``GET /api/artifacts/{uri}`` serves an artifact of this kind with."""
+    return render(kind, {})[0].split(";")[0]
+
+
 def render(kind: str, inline: Any) -> tuple[str, str]:
     """(media type, body) for an artifact's inline content, by kind."""
     if kind in _JSON_KINDS:

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from kodo.api.artifacts import media_type
 from kodo.api.deps import ApiContext, context
 from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse_body
 from kodo.errors import Gone, NotFound
@@ -74,12 +75,6 @@ def header(ctx: ApiContext, conn: sa.Connection, run: Run) -> dict[str, Any]:
     return body
 
 
-def _mime(kind: str) -> str:
-    if kind in {"json", "plan_card", "question_card", "json_diagnostic", "artifact_index", "raw", "timings"}:
-        return "application/json"
-    return "image/svg+xml" if kind == "svg" else "text/plain"
-
-
 def artifact_ref(run: Run, artifact: Artifact) -> dict[str, Any]:
     import json
 
@@ -91,7 +86,7 @@ def artifact_ref(run: Run, artifact: Artifact) -> dict[str, Any]:
         "idx": artifact.idx,
         "attempt": artifact.attempt,
         "kind": artifact.kind,
-        "mime": _mime(artifact.kind),
+        "mime": media_type(artifact.kind),
         "size": len(json.dumps(artifact.inline)),
         "sha256": artifact.sha256,
         "storageKey": artifact.uri,
