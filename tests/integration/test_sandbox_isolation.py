@@ -221,6 +221,17 @@ def test_memory_limit_is_oom(sandbox: LocalSandbox, workspace: Path) -> None:
 
 
 @needs_bwrap
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_memory_limit_lets_node_start_and_still_stops_its_heap(sandbox: LocalSandbox, workspace: Path) -> None:
+    """Node (which reserves gigabytes of address space) runs under the default limit; a runaway heap is OOM."""
+    ok = sandbox.run(SandboxRequest(task_key="node", cmd="node -e 'console.log(6*7)'", workdir=str(workspace)))
+    assert ok.err_code == "NONE" and ok.stdout == "42\n", ok.stderr
+    hog = "node -e 'const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1))'"
+    result = sandbox.run(SandboxRequest(task_key="hog", cmd=hog, workdir=str(workspace), mem_mb=256))
+    assert result.err_code == "OOM", result.stderr[-500:]
+
+
+@needs_bwrap
 def test_environment_is_clean(sandbox: LocalSandbox, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """kodo's own environment (secrets included) does not leak into the command; the request's env does."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-leak")

@@ -38,7 +38,9 @@ _RULES = (
     ("UPLOAD_FAIL", re.compile(r"upload|write file|filesin")),
     ("DOWNLOAD_FAIL", re.compile(r"download|read file|filesout")),
 )
-_MEMORY_MARKERS = re.compile(r"memoryerror|cannot allocate memory|out of memory|std::bad_alloc|allocation failed")
+_MEMORY_MARKERS = re.compile(
+    r"memoryerror|cannot allocate memory|out of memory|std::bad_alloc|allocation failed|fatal process oom"
+)
 
 
 def classify_text(text: str, exit_code: int | None = None) -> str:

@@ -7,8 +7,10 @@
   links, a private ``/tmp``, its own ``/proc`` and ``/dev``, the workspace bound read-write and
   nothing else of the host, ``--die-with-parent``, ``--new-session``, a clean environment
   (``PATH``, ``HOME=/tmp``, ``LANG`` and the request's ``env``);
-* **limits** via ``prlimit``: address space (``RLIMIT_AS``) from ``mem_mb``, CPU seconds
-  (``RLIMIT_CPU``) from the timeout times ``cpu``;
+* **limits** via ``prlimit``: memory (``RLIMIT_DATA``: heap and private writable mappings) from
+  ``mem_mb``, CPU seconds (``RLIMIT_CPU``) from the timeout times ``cpu``. ``RLIMIT_AS`` is not
+  used: runtimes that reserve address space up front (Node's V8 reserves gigabytes it never
+  touches) cannot even start under an address-space limit of a few hundred MB;
 * a **wall-clock timeout** after which the whole tree is killed (the sandbox's PID namespace dies
   with it) → ``TIMEOUT``; ``kill(task_key)`` does the same on demand (operator cancel).
 
@@ -108,7 +110,7 @@ class LocalSandbox:
         if self.prlimit:
             timeout_s = max(1, -(-request.timeout_ms // 1000))
             cpu_s = timeout_s * max(1, request.cpu) + 1
-            argv += [self.prlimit, f"--as={request.mem_mb * 1024 * 1024}", f"--cpu={cpu_s}", "--"]
+            argv += [self.prlimit, f"--data={request.mem_mb * 1024 * 1024}", f"--cpu={cpu_s}", "--"]
         if self.bwrap:
             argv += [self.bwrap, "--unshare-all"]
             argv += ["--share-net"] if request.net else []
@@ -205,7 +207,8 @@ class LocalSandbox:
         exited = threading.Event()
 
         def watch() -> None:
-            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
             exited.set()
 
         threading.Thread(target=watch, daemon=True).start()
@@ -216,7 +219,10 @@ class LocalSandbox:
         with running.lock:
             # Whatever the command left behind in its process group goes too (no process left behind).
             _kill_tree(pid, group_only=True)
-            _pid, status, usage = os.wait4(pid, 0)
+            try:
+                _pid, status, usage = os.wait4(pid, 0)
+            except ChildProcessError:  # reaped elsewhere: the exit status is lost
+                status, usage = 255 << 8, None
             running.done.set()
         running.proc.returncode = os.waitstatus_to_exitcode(status)
         return status, usage
