@@ -108,5 +108,7 @@ def make_settings(database_url: str, home: Path, **env: str) -> Settings:
         "KODO_HOME": str(home),
         "KODO_QUEUE_POLLING_INTERVAL_SEC": "0.05",
         "KODO_MAX_EXECUTOR_THREADS": "32",
+        # No ScheduledTick in tests unless a test asks: a tick would race the zero-write counts.
+        "KODO_SCHEDULED_TICK_CRON": "off",
     }
     return load_settings({**base, **env})

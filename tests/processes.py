@@ -25,7 +25,7 @@ def free_port() -> int:
 def clean_env(**env: str) -> dict[str, str]:
     """The parent's environment without any kodo setting, plus ``env``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(_KODO_VARS)}
-    return {**base, "KODO_QUEUE_POLLING_INTERVAL_SEC": "0.05", **env}
+    return {**base, "KODO_QUEUE_POLLING_INTERVAL_SEC": "0.05", "KODO_SCHEDULED_TICK_CRON": "off", **env}
 
 
 class KodoProcess:

@@ -33,11 +33,13 @@ from kodo.api import create_api
 from kodo.api.deps import ApiContext
 from kodo.database import resolve_database_url, sqlalchemy_url
 from kodo.errors import ConfigurationError
+from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
 from kodo.store import create_engine
 from kodo.store.migrate import migrate
 from kodo.workflows import runtime
 from kodo.workflows.queues import register_queues
+from kodo.workflows.timers import ensure_schedule
 
 log = structlog.get_logger("kodo")
 
@@ -126,8 +128,12 @@ class Worker:
 
     engine: sa.Engine
     datasource: SQLAlchemyDatasource
+    heartbeat: Heartbeat | None = None
 
     def stop(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat.client.destroy()
         DBOS.destroy()
         runtime.install(None)
         self.datasource.engine.dispose()
@@ -153,8 +159,13 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
     )
     DBOS.launch()
     register_queues(settings)
+    ensure_schedule(settings)
+    # Heartbeat in app.executors + the bid for dead-executor recovery leadership (kodo.ops.executors).
+    heartbeat = Heartbeat(
+        engine, dbos_client(settings, engine), settings, executor_id=settings.executor_for(role), role=role
+    ).start()
     log.info("worker launched", executor=settings.executor_for(role), app_version=settings.app_version)
-    return Worker(engine=engine, datasource=datasource)
+    return Worker(engine=engine, datasource=datasource, heartbeat=heartbeat)
 
 
 @contextlib.contextmanager

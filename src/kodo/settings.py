@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     wf_sleep_ms: int = Field(5000, validation_alias="WF_SLEEP_MS")
     chaos_sleep_execute: int = Field(0, validation_alias="CHAOS_SLEEP_EXECUTE")
 
+    # --- ops plane: heartbeats, dead-executor recovery, sandbox cancel watch, scheduler
+    heartbeat_interval_sec: float = Field(5.0, validation_alias="KODO_HEARTBEAT_INTERVAL_SEC")
+    executor_dead_after_sec: float = Field(30.0, validation_alias="KODO_EXECUTOR_DEAD_AFTER_SEC")
+    recovery_enabled: bool = Field(True, validation_alias="KODO_RECOVERY_ENABLED")
+    cancel_poll_interval_sec: float = Field(0.5, validation_alias="KODO_CANCEL_POLL_INTERVAL_SEC")
+    scheduled_tick_cron: str = Field("*/30 * * * * *", validation_alias="KODO_SCHEDULED_TICK_CRON")
+
     # --- observability and posture
     dbos_enable_otlp: bool = Field(False, validation_alias="DBOS_ENABLE_OTLP")
     otel_exporter_otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -142,6 +149,27 @@ class Settings(BaseSettings):
     def _polling(cls, value: float) -> float:
         if not 0.001 <= value <= 60:
             raise ValueError("must be between 0.001 and 60 seconds")
+        return value
+
+    @field_validator("heartbeat_interval_sec", "cancel_poll_interval_sec")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if not 0.05 <= value <= 3600:
+            raise ValueError("must be between 0.05 and 3600 seconds")
+        return value
+
+    @field_validator("executor_dead_after_sec")
+    @classmethod
+    def _dead_after(cls, value: float) -> float:
+        if not 1 <= value <= 86400:
+            raise ValueError("must be between 1 and 86400 seconds")
+        return value
+
+    @field_validator("scheduled_tick_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if value.strip().lower() != "off" and len(value.split()) not in {5, 6}:
+            raise ValueError("must be off, or a cron expression with 5 fields (6 with seconds first)")
         return value
 
     @field_validator("claim_scope")

@@ -13,13 +13,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from dbos import DBOS, EnqueueOptions
+from dbos._error import DBOSWorkflowCancelledError
 
 from kodo.adapters.sandbox import SandboxRequest, SandboxResult
 from kodo.errors import Conflict, StepFailure
 from kodo.identity import artifact_uri, task_key_for
 from kodo.models import RETRYABLE_SANDBOX_CODES, STEP_PHASES, NewArtifact
 from kodo.store import artifacts, receipts, runs, sandbox_runs, steps
-from kodo.workflows import evals
+from kodo.workflows import cancellation, evals
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import services, transact
 from kodo.workflows.templates import default_resolution
@@ -88,8 +89,6 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
     svc = services()
     status = DBOS.step_status
     attempt = (status.current_attempt or 0) + 1 if status is not None else 1
-    if svc.settings.chaos_sleep_execute:
-        time.sleep(svc.settings.chaos_sleep_execute / 1000)
     request = SandboxRequest(
         task_key=task["taskKey"],
         cmd=task["cmd"],
@@ -99,7 +98,13 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
         env_ref=str((task.get("template") or {}).get("templateRef") or "local-python-3.11"),
     )
     booting = time.monotonic()
-    result: SandboxResult = svc.sandbox.run(request)
+    # An operator cancel kills the running command (see kodo.workflows.cancellation) and records nothing.
+    with cancellation.watching(request.task_key) as watch:
+        if svc.settings.chaos_sleep_execute:
+            watch.sleep(svc.settings.chaos_sleep_execute / 1000)
+        result: SandboxResult | None = None if watch.canceled else svc.sandbox.run(request)
+    if result is None or watch.canceled:
+        raise DBOSWorkflowCancelledError(f"task {request.task_key} was cancelled; its sandbox was stopped")
     response = result.as_json(request.task_key)
     if task.get("template"):
         response["template"] = boot_record(task["template"], result, booting, svc.settings.chaos_sleep_execute)

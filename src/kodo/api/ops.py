@@ -1,0 +1,226 @@
+"""The ops plane over HTTP: exactly six ``/api/ops/wf*`` routes, plus queue views, durable sleep and executors.
+
+Queries are strict (an unknown key is a 400), GETs never write, and every mutation needs a non-blank
+``actor`` and ``reason`` (400 and zero writes otherwise), answers 202 and writes one OPS audit row.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field, StringConstraints
+
+from kodo.api.deps import ApiContext, context
+from kodo.api.schemas import Strict, parse_body
+from kodo.errors import Conflict, InvalidInput
+from kodo.ops import executors, queues, workflows
+from kodo.ops.context import Ops
+from kodo.store import dbos_workflows, runs
+from kodo.store.dbos_workflows import STATUSES, Filter
+from kodo.workflows.timers import MAX_SLEEP_MS, SLEEP_WORKFLOW, start_sleep
+
+router = APIRouter()
+NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+
+
+class OpsActionBody(Strict):
+    actor: NonBlank
+    reason: NonBlank
+
+
+class ForkBody(OpsActionBody):
+    stepN: Annotated[int, Field(ge=1, le=2_147_483_647)]
+    appVersion: NonBlank | None = None
+
+
+def ops_of(ctx: ApiContext) -> Ops:
+    return Ops(engine=ctx.engine, client=ctx.client, settings=ctx.settings)
+
+
+def strict_query(request: Request, allowed: set[str]) -> dict[str, str]:
+    """The query as a dict; an unknown or repeated key is a 400."""
+    items = request.query_params.multi_items()
+    keys = [key for key, _value in items]
+    unknown = sorted(set(keys) - allowed)
+    if unknown:
+        raise InvalidInput(
+            f"unknown query parameter(s): {', '.join(unknown)}", [{"loc": ["query", k]} for k in unknown]
+        )
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise InvalidInput(f"repeated query parameter(s): {', '.join(repeated)}")
+    return dict(items)
+
+
+def query_int(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+        raise InvalidInput(f"{name} must be an integer between {low} and {high}", [{"loc": ["query", name]}])
+    return int(raw)
+
+
+def query_bool(query: dict[str, str], name: str) -> bool:
+    raw = query.get(name, "false").strip().lower()
+    if raw not in {"true", "false", "1", "0"}:
+        raise InvalidInput(f"{name} must be true or false", [{"loc": ["query", name]}])
+    return raw in {"true", "1"}
+
+
+def query_text(query: dict[str, str], name: str) -> str | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if not raw.strip():
+        raise InvalidInput(f"{name} must not be empty", [{"loc": ["query", name]}])
+    return raw.strip()
+
+
+# --- the six workflow routes ---------------------------------------------------------------------
+
+
+@router.get("/api/ops/wf")
+def list_workflows(request: Request) -> JSONResponse:
+    """OpsWorkflowSummary[], newest first: ``status`` (comma list), ``name``, ``queue``, ``partition``,
+    ``hideInternal`` and ``limit`` (1..200, default 20)."""
+    query = strict_query(request, {"status", "name", "limit", "queue", "partition", "hideInternal"})
+    statuses = [s.strip() for s in (query_text(query, "status") or "").split(",") if s.strip()]
+    bad = [s for s in statuses if s not in STATUSES]
+    if bad:
+        raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", [{"loc": ["query", "status"]}])
+    name, queue, partition = query_text(query, "name"), query_text(query, "queue"), query_text(query, "partition")
+    where = Filter(
+        statuses=statuses,
+        names=[name] if name else [],
+        queues=[queue] if queue else [],
+        partitions=[partition] if partition else [],
+        hide_internal=query_bool(query, "hideInternal"),
+        limit=query_int(query, "limit", 20, 1, 200),
+    )
+    return JSONResponse(workflows.list_workflows(ops_of(context(request)), where))
+
+
+@router.get("/api/ops/wf/{wid}")
+def get_workflow(wid: str, request: Request) -> JSONResponse:
+    """Summary + run + children + audit (newest first); 404 ``workflow not found: <id>``."""
+    strict_query(request, set())
+    return JSONResponse(workflows.get_workflow(ops_of(context(request)), wid))
+
+
+@router.get("/api/ops/wf/{wid}/steps")
+def get_workflow_steps(wid: str, request: Request) -> JSONResponse:
+    """WorkflowStepSummary[] in function-id order."""
+    strict_query(request, set())
+    return JSONResponse(workflows.steps(ops_of(context(request)), wid))
+
+
+@router.post("/api/ops/wf/{wid}/cancel")
+async def cancel_workflow(wid: str, request: Request) -> JSONResponse:
+    """Cancel (a run: its phase, children and sandboxes): 202; 409 unless PENDING/ENQUEUED/DELAYED (live run)."""
+    strict_query(request, set())
+    body = await parse_body(request, OpsActionBody)
+    result = workflows.cancel(ops_of(context(request)), wid, actor=body.actor, reason=body.reason)
+    return JSONResponse(result, status_code=202)
+
+
+@router.post("/api/ops/wf/{wid}/resume")
+async def resume_workflow(wid: str, request: Request) -> JSONResponse:
+    """Resume from the last checkpoint, same id: 202; 409 unless CANCELLED/ENQUEUED (a cancelled run)."""
+    strict_query(request, set())
+    body = await parse_body(request, OpsActionBody)
+    result = workflows.resume(ops_of(context(request)), wid, actor=body.actor, reason=body.reason)
+    return JSONResponse(result, status_code=202)
+
+
+@router.post("/api/ops/wf/{wid}/fork")
+async def fork_workflow(wid: str, request: Request) -> JSONResponse:
+    """Fork from step N (steps before N reused): 202 with ``forkedWorkflowID``; 409 past the last step."""
+    strict_query(request, set())
+    body = await parse_body(request, ForkBody)
+    result = workflows.fork(
+        ops_of(context(request)),
+        wid,
+        step_n=body.stepN,
+        app_version=body.appVersion,
+        actor=body.actor,
+        reason=body.reason,
+    )
+    return JSONResponse(result, status_code=202)
+
+
+# --- other ops endpoints --------------------------------------------------------------------------
+
+
+@router.get("/api/ops/queue-depth")
+def queue_depth(request: Request) -> JSONResponse:
+    """QueueDepthRow[]: ``queueName``, ``status`` (ENQUEUED|PENDING|DELAYED), ``limit``."""
+    query = strict_query(request, {"queueName", "status", "limit"})
+    status = query_text(query, "status")
+    if status is not None and status not in {"ENQUEUED", "PENDING", "DELAYED"}:
+        raise InvalidInput("status must be ENQUEUED, PENDING or DELAYED", [{"loc": ["query", "status"]}])
+    rows = queues.depth(
+        ops_of(context(request)),
+        queue=query_text(query, "queueName"),
+        status=status,
+        limit=query_int(query, "limit", 20, 1, 200),
+    )
+    return JSONResponse(rows)
+
+
+@router.get("/api/ops/queue-fairness")
+def queue_fairness(request: Request) -> JSONResponse:
+    """Per queue partition: waiting and running counts, oldest and newest."""
+    query = strict_query(request, {"queueName", "limit"})
+    ops = ops_of(context(request))
+    rows = queues.fairness(ops, queue=query_text(query, "queueName"), limit=query_int(query, "limit", 200, 1, 1000))
+    return JSONResponse(rows)
+
+
+@router.get("/api/ops/queue-priority")
+def queue_priority(request: Request) -> JSONResponse:
+    """Per queue priority: counts and the mean enqueue→dequeue latency over ``windowSec`` (default 3600)."""
+    query = strict_query(request, {"queueName", "windowSec"})
+    rows = queues.priority(
+        ops_of(context(request)),
+        queue=query_text(query, "queueName"),
+        window_s=query_int(query, "windowSec", 3600, 1, 30 * 86400),
+    )
+    return JSONResponse(rows)
+
+
+@router.get("/api/ops/throughput")
+def throughput(request: Request) -> JSONResponse:
+    """Completions over ``windowSec`` (default 300), fairness, priority and run counts."""
+    query = strict_query(request, {"windowSec"})
+    window = query_int(query, "windowSec", 300, 1, 30 * 86400)
+    return JSONResponse(queues.throughput(ops_of(context(request)), window_s=window))
+
+
+@router.get("/api/ops/executors")
+def list_executors(request: Request) -> JSONResponse:
+    """Workers with heartbeat age, version and leader; workflows awaiting recovery; stranded ones."""
+    strict_query(request, set())
+    return JSONResponse(executors.view(ops_of(context(request))))
+
+
+@router.post("/api/ops/sleep")
+def durable_sleep(request: Request) -> JSONResponse:
+    """Start the durable sleep ``wf`` for ``sleep`` ms (default 5000) on controlQ: 202 (a replay too)."""
+    query = strict_query(request, {"wf", "sleep"})
+    wf = query_text(query, "wf")
+    if wf is None:
+        raise InvalidInput("wf query param required", [{"loc": ["query", "wf"]}])
+    sleep_ms = query_int(query, "sleep", 5000, 1, MAX_SLEEP_MS)
+    ctx = context(request)
+    with ctx.read() as conn:
+        if runs.get(conn, wf) is not None:
+            raise Conflict(f"workflow id {wf} belongs to a run")
+        existing = dbos_workflows.get(conn, wf)
+    if existing is not None and existing.name != SLEEP_WORKFLOW:
+        raise Conflict(f"workflow id {wf} is in use by {existing.name}")
+    start_sleep(ctx.client, workflow_id=wf, sleep_ms=sleep_ms, app_version=ctx.settings.app_version)
+    body: dict[str, Any] = {"accepted": True, "workflowID": wf, "sleepMs": sleep_ms, "isReplay": existing is not None}
+    return JSONResponse(body, status_code=202)

@@ -1,0 +1,34 @@
+"""Per-run evidence routes: why it is not moving, its repro pack and its proof cards (all read-only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from kodo.api.deps import context
+from kodo.api.ops import ops_of, strict_query
+from kodo.ops import diagnosis, evidence
+
+router = APIRouter()
+
+
+@router.get("/api/runs/{wid}/diagnosis")
+def run_diagnosis(wid: str, request: Request) -> JSONResponse:
+    """A plain-language cause (``code`` + ``reason`` + ``details``) for a run or any workflow; 404 if unknown."""
+    strict_query(request, set())
+    return JSONResponse(diagnosis.diagnose(ops_of(context(request)), wid))
+
+
+@router.get("/api/runs/{wid}/repro")
+def run_repro(wid: str, request: Request) -> Response:
+    """ReproSnapshot as canonical JSON (app rows + DBOS workflows of the run); 404 ``run not found``."""
+    strict_query(request, set())
+    text = evidence.snapshot_text(ops_of(context(request)), wid)
+    return Response(text, media_type="application/json")
+
+
+@router.get("/api/runs/{wid}/proofs")
+def run_proofs(wid: str, request: Request) -> JSONResponse:
+    """ProofCard[], newest evidence first; an unknown run has none (``[]``)."""
+    strict_query(request, set())
+    return JSONResponse(evidence.proofs(ops_of(context(request)), wid))

@@ -1,0 +1,110 @@
+"""Time primitives: the durable sleep utility and the ``ScheduledTick`` schedule.
+
+* ``SleepWorkflow`` (``POST /api/ops/sleep?wf=&sleep=``, controlQ, id = ``wf``): artifact
+  ``sleep-before-sleep`` → ``DBOS.sleep`` → artifact ``sleep-after-sleep``. DBOS records the wake-up
+  time when the sleep starts, so after a kill -9 and a restart the workflow wakes at the original
+  deadline, not a full sleep later. Its artifacts are anchored to the workflow id itself: a utility
+  creates no intent and no run, so none can be left ``running``.
+* ``ScheduledTick`` (DBOS schedule ``kodo-scheduled-tick``, ``KODO_SCHEDULED_TICK_CRON``, default
+  every 30 s, on controlQ) writes one ``ScheduledTick`` artifact per tick, anchored to its DBOS
+  workflow id ``sched-kodo-scheduled-tick-<time>``. ``automatic_backfill`` makes a restarted worker
+  enqueue the ticks missed while every worker was down (catch-up); the deterministic ids keep
+  several workers from firing a tick twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOS, DBOSClient, EnqueueOptions
+from dbos._error import DBOSException
+
+from kodo.identity import artifact_uri
+from kodo.models import NewArtifact
+from kodo.settings import Settings
+from kodo.store import artifacts
+from kodo.workflows.runtime import transact
+
+SLEEP_WORKFLOW = "SleepWorkflow"
+TICK_WORKFLOW = "ScheduledTick"
+TICK_SCHEDULE = "kodo-scheduled-tick"
+MAX_SLEEP_MS = 7 * 24 * 3600 * 1000
+
+
+def _record(conn: sa.Connection, anchor: str, step_id: str, inline: dict[str, Any]) -> dict[str, Any]:
+    at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+    body = {**inline, "at": at.isoformat()}
+    artifacts.add(
+        conn,
+        anchor,
+        NewArtifact(
+            step_id=step_id, idx=0, kind="json", uri=artifact_uri(anchor, step_id, "", f"{step_id}.json"), inline=body
+        ),
+    )
+    return body
+
+
+@DBOS.workflow(name=SLEEP_WORKFLOW, max_recovery_attempts=10)
+def sleep_workflow(workflow_id: str, sleep_ms: int) -> dict[str, Any]:
+    """Record, sleep durably for ``sleep_ms``, record again."""
+    before = transact("sleep-before-sleep", _record, workflow_id, "sleep-before-sleep", {"sleepMs": sleep_ms})
+    DBOS.sleep(sleep_ms / 1000)
+    after = transact("sleep-after-sleep", _record, workflow_id, "sleep-after-sleep", {"sleepMs": sleep_ms})
+    return {"workflowId": workflow_id, "sleepMs": sleep_ms, "sleptAt": before["at"], "wokeAt": after["at"]}
+
+
+def start_sleep(client: DBOSClient, *, workflow_id: str, sleep_ms: int, app_version: str) -> str:
+    """Enqueue the durable sleep on controlQ (idempotent by workflow id)."""
+    options: EnqueueOptions = {
+        "workflow_name": SLEEP_WORKFLOW,
+        "queue_name": "controlQ",
+        "workflow_id": workflow_id,
+        "priority": 1,
+        "app_version": app_version,
+    }
+    return client.enqueue(options, workflow_id, sleep_ms).get_workflow_id()
+
+
+def _tick(conn: sa.Connection, workflow_id: str, scheduled_at: str) -> dict[str, Any]:
+    lag = conn.execute(
+        sa.text("SELECT extract(epoch FROM clock_timestamp() - CAST(:s AS timestamptz)) * 1000"), {"s": scheduled_at}
+    ).scalar_one()
+    return _record(conn, workflow_id, TICK_WORKFLOW, {"scheduledAt": scheduled_at, "lagMs": int(lag)})
+
+
+@DBOS.workflow(name=TICK_WORKFLOW, max_recovery_attempts=10)
+def scheduled_tick(scheduled_at: datetime, context: Any) -> None:
+    """One tick: an artifact saying when it was due and how late it ran (a caught-up tick is late)."""
+    del context
+    when = scheduled_at.isoformat() if isinstance(scheduled_at, datetime) else str(scheduled_at)
+    workflow_id = DBOS.workflow_id or f"sched-{TICK_SCHEDULE}-{when}"
+    transact(TICK_WORKFLOW, _tick, workflow_id, when)
+
+
+def ensure_schedule(settings: Settings) -> bool:
+    """Create the tick schedule once (call after launch and queue registration); True if it is active.
+
+    ``KODO_SCHEDULED_TICK_CRON=off`` leaves it out. A changed cron replaces the schedule.
+    """
+    cron = settings.scheduled_tick_cron.strip()
+    if cron.lower() == "off":
+        return False
+    existing = DBOS.get_schedule(TICK_SCHEDULE)
+    if existing is not None:
+        if existing["schedule"] == cron:
+            return True
+        DBOS.delete_schedule(TICK_SCHEDULE)
+    try:
+        DBOS.create_schedule(
+            schedule_name=TICK_SCHEDULE,
+            workflow_fn=scheduled_tick,
+            schedule=cron,
+            automatic_backfill=True,
+            queue_name="controlQ",
+        )
+    except DBOSException as error:
+        if "already exists" not in str(error):  # another worker created it first
+            raise
+    return True
