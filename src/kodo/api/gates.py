@@ -126,11 +126,9 @@ async def get_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
 def _reply(ctx: ApiContext, wid: str, key: str, body: GateReplyBody | ExternalEventBody, topic: str | None) -> bool:
     with ctx.transaction() as conn:
         run = require_run(conn, wid)
-        replay = gates.reply(
+        return gates.reply(
             conn, run, key, payload=body.payload, dedupe_key=body.dedupeKey, origin=body.origin, topic=topic
         )
-    gates.wake(ctx.client, run.workflow_id, key)
-    return replay
 
 
 @router.post("/api/runs/{wid}/gates/{gate_key}/reply")
@@ -244,8 +242,7 @@ async def legacy_event(run_key: str, request: Request) -> JSONResponse:
     def _send() -> None:
         with ctx.transaction() as conn:
             current = require_run(conn, run_key)
-            key = gates.legacy_event(conn, current, body.model_dump())
-        gates.wake(ctx.client, current.workflow_id, key)
+            gates.legacy_event(conn, current, body.model_dump())
 
     await run_in_threadpool(_send)
     return JSONResponse({"accepted": True}, status_code=202, headers=DEPRECATION)

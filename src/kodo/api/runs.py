@@ -228,9 +228,7 @@ async def _approve(request: Request, key: str, headers: dict[str, str] | None) -
     body = await parse_body(request, PlanApprovalBody)
     with ctx.transaction() as conn:
         run = require_run(conn, key)
-        approved_at, wake = gates.approve_plan_legacy(conn, run, approved_by=body.approvedBy, notes=body.notes)
-    if wake is not None:
-        gates.wake(ctx.client, run.workflow_id, wake)
+        approved_at, _woken = gates.approve_plan_legacy(conn, run, approved_by=body.approvedBy, notes=body.notes)
     return JSONResponse(
         {"accepted": True, "runId": run.id, "approvedAt": approved_at.isoformat()},
         status_code=202,

@@ -54,3 +54,21 @@ def step_rows(conn: sa.Connection, workflow_id: str) -> list[dict[str, Any]]:
         {"w": workflow_id},
     )
     return [dict(row._mapping) for row in rows]
+
+
+def release_delayed(conn: sa.Connection, workflow_id: str) -> bool:
+    """Move a DELAYED workflow to ENQUEUED now, in the caller's transaction; returns whether one moved.
+
+    This is DBOS 3.4's own DELAYED → ENQUEUED transition (its background sweep runs once a second),
+    done for one workflow at once, so a reply wakes its parked run within one queue poll.
+    """
+    moved = conn.execute(
+        sa.text(
+            "UPDATE dbos.workflow_status SET status = 'ENQUEUED', "
+            "delay_until_epoch_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint "
+            "WHERE workflow_uuid = :w AND status = 'DELAYED' AND NOT coalesce(is_debounced, false) "
+            "RETURNING workflow_uuid"
+        ),
+        {"w": workflow_id},
+    ).first()
+    return moved is not None

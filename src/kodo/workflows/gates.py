@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from dbos import DBOS, DBOSClient, EnqueueOptions
+from dbos import DBOS, EnqueueOptions
 
 from kodo.errors import Conflict, InvalidInput, NotFound
 from kodo.identity import gate_key_for, sha256_hex
 from kodo.models import Run
-from kodo.store import gates, runs
+from kodo.store import durable_status, gates, runs
 from kodo.workflows.runtime import services, transact
 
 APPROVE_FORM = {
@@ -190,9 +190,9 @@ def auto_approve(ctx: dict[str, Any]) -> None:
 # --- replies from outside a workflow (API, CLI, UI) ----------------------------------------------
 
 
-def wake(client: DBOSClient, workflow_id: str, key: str) -> None:
-    """Let a parked run's continuation run now (call after the reply's transaction committed)."""
-    client.set_workflow_delay(resume_id(workflow_id, key), delay_seconds=0)
+def wake(conn: sa.Connection, workflow_id: str, key: str) -> None:
+    """Let a parked run's continuation run now, in the reply's own transaction (a no-op before it parks)."""
+    durable_status.release_delayed(conn, resume_id(workflow_id, key))
 
 
 def reply(
@@ -220,7 +220,7 @@ def reply(
         raise Conflict(f"gate {key} is already resolved", status=run.status)
     if run.status != "waiting_input":
         raise Conflict(f"run is not waiting for input (status {run.status})", status=run.status)
-    return gates.record_interaction(
+    replay = gates.record_interaction(
         conn,
         workflow_id=run.workflow_id,
         run_id=run.id,
@@ -230,6 +230,8 @@ def reply(
         payload=payload,
         origin=origin,
     )
+    wake(conn, run.workflow_id, key)
+    return replay
 
 
 def legacy_dedupe_key(origin: str, run: Run, key: str, payload: Any) -> str:
@@ -270,6 +272,8 @@ def approve_plan_legacy(
         payload=payload,
         origin="legacy-approve",
     )
+    if gate is not None:
+        wake(conn, run.workflow_id, key)
     return approved_at, key if gate is not None else None
 
 
