@@ -40,16 +40,64 @@ def cli() -> None:
     """kodo: a durable control plane for agentic coding runs."""
 
 
+def _with_extra_workers(role: str, extra: int) -> None:
+    """Serve ``role`` here and ``extra`` more ``kodo worker`` processes beside it (own executor ids and
+    admin ports); they are stopped by PID when this process stops."""
+    import signal
+    import subprocess
+
+    if extra == 0:
+        _serve(role)
+        return
+    settings = _settings()
+    from kodo.database import resolve_database_url
+
+    url = resolve_database_url(settings.database_url, settings.home)  # started once, before the children
+    children = []
+    for index in range(1, extra + 1):
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "DBOS__VMID": f"{settings.executor_for('worker')}-{index}",
+            "ADMIN_PORT": str(settings.admin_port + index),
+        }
+        children.append(subprocess.Popen([sys.executable, "-m", "kodo", "worker"], env=env))
+    try:
+        _serve(role)
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
 @cli.command()
-def up() -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Worker processes in all (this one included): more use more cores.",
+)
+def up(workers: int) -> None:
     """Start everything in one process: embedded Postgres (if no DATABASE_URL), worker and API on PORT."""
-    _serve("monolith")
+    _with_extra_workers("monolith", workers - 1)
 
 
 @cli.command()
-def worker() -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Worker processes to run (each its own executor id and ADMIN_PORT + i).",
+)
+def worker(processes: int) -> None:
     """Start a DBOS worker (queues, workflows); /healthz on ADMIN_PORT."""
-    _serve("worker")
+    _with_extra_workers("worker", processes - 1)
 
 
 @cli.command()

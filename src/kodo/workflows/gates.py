@@ -84,9 +84,13 @@ def _park(
 
 
 @DBOS.step(name="gate.answered")
-def _answered(workflow_id: str, key: str) -> bool:
-    with services().engine.connect() as conn:
-        return gates.first_reply(conn, workflow_id, key) is not None
+def _release_if_answered(workflow_id: str, key: str) -> bool:
+    """Release the continuation at once if a reply is already in the ledger (it came before the park)."""
+    with services().engine.begin() as conn:
+        if gates.first_reply(conn, workflow_id, key) is None:
+            return False
+        durable_status.release_delayed(conn, resume_id(workflow_id, key))
+        return True
 
 
 def park(ctx: dict[str, Any], *, purpose: str, next_action: str, form: dict[str, Any], ttl_s: int) -> dict[str, Any]:
@@ -106,8 +110,7 @@ def park(ctx: dict[str, Any], *, purpose: str, next_action: str, form: dict[str,
         options["queue_partition_key"] = ctx["partitionKey"]
     DBOS.enqueue_workflow_with_options(options, ctx["workflowId"], key)
     # A reply ledgered before the continuation existed could not wake it: look once more, after enqueueing.
-    if _answered(ctx["workflowId"], key):
-        DBOS.set_workflow_delay(continuation, delay_seconds=0)
+    _release_if_answered(ctx["workflowId"], key)
     return {"runId": ctx["runId"], "status": "waiting_input", "gateKey": key, "resumeWorkflowId": continuation}
 
 
