@@ -417,13 +417,28 @@ def sbx_smoke() -> None:
 # --- the ops plane: kodo ops list|get|steps|cancel|resume|fork|retry-from-step|list-failed|why|repro -----
 
 
-def _ops_group() -> click.Group:
-    from kodo.ops.commands import ops
+class _OpsGroup(click.Group):
+    """The ``ops`` group, imported on first use (it loads DBOS, which every other command can do without)."""
 
-    return ops
+    @staticmethod
+    def _group() -> click.Group:
+        from kodo.ops.commands import ops
+
+        return ops
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return self._group().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._group().get_command(ctx, cmd_name)
 
 
-cli.add_command(_ops_group())
+cli.add_command(
+    _OpsGroup(
+        "ops",
+        help="Operate workflows and runs: list, inspect, cancel/resume/fork by filter (audited), diagnose, repro.",
+    )
+)
 
 
 # --- recipes: kodo recipes list|import|export|promote|fixtures run, kodo sbx template register --------
