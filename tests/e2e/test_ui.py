@@ -18,6 +18,7 @@ from processes import KodoProcess, clean_env, free_port
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "ui"
+playwright.expect.set_options(timeout=30_000)
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)"
 )
@@ -136,3 +137,33 @@ def test_pages_work_at_phone_width(page: object, base: str) -> None:
         page.goto(base + path)  # type: ignore[attr-defined]
         width = page.evaluate("document.documentElement.scrollWidth")  # type: ignore[attr-defined]
         assert width <= 390, (path, width)
+
+
+def test_cancel_and_resume_from_the_ops_console(page: object, base: str) -> None:
+    """Cancel then resume a slow workflow from the ops console with actor + reason; the audit shows both."""
+    import httpx
+
+    wf = "ui-slow-" + secrets.token_hex(3)
+    assert httpx.post(f"{base}/slowstep?wf={wf}&sleep=30000").status_code == 202
+    page.goto(f"{base}/ops?wid={wf}")  # type: ignore[attr-defined]
+    playwright.expect(page.locator("#ops-status")).to_have_text(re.compile("PENDING|ENQUEUED"))  # type: ignore[attr-defined]
+    page.get_by_label("Reason").fill("boundary proof")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Cancel").click()  # type: ignore[attr-defined]
+    playwright.expect(page.locator("#ops-status")).to_have_text("CANCELLED")  # type: ignore[attr-defined]
+    playwright.expect(page.locator("#ops-audit")).to_contain_text("boundary proof")  # type: ignore[attr-defined]
+    page.get_by_label("Reason").fill("carry on")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Resume").click()  # type: ignore[attr-defined]
+    playwright.expect(page.locator("#ops-audit")).to_contain_text("carry on")  # type: ignore[attr-defined]
+    playwright.expect(page.locator("#ops-status")).not_to_have_text("CANCELLED")  # type: ignore[attr-defined]
+
+
+def test_recipes_and_throughput_pages_render(page: object, base: str) -> None:
+    """The recipe registry lists the shipped pack and starts a run from a stable version; throughput renders."""
+    page.goto(base + "/recipes")  # type: ignore[attr-defined]
+    page.get_by_role("link", name="compile-default").click()  # type: ignore[attr-defined]
+    page.get_by_label("goal (required)").fill("from the recipe page")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Start a run").click()  # type: ignore[attr-defined]
+    page.wait_for_url(re.compile(r".*\?wid=ih_.*"))  # type: ignore[attr-defined]
+    playwright.expect(page.locator("#run-status")).to_have_text(re.compile("ENQUEUED|PENDING|WAITING_INPUT"))  # type: ignore[attr-defined]
+    page.goto(base + "/throughput")  # type: ignore[attr-defined]
+    playwright.expect(page.get_by_role("heading", name=re.compile("Throughput"))).to_be_visible()  # type: ignore[attr-defined]

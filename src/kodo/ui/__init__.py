@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from kodo.ui import pages
+from kodo.ui import operations, pages
 
 STATIC = Path(__file__).parent / "static"
 
@@ -15,4 +15,5 @@ STATIC = Path(__file__).parent / "static"
 def install(app: FastAPI) -> None:
     """Mount the console's pages and its static files on the API app."""
     app.include_router(pages.router)
+    app.include_router(operations.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

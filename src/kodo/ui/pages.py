@@ -71,7 +71,11 @@ def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
     run = require_run(conn, key)
     made = artifacts.list_for_run(conn, run.id)
     interactions = {i.gate_key: i.origin for i in gate_store.interactions(conn, run.id, 500)}
+    from kodo.api.ops import ops_of
+    from kodo.ops import diagnosis
+
     return {
+        "diagnosis": diagnosis.diagnose(ops_of(ctx), run.workflow_id),
         "run": header(ctx, conn, run),
         "steps": step_rows(run, steps.list_for_run(conn, run.id), made),
         "gates": [

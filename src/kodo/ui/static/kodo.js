@@ -143,6 +143,20 @@ async function opsAction(form, submitter) {
   if (result.status === 202) setTimeout(() => window.location.reload(), 600);
 }
 
+// --- recipes: start a run of a stable version with its form data ---------------------------
+async function recipeRun(form) {
+  const fields = new FormData(form);
+  const formData = {};
+  for (const [key, value] of fields.entries()) { if (key !== "partition" && value !== "") formData[key] = value; }
+  const body = { recipeRef: { id: form.dataset.id, v: form.dataset.v }, formData, opts: { queuePartitionKey: fields.get("partition") } };
+  const result = await postJSON("/api/run", body);
+  if (result.status === 201 || result.status === 200) {
+    window.location.href = "/?wid=" + encodeURIComponent(result.data.workflowID);
+  } else {
+    toast(result.data.error || ("HTTP " + result.status));
+  }
+}
+
 document.addEventListener("submit", (event) => {
   const form = event.target;
   const kind = form.dataset.kodo;
@@ -151,6 +165,7 @@ document.addEventListener("submit", (event) => {
   if (kind === "submit") submitGoal(form);
   if (kind === "gate") answerGate(form, event.submitter);
   if (kind === "ops") opsAction(form, event.submitter);
+  if (kind === "recipe-run") recipeRun(form);
 });
 
 document.addEventListener("click", (event) => {
