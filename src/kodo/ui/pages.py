@@ -15,8 +15,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from kodo.api.deps import ApiContext, context
 from kodo.api.gates import gate_view
+from kodo.api.ops import ops_of
 from kodo.api.runs import header, require_run, step_rows
 from kodo.errors import NotFound
+from kodo.ops import diagnosis
 from kodo.store import artifacts, patches, runs, steps
 from kodo.store import gates as gate_store
 
@@ -71,9 +73,6 @@ def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
     run = require_run(conn, key)
     made = artifacts.list_for_run(conn, run.id)
     interactions = {i.gate_key: i.origin for i in gate_store.interactions(conn, run.id, 500)}
-    from kodo.api.ops import ops_of
-    from kodo.ops import diagnosis
-
     return {
         "diagnosis": diagnosis.diagnose(ops_of(ctx), run.workflow_id),
         "run": header(ctx, conn, run),
