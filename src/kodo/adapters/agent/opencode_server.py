@@ -4,7 +4,8 @@ Used by the test suite (against kodo's fake model server) and for demos. The ser
 ``HOME``/``XDG_*`` directories, its config inline (``OPENCODE_CONFIG_CONTENT``: the provider, the
 model as default and small model, no sharing, no autoupdate), the quiet switches that keep it
 offline, Basic auth when a password is given, and binds to loopback. It is stopped by PID (its whole
-process group).
+process group), and dies with the process that started it (``setpriv --pdeathsig``) if that one is
+killed first.
 """
 
 from __future__ import annotations
@@ -107,8 +108,10 @@ class OpenCodeServer:
         self.home.mkdir(parents=True, exist_ok=True)
         self.cwd.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as handle:
+            # setpriv --pdeathsig: the server dies with the process that started it, even on kill -9.
+            guard = [setpriv, "--pdeathsig", "KILL", "--"] if (setpriv := shutil.which("setpriv")) else []
             self.proc = subprocess.Popen(
-                [self.binary, "serve", "--hostname", "127.0.0.1", "--port", str(self.port), "--pure"],
+                [*guard, self.binary, "serve", "--hostname", "127.0.0.1", "--port", str(self.port), "--pure"],
                 cwd=self.cwd,
                 env=self.env(),
                 stdin=subprocess.DEVNULL,
