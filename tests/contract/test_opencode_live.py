@@ -72,8 +72,8 @@ def test_structured_output_error_arrives_as_http_200(opencode_server: OpenCodeSe
 def test_stall_then_tightened_retry_succeeds(opencode_server: OpenCodeServer, fake_model: FakeModelServer) -> None:
     """A turn with no answer within OC_TIMEOUT_MS is aborted; the retry carries the concise suffix and answers."""
     before = len(fake_model.completions())
-    result = client(opencode_server, timeout_ms=2500).structured(
-        request("Plan it.\nkodo-fake: sleep-unless-concise=8000")
+    result = client(opencode_server, timeout_ms=5000).structured(
+        request("Plan it.\nkodo-fake: sleep-unless-concise=15000")
     )
     assert result.raw is not None and result.raw["stallRetry"] is True
     assert result.structured["design"] == ["Design for: fix it"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ class Script:
     stall: bool = False
     ask: bool = False
     orphan: bool = False
+    dropped: bool = False
 
 
 class FakeOpenCode:
@@ -129,6 +131,8 @@ class FakeOpenCode:
             self.asks["per_1"] = {"id": "per_1", "sessionID": sid, "permission": "read", "patterns": [".env"]}
         elif script.orphan:
             self._assistant(sid, completed=False)
+        elif script.dropped:
+            pass  # admitted, never answered, session idle
         else:
             self._finish(sid, script)
         return httpx.Response(204)
@@ -329,6 +333,17 @@ def test_orphaned_turn_is_reported() -> None:
     server = FakeOpenCode(always(Script(orphan=True)))
     with pytest.raises(AgentUnavailable, match="oc_orphaned"):
         client(server).structured(request())
+
+
+def test_idle_session_without_any_answer_waits_longer_then_is_orphaned() -> None:
+    """A prompt nobody picked up (no assistant message, session idle) is orphaned only after 6x the grace."""
+    server = FakeOpenCode(always(Script(dropped=True)))
+    agent = client(server)
+    agent.orphan_grace_s = 0.05
+    started = time.monotonic()
+    with pytest.raises(AgentUnavailable, match="oc_orphaned"):
+        agent.structured(request())
+    assert time.monotonic() - started >= 0.3
 
 
 def test_unsupported_server_version_is_refused() -> None:

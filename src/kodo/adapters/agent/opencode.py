@@ -298,7 +298,10 @@ class OpenCodeAgent:
                     return dict(info)
                 now = time.monotonic()
                 idle_since = idle_since or now
-                if now - idle_since > self.orphan_grace_s:
+                # An unfinished answer in an idle session is an orphan; no answer at all gets longer
+                # (the server may not have picked the prompt up yet on a loaded machine).
+                grace = self.orphan_grace_s if ours else self.orphan_grace_s * 6
+                if now - idle_since > grace:
                     raise AgentUnavailable(
                         f"oc_orphaned: session {session_id} is idle but message {message_id} has no completed "
                         "answer (the server restarted mid-turn, or the prompt was dropped)"
