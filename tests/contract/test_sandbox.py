@@ -204,8 +204,9 @@ def test_real_command_streams_its_output(real_sandbox: Sandbox) -> None:
     """Output chunks reach the sink as they are produced, numbered, per stream."""
     chunks: list[tuple[str, int, str]] = []
     real_sandbox.run(req("echo one; sleep 0.2; echo two >&2"), on_chunk=lambda *c: chunks.append(c))  # type: ignore[call-arg]
-    assert [c[0] for c in chunks] == ["stdout", "stderr"]
-    assert [c[1] for c in chunks] == [0, 1] and chunks[0][2] == "one\n"
+    assert sorted(c[0] for c in chunks) == ["stderr", "stdout"]
+    assert sorted(c[1] for c in chunks) == [0, 1]
+    assert {c[0]: c[2] for c in chunks} == {"stdout": "one\n", "stderr": "two\n"}
 
 
 # --- magic commands (the mock) ------------------------------------------------------------------

@@ -166,7 +166,7 @@ def test_time_limit_kills_the_whole_tree(sandbox: LocalSandbox, workspace: Path)
     results: list[SandboxResult] = []
     runner = threading.Thread(
         target=lambda: results.append(
-            sandbox.run(SandboxRequest(task_key="t", cmd=spawn_tree(marker), workdir=str(workspace), timeout_ms=2500))
+            sandbox.run(SandboxRequest(task_key="t", cmd=spawn_tree(marker), workdir=str(workspace), timeout_ms=4000))
         )
     )
     runner.start()
@@ -183,7 +183,7 @@ def test_time_limit_kills_the_tree_without_bwrap_too(workspace: Path) -> None:
     results: list[SandboxResult] = []
     runner = threading.Thread(
         target=lambda: results.append(
-            bare.run(SandboxRequest(task_key="t2", cmd=spawn_tree(marker), workdir=str(workspace), timeout_ms=2500))
+            bare.run(SandboxRequest(task_key="t2", cmd=spawn_tree(marker), workdir=str(workspace), timeout_ms=4000))
         )
     )
     runner.start()
