@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,12 +26,15 @@ from dbos import (
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from kodo import telemetry
+from kodo.access import parse as parse_tokens
 from kodo.adapters.agent import CodingAgent
 from kodo.adapters.agent.replay import ReplayAgent
 from kodo.adapters.sandbox import Sandbox
 from kodo.adapters.sandbox.mock import MockSandbox
-from kodo.api import create_api
+from kodo.api import access, create_api, metrics
 from kodo.api.deps import ApiContext
+from kodo.api.observe import Observe
 from kodo.database import resolve_database_url, sqlalchemy_url
 from kodo.errors import ConfigurationError
 from kodo.ops.executors import Heartbeat
@@ -110,7 +114,11 @@ def dbos_config(settings: Settings, url: str, role: Role) -> DBOSConfig:
         "scheduler_polling_interval_sec": 5.0,
         "sys_db_pool_size": 20,
         "log_level": "WARNING" if settings.log_level in {"info", "debug"} else settings.log_level.upper(),
+        # Spans go through the process's tracer provider, whose exporters kodo.telemetry sets up; handing
+        # DBOS the endpoints too would export every span twice.
         "enable_otlp": settings.dbos_enable_otlp,
+        "otlp_traces_endpoints": [],
+        "otlp_logs_endpoints": settings.otlp_logs_endpoints if settings.dbos_enable_otlp else [],
     }
 
 
@@ -134,6 +142,7 @@ class Worker:
         if self.heartbeat is not None:
             self.heartbeat.stop()
             self.heartbeat.client.destroy()
+        telemetry.flush()  # DBOS.destroy does not flush the batch span processor
         DBOS.destroy()
         runtime.install(None)
         self.datasource.engine.dispose()
@@ -143,6 +152,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
     """Install services, launch DBOS and register the queues."""
     import kodo.workflows  # noqa: F401 - registers every workflow before launch
 
+    telemetry.configure(settings)
     DBOS(config=dbos_config(settings, url, role))
     # Created after DBOS(...) and before launch: DBOS registers every datasource with its instance.
     datasource = SQLAlchemyDatasource.create(
@@ -171,6 +181,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
 @contextlib.contextmanager
 def running(settings: Settings, role: Role) -> Iterator[FastAPI]:
     """Everything one process needs, started; yields the HTTP app it serves."""
+    telemetry.configure(settings)
     url, engine = prepare_database(settings)
     worker = launch_worker(settings, url, engine, role) if role in {"monolith", "worker"} else None
     client = dbos_client(settings, engine)
@@ -183,6 +194,7 @@ def running(settings: Settings, role: Role) -> Iterator[FastAPI]:
         client.destroy()
         if worker is not None:
             worker.stop()
+        telemetry.flush()
         engine.dispose()
 
 
@@ -196,10 +208,13 @@ def create_app(context: ApiContext) -> FastAPI:
 
 
 def admin_app(settings: Settings, engine: sa.Engine) -> FastAPI:
-    """The worker's own small HTTP surface: health only."""
-    app = FastAPI(title="kodo worker", docs_url=None, redoc_url=None)
+    """The worker's own small HTTP surface: ``/healthz`` (open) and ``/metrics`` (a token when tokens are set)."""
+    app = FastAPI(title="kodo worker", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.metrics = metrics.build(engine)
+    app.include_router(metrics.router)
 
     @app.get("/healthz")
+    @access.public
     def healthz() -> JSONResponse:
         try:
             with engine.connect() as conn:
@@ -215,12 +230,38 @@ def admin_app(settings: Settings, engine: sa.Engine) -> FastAPI:
             }
         )
 
+    access.install(app, engine=engine, tokens=parse_tokens(settings.api_tokens), max_body=settings.max_body_bytes)
+    app.add_middleware(Observe, metrics=app.state.metrics, tracing=settings.dbos_enable_otlp)
     return app
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Without ``KODO_API_TOKENS`` kodo has no authentication, so it serves loopback only."""
+    if settings.api_tokens is None and not is_loopback(settings.host):
+        raise ConfigurationError(
+            f"KODO_HOST={settings.host} is not a loopback address: set KODO_API_TOKENS (bearer tokens) to serve "
+            "beyond this machine, or bind KODO_HOST=127.0.0.1"
+        )
+    parse_tokens(settings.api_tokens)  # a broken token table fails here, before anything starts
 
 
 def serve(settings: Settings, role: Role) -> None:
     """Run one process until it is told to stop."""
     port = settings.admin_port if role == "worker" else settings.port
+    check_exposure(settings)
     with running(settings, role) as app:
+        if settings.api_tokens is None:
+            log.warning("no KODO_API_TOKENS: no authentication, serving on loopback only", host=settings.host)
+        else:
+            log.info("bearer tokens required on every route but /healthz", tokens="KODO_API_TOKENS")
         log.info("serving", role=role, host=settings.host, port=port)
         uvicorn.run(app, host=settings.host, port=port, log_level="warning", access_log=False)

@@ -13,8 +13,9 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kodo.errors import ConfigurationError
@@ -108,6 +109,7 @@ class Settings(BaseSettings):
     enable_legacy_run_routes: bool = Field(True, validation_alias="ENABLE_LEGACY_RUN_ROUTES")
     claim_scope: str = Field("demo", validation_alias="CLAIM_SCOPE")
     api_tokens: str | None = Field(None, validation_alias="KODO_API_TOKENS")
+    max_body_bytes: int = Field(1_048_576, validation_alias="KODO_MAX_BODY_BYTES")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", validation_alias="KODO_LOG_LEVEL")
 
     @field_validator("port", "admin_port", "oc_server_port")
@@ -130,6 +132,7 @@ class Settings(BaseSettings):
         "sbx_queue_rate_limit_per_period",
         "sbx_queue_rate_limit_period_sec",
         "max_executor_threads",
+        "max_body_bytes",
     )
     @classmethod
     def _positive(cls, value: int) -> int:
@@ -184,6 +187,30 @@ class Settings(BaseSettings):
             raise ValueError("must not be blank")
         return value
 
+    @field_validator("trace_base_url")
+    @classmethod
+    def _trace_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not _is_http_url(value.replace("{traceId}", "t").replace("{spanId}", "s")):
+            raise ValueError("must be an http(s) URL, optionally with {traceId} and {spanId} placeholders")
+        return value
+
+    @model_validator(mode="after")
+    def _otlp_endpoints(self) -> Settings:
+        for name, value in (
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", self.otel_exporter_otlp_traces_endpoint),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.otel_exporter_otlp_endpoint),
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", self.otel_exporter_otlp_logs_endpoint),
+        ):
+            bad = [url for url in _split(value) if not _is_http_url(url)]
+            if bad:
+                raise ValueError(f"{name}: not an http(s) URL: {', '.join(bad)}")
+        if self.dbos_enable_otlp and not self.otlp_traces_endpoints:
+            raise ValueError(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: DBOS_ENABLE_OTLP=true needs an OTLP/HTTP traces endpoint "
+                "(or OTEL_EXPORTER_OTLP_ENDPOINT, to which /v1/traces is appended)"
+            )
+        return self
+
     # --- derived values -------------------------------------------------------------------------
 
     @property
@@ -199,6 +226,22 @@ class Settings(BaseSettings):
     def agent_base_url(self) -> str:
         return self.oc_base_url or f"http://127.0.0.1:{self.oc_server_port}"
 
+    @property
+    def otlp_traces_endpoints(self) -> list[str]:
+        """Where spans go: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (comma list) as is, else the generic
+        ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/traces`` (the OTLP/HTTP convention)."""
+        explicit = _split(self.otel_exporter_otlp_traces_endpoint)
+        if explicit:
+            return explicit
+        return [url.rstrip("/") + "/v1/traces" for url in _split(self.otel_exporter_otlp_endpoint)]
+
+    @property
+    def otlp_logs_endpoints(self) -> list[str]:
+        explicit = _split(self.otel_exporter_otlp_logs_endpoint)
+        if explicit:
+            return explicit
+        return [url.rstrip("/") + "/v1/logs" for url in _split(self.otel_exporter_otlp_endpoint)]
+
     def mode_for(self, role: Role) -> RuntimeMode:
         """The runtime mode reported in run headers: explicit, or implied by the process role."""
         if self.runtime_mode is not None:
@@ -211,6 +254,15 @@ class Settings(BaseSettings):
             return self.executor_id
         digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:8]
         return f"{socket.gethostname()}-{digest}-{role}"
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
 
 class _ExplicitSettings(Settings):
@@ -244,7 +296,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     except ValidationError as error:
         problems = []
         for item in error.errors():
-            field = str(item["loc"][0]) if item["loc"] else "?"
+            if not item["loc"]:  # a cross-field rule: its message names the variable
+                problems.append(str(item["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(item["loc"][0])
             env_name = Settings.model_fields[field].validation_alias if field in Settings.model_fields else field
             problems.append(f"{env_name or field}: {item['msg']} (got {item.get('input')!r})")
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from error

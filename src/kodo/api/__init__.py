@@ -4,15 +4,38 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from kodo.api import artifacts, errors, events, gates, health, intents, ops, proofs, recipes, run_evidence, runs
+from kodo.access import parse as parse_tokens
+from kodo.api import (
+    access,
+    artifacts,
+    errors,
+    events,
+    gates,
+    health,
+    intents,
+    metrics,
+    ops,
+    proofs,
+    recipes,
+    run_evidence,
+    runs,
+)
 from kodo.api.deps import ApiContext
+from kodo.api.observe import Observe
 
 
 def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
     """The FastAPI app for one process; ``context`` carries the engine, DBOS client and settings."""
     app = FastAPI(title=title, version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.kodo = context
+    app.state.metrics = metrics.build(context.engine)
     errors.install(app)
-    for module in (health, intents, runs, recipes, gates, events, artifacts, proofs, ops, run_evidence):
+    modules = (health, intents, runs, recipes, gates, events, artifacts, proofs, ops, run_evidence, metrics, access)
+    for module in modules:
         app.include_router(module.router)
+    settings = context.settings
+    access.install(
+        app, engine=context.engine, tokens=parse_tokens(settings.api_tokens), max_body=settings.max_body_bytes
+    )
+    app.add_middleware(Observe, metrics=app.state.metrics, tracing=context.settings.dbos_enable_otlp)
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from kodo.api.access import not_found, requires
 from kodo.api.deps import context
 from kodo.errors import NotFound
 from kodo.store import artifacts
@@ -39,6 +40,7 @@ def render(kind: str, inline: Any) -> tuple[str, str]:
 
 
 @router.get("/api/artifacts/{uri:path}")
+@requires("viewer", hidden=not_found("artifact not found"))
 def get_artifact(uri: str, request: Request) -> Response:
     """The artifact's content (highest attempt), rendered by kind; 404 if unknown."""
     ctx = context(request)

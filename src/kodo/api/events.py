@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from kodo.api.access import requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.runs import header, require_run
 from kodo.errors import InvalidInput
@@ -41,6 +42,7 @@ def _snapshot(ctx: ApiContext, run_id: str) -> tuple[str, dict[str, Any]]:
 
 
 @router.get("/api/runs/{wid}/events")
+@requires("viewer")
 async def run_events(wid: str, request: Request) -> StreamingResponse:
     """Stream ``event: run`` (the RunHeader as JSON) each time the run changes."""
     ctx = context(request)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from kodo.api.access import actor, empty_list, partition_patterns, requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.runs import DEPRECATION, require_run
 from kodo.api.schemas import ExternalEventBody, GateReplyBody, RunEventBody, parse_body
@@ -85,6 +86,7 @@ def _int_query(request: Request, name: str, default: int, low: int, high: int) -
 
 
 @router.get("/api/runs/{wid}/gates")
+@requires("viewer", hidden=empty_list)
 def list_gates(wid: str, request: Request) -> JSONResponse:
     """The run's gates, newest first (an unknown run has none)."""
     ctx = context(request)
@@ -110,6 +112,7 @@ def _read_gate(ctx: ApiContext, wid: str, key: str) -> dict[str, Any]:
 
 
 @router.get("/api/runs/{wid}/gates/{gate_key}")
+@requires("viewer")
 async def get_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
     """One gate; ``?timeoutS=`` (0..30) long-polls until it is resolved or the time is up."""
     ctx = context(request)
@@ -132,6 +135,7 @@ def _reply(ctx: ApiContext, wid: str, key: str, body: GateReplyBody | ExternalEv
 
 
 @router.post("/api/runs/{wid}/gates/{gate_key}/reply")
+@requires("approver")
 async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
     """Answer a gate: 200 ``{ok, isReplay}``; the same dedupeKey with another payload is 409."""
     key = _gate_key(gate_key)
@@ -141,6 +145,7 @@ async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONRespon
 
 
 @router.post("/api/events/hitl")
+@requires("approver", run_field="workflowId")
 async def external_event(request: Request) -> JSONResponse:
     """A machine sender's reply; topic ``human:<gateKey>`` must match the gate (``sys:*`` is ledgered only)."""
     body = await parse_body(request, ExternalEventBody)
@@ -168,6 +173,7 @@ async def external_event(request: Request) -> JSONResponse:
 
 
 @router.get("/api/runs/{wid}/interactions")
+@requires("viewer", hidden=empty_list)
 def list_interactions(wid: str, request: Request) -> JSONResponse:
     """The reply ledger of a run, oldest first (``?limit=`` 1..500)."""
     ctx = context(request)
@@ -196,6 +202,7 @@ def list_interactions(wid: str, request: Request) -> JSONResponse:
 
 
 @router.get("/api/hitl/inbox")
+@requires("viewer", scoping="filtered")
 def inbox(request: Request) -> JSONResponse:
     """Open gates of waiting runs, soonest deadline first, with an SLA state."""
     ctx = context(request)
@@ -205,7 +212,7 @@ def inbox(request: Request) -> JSONResponse:
     with ctx.read() as conn:
         from kodo.store import runs
 
-        for gate in gate_store.open_gates(conn, limit):
+        for gate in gate_store.open_gates(conn, limit, partition_patterns(request)):
             run = runs.get(conn, gate.run_id)
             assert run is not None
             left = (gate.deadline_at - now).total_seconds() if gate.deadline_at else None
@@ -228,6 +235,7 @@ def inbox(request: Request) -> JSONResponse:
 
 
 @router.post("/runs/{run_key}/events")
+@requires("approver")
 async def legacy_event(run_key: str, request: Request) -> JSONResponse:
     """Legacy: an event answers the run's newest open gate; 409 unless the run is waiting_input."""
     ctx = context(request)
@@ -249,6 +257,7 @@ async def legacy_event(run_key: str, request: Request) -> JSONResponse:
 
 
 @router.post("/runs/{run_key}/retry")
+@requires("operator")
 def legacy_retry(run_key: str, request: Request) -> JSONResponse:
     """Retry a failed run from its first incomplete step: 202 ``{accepted, newRunId, fromStep}``; else 409."""
     ctx = context(request)
@@ -258,5 +267,5 @@ def legacy_retry(run_key: str, request: Request) -> JSONResponse:
         raise InvalidInput("retry takes no query parameters")
     with ctx.transaction() as conn:
         run = require_run(conn, run_key)
-        answer = retry_run(conn, ctx.client, ctx.settings, run, requested_by="api")
+        answer = retry_run(conn, ctx.client, ctx.settings, run, requested_by=actor(request, "api"))
     return JSONResponse(answer, status_code=202, headers=DEPRECATION)

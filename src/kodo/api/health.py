@@ -8,12 +8,14 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from kodo.api.access import public
 from kodo.api.deps import context
 
 router = APIRouter()
 
 
 @router.get("/healthz")
+@public
 def healthz(request: Request) -> JSONResponse:
     """200 ``{"ok": true, …}`` when Postgres answers, 503 otherwise."""
     ctx = context(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from kodo.api.access import requires
 from kodo.api.deps import context
 from kodo.api.schemas import IntentBody, parse_body
 from kodo.identity import new_intent_id
@@ -32,12 +33,14 @@ async def _create(request: Request) -> JSONResponse:
 
 
 @router.post("/api/intents")
+@requires("approver", scoping="shared")
 async def create_intent(request: Request) -> JSONResponse:
     """Create an intent: 201 ``{"intentId": "it_…"}``."""
     return await _create(request)
 
 
 @router.post("/intents")
+@requires("approver", scoping="shared")
 async def create_intent_legacy(request: Request) -> JSONResponse:
     """The legacy alias of ``POST /api/intents``."""
     return await _create(request)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, StringConstraints
 
+from kodo.api.access import actor, not_found, partition_patterns, requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.schemas import Strict, parse_body
 from kodo.errors import Conflict, InvalidInput
@@ -83,6 +84,7 @@ def query_text(query: dict[str, str], name: str) -> str | None:
 
 
 @router.get("/api/ops/wf")
+@requires("viewer", scoping="filtered")
 def list_workflows(request: Request) -> JSONResponse:
     """OpsWorkflowSummary[], newest first: ``status`` (comma list), ``name``, ``queue``, ``partition``,
     ``hideInternal`` and ``limit`` (1..200, default 20)."""
@@ -99,11 +101,13 @@ def list_workflows(request: Request) -> JSONResponse:
         partitions=[partition] if partition else [],
         hide_internal=query_bool(query, "hideInternal"),
         limit=query_int(query, "limit", 20, 1, 200),
+        partition_like=partition_patterns(request),
     )
     return JSONResponse(workflows.list_workflows(ops_of(context(request)), where))
 
 
 @router.get("/api/ops/wf/{wid}")
+@requires("viewer", hidden=not_found("workflow not found: {key}"))
 def get_workflow(wid: str, request: Request) -> JSONResponse:
     """Summary + run + children + audit (newest first); 404 ``workflow not found: <id>``."""
     strict_query(request, set())
@@ -111,6 +115,7 @@ def get_workflow(wid: str, request: Request) -> JSONResponse:
 
 
 @router.get("/api/ops/wf/{wid}/steps")
+@requires("viewer", hidden=not_found("workflow not found: {key}"))
 def get_workflow_steps(wid: str, request: Request) -> JSONResponse:
     """WorkflowStepSummary[] in function-id order."""
     strict_query(request, set())
@@ -118,24 +123,27 @@ def get_workflow_steps(wid: str, request: Request) -> JSONResponse:
 
 
 @router.post("/api/ops/wf/{wid}/cancel")
+@requires("operator", hidden=not_found("workflow not found: {key}"))
 async def cancel_workflow(wid: str, request: Request) -> JSONResponse:
     """Cancel (a run: its phase, children and sandboxes): 202; 409 unless PENDING/ENQUEUED/DELAYED (live run)."""
     strict_query(request, set())
     body = await parse_body(request, OpsActionBody)
-    result = workflows.cancel(ops_of(context(request)), wid, actor=body.actor, reason=body.reason)
+    result = workflows.cancel(ops_of(context(request)), wid, actor=actor(request, body.actor), reason=body.reason)
     return JSONResponse(result, status_code=202)
 
 
 @router.post("/api/ops/wf/{wid}/resume")
+@requires("operator", hidden=not_found("workflow not found: {key}"))
 async def resume_workflow(wid: str, request: Request) -> JSONResponse:
     """Resume from the last checkpoint, same id: 202; 409 unless CANCELLED/ENQUEUED (a cancelled run)."""
     strict_query(request, set())
     body = await parse_body(request, OpsActionBody)
-    result = workflows.resume(ops_of(context(request)), wid, actor=body.actor, reason=body.reason)
+    result = workflows.resume(ops_of(context(request)), wid, actor=actor(request, body.actor), reason=body.reason)
     return JSONResponse(result, status_code=202)
 
 
 @router.post("/api/ops/wf/{wid}/fork")
+@requires("operator", hidden=not_found("workflow not found: {key}"))
 async def fork_workflow(wid: str, request: Request) -> JSONResponse:
     """Fork from step N (steps before N reused): 202 with ``forkedWorkflowID``; 409 past the last step."""
     strict_query(request, set())
@@ -145,7 +153,7 @@ async def fork_workflow(wid: str, request: Request) -> JSONResponse:
         wid,
         step_n=body.stepN,
         app_version=body.appVersion,
-        actor=body.actor,
+        actor=actor(request, body.actor),
         reason=body.reason,
     )
     return JSONResponse(result, status_code=202)
@@ -155,6 +163,7 @@ async def fork_workflow(wid: str, request: Request) -> JSONResponse:
 
 
 @router.get("/api/ops/queue-depth")
+@requires("viewer", scoping="cluster")
 def queue_depth(request: Request) -> JSONResponse:
     """QueueDepthRow[]: ``queueName``, ``status`` (ENQUEUED|PENDING|DELAYED), ``limit``."""
     query = strict_query(request, {"queueName", "status", "limit"})
@@ -171,6 +180,7 @@ def queue_depth(request: Request) -> JSONResponse:
 
 
 @router.get("/api/ops/queue-fairness")
+@requires("viewer", scoping="cluster")
 def queue_fairness(request: Request) -> JSONResponse:
     """Per queue partition: waiting and running counts, oldest and newest."""
     query = strict_query(request, {"queueName", "limit"})
@@ -180,6 +190,7 @@ def queue_fairness(request: Request) -> JSONResponse:
 
 
 @router.get("/api/ops/queue-priority")
+@requires("viewer", scoping="cluster")
 def queue_priority(request: Request) -> JSONResponse:
     """Per queue priority: counts and the mean enqueue→dequeue latency over ``windowSec`` (default 3600)."""
     query = strict_query(request, {"queueName", "windowSec"})
@@ -192,6 +203,7 @@ def queue_priority(request: Request) -> JSONResponse:
 
 
 @router.get("/api/ops/throughput")
+@requires("viewer", scoping="cluster")
 def throughput(request: Request) -> JSONResponse:
     """Completions over ``windowSec`` (default 300), fairness, priority and run counts."""
     query = strict_query(request, {"windowSec"})
@@ -200,6 +212,7 @@ def throughput(request: Request) -> JSONResponse:
 
 
 @router.get("/api/ops/executors")
+@requires("viewer", scoping="cluster")
 def list_executors(request: Request) -> JSONResponse:
     """Workers with heartbeat age, version and leader; workflows awaiting recovery; stranded ones."""
     strict_query(request, set())
@@ -207,6 +220,7 @@ def list_executors(request: Request) -> JSONResponse:
 
 
 @router.post("/api/ops/sleep")
+@requires("operator", scoping="cluster")
 def durable_sleep(request: Request) -> JSONResponse:
     """Start the durable sleep ``wf`` for ``sleep`` ms (default 5000) on controlQ: 202 (a replay too)."""
     query = strict_query(request, {"wf", "sleep"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from kodo.api.access import requires
 from kodo.api.deps import context
 from kodo.errors import InvalidInput
 from kodo.store import marks
@@ -33,6 +34,7 @@ def _sleep(request: Request, default: int) -> int:
 
 
 @router.post("/crashdemo")
+@requires("operator", scoping="cluster")
 def crashdemo(request: Request) -> JSONResponse:
     """Start the crash demo (mark s1, durable sleep WF_SLEEP_MS, mark s2): 202."""
     ctx = context(request)
@@ -43,6 +45,7 @@ def crashdemo(request: Request) -> JSONResponse:
 
 
 @router.post("/slowstep")
+@requires("operator", scoping="cluster")
 def slowstep(request: Request) -> JSONResponse:
     """Start the slow-step fixture (mark s1, sleep, mark s2): 202."""
     ctx = context(request)
@@ -53,6 +56,7 @@ def slowstep(request: Request) -> JSONResponse:
 
 
 @router.get("/marks")
+@requires("viewer", scoping="cluster")
 def get_marks(request: Request) -> JSONResponse:
     """``{"s1": n, "s2": n}``: how often each side effect happened."""
     ctx = context(request)
@@ -62,6 +66,7 @@ def get_marks(request: Request) -> JSONResponse:
 
 
 @router.get("/slowmarks")
+@requires("viewer", scoping="cluster")
 def get_slowmarks(request: Request) -> JSONResponse:
     """The slow step's marks, same shape as ``/marks``."""
     return get_marks(request)

@@ -9,9 +9,12 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from kodo.access import Principal
+from kodo.api.access import principal, requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.runs import header, require_run
 from kodo.api.schemas import RunStartBody, parse_body
+from kodo.errors import Conflict, IdentityDrift
 from kodo.store import eval_results
 from kodo.store import recipe_versions as versions
 from kodo.workflows import recipes
@@ -21,6 +24,7 @@ router = APIRouter()
 
 
 @router.get("/api/recipes")
+@requires("viewer", scoping="shared")
 def list_recipes(request: Request) -> JSONResponse:
     """One row per recipe: latest version, its status, and the stable version it points at (``stableRef``)."""
     with context(request).read() as conn:
@@ -28,6 +32,7 @@ def list_recipes(request: Request) -> JSONResponse:
 
 
 @router.get("/api/recipes/{recipe_id}/versions")
+@requires("viewer", scoping="shared")
 def list_versions(recipe_id: str, request: Request) -> JSONResponse:
     """Every version of a recipe, highest ``v`` first; an unknown id has none (``[]``)."""
     with context(request).read() as conn:
@@ -35,6 +40,7 @@ def list_versions(recipe_id: str, request: Request) -> JSONResponse:
 
 
 @router.post("/api/recipes/import")
+@requires("admin", scoping="shared")
 async def import_recipes(request: Request) -> JSONResponse:
     """Import a bundle as drafts: 201 when something was new, 200 when all of it was already there; a
     conflicting draft or stable version is a 409 and nothing of the bundle is written."""
@@ -50,6 +56,7 @@ async def import_recipes(request: Request) -> JSONResponse:
 
 
 @router.post("/api/recipes/export")
+@requires("viewer", scoping="shared")
 async def export_recipes(request: Request) -> Response:
     """The canonical JSON bundle of a recipe's versions (ascending ``v``); it imports back unchanged."""
     body = await parse_body(request, RecipeExportRequest)
@@ -58,31 +65,45 @@ async def export_recipes(request: Request) -> Response:
     return Response(content=text.encode("utf-8"), media_type="application/json")
 
 
-def _start(ctx: ApiContext, body: RunStartBody) -> tuple[dict[str, Any], bool]:
+_OTHER_TENANT = "a run with this identity exists outside your tenant (change formData to start another)"
+
+
+def _start(ctx: ApiContext, body: RunStartBody, who: Principal | None) -> tuple[dict[str, Any], bool]:
     opts = body.opts.model_dump(exclude_none=True) if body.opts else {}
     with ctx.transaction() as conn:
-        run, replay = recipes.start(
-            conn,
-            ctx.client,
-            ctx.settings,
-            recipe_id=body.recipeRef.id,
-            v=body.recipeRef.v,
-            form_data=body.formData,
-            opts=opts,
-        )
+        try:
+            run, replay = recipes.start(
+                conn,
+                ctx.client,
+                ctx.settings,
+                recipe_id=body.recipeRef.id,
+                v=body.recipeRef.v,
+                form_data=body.formData,
+                opts=opts,
+            )
+        except IdentityDrift as drift:
+            # A recipe intent's id is its content's hash: another tenant may have started the same one.
+            theirs = next((d["existing"] for d in drift.drift if d["field"] == "queue_partition_key"), None)
+            if who is not None and theirs is not None and not who.sees(theirs):
+                raise Conflict(_OTHER_TENANT) from None
+            raise
+        if who is not None and not who.sees(run.queue_partition_key):
+            raise Conflict(_OTHER_TENANT)
         return header(ctx, conn, run), replay
 
 
 @router.post("/api/run")
+@requires("approver", partition_field=("opts", "queuePartitionKey"))
 async def start_recipe_run(request: Request) -> JSONResponse:
     """Start a run from a pinned recipe version and form data: 201 new, 200 replay (``isReplay``),
     409 with ``drift`` for the same intent with different identity fields."""
     body = await parse_body(request, RunStartBody)
-    view, replay = await run_in_threadpool(_start, context(request), body)
+    view, replay = await run_in_threadpool(_start, context(request), body, principal(request))
     return JSONResponse({**view, "isReplay": replay}, status_code=200 if replay else 201)
 
 
 @router.get("/api/runs/{wid}/evals")
+@requires("viewer")
 def list_evals(wid: str, request: Request) -> JSONResponse:
     """The run's eval results, one per check (empty until its ExecuteST succeeded)."""
     with context(request).read() as conn:

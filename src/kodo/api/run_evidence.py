@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from kodo.api.access import empty_list, not_found, requires
 from kodo.api.deps import context
 from kodo.api.ops import ops_of, strict_query
 from kodo.ops import diagnosis, evidence
@@ -13,6 +14,7 @@ router = APIRouter()
 
 
 @router.get("/api/runs/{wid}/diagnosis")
+@requires("viewer", hidden=not_found("workflow not found: {key}"))
 def run_diagnosis(wid: str, request: Request) -> JSONResponse:
     """A plain-language cause (``code`` + ``reason`` + ``details``) for a run or any workflow; 404 if unknown."""
     strict_query(request, set())
@@ -20,6 +22,7 @@ def run_diagnosis(wid: str, request: Request) -> JSONResponse:
 
 
 @router.get("/api/runs/{wid}/repro")
+@requires("viewer")
 def run_repro(wid: str, request: Request) -> Response:
     """ReproSnapshot as canonical JSON (app rows + DBOS workflows of the run); 404 ``run not found``."""
     strict_query(request, set())
@@ -28,6 +31,7 @@ def run_repro(wid: str, request: Request) -> Response:
 
 
 @router.get("/api/runs/{wid}/proofs")
+@requires("viewer", hidden=empty_list)
 def run_proofs(wid: str, request: Request) -> JSONResponse:
     """ProofCard[], newest evidence first; an unknown run has none (``[]``)."""
     strict_query(request, set())

@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from kodo import telemetry
+from kodo.api.access import actor, not_found, requires
 from kodo.api.artifacts import media_type
 from kodo.api.deps import ApiContext, context
 from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse_body
@@ -70,9 +72,20 @@ def header(ctx: ApiContext, conn: sa.Connection, run: Run) -> dict[str, Any]:
     }
     if run.error is not None:
         body["error"] = run.error
+    trace_id = run_trace_id(conn, run)
+    body["otelTraceId"] = trace_id
+    body["traceUrl"] = telemetry.trace_link(settings.trace_base_url, trace_id)
     if settings.trace_base_url:
         body["traceBaseUrl"] = settings.trace_base_url
     return body
+
+
+def run_trace_id(conn: sa.Connection, run: Run) -> str | None:
+    """The OpenTelemetry trace of the run: the one its workflow was started under, else its first traced step's."""
+    found = telemetry.trace_id_of(durable_status.traceparent(conn, run.workflow_id))
+    if found is None:
+        found = next((s.trace_id for s in steps.list_for_run(conn, run.id) if s.trace_id), None)
+    return found
 
 
 def artifact_ref(run: Run, artifact: Artifact) -> dict[str, Any]:
@@ -93,8 +106,11 @@ def artifact_ref(run: Run, artifact: Artifact) -> dict[str, Any]:
     }
 
 
-def step_rows(run: Run, records: list[StepRecord], made: list[Artifact]) -> list[dict[str, Any]]:
-    """StepRow[]: every attempt with its artifacts (same step and attempt), by startedAt then stepID."""
+def step_rows(
+    run: Run, records: list[StepRecord], made: list[Artifact], trace_base_url: str | None = None
+) -> list[dict[str, Any]]:
+    """StepRow[]: every attempt with its artifacts (same step and attempt), by startedAt then stepID, and a
+    ``traceUrl`` (``TRACE_BASE_URL`` made concrete) when the attempt was traced."""
     rows = []
     for record in records:
         refs = [artifact_ref(run, a) for a in made if a.step_id == record.step_id and a.attempt == record.attempt]
@@ -107,6 +123,7 @@ def step_rows(run: Run, records: list[StepRecord], made: list[Artifact]) -> list
             "artifactRefs": refs,
             "traceId": record.trace_id,
             "spanId": record.span_id,
+            "traceUrl": telemetry.trace_link(trace_base_url, record.trace_id, record.span_id),
         }
         if isinstance(record.output, dict) and record.output.get("error"):
             row["error"] = record.output["error"]
@@ -169,6 +186,12 @@ async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tupl
 
 
 @router.post("/api/runs")
+@requires(
+    "approver",
+    run_field="intentId",
+    partition_field=("queuePartitionKey",),
+    hidden=not_found("Intent not found: {key}"),
+)
 async def start_api_run(request: Request) -> JSONResponse:
     """Start (or replay) the run of an intent: 201 new, 200 replay; RunHeader + ``isReplay``."""
     body = await parse_body(request, ApiRunBody)
@@ -177,6 +200,7 @@ async def start_api_run(request: Request) -> JSONResponse:
 
 
 @router.post("/intents/{intent_id}/run")
+@requires("approver", partition_field=("queuePartitionKey",), hidden=not_found("intent not found"))
 async def start_legacy_run(intent_id: str, request: Request) -> JSONResponse:
     """Legacy start: 202 ``{runId, workflowId}`` for new and replayed starts alike."""
     ctx = context(request)
@@ -196,6 +220,7 @@ async def start_legacy_run(intent_id: str, request: Request) -> JSONResponse:
 
 
 @router.get("/api/runs/{wid}")
+@requires("viewer")
 def get_run_header(wid: str, request: Request) -> JSONResponse:
     """The RunHeader of a run, by run id or workflow id."""
     ctx = context(request)
@@ -204,15 +229,18 @@ def get_run_header(wid: str, request: Request) -> JSONResponse:
 
 
 @router.get("/api/runs/{wid}/steps")
+@requires("viewer")
 def get_run_steps(wid: str, request: Request) -> JSONResponse:
     """Every step attempt with its artifact refs, in a stable order; 404 for an unknown run."""
     ctx = context(request)
     with ctx.read() as conn:
         run = require_run(conn, wid)
-        return JSONResponse(step_rows(run, steps.list_for_run(conn, run.id), artifacts.list_for_run(conn, run.id)))
+        records, made = steps.list_for_run(conn, run.id), artifacts.list_for_run(conn, run.id)
+        return JSONResponse(step_rows(run, records, made, ctx.settings.trace_base_url))
 
 
 @router.get("/runs/{run_key}")
+@requires("viewer")
 def get_run_view(run_key: str, request: Request) -> JSONResponse:
     """The legacy RunView: status, latest step attempts, all artifacts."""
     ctx = context(request)
@@ -228,7 +256,9 @@ async def _approve(request: Request, key: str, headers: dict[str, str] | None) -
     body = await parse_body(request, PlanApprovalBody)
     with ctx.transaction() as conn:
         run = require_run(conn, key)
-        approved_at, _woken = gates.approve_plan_legacy(conn, run, approved_by=body.approvedBy, notes=body.notes)
+        approved_at, _woken = gates.approve_plan_legacy(
+            conn, run, approved_by=actor(request, body.approvedBy), notes=body.notes
+        )
     return JSONResponse(
         {"accepted": True, "runId": run.id, "approvedAt": approved_at.isoformat()},
         status_code=202,
@@ -237,12 +267,14 @@ async def _approve(request: Request, key: str, headers: dict[str, str] | None) -
 
 
 @router.post("/api/runs/{wid}/approve-plan")
+@requires("approver")
 async def approve_plan(wid: str, request: Request) -> JSONResponse:
     """Approve the plan of a run (the plan gate's "yes"): 202 ``{accepted, runId, approvedAt}``."""
     return await _approve(request, wid, None)
 
 
 @router.post("/runs/{run_key}/approve-plan")
+@requires("approver")
 async def approve_plan_legacy(run_key: str, request: Request) -> JSONResponse:
     """The legacy alias of approve-plan, with deprecation headers."""
     if not context(request).settings.enable_legacy_run_routes:

@@ -50,6 +50,7 @@ class Filter:
     names: Sequence[str] = ()
     queues: Sequence[str] = ()
     partitions: Sequence[str] = ()
+    partition_like: Sequence[str] | None = None  # LIKE patterns (a token's tenant); None: no restriction
     tenants: Sequence[str] = ()
     lanes: Sequence[str] = ()
     app_versions: Sequence[str] = ()
@@ -102,6 +103,9 @@ def select(conn: sa.Connection, where: Filter) -> list[WorkflowRow]:
     any_of("ws.queue_name", "queues", where.queues)
     any_of("ws.queue_partition_key", "partitions", where.partitions)
     any_of("r.tenant_id", "tenants", where.tenants)
+    if where.partition_like is not None:
+        clauses.append("ws.queue_partition_key LIKE ANY(:partition_like)")
+        params["partition_like"] = list(where.partition_like)
     any_of("coalesce(r.options->>'lane', 'interactive')", "lanes", where.lanes)
     any_of("ws.application_version", "versions", where.app_versions)
     if where.older_than_s is not None:

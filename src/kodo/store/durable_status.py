@@ -72,3 +72,14 @@ def release_delayed(conn: sa.Connection, workflow_id: str) -> bool:
         {"w": workflow_id},
     ).first()
     return moved is not None
+
+
+def traceparent(conn: sa.Connection, workflow_id: str) -> str | None:
+    """The W3C ``traceparent`` a workflow was started under (DBOS keeps it in its attributes), if any."""
+    value = conn.execute(
+        sa.text(
+            "SELECT attributes->'dbos.otelContext'->>'traceparent' FROM dbos.workflow_status WHERE workflow_uuid = :w"
+        ),
+        {"w": workflow_id},
+    ).scalar()
+    return str(value) if value else None

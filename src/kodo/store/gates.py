@@ -120,15 +120,17 @@ def list_for_run(conn: sa.Connection, run_id: str) -> list[Gate]:
     return [_gate(row) for row in rows]
 
 
-def open_gates(conn: sa.Connection, limit: int) -> list[Gate]:
-    """Open gates of runs waiting for a human, soonest deadline first."""
+def open_gates(conn: sa.Connection, limit: int, partition_like: list[str] | None = None) -> list[Gate]:
+    """Open gates of runs waiting for a human, soonest deadline first (only runs whose partition matches
+    one of ``partition_like``'s LIKE patterns, when given)."""
+    scoped = "" if partition_like is None else "AND r.queue_partition_key LIKE ANY(:partitions) "
     rows = conn.execute(
         sa.text(
             "SELECT g.* FROM app.human_gates g JOIN app.runs r ON r.id = g.run_id "
-            "WHERE g.resolved_at IS NULL AND r.status = 'waiting_input' "
+            f"WHERE g.resolved_at IS NULL AND r.status = 'waiting_input' {scoped}"
             "ORDER BY g.deadline_at NULLS LAST, g.created_at, g.run_id LIMIT :n"
         ),
-        {"n": limit},
+        {"n": limit, "partitions": partition_like or []},
     )
     return [_gate(row) for row in rows]
 

@@ -76,7 +76,7 @@ def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
     return {
         "diagnosis": diagnosis.diagnose(ops_of(ctx), run.workflow_id),
         "run": header(ctx, conn, run),
-        "steps": step_rows(run, steps.list_for_run(conn, run.id), made),
+        "steps": step_rows(run, steps.list_for_run(conn, run.id), made, ctx.settings.trace_base_url),
         "gates": [
             gate_view(run.workflow_id, g, interactions.get(g.gate_key)) for g in gate_store.list_for_run(conn, run.id)
         ],

@@ -18,6 +18,7 @@ from kodo.errors import StepFailure
 from kodo.identity import artifact_uri
 from kodo.models import STEP_PHASES, NewArtifact
 from kodo.store import agent_calls, artifacts, runs, steps
+from kodo.workflows import observe
 from kodo.workflows.runtime import services, transact
 
 
@@ -46,11 +47,15 @@ def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
         return {"structured": cached["structured"], "sessionId": cached["session_id"], "cached": True}
     started = datetime.now(UTC)
     error: str | None = None
-    try:
-        result = svc.agent.structured(request)
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        result = None
+    with observe.external_call(
+        "agent", request.agent, step=request.step_id, attempt=request.attempt, mode=svc.agent.mode
+    ) as outcome:
+        try:
+            result = svc.agent.structured(request)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            result = None
+        outcome.report(ok=result is not None, session_id=result.session_id if result else None, failure=error)
     with svc.engine.begin() as conn:
         agent_calls.record(
             conn,
@@ -107,6 +112,7 @@ def _persist(
     output: dict[str, Any],
     made: list[NewArtifact],
     started_at: str,
+    workflow_id: str,
 ) -> int:
     attempt = steps.next_attempt(conn, run_id, step_id)
     for artifact in made or [_none_sentinel(step_id, run_id, attempt)]:
@@ -119,6 +125,7 @@ def _persist(
         phase=STEP_PHASES[step_id],
         output=output,
         started_at=datetime.fromisoformat(started_at),
+        **observe.step(workflow_id, step_id, attempt),
     )
     runs.update(conn, run_id, last_step=step_id)
     return attempt
@@ -138,7 +145,7 @@ def _save_plan(conn: sa.Connection, ctx: dict[str, Any], structured: dict[str, A
         uri=artifact_uri(run_id, "CompileST", "", "plan.json"),
         inline=plan,
     )
-    _persist(conn, run_id, "CompileST", plan, [card], started_at)
+    _persist(conn, run_id, "CompileST", plan, [card], started_at, ctx["workflowId"])
     return plan
 
 
@@ -176,7 +183,7 @@ def _save_build(
         for i, item in enumerate(build["patch"])
     ]
     output = {"prompt": prompt, "structured": build, "sessionId": answer.get("sessionId")}
-    _persist(conn, run_id, "DecideST", output, made, started_at)
+    _persist(conn, run_id, "DecideST", output, made, started_at, ctx["workflowId"])
     return build
 
 

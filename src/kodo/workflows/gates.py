@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from dbos import DBOS, EnqueueOptions
 
+from kodo import telemetry
 from kodo.errors import Conflict, InvalidInput, NotFound
 from kodo.identity import gate_key_for, sha256_hex
 from kodo.models import Run
@@ -108,6 +109,9 @@ def park(ctx: dict[str, Any], *, purpose: str, next_action: str, form: dict[str,
     }
     if ctx.get("partitionKey") and services().settings.intent_queue_partition:
         options["queue_partition_key"] = ctx["partitionKey"]
+    trace_context = telemetry.current_context()
+    if trace_context is not None:  # the continuation stays on the run's trace
+        options["otel_context"] = trace_context
     DBOS.enqueue_workflow_with_options(options, ctx["workflowId"], key)
     # A reply ledgered before the continuation existed could not wake it: look once more, after enqueueing.
     _release_if_answered(ctx["workflowId"], key)

@@ -17,14 +17,15 @@ from typing import Any
 import sqlalchemy as sa
 from dbos import DBOS, DBOSClient, EnqueueOptions
 
+from kodo import telemetry
 from kodo.errors import Conflict, IdentityDrift, NotFound, StepFailure
 from kodo.identity import STEP_IDS, artifact_uri, canonical, run_id_for
 from kodo.models import STEP_PHASES, NewArtifact, Run, RunStart
 from kodo.settings import Settings
-from kodo.store import artifacts, intents, repairs, runs, sandbox_runs, steps
+from kodo.store import artifacts, durable_status, intents, repairs, runs, sandbox_runs, steps
 from kodo.store import gates as gate_store
 from kodo.store import patches as patch_store
-from kodo.workflows import agents, budgets, escalation, gates, patches, tasks, templates
+from kodo.workflows import agents, budgets, escalation, gates, observe, patches, tasks, templates
 from kodo.workflows.runtime import services, transact
 
 WORKFLOW_NAME = "RunIntent"
@@ -89,6 +90,9 @@ def start_run(conn: sa.Connection, client: DBOSClient, settings: Settings, start
             options["deduplication_id"] = start.deduplication_id
         if start.timeout_ms:
             options["workflow_timeout"] = start.timeout_ms / 1000
+        trace_context = telemetry.current_context()
+        if trace_context is not None:  # the run's spans join the trace of the request that started it
+            options["otel_context"] = trace_context
         client.enqueue_in_transaction(conn, options, workflow_id)
         run = runs.get(conn, run_id)
         assert run is not None
@@ -197,6 +201,7 @@ def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any
         phase=STEP_PHASES["ApplyPatchST"],
         output=output,
         started_at=datetime.fromisoformat(started_at),
+        **observe.step(ctx["workflowId"], "ApplyPatchST", attempt),
     )
     runs.update(conn, run_id, last_step="ApplyPatchST")
     return output
@@ -263,6 +268,11 @@ def drive(ctx: dict[str, Any]) -> dict[str, Any]:
     Every phase workflow (RunIntent, ResumeRun, RepairRun) calls this; completed steps are read back
     from ``app.run_steps`` rather than run again.
     """
+    with observe.bound(ctx["runId"], ctx["workflowId"]):
+        return _drive(ctx)
+
+
+def _drive(ctx: dict[str, Any]) -> dict[str, Any]:
     done = transact("progress", _progress, ctx)
     try:
         plan = done["steps"].get("CompileST") or agents.compile_plan(ctx)
@@ -398,5 +408,8 @@ def retry_run(
     }
     if settings.intent_queue_partition and run.queue_partition_key:
         options["queue_partition_key"] = run.queue_partition_key
+    trace_context = telemetry.context_from_traceparent(durable_status.traceparent(conn, run.workflow_id))
+    if trace_context is not None:  # a repair stays on the run's trace
+        options["otel_context"] = trace_context
     client.enqueue_in_transaction(conn, options, run.workflow_id, attempt)
     return {"accepted": True, "newRunId": run.id, "fromStep": from_step, "repairWorkflowId": workflow_id}

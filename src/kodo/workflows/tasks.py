@@ -15,12 +15,13 @@ import sqlalchemy as sa
 from dbos import DBOS, EnqueueOptions
 from dbos._error import DBOSWorkflowCancelledError
 
+from kodo import telemetry
 from kodo.adapters.sandbox import SandboxRequest, SandboxResult
 from kodo.errors import Conflict, StepFailure
 from kodo.identity import artifact_uri, task_key_for
 from kodo.models import RETRYABLE_SANDBOX_CODES, STEP_PHASES, NewArtifact
 from kodo.store import artifacts, receipts, runs, sandbox_runs, steps
-from kodo.workflows import cancellation, evals
+from kodo.workflows import cancellation, evals, observe
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import services, transact
 from kodo.workflows.templates import default_resolution
@@ -102,7 +103,13 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
     with cancellation.watching(request.task_key) as watch:
         if svc.settings.chaos_sleep_execute:
             watch.sleep(svc.settings.chaos_sleep_execute / 1000)
-        result: SandboxResult | None = None if watch.canceled else svc.sandbox.run(request)
+        result: SandboxResult | None = None
+        if not watch.canceled:
+            with observe.external_call(
+                "sandbox", "run", provider=svc.sandbox.provider, task_key=request.task_key, attempt=attempt
+            ) as outcome:
+                result = svc.sandbox.run(request)
+                outcome.report(err_code=result.err_code, exit=result.exit, wall_ms=result.wall_ms)
     if result is None or watch.canceled:
         raise DBOSWorkflowCancelledError(f"task {request.task_key} was cancelled; its sandbox was stopped")
     response = result.as_json(request.task_key)
@@ -133,7 +140,8 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
 @DBOS.workflow(name="ExecuteTask", max_recovery_attempts=10)
 def execute_task(task: dict[str, Any]) -> dict[str, Any]:
     """Run one fan-out task; returns the sandbox response of its last attempt."""
-    return run_sandbox(task)
+    with observe.bound(task["runId"], None):  # the task's own DBOS workflow id is bound too
+        return run_sandbox(task)
 
 
 # --- the parent's side: plan the tasks, fan them out, aggregate them as ExecuteST ---------------
@@ -190,6 +198,9 @@ def fan_out(ctx: dict[str, Any], tasks: list[dict[str, Any]]) -> list[dict[str, 
         partition = partition_for(settings, ctx.get("partitionKey"))
         if partition:
             options["queue_partition_key"] = partition
+        trace_context = telemetry.current_context()
+        if trace_context is not None:  # the child's spans stay on the run's trace
+            options["otel_context"] = trace_context
         handles.append(DBOS.enqueue_workflow_with_options(options, task))
     results = []
     for handle in handles:
@@ -267,6 +278,7 @@ def _save_execution(
         phase=STEP_PHASES["ExecuteST"],
         output=merged,
         started_at=datetime.fromisoformat(started_at),
+        **observe.step(ctx["workflowId"], "ExecuteST", attempt),
     )
     if merged["errCode"] == "NONE":
         evals.record_for_run(conn, ctx)  # with ExecuteST's checkpoint: stored exactly once

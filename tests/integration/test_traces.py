@@ -1,0 +1,116 @@
+"""Traces: one run's span tree as a local OTLP/HTTP sink receives it, step rows holding its ids, trace links."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from helpers import make_settings, wait_status, wait_until
+from kodo import telemetry
+from kodo.otlp import OtlpSink
+from kodo.settings import Settings
+
+TEMPLATE = "https://trace.example/trace/{traceId}/span/{spanId}"
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[OtlpSink]:
+    # One sink for the module: the process's tracer provider keeps one exporter per endpoint.
+    server = OtlpSink().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, sink: OtlpSink) -> Settings:
+    return make_settings(
+        database_url,
+        tmp_path / "home",
+        DBOS_ENABLE_OTLP="true",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=sink.traces_endpoint,
+        OTEL_SERVICE_NAME="kodo-test",
+        TRACE_BASE_URL=TEMPLATE,
+    )
+
+
+def _start(client: TestClient, goal: str = "trace me") -> str:
+    intent = client.post("/api/intents", json={"goal": goal, "inputs": {}, "constraints": {}}).json()["intentId"]
+    body = {"intentId": intent, "queuePartitionKey": "p-trace", "autoApprove": True}
+    started = client.post("/api/runs", json=body)
+    assert started.status_code == 201, started.text
+    return str(started.json()["workflowID"])
+
+
+def _ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[str]:
+    names = []
+    while span.get("parentSpanId") in by_id:
+        span = by_id[span["parentSpanId"]]
+        names.append(span["name"])
+    return names
+
+
+def test_one_run_is_one_trace_from_request_to_sandbox(client: TestClient, engine: sa.Engine, sink: OtlpSink) -> None:
+    """The start request's span roots the run's trace: workflow, every step (workflowID, step name, attempt)
+    and each sandbox call hang under it, and app.run_steps holds the step spans' ids."""
+    wid = _start(client)
+    header = wait_status(client, wid, {"SUCCESS"})
+    telemetry.flush()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT step_id, attempt, trace_id, span_id FROM app.run_steps WHERE run_id = :r"),
+            {"r": header["runId"]},
+        ).all()
+        calls = conn.execute(sa.text("SELECT count(*) FROM app.sbx_runs WHERE run_id = :r"), {"r": header["runId"]})
+        sandbox_calls = calls.scalar_one()
+    assert {r.step_id for r in rows} == {"CompileST", "ApplyPatchST", "DecideST", "ExecuteST"}
+    trace_ids = {r.trace_id for r in rows}
+    assert len(trace_ids) == 1 and None not in trace_ids
+    trace_id = trace_ids.pop()
+    assert header["otelTraceId"] == trace_id
+    spans = wait_until(lambda: sink.trace(trace_id) if len(sink.trace(trace_id)) >= 10 else None, what="spans")
+    wait_until(lambda: any(s["name"] == "sandbox.run" for s in sink.trace(trace_id)), what="sandbox span")
+    spans = sink.trace(trace_id)
+    by_id = {s["spanId"]: s for s in spans}
+    roots = [s for s in spans if s["parentSpanId"] is None]
+    assert [r["name"] for r in roots] == ["POST /api/runs"]
+    assert roots[0]["attributes"]["http.route"] == "/api/runs"
+    assert roots[0]["service"] == "kodo-test"
+    for row in rows:
+        step_span = by_id[row.span_id]
+        assert step_span["attributes"]["workflowID"] == wid
+        assert step_span["attributes"]["step.name"] == row.step_id
+        assert step_span["attributes"]["attempt"] == row.attempt
+        assert "RunIntent" in _ancestors(step_span, by_id)
+        assert _ancestors(step_span, by_id)[-1] == "POST /api/runs"
+    sandbox = [s for s in spans if s["name"] == "sandbox.run"]
+    assert len(sandbox) == sandbox_calls >= 1
+    for call in sandbox:
+        chain = _ancestors(call, by_id)
+        assert chain[:2] == ["executeTask", "ExecuteTask"] and chain[-1] == "POST /api/runs"
+        assert call["attributes"]["err_code"] == "NONE"
+    assert header["traceUrl"] == f"https://trace.example/trace/{trace_id}/span/"
+
+
+def test_step_rows_and_run_page_link_each_traced_step(client: TestClient) -> None:
+    """GET /api/runs/{wid}/steps and the run page give every traced step a "View trace" link."""
+    wid = _start(client, "link me")
+    wait_status(client, wid, {"SUCCESS"})
+    rows = client.get(f"/api/runs/{wid}/steps").json()
+    assert rows and all(r["traceUrl"] == TEMPLATE.format(traceId=r["traceId"], spanId=r["spanId"]) for r in rows)
+    page = client.get(f"/runs/{wid}/view").text
+    assert page.count("View trace") == len(rows)
+    assert f'href="{rows[0]["traceUrl"]}"' in page
+
+
+def test_trace_links_follow_the_template_rules() -> None:
+    """Placeholders are replaced URL-encoded (a missing span id is empty); a bare base gets /<traceId>."""
+    assert telemetry.trace_link(TEMPLATE, "a/b", None) == "https://trace.example/trace/a%2Fb/span/"
+    assert telemetry.trace_link("http://jaeger:16686/trace/", "abc", "def") == "http://jaeger:16686/trace/abc"
+    assert telemetry.trace_link("http://x/{spanId}", "abc", "d e") == "http://x/d%20e"
+    assert telemetry.trace_link(None, "abc") is None
+    assert telemetry.trace_link(TEMPLATE, None) is None
