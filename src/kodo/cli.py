@@ -417,14 +417,20 @@ def sbx_smoke() -> None:
 # --- the ops plane: kodo ops list|get|steps|cancel|resume|fork|retry-from-step|list-failed|why|repro -----
 
 
-class _OpsGroup(click.Group):
-    """The ``ops`` group, imported on first use (it loads DBOS, which every other command can do without)."""
+class _LazyGroup(click.Group):
+    """A group imported on first use (``module:attribute``): its module loads DBOS, which every other command
+    can do without."""
 
-    @staticmethod
-    def _group() -> click.Group:
-        from kodo.ops.commands import ops
+    def __init__(self, name: str, target: str, help: str) -> None:
+        super().__init__(name, help=help)
+        self.target = target
 
-        return ops
+    def _group(self) -> click.Group:
+        import importlib
+
+        module, _sep, attribute = self.target.partition(":")
+        group: click.Group = getattr(importlib.import_module(module), attribute)
+        return group
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return self._group().list_commands(ctx)
@@ -433,12 +439,9 @@ class _OpsGroup(click.Group):
         return self._group().get_command(ctx, cmd_name)
 
 
-cli.add_command(
-    _OpsGroup(
-        "ops",
-        help="Operate workflows and runs: list, inspect, cancel/resume/fork by filter (audited), diagnose, repro.",
-    )
-)
+_OPS_HELP = "Operate workflows and runs: list, inspect, cancel/resume/fork by filter (audited), diagnose, repro."
+cli.add_command(_LazyGroup("ops", "kodo.ops.commands:ops", _OPS_HELP))
+cli.add_command(_LazyGroup("otlp", "kodo.otlp:otlp", "Traces: check OTLP export end to end (kodo otlp smoke)."))
 
 
 # --- recipes: kodo recipes list|import|export|promote|fixtures run, kodo sbx template register --------
