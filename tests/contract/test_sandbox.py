@@ -152,6 +152,14 @@ def test_results_are_independent_per_call(sandbox: Sandbox, impl: SandboxImpl) -
     assert sandbox.run(req(impl.ok_cmd)).err_code == "NONE"
 
 
+def test_output_is_streamed_to_the_sink(sandbox: Sandbox, impl: SandboxImpl) -> None:
+    """Every sandbox hands its stdout to the on_chunk sink too: the chunks add up to the stdout."""
+    chunks: list[tuple[str, int, str]] = []
+    result = sandbox.run(req(impl.ok_cmd), on_chunk=lambda *chunk: chunks.append(chunk))
+    assert "".join(text for stream, _, text in chunks if stream == "stdout") == result.stdout
+    assert sorted(seq for _, seq, _ in chunks) == list(range(len(chunks)))
+
+
 def test_kill_of_an_idle_task_is_false(sandbox: Sandbox, impl: SandboxImpl) -> None:
     """kill(task_key) answers False when that task has nothing running (before and after a run)."""
     assert sandbox.kill("tk-never-ran") is False
@@ -203,7 +211,7 @@ def test_real_command_over_its_time_limit_is_timeout(real_sandbox: Sandbox) -> N
 def test_real_command_streams_its_output(real_sandbox: Sandbox) -> None:
     """Output chunks reach the sink as they are produced, numbered, per stream."""
     chunks: list[tuple[str, int, str]] = []
-    real_sandbox.run(req("echo one; sleep 0.2; echo two >&2"), on_chunk=lambda *c: chunks.append(c))  # type: ignore[call-arg]
+    real_sandbox.run(req("echo one; sleep 0.2; echo two >&2"), on_chunk=lambda *c: chunks.append(c))
     assert sorted(c[0] for c in chunks) == ["stderr", "stdout"]
     assert sorted(c[1] for c in chunks) == [0, 1]
     assert {c[0]: c[2] for c in chunks} == {"stdout": "one\n", "stderr": "two\n"}

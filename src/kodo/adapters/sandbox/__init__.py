@@ -68,7 +68,9 @@ class Sandbox(Protocol):
 
     provider: str
 
-    def run(self, request: SandboxRequest) -> SandboxResult: ...
+    def run(self, request: SandboxRequest, on_chunk: ChunkSink | None = None) -> SandboxResult:
+        """Run ``request.cmd``; every piece of output is also handed to ``on_chunk`` as it arrives."""
+        ...
 
     def kill(self, task_key: str) -> bool:
         """Stop the running command of ``task_key`` (its whole process tree / sandbox); False if none runs."""

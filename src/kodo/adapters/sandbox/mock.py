@@ -4,7 +4,7 @@
 * ``FLAKY_INFRA_FAIL`` → ``BOOT_FAIL`` for the first two attempts of a task in this process, then success
 * ``FAIL_ME`` → ``CMD_NONZERO``, exit 1 (terminal)
 * ``TIMEOUT_ME`` → ``TIMEOUT`` (terminal)
-* anything else → success, stdout ``OK: <cmd>``, one output file ``out.json``
+* anything else → success, stdout ``OK: <cmd>`` (also streamed as chunk 0), one output file ``out.json``
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import hashlib
 import threading
 from collections import Counter
 
-from kodo.adapters.sandbox import SandboxRequest, SandboxResult
+from kodo.adapters.sandbox import ChunkSink, SandboxRequest, SandboxResult
 
 
 class MockSandbox:
@@ -28,7 +28,7 @@ class MockSandbox:
         del task_key
         return False
 
-    def run(self, request: SandboxRequest) -> SandboxResult:
+    def run(self, request: SandboxRequest, on_chunk: ChunkSink | None = None) -> SandboxResult:
         words = request.cmd.split()
         first = words[0] if words else ""
         raw = {"mock": True, "provider": self.provider, "cmd": request.cmd}
@@ -77,6 +77,8 @@ class MockSandbox:
                 raw=raw,
             )
         out = "{}"
+        if on_chunk is not None:
+            on_chunk("stdout", 0, f"OK: {request.cmd}\n")
         return SandboxResult(
             exit=0,
             stdout=f"OK: {request.cmd}\n",
