@@ -47,6 +47,7 @@ def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
         return {"structured": cached["structured"], "sessionId": cached["session_id"], "cached": True}
     started = datetime.now(UTC)
     error: str | None = None
+    code = "AGENT_ERROR"
     with observe.external_call(
         "agent", request.agent, step=request.step_id, attempt=request.attempt, mode=svc.agent.mode
     ) as outcome:
@@ -54,6 +55,7 @@ def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
             result = svc.agent.structured(request)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            code = str(getattr(exc, "code", "") or "AGENT_ERROR")  # the adapter's own failure class
             result = None
         outcome.report(ok=result is not None, session_id=result.session_id if result else None, failure=error)
     with svc.engine.begin() as conn:
@@ -77,7 +79,7 @@ def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
             },
         )
     if result is None:
-        raise StepFailure("AGENT_ERROR", f"{request.step_id}: agent call failed: {error}")
+        raise StepFailure(code, f"{request.step_id}: agent call failed: {error}")
     return {"structured": result.structured, "sessionId": result.session_id, "cached": False}
 
 
@@ -159,7 +161,7 @@ def compile_plan(ctx: dict[str, Any]) -> dict[str, Any]:
         "agent": "plan",
         "prompt": compile_prompt(ctx["intent"], ctx.get("workload")),
         "schema": PLAN_SCHEMA,
-        "context": {"intent": ctx["intent"], "workload": ctx.get("workload")},
+        "context": {"intent": ctx["intent"], "workload": ctx.get("workload"), "workspace": ctx["workspace"]},
     }
     answer = agent_turn(call)
     return transact("CompileST", _save_plan, ctx, answer["structured"], started_at)
@@ -198,7 +200,7 @@ def decide(ctx: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> dic
         "agent": "build",
         "prompt": prompt,
         "schema": BUILD_SCHEMA,
-        "context": {"intent": ctx["intent"], "plan": plan, "answer": answer},
+        "context": {"intent": ctx["intent"], "plan": plan, "answer": answer, "workspace": ctx["workspace"]},
     }
     answer = agent_turn(call)
     return transact("DecideST", _save_build, ctx, answer, prompt, started_at)
