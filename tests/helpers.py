@@ -98,7 +98,8 @@ def table_counts(conn: sa.Connection) -> dict[str, int]:
         "app.sbx_templates",
         "dbos.workflow_status",
     ]
-    return {name: int(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()) for name in names}
+    counts = conn.execute(sa.text("SELECT " + ", ".join(f"(SELECT count(*) FROM {name})" for name in names))).one()
+    return {name: int(count) for name, count in zip(names, counts, strict=True)}
 
 
 def make_settings(database_url: str, home: Path, **env: str) -> Settings:

@@ -34,6 +34,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kodo.access import Principal, Role, TokenTable
+from kodo.api.schemas import unstorable_text
 from kodo.store import artifacts, dbos_workflows, runs
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -180,6 +181,10 @@ class AccessMiddleware:
             too_large = _json(413, {"error": f"request body larger than {self.max_body} bytes"})
             await self._respond(scope, send, too_large)
             return
+        problem = _unstorable_request(scope)
+        if problem is not None:
+            await self._respond(scope, send, _json(400, {"error": f"invalid request: {problem}", "details": []}))
+            return
         replay = _replayer(body, receive)
         refusal = await self._check(scope, body) if self.tokens is not None else None
         if refusal is not None:
@@ -273,6 +278,13 @@ class AccessMiddleware:
                 status, answer = rule.hidden(key)
                 return _json(status, answer)
         return None
+
+
+def _unstorable_request(scope: Scope) -> str | None:
+    """A path or query Postgres could not hold as text (NUL, lone surrogates) is refused up front."""
+    query = parse_qs(bytes(scope.get("query_string") or b"").decode("utf-8", "surrogateescape"))
+    texts = [str(scope.get("path", "")), *query, *(value for values in query.values() for value in values)]
+    return next((found for text in texts if (found := unstorable_text(text))), None)
 
 
 def _leaves(routes: list[Any]) -> Iterator[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,6 +55,12 @@ def install(app: FastAPI) -> None:
     async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         message = "not found" if error.status_code == 404 else str(error.detail)
         return JSONResponse({"error": message}, status_code=error.status_code)
+
+    @app.exception_handler(sa.exc.DataError)
+    async def _data(request: Request, error: sa.exc.DataError) -> JSONResponse:
+        # Postgres refused a value (its transaction rolled back, nothing was written): the input's fault.
+        log.warning("database refused a value", path=request.url.path, error=str(error.orig).splitlines()[0])
+        return JSONResponse({"error": "invalid input: the database refused a value", "details": []}, status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import requires
 from kodo.api.deps import ApiContext, context
+from kodo.api.openapi import integer, query
 from kodo.api.runs import header, require_run
 from kodo.errors import InvalidInput
 
@@ -41,7 +42,7 @@ def _snapshot(ctx: ApiContext, run_id: str) -> tuple[str, dict[str, Any]]:
         return repr(tuple(fingerprint or ())), header(ctx, conn, run)
 
 
-@router.get("/api/runs/{wid}/events")
+@router.get("/api/runs/{wid}/events", openapi_extra=query(("maxSeconds", integer(1, 3600))))
 @requires("viewer")
 async def run_events(wid: str, request: Request) -> StreamingResponse:
     """Stream ``event: run`` (the RunHeader as JSON) each time the run changes."""

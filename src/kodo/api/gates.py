@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import actor, empty_list, partition_patterns, requires
 from kodo.api.deps import ApiContext, context
+from kodo.api.openapi import body, integer, query
 from kodo.api.runs import DEPRECATION, require_run
 from kodo.api.schemas import ExternalEventBody, GateReplyBody, RunEventBody, parse_body
 from kodo.errors import Conflict, Gone, InvalidInput, NotFound
@@ -111,7 +112,7 @@ def _read_gate(ctx: ApiContext, wid: str, key: str) -> dict[str, Any]:
         return gate_view(run.workflow_id, gate, _origins(conn, run.id).get(key))
 
 
-@router.get("/api/runs/{wid}/gates/{gate_key}")
+@router.get("/api/runs/{wid}/gates/{gate_key}", openapi_extra=query(("timeoutS", integer(0, 30))))
 @requires("viewer")
 async def get_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
     """One gate; ``?timeoutS=`` (0..30) long-polls until it is resolved or the time is up."""
@@ -134,7 +135,7 @@ def _reply(ctx: ApiContext, wid: str, key: str, body: GateReplyBody | ExternalEv
         )
 
 
-@router.post("/api/runs/{wid}/gates/{gate_key}/reply")
+@router.post("/api/runs/{wid}/gates/{gate_key}/reply", openapi_extra=body(GateReplyBody))
 @requires("approver")
 async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
     """Answer a gate: 200 ``{ok, isReplay}``; the same dedupeKey with another payload is 409."""
@@ -144,7 +145,7 @@ async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONRespon
     return JSONResponse({"ok": True, "isReplay": replay})
 
 
-@router.post("/api/events/hitl")
+@router.post("/api/events/hitl", openapi_extra=body(ExternalEventBody))
 @requires("approver", run_field="workflowId")
 async def external_event(request: Request) -> JSONResponse:
     """A machine sender's reply; topic ``human:<gateKey>`` must match the gate (``sys:*`` is ledgered only)."""
@@ -172,7 +173,7 @@ async def external_event(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
-@router.get("/api/runs/{wid}/interactions")
+@router.get("/api/runs/{wid}/interactions", openapi_extra=query(("limit", integer(1, 500))))
 @requires("viewer", hidden=empty_list)
 def list_interactions(wid: str, request: Request) -> JSONResponse:
     """The reply ledger of a run, oldest first (``?limit=`` 1..500)."""
@@ -201,7 +202,7 @@ def list_interactions(wid: str, request: Request) -> JSONResponse:
     )
 
 
-@router.get("/api/hitl/inbox")
+@router.get("/api/hitl/inbox", openapi_extra=query(("limit", integer(1, 200))))
 @requires("viewer", scoping="filtered")
 def inbox(request: Request) -> JSONResponse:
     """Open gates of waiting runs, soonest deadline first, with an SLA state."""
@@ -234,7 +235,7 @@ def inbox(request: Request) -> JSONResponse:
     return JSONResponse(rows)
 
 
-@router.post("/runs/{run_key}/events")
+@router.post("/runs/{run_key}/events", openapi_extra=body(RunEventBody))
 @requires("approver")
 async def legacy_event(run_key: str, request: Request) -> JSONResponse:
     """Legacy: an event answers the run's newest open gate; 409 unless the run is waiting_input."""

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from kodo.api.access import requires
 from kodo.api.deps import context
+from kodo.api.openapi import body
 from kodo.api.schemas import IntentBody, parse_body
 from kodo.identity import new_intent_id
 from kodo.models import Intent
@@ -32,14 +33,14 @@ async def _create(request: Request) -> JSONResponse:
     return JSONResponse({"intentId": intent.id}, status_code=201)
 
 
-@router.post("/api/intents")
+@router.post("/api/intents", openapi_extra=body(IntentBody))
 @requires("approver", scoping="shared")
 async def create_intent(request: Request) -> JSONResponse:
     """Create an intent: 201 ``{"intentId": "it_…"}``."""
     return await _create(request)
 
 
-@router.post("/intents")
+@router.post("/intents", openapi_extra=body(IntentBody))
 @requires("approver", scoping="shared")
 async def create_intent_legacy(request: Request) -> JSONResponse:
     """The legacy alias of ``POST /api/intents``."""

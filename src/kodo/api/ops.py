@@ -14,6 +14,7 @@ from pydantic import Field, StringConstraints
 
 from kodo.api.access import actor, not_found, partition_patterns, requires
 from kodo.api.deps import ApiContext, context
+from kodo.api.openapi import BOOLEAN, TEXT, body, integer, query
 from kodo.api.schemas import Strict, parse_body
 from kodo.errors import Conflict, InvalidInput
 from kodo.ops import executors, queues, workflows
@@ -83,7 +84,17 @@ def query_text(query: dict[str, str], name: str) -> str | None:
 # --- the six workflow routes ---------------------------------------------------------------------
 
 
-@router.get("/api/ops/wf")
+@router.get(
+    "/api/ops/wf",
+    openapi_extra=query(
+        ("status", TEXT),
+        ("name", TEXT),
+        ("limit", integer(1, 200)),
+        ("queue", TEXT),
+        ("partition", TEXT),
+        ("hideInternal", BOOLEAN),
+    ),
+)
 @requires("viewer", scoping="filtered")
 def list_workflows(request: Request) -> JSONResponse:
     """OpsWorkflowSummary[], newest first: ``status`` (comma list), ``name``, ``queue``, ``partition``,
@@ -122,7 +133,7 @@ def get_workflow_steps(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(workflows.steps(ops_of(context(request)), wid))
 
 
-@router.post("/api/ops/wf/{wid}/cancel")
+@router.post("/api/ops/wf/{wid}/cancel", openapi_extra=body(OpsActionBody))
 @requires("operator", hidden=not_found("workflow not found: {key}"))
 async def cancel_workflow(wid: str, request: Request) -> JSONResponse:
     """Cancel (a run: its phase, children and sandboxes): 202; 409 unless PENDING/ENQUEUED/DELAYED (live run)."""
@@ -132,7 +143,7 @@ async def cancel_workflow(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(result, status_code=202)
 
 
-@router.post("/api/ops/wf/{wid}/resume")
+@router.post("/api/ops/wf/{wid}/resume", openapi_extra=body(OpsActionBody))
 @requires("operator", hidden=not_found("workflow not found: {key}"))
 async def resume_workflow(wid: str, request: Request) -> JSONResponse:
     """Resume from the last checkpoint, same id: 202; 409 unless CANCELLED/ENQUEUED (a cancelled run)."""
@@ -142,7 +153,7 @@ async def resume_workflow(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(result, status_code=202)
 
 
-@router.post("/api/ops/wf/{wid}/fork")
+@router.post("/api/ops/wf/{wid}/fork", openapi_extra=body(ForkBody))
 @requires("operator", hidden=not_found("workflow not found: {key}"))
 async def fork_workflow(wid: str, request: Request) -> JSONResponse:
     """Fork from step N (steps before N reused): 202 with ``forkedWorkflowID``; 409 past the last step."""
@@ -162,7 +173,14 @@ async def fork_workflow(wid: str, request: Request) -> JSONResponse:
 # --- other ops endpoints --------------------------------------------------------------------------
 
 
-@router.get("/api/ops/queue-depth")
+@router.get(
+    "/api/ops/queue-depth",
+    openapi_extra=query(
+        ("queueName", TEXT),
+        ("status", {"type": "string", "enum": ["ENQUEUED", "PENDING", "DELAYED"]}),
+        ("limit", integer(1, 200)),
+    ),
+)
 @requires("viewer", scoping="cluster")
 def queue_depth(request: Request) -> JSONResponse:
     """QueueDepthRow[]: ``queueName``, ``status`` (ENQUEUED|PENDING|DELAYED), ``limit``."""
@@ -179,7 +197,7 @@ def queue_depth(request: Request) -> JSONResponse:
     return JSONResponse(rows)
 
 
-@router.get("/api/ops/queue-fairness")
+@router.get("/api/ops/queue-fairness", openapi_extra=query(("queueName", TEXT), ("limit", integer(1, 1000))))
 @requires("viewer", scoping="cluster")
 def queue_fairness(request: Request) -> JSONResponse:
     """Per queue partition: waiting and running counts, oldest and newest."""
@@ -189,7 +207,7 @@ def queue_fairness(request: Request) -> JSONResponse:
     return JSONResponse(rows)
 
 
-@router.get("/api/ops/queue-priority")
+@router.get("/api/ops/queue-priority", openapi_extra=query(("queueName", TEXT), ("windowSec", integer(1, 30 * 86400))))
 @requires("viewer", scoping="cluster")
 def queue_priority(request: Request) -> JSONResponse:
     """Per queue priority: counts and the mean enqueue→dequeue latency over ``windowSec`` (default 3600)."""
@@ -202,7 +220,7 @@ def queue_priority(request: Request) -> JSONResponse:
     return JSONResponse(rows)
 
 
-@router.get("/api/ops/throughput")
+@router.get("/api/ops/throughput", openapi_extra=query(("windowSec", integer(1, 30 * 86400))))
 @requires("viewer", scoping="cluster")
 def throughput(request: Request) -> JSONResponse:
     """Completions over ``windowSec`` (default 300), fairness, priority and run counts."""
@@ -219,7 +237,7 @@ def list_executors(request: Request) -> JSONResponse:
     return JSONResponse(executors.view(ops_of(context(request))))
 
 
-@router.post("/api/ops/sleep")
+@router.post("/api/ops/sleep", openapi_extra=query(("wf", TEXT), ("sleep", integer(1, MAX_SLEEP_MS)), required=("wf",)))
 @requires("operator", scoping="cluster")
 def durable_sleep(request: Request) -> JSONResponse:
     """Start the durable sleep ``wf`` for ``sleep`` ms (default 5000) on controlQ: 202 (a replay too)."""

@@ -6,12 +6,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from kodo.api.access import requires
-from kodo.api.deps import context
-from kodo.errors import InvalidInput
-from kodo.store import marks
+from kodo.api.deps import ApiContext, context
+from kodo.api.openapi import TEXT, integer, query
+from kodo.errors import Conflict, InvalidInput
+from kodo.store import dbos_workflows, marks
 from kodo.workflows.proofs import start_proof
 
 router = APIRouter()
+_WF_SLEEP = query(("wf", TEXT), ("sleep", integer(1, 2**31 - 1)), required=("wf",))
 
 
 def _wf(request: Request) -> str:
@@ -33,29 +35,38 @@ def _sleep(request: Request, default: int) -> int:
     return int(raw)
 
 
-@router.post("/crashdemo")
+def _start(ctx: ApiContext, name: str, wf: str, sleep_ms: int) -> None:
+    """Enqueue the proof workflow ``name`` as ``wf``; an id taken by another kind of workflow is a 409."""
+    with ctx.read() as conn:
+        existing = dbos_workflows.get(conn, wf)
+    if existing is not None and existing.name != name:
+        raise Conflict(f"workflow id {wf} is in use by {existing.name}")
+    start_proof(ctx.client, name=name, workflow_id=wf, sleep_ms=sleep_ms, app_version=ctx.settings.app_version)
+
+
+@router.post("/crashdemo", openapi_extra=_WF_SLEEP)
 @requires("operator", scoping="cluster")
 def crashdemo(request: Request) -> JSONResponse:
     """Start the crash demo (mark s1, durable sleep WF_SLEEP_MS, mark s2): 202."""
     ctx = context(request)
     wf = _wf(request)
     sleep_ms = _sleep(request, ctx.settings.wf_sleep_ms)
-    start_proof(ctx.client, name="CrashDemo", workflow_id=wf, sleep_ms=sleep_ms, app_version=ctx.settings.app_version)
+    _start(ctx, "CrashDemo", wf, sleep_ms)
     return JSONResponse({"accepted": True, "workflowId": wf}, status_code=202)
 
 
-@router.post("/slowstep")
+@router.post("/slowstep", openapi_extra=_WF_SLEEP)
 @requires("operator", scoping="cluster")
 def slowstep(request: Request) -> JSONResponse:
     """Start the slow-step fixture (mark s1, sleep, mark s2): 202."""
     ctx = context(request)
     wf = _wf(request)
     sleep_ms = _sleep(request, 5000)
-    start_proof(ctx.client, name="SlowStep", workflow_id=wf, sleep_ms=sleep_ms, app_version=ctx.settings.app_version)
+    _start(ctx, "SlowStep", wf, sleep_ms)
     return JSONResponse({"accepted": True, "workflowId": wf}, status_code=202)
 
 
-@router.get("/marks")
+@router.get("/marks", openapi_extra=_WF_SLEEP)
 @requires("viewer", scoping="cluster")
 def get_marks(request: Request) -> JSONResponse:
     """``{"s1": n, "s2": n}``: how often each side effect happened."""
@@ -65,7 +76,7 @@ def get_marks(request: Request) -> JSONResponse:
         return JSONResponse(marks.counts(conn, wf))
 
 
-@router.get("/slowmarks")
+@router.get("/slowmarks", openapi_extra=_WF_SLEEP)
 @requires("viewer", scoping="cluster")
 def get_slowmarks(request: Request) -> JSONResponse:
     """The slow step's marks, same shape as ``/marks``."""

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from kodo.access import Principal
 from kodo.api.access import principal, requires
 from kodo.api.deps import ApiContext, context
+from kodo.api.openapi import body
 from kodo.api.runs import header, require_run
 from kodo.api.schemas import RunStartBody, parse_body
 from kodo.errors import Conflict, IdentityDrift
@@ -39,7 +40,7 @@ def list_versions(recipe_id: str, request: Request) -> JSONResponse:
         return JSONResponse([recipes.version_row(conn, v) for v in versions.list_versions(conn, recipe_id)])
 
 
-@router.post("/api/recipes/import")
+@router.post("/api/recipes/import", openapi_extra=body(RecipeBundle))
 @requires("admin", scoping="shared")
 async def import_recipes(request: Request) -> JSONResponse:
     """Import a bundle as drafts: 201 when something was new, 200 when all of it was already there; a
@@ -55,7 +56,7 @@ async def import_recipes(request: Request) -> JSONResponse:
     return JSONResponse(summary, status_code=201 if created else 200)
 
 
-@router.post("/api/recipes/export")
+@router.post("/api/recipes/export", openapi_extra=body(RecipeExportRequest))
 @requires("viewer", scoping="shared")
 async def export_recipes(request: Request) -> Response:
     """The canonical JSON bundle of a recipe's versions (ascending ``v``); it imports back unchanged."""
@@ -92,7 +93,7 @@ def _start(ctx: ApiContext, body: RunStartBody, who: Principal | None) -> tuple[
         return header(ctx, conn, run), replay
 
 
-@router.post("/api/run")
+@router.post("/api/run", openapi_extra=body(RunStartBody))
 @requires("approver", partition_field=("opts", "queuePartitionKey"))
 async def start_recipe_run(request: Request) -> JSONResponse:
     """Start a run from a pinned recipe version and form data: 201 new, 200 replay (``isReplay``),

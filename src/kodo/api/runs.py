@@ -12,6 +12,7 @@ from kodo import telemetry
 from kodo.api.access import actor, not_found, requires
 from kodo.api.artifacts import media_type
 from kodo.api.deps import ApiContext, context
+from kodo.api.openapi import body
 from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse_body
 from kodo.errors import Gone, NotFound
 from kodo.models import Artifact, Run, StepRecord, header_status
@@ -185,7 +186,7 @@ async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tupl
         return ctx, header(ctx, conn, run), replay
 
 
-@router.post("/api/runs")
+@router.post("/api/runs", openapi_extra=body(ApiRunBody))
 @requires(
     "approver",
     run_field="intentId",
@@ -199,7 +200,7 @@ async def start_api_run(request: Request) -> JSONResponse:
     return JSONResponse({**view, "isReplay": replay}, status_code=200 if replay else 201)
 
 
-@router.post("/intents/{intent_id}/run")
+@router.post("/intents/{intent_id}/run", openapi_extra=body(RunRequestBody, required=False))
 @requires("approver", partition_field=("queuePartitionKey",), hidden=not_found("intent not found"))
 async def start_legacy_run(intent_id: str, request: Request) -> JSONResponse:
     """Legacy start: 202 ``{runId, workflowId}`` for new and replayed starts alike."""
@@ -266,14 +267,14 @@ async def _approve(request: Request, key: str, headers: dict[str, str] | None) -
     )
 
 
-@router.post("/api/runs/{wid}/approve-plan")
+@router.post("/api/runs/{wid}/approve-plan", openapi_extra=body(PlanApprovalBody))
 @requires("approver")
 async def approve_plan(wid: str, request: Request) -> JSONResponse:
     """Approve the plan of a run (the plan gate's "yes"): 202 ``{accepted, runId, approvedAt}``."""
     return await _approve(request, wid, None)
 
 
-@router.post("/runs/{run_key}/approve-plan")
+@router.post("/runs/{run_key}/approve-plan", openapi_extra=body(PlanApprovalBody))
 @requires("approver")
 async def approve_plan_legacy(run_key: str, request: Request) -> JSONResponse:
     """The legacy alias of approve-plan, with deprecation headers."""

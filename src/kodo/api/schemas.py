@@ -93,6 +93,33 @@ def _reject_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
+def unstorable_text(text: str) -> str | None:
+    """Why Postgres could not store ``text`` (a NUL character, a lone surrogate), or None."""
+    if "\x00" in text:
+        return "NUL (\\u0000) characters are not allowed"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "lone UTF-16 surrogates are not allowed"
+    return None
+
+
+def _unstorable(value: Any) -> str | None:
+    if isinstance(value, str):
+        return unstorable_text(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = unstorable_text(key) or _unstorable(item)
+            if found:
+                return found
+    if isinstance(value, list):
+        for item in value:
+            found = _unstorable(item)
+            if found:
+                return found
+    return None
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
     """Parse the request body as JSON (empty = ``{}``) and validate it, or raise InvalidInput (400)."""
     raw = await request.body()
@@ -102,6 +129,9 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise InvalidInput("invalid json", [{"msg": str(error)}]) from error
     if not isinstance(data, dict):
         raise InvalidInput(f"invalid {model.__name__}: body must be a JSON object", [{"msg": "not an object"}])
+    bad = _unstorable(data)
+    if bad is not None:
+        raise InvalidInput(f"invalid json: {bad}", [{"msg": bad}])
     try:
         return model.model_validate(data)
     except ValidationError as error:
