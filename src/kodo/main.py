@@ -167,13 +167,16 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
             sandbox=build_sandbox(settings),
         )
     )
+    # Heartbeat in app.executors + the bid for dead-executor recovery leadership (kodo.ops.executors).
+    # Registered before launch: a restarted executor is alive again before DBOS recovers its own work.
+    heartbeat = Heartbeat(
+        engine, dbos_client(settings, engine), settings, executor_id=settings.executor_for(role), role=role
+    )
+    heartbeat.register()
     DBOS.launch()
     register_queues(settings)
     ensure_schedule(settings)
-    # Heartbeat in app.executors + the bid for dead-executor recovery leadership (kodo.ops.executors).
-    heartbeat = Heartbeat(
-        engine, dbos_client(settings, engine), settings, executor_id=settings.executor_for(role), role=role
-    ).start()
+    heartbeat.start()
     log.info("worker launched", executor=settings.executor_for(role), app_version=settings.app_version)
     return Worker(engine=engine, datasource=datasource, heartbeat=heartbeat)
 

@@ -25,7 +25,7 @@ TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
 def settings(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """Fast heartbeats; a test may add settings through indirect parametrization."""
     extra: dict[str, str] = getattr(request, "param", {})
-    return make_settings(database_url, tmp_path / "home", KODO_HEARTBEAT_INTERVAL_SEC="0.2", **extra)
+    return make_settings(database_url, tmp_path / "home", **{"KODO_HEARTBEAT_INTERVAL_SEC": "0.2", **extra})
 
 
 def why(client: TestClient, key: str) -> dict[str, Any]:
@@ -38,6 +38,7 @@ def test_waiting_on_a_gate_then_cancelled_by_whom_and_why(client: TestClient, en
     """A parked run: WAITING_ON_GATE (gate key, since); after an ops cancel: CANCELLED by actor for reason."""
     wid = new_run(client, partition="d-gate")
     wait_status(client, wid, {"WAITING_INPUT"})
+    wait_until(lambda: dbos_status(engine, wid) == "SUCCESS", what="RunIntent parked and done")
     with engine.connect() as conn:
         before = table_counts(conn)
     found = why(client, wid)
@@ -115,7 +116,9 @@ def test_retrying_step_names_the_attempt(client: TestClient, engine: sa.Engine) 
     assert failed["code"] == "FAILED" and "SBX_RETRIES_EXHAUSTED" in failed["reason"] and "REPAIR" in failed["reason"]
 
 
-@pytest.mark.parametrize("settings", [{"KODO_RECOVERY_ENABLED": "false"}], indirect=True)
+@pytest.mark.parametrize(
+    "settings", [{"KODO_RECOVERY_ENABLED": "false", "KODO_HEARTBEAT_INTERVAL_SEC": "3600"}], indirect=True
+)
 def test_dead_executor_and_stranded_version(client: TestClient, engine: sa.Engine) -> None:
     """A PENDING workflow whose executor went silent: DEAD_EXECUTOR while v1 is served elsewhere, else stranded."""
     assert client.post("/slowstep?wf=slow-d&sleep=20000").status_code == 202

@@ -137,7 +137,7 @@ def test_queue_views_executors_and_their_errors(client: TestClient, engine: sa.E
     priority = client.get("/api/ops/queue-priority").json()
     assert any(r["queueName"] == "intentQ" and r["priority"] == 1 for r in priority)
     throughput = client.get("/api/ops/throughput?windowSec=600").json()
-    assert throughput["completed"] >= 3 and throughput["runs"] == {"waiting_input": 3}
+    assert throughput["completed"] >= 3 and throughput["runs"] == [{"status": "waiting_input", "count": 3}]
     assert {c["name"] for c in throughput["completions"]} >= {"RunIntent"}
     assert throughput["fairness"] and throughput["priority"]
     view = wait_until(

@@ -78,12 +78,14 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self._lock_conn: sa.Connection | None = None
         self._stranded_seen: set[str] = set()
+        self._registered = False
 
     @property
     def leader(self) -> bool:
         return self._lock_conn is not None
 
-    def start(self) -> Heartbeat:
+    def register(self) -> None:
+        """This process is the executor now: fresh start time and heartbeat, not stopped."""
         with self.engine.begin() as conn:
             executors.register(
                 conn,
@@ -93,6 +95,12 @@ class Heartbeat:
                 hostname=socket.gethostname(),
                 pid=os.getpid(),
             )
+        self._registered = True
+
+    def start(self) -> Heartbeat:
+        """Register (unless done) and start beating."""
+        if not self._registered:
+            self.register()
         self._thread = threading.Thread(target=self._loop, name="kodo-heartbeat", daemon=True)
         self._thread.start()
         return self

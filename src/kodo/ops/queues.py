@@ -63,7 +63,7 @@ def throughput(ops: Ops, *, window_s: int) -> dict[str, Any]:
         "completed": finished,
         "perSecond": round(finished / window_s, 4),
         "completions": completions,
-        "runs": statuses,
+        "runs": [{"status": status, "count": count} for status, count in statuses.items()],
         "fairness": fairness(ops, queue=None),
         "priority": priority(ops, queue=None, window_s=window_s),
     }
