@@ -209,3 +209,24 @@ def test_oversized_bodies_are_refused_before_anything_runs(client: TestClient, e
     assert streamed.status_code == 413
     with engine.connect() as conn:
         assert table_counts(conn) == before
+
+
+def test_console_pages_are_scoped_like_the_api(client: TestClient) -> None:
+    """A foreign run's page looks exactly like a missing run's; home and inbox list only the tenant's runs;
+    the ops console needs a tenant-* token; recipes are global."""
+    wid = _start(client)
+    wait_status(_As(client), wid, {"WAITING_INPUT"})
+    foreign = client.get(f"/runs/{wid}/view", headers=_auth("beta"))
+    unknown = client.get("/runs/it_0000000000000000/view", headers=_auth("beta"))
+    assert foreign.status_code == unknown.status_code == 200
+    assert foreign.text.replace(wid, "X") == unknown.text.replace("it_0000000000000000", "X")
+    assert client.get(f"/?wid={wid}", headers=_auth("beta")).text.replace(wid, "X") == unknown.text.replace(
+        "it_0000000000000000", "X"
+    )
+    assert wid in client.get("/", headers=_auth("viewer")).text
+    assert wid not in client.get("/", headers=_auth("beta")).text
+    assert wid in client.get("/inbox", headers=_auth("viewer")).text
+    assert wid not in client.get("/inbox", headers=_auth("beta")).text
+    assert client.get("/ops", headers=_auth("viewer")).status_code == 403
+    assert client.get("/ops", headers=_auth("global")).status_code == 200
+    assert client.get("/recipes", headers=_auth("beta")).status_code == 200

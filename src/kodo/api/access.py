@@ -39,7 +39,7 @@ from kodo.store import artifacts, dbos_workflows, runs
 
 F = TypeVar("F", bound=Callable[..., Any])
 Scoping = Literal["run", "cluster", "shared", "filtered"]
-Hidden = Callable[[str], tuple[int, Any]]
+Hidden = Callable[[str, Request], tuple[int, Any] | Response]
 COOKIE = "kodo_token"
 RUN_PARAMS = ("wid", "run_key", "intent_id")
 _ARTIFACT_RUN = re.compile(r"^artifact://run/([^/]+)/")
@@ -47,13 +47,13 @@ _ARTIFACT_RUN = re.compile(r"^artifact://run/([^/]+)/")
 
 def not_found(message: str = "run not found") -> Hidden:
     """An invisible run answers like a missing one: 404 with ``message`` (``{key}`` is the id asked for)."""
-    return lambda key: (404, {"error": message.replace("{key}", key)})
+    return lambda key, _request: (404, {"error": message.replace("{key}", key)})
 
 
 RUN_NOT_FOUND = not_found()
 
 
-def empty_list(_key: str) -> tuple[int, Any]:
+def empty_list(_key: str, _request: Request) -> tuple[int, Any]:
     return 200, []
 
 
@@ -275,8 +275,8 @@ class AccessMiddleware:
                 keys.append(run_id)
         for key in keys:
             if await run_in_threadpool(_visible, self.engine, who, key) is False:
-                status, answer = rule.hidden(key)
-                return _json(status, answer)
+                answer = rule.hidden(key, request)
+                return answer if isinstance(answer, Response) else _json(*answer)
         return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from kodo.api.access import requires
 from kodo.api.deps import context
 from kodo.api.ops import ops_of
 from kodo.errors import KodoError
@@ -79,6 +80,7 @@ def throughput_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/recipes", response_class=HTMLResponse)
+@requires("viewer", scoping="shared")
 def recipes_page(request: Request) -> HTMLResponse:
     """The recipe registry; ``?id=`` shows a recipe's versions and a start form for its stable one."""
     ctx = context(request)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from kodo.api.access import partition_patterns, requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.gates import gate_view
 from kodo.api.ops import ops_of
@@ -57,13 +58,14 @@ def render(name: str, request: Request, **values: Any) -> HTMLResponse:
     return HTMLResponse(html)
 
 
-def _recent(conn: sa.Connection, limit: int = 25) -> list[dict[str, Any]]:
+def _recent(conn: sa.Connection, limit: int = 25, partition_like: list[str] | None = None) -> list[dict[str, Any]]:
+    scoped = "" if partition_like is None else "WHERE r.queue_partition_key LIKE ANY(:partitions) "
     rows = conn.execute(
         sa.text(
             "SELECT r.id, r.workflow_id, r.status, r.next_action, r.last_step, r.updated_at, i.goal "
-            "FROM app.runs r JOIN app.intents i ON i.id = r.intent_id ORDER BY r.created_at DESC LIMIT :n"
+            f"FROM app.runs r JOIN app.intents i ON i.id = r.intent_id {scoped}ORDER BY r.created_at DESC LIMIT :n"
         ),
-        {"n": limit},
+        {"n": limit, "partitions": partition_like or []},
     )
     return [dict(row._mapping) for row in rows]
 
@@ -86,7 +88,13 @@ def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
     }
 
 
+def _missing(key: str, request: Request) -> HTMLResponse:
+    """What a page answers for a run that does not exist — and for another tenant's."""
+    return render("missing.html", request, what=f"run {key}", page="console")
+
+
 @router.get("/", response_class=HTMLResponse)
+@requires("viewer", scoping="filtered", hidden=_missing)
 def home(request: Request) -> HTMLResponse:
     """The run console: submit a goal; recent runs. ``/?wid=<id>`` opens one run."""
     wid = request.query_params.get("wid")
@@ -94,10 +102,11 @@ def home(request: Request) -> HTMLResponse:
         return run_page(wid, request)
     ctx = context(request)
     with ctx.read() as conn:
-        return render("console.html", request, recent=_recent(conn), page="console")
+        return render("console.html", request, recent=_recent(conn, 25, partition_patterns(request)), page="console")
 
 
 @router.get("/runs/{wid}/view", response_class=HTMLResponse)
+@requires("viewer", hidden=_missing)
 def run_page(wid: str, request: Request) -> HTMLResponse:
     """One run: header, live timeline, gates, artifacts, patches, ledger."""
     ctx = context(request)
@@ -110,6 +119,7 @@ def run_page(wid: str, request: Request) -> HTMLResponse:
 
 
 @router.get("/ui/runs/{wid}/panel", response_class=HTMLResponse)
+@requires("viewer")
 def run_panel_fragment(wid: str, request: Request) -> HTMLResponse:
     """The live part of the run page, for the script to swap in."""
     ctx = context(request)
@@ -119,11 +129,12 @@ def run_panel_fragment(wid: str, request: Request) -> HTMLResponse:
 
 
 @router.get("/inbox", response_class=HTMLResponse)
+@requires("viewer", scoping="filtered")
 def inbox_page(request: Request) -> HTMLResponse:
     """Open gates across runs, soonest deadline first."""
     ctx = context(request)
     with ctx.read() as conn:
-        open_gates = gate_store.open_gates(conn, 200)
+        open_gates = gate_store.open_gates(conn, 200, partition_patterns(request))
         rows = []
         for gate in open_gates:
             run = runs.get(conn, gate.run_id)
