@@ -17,9 +17,10 @@ ACTION = {"actor": "qa", "reason": "probe"}
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """A fast heartbeat, so the in-process worker shows up in the executors view at once."""
-    return make_settings(database_url, tmp_path / "home", KODO_HEARTBEAT_INTERVAL_SEC="0.2")
+    extra: dict[str, str] = getattr(request, "param", {})
+    return make_settings(database_url, tmp_path / "home", **{"KODO_HEARTBEAT_INTERVAL_SEC": "0.2", **extra})
 
 
 def snapshot(engine: sa.Engine) -> dict[str, Any]:
@@ -191,3 +192,34 @@ def test_durable_sleep_route(client: TestClient, engine: sa.Engine) -> None:
     hidden = client.get("/api/ops/wf?hideInternal=true&limit=200").json()
     assert "sleep-1" not in {w["workflowID"] for w in hidden}
     assert "sleep-1" in {w["workflowID"] for w in client.get("/api/ops/wf?limit=200").json()}
+
+
+@pytest.mark.parametrize("settings", [{"KODO_SCHEDULED_TICK_CRON": "* * * * * *"}], indirect=True)
+def test_scheduled_ticks_are_recorded_and_hidden_on_request(
+    client: TestClient, engine: sa.Engine, settings: Settings
+) -> None:
+    """ScheduledTick (every second here) writes one artifact per tick; hideInternal drops it; the schedule is
+    created once, replaced on a new cron, removed by `off`."""
+    from dbos import DBOS
+
+    from kodo.workflows.timers import TICK_SCHEDULE, ensure_schedule
+
+    def ticks() -> list[str]:
+        with engine.connect() as conn:
+            query = "SELECT run_id FROM app.artifacts WHERE step_id = 'ScheduledTick' ORDER BY run_id"
+            return list(conn.execute(sa.text(query)).scalars())
+
+    found = wait_until(lambda: len(ticks()) >= 2 and ticks(), timeout=20, what="two ticks")
+    assert all(anchor.startswith(f"sched-{TICK_SCHEDULE}-") for anchor in found)
+    listed = {w["workflowID"] for w in client.get("/api/ops/wf?name=ScheduledTick&limit=200").json()}
+    assert set(found) <= listed
+    hidden = {w["workflowID"] for w in client.get("/api/ops/wf?hideInternal=true&limit=200").json()}
+    assert not hidden & listed
+    assert ensure_schedule(settings) is True  # idempotent
+    assert len(DBOS.list_schedules()) == 1
+    assert ensure_schedule(settings.model_copy(update={"scheduled_tick_cron": "*/30 * * * * *"})) is True
+    assert DBOS.get_schedule(TICK_SCHEDULE)["schedule"] == "*/30 * * * * *"  # type: ignore[index]
+    assert ensure_schedule(settings.model_copy(update={"scheduled_tick_cron": "off"})) is False
+    assert DBOS.get_schedule(TICK_SCHEDULE) is None
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM app.runs")).scalar_one() == 0

@@ -93,33 +93,36 @@ def resume_run(ops: Ops, target: Target, actor: str, reason: str) -> dict[str, A
         phase = _cancelled_phase(conn, run)
         if phase is None:
             raise Conflict("cannot resume run: it has no cancelled phase workflow", status=run.status)
+        waiting_on = {phase.workflow_id, _phase(run)}
         parked = next(
-            (g for g in gates.list_for_run(conn, run.id) if g.is_open and g.resume_workflow_id == phase.workflow_id),
-            None,
+            (g for g in gates.list_for_run(conn, run.id) if g.is_open and g.resume_workflow_id in waiting_on), None
         )
         started = dbos_workflows.has_steps(conn, phase.workflow_id)
         children = [c for c in dbos_workflows.children(conn, phase.workflow_id) if c.status == "CANCELLED"]
     resumed = [phase.workflow_id]
     queue = _queue_for(phase, str(run.options.get("queueName") or "intentQ"), settings.intent_queue_partition)
-    if parked is not None:
+    if parked is not None and parked.resume_workflow_id == phase.workflow_id:
+        # The continuation itself was cancelled: park it again until the gate's deadline.
         deadline = parked.deadline_at
         until = int(deadline.timestamp() * 1000) if deadline is not None else 0
         with ops.engine.begin() as conn:
             dbos_workflows.redelay(conn, phase.workflow_id, until_ms=until, queue_name=queue)
-        status, next_action = "waiting_input", parked.next_action
     else:
+        # (A phase cancelled while parking resumes, replays its park and enqueues the continuation.)
         for child in children:
             child_queue = _queue_for(child, "sbxQ", settings.sbx_queue_partition)
             ops.client.resume_workflow(child.workflow_id, queue_name=child_queue)
             resumed.append(child.workflow_id)
         ops.client.resume_workflow(phase.workflow_id, queue_name=queue)
-        if phase.name == "RepairRun":
-            status = "repairing"
-        elif phase.name == "RunIntent" and not started:
-            status = "queued"
-        else:
-            status = "running"
-        next_action = None
+    next_action = parked.next_action if parked is not None else None
+    if parked is not None:
+        status = "waiting_input"
+    elif phase.name == "RepairRun":
+        status = "repairing"
+    elif phase.name == "RunIntent" and not started:
+        status = "queued"
+    else:
+        status = "running"
     with ops.engine.begin() as conn:
         run_rows.reopen(conn, run.id, status=status, next_action=next_action)
         audit(

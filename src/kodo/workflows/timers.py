@@ -86,12 +86,14 @@ def scheduled_tick(scheduled_at: datetime, context: Any) -> None:
 def ensure_schedule(settings: Settings) -> bool:
     """Create the tick schedule once (call after launch and queue registration); True if it is active.
 
-    ``KODO_SCHEDULED_TICK_CRON=off`` leaves it out. A changed cron replaces the schedule.
+    ``KODO_SCHEDULED_TICK_CRON=off`` removes it (so no worker fires it). A changed cron replaces it.
     """
     cron = settings.scheduled_tick_cron.strip()
-    if cron.lower() == "off":
-        return False
     existing = DBOS.get_schedule(TICK_SCHEDULE)
+    if cron.lower() == "off":
+        if existing is not None:
+            DBOS.delete_schedule(TICK_SCHEDULE)
+        return False
     if existing is not None:
         if existing["schedule"] == cron:
             return True
