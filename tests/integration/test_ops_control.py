@@ -85,7 +85,8 @@ def test_cancel_and_resume_of_a_run_parked_at_its_gate(client: TestClient, engin
     waiting = wait_status(client, wid, {"WAITING_INPUT"})
     run_id = waiting["runId"]
     continuation = waiting["currentWorkflowID"]
-    assert continuation.startswith(f"{wid}:") and dbos_status(engine, continuation) == "DELAYED"
+    assert continuation.startswith(f"{wid}:")
+    wait_until(lambda: dbos_status(engine, continuation) == "DELAYED", what="the continuation enqueued")
     cancelled = client.post(f"/api/ops/wf/{run_id}/cancel", json={"actor": "fde", "reason": "stalled"})
     assert cancelled.status_code == 202, cancelled.text
     assert cancelled.json()["canceledWorkflowIDs"] == [continuation]
