@@ -44,6 +44,18 @@ _ENV.filters["when"] = _when
 _ENV.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
+def _cell(value: Any) -> str:
+    """Any value as table text: JSON for structures (dates, decimals as text), a dash for nothing."""
+    if value is None:
+        return "—"
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+_ENV.filters["cell"] = _cell
+
+
 def render(name: str, request: Request, **values: Any) -> HTMLResponse:
     ctx = context(request)
     settings = ctx.settings
