@@ -59,6 +59,8 @@ def test_inspect_fork_retry_and_repro_from_the_cli(
     view: dict[str, Any] = json.loads(kodo(settings, "executors").output)
     assert view["executors"][0]["alive"] is True
     assert "throughput" in json.loads(kodo(settings, "queues").output)
+    assert failing in {row["workflow_id"] for row in json.loads(kodo(settings, "inbox").output)}
+    assert json.loads(kodo(settings, "slow", "--min-ms", "0").output)  # every checkpoint took ≥ 0 ms
     assert kodo(settings, "get", "nope").exit_code == 1
 
 

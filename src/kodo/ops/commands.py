@@ -275,3 +275,27 @@ def queues_command(window_s: int) -> None:
             "throughput": queues.throughput(context, window_s=window_s),
         }
     click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
+
+
+@ops.command("inbox")
+@click.option("--hours", type=click.IntRange(1, 24 * 30), default=24, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+def inbox_command(hours: int, limit: int) -> None:
+    """Workflows that failed (ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED) in the last hours, newest first, as JSON."""
+    from kodo.ops import queues
+
+    with _ops() as context:
+        rows = queues.failures(context, window_s=hours * 3600, limit=limit)
+    click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
+
+
+@ops.command("slow")
+@click.option("--min-ms", type=click.IntRange(0), default=5000, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+def slow_command(min_ms: int, limit: int) -> None:
+    """Checkpointed steps slower than --min-ms, slowest first, as JSON."""
+    from kodo.ops import queues
+
+    with _ops() as context:
+        rows = queues.slow_steps(context, min_ms=min_ms, limit=limit)
+    click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
