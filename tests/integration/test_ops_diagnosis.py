@@ -123,6 +123,12 @@ def test_dead_executor_and_stranded_version(client: TestClient, engine: sa.Engin
     """A PENDING workflow whose executor went silent: DEAD_EXECUTOR while v1 is served elsewhere, else stranded."""
     assert client.post("/slowstep?wf=slow-d&sleep=20000").status_code == 202
     wait_until(lambda: marks(client, "slow-d")["s1"] == 1, what="slow-d sleeping")
+
+    def beat_once() -> bool:  # the worker's first (and, at this interval, only) heartbeat must land first
+        with engine.connect() as conn:
+            return bool(conn.execute(sa.text("SELECT count(*) FROM app.executors")).scalar_one())
+
+    wait_until(beat_once, what="the worker's first heartbeat")
     with engine.begin() as conn:  # this worker "dies" (no heartbeat for an hour); another one serves v1
         conn.execute(sa.text("UPDATE app.executors SET heartbeat_at = now() - interval '1 hour'"))
         conn.execute(
