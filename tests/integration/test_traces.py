@@ -46,6 +46,24 @@ def _start(client: TestClient, goal: str = "trace me") -> str:
     return str(started.json()["workflowID"])
 
 
+def _complete(sink: OtlpSink, trace_id: str, span_ids: list[str], sandbox_calls: int = 0) -> list[dict[str, Any]]:
+    """The trace once every given span has arrived with its whole ancestry up to the request (workflow spans
+    end after the run's status is written, so the test flushes until they are in)."""
+
+    def check() -> list[dict[str, Any]] | None:
+        telemetry.flush()
+        spans = sink.trace(trace_id)
+        by_id = {s["spanId"]: s for s in spans}
+        wanted = [by_id.get(i) for i in span_ids] + [s for s in spans if s["name"] == "sandbox.run"]
+        if any(s is None for s in wanted) or len(wanted) < len(span_ids) + sandbox_calls:
+            return None
+        chains = [_ancestors(s, by_id) for s in wanted if s is not None]
+        return spans if all(c and c[-1].startswith("POST ") for c in chains) else None
+
+    found: list[dict[str, Any]] = wait_until(check, timeout=20, interval=0.2, what=f"trace {trace_id}")
+    return found
+
+
 def _ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[str]:
     names = []
     while span.get("parentSpanId") in by_id:
@@ -72,9 +90,7 @@ def test_one_run_is_one_trace_from_request_to_sandbox(client: TestClient, engine
     assert len(trace_ids) == 1 and None not in trace_ids
     trace_id = trace_ids.pop()
     assert header["otelTraceId"] == trace_id
-    spans = wait_until(lambda: sink.trace(trace_id) if len(sink.trace(trace_id)) >= 10 else None, what="spans")
-    wait_until(lambda: any(s["name"] == "sandbox.run" for s in sink.trace(trace_id)), what="sandbox span")
-    spans = sink.trace(trace_id)
+    spans = _complete(sink, trace_id, [r.span_id for r in rows], sandbox_calls)
     by_id = {s["spanId"]: s for s in spans}
     roots = [s for s in spans if s["parentSpanId"] is None]
     assert [r["name"] for r in roots] == ["POST /api/runs"]
@@ -114,3 +130,43 @@ def test_trace_links_follow_the_template_rules() -> None:
     assert telemetry.trace_link("http://x/{spanId}", "abc", "d e") == "http://x/d%20e"
     assert telemetry.trace_link(None, "abc") is None
     assert telemetry.trace_link(TEMPLATE, None) is None
+
+
+def test_a_parked_runs_continuation_stays_on_its_trace(client: TestClient, engine: sa.Engine, sink: OtlpSink) -> None:
+    """Approving the plan later (another request, another trace) resumes the run on the run's own trace."""
+    intent = client.post("/api/intents", json={"goal": "park me", "inputs": {}, "constraints": {}}).json()
+    started = client.post("/api/runs", json={"intentId": intent["intentId"], "queuePartitionKey": "p-trace"})
+    wid = started.json()["workflowID"]
+    wait_status(client, wid, {"WAITING_INPUT"})
+    assert client.post(f"/api/runs/{wid}/approve-plan", json={"approvedBy": "me"}).status_code == 202
+    header = wait_status(client, wid, {"SUCCESS"})
+    telemetry.flush()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT step_id, trace_id, span_id FROM app.run_steps WHERE run_id = :r"), {"r": header["runId"]}
+        ).all()
+    assert {r.step_id for r in rows} == {"CompileST", "ApplyPatchST", "DecideST", "ExecuteST"}
+    assert {r.trace_id for r in rows} == {header["otelTraceId"]}
+    decide = next(r for r in rows if r.step_id == "DecideST")
+    spans = _complete(sink, decide.trace_id, [r.span_id for r in rows])
+    by_id = {s["spanId"]: s for s in spans}
+    chain = _ancestors(by_id[decide.span_id], by_id)
+    assert "ResumeRun" in chain and "RunIntent" in chain and chain[-1] == "POST /api/runs"
+
+
+def test_an_existing_tracer_provider_is_kept(settings: Settings, sink: OtlpSink) -> None:
+    """configure() never replaces a tracer provider the process already has; it adds its exporter once."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    before = trace.get_tracer_provider()
+    assert telemetry.configure(settings) and telemetry.configure(settings)
+    assert trace.get_tracer_provider() is before
+    processors = before._active_span_processor._span_processors  # type: ignore[attr-defined]
+    endpoints = [getattr(getattr(p, "_exporter", None), "_endpoint", None) for p in processors]
+    endpoints += [
+        getattr(getattr(getattr(p, "_batch_processor", None), "_exporter", None), "_endpoint", None) for p in processors
+    ]
+    assert endpoints.count(sink.traces_endpoint) == 1
