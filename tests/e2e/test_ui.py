@@ -18,7 +18,7 @@ from processes import KodoProcess, clean_env, free_port
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "ui"
-playwright.expect.set_options(timeout=30_000)
+playwright.expect.set_options(timeout=60_000)  # DBOS backs its queue polling off under contention
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)"
 )
