@@ -85,8 +85,9 @@ function livePanel(panel) {
     }
   }
   const source = new EventSource("/api/runs/" + encodeURIComponent(wid) + "/events");
-  let first = true;
-  source.addEventListener("run", () => { if (first) { first = false; return; } refresh(); });
+  // Every event refreshes, the first one too: the run may have moved between this page's render and the
+  // stream's first snapshot, and that snapshot is then the only event it will ever send.
+  source.addEventListener("run", () => { refresh(); });
   source.addEventListener("end", () => { source.close(); refresh(); });
   panel.addEventListener("kodo:changed", refresh);
 }
