@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -249,3 +250,25 @@ def test_external_event_route(client: TestClient) -> None:
     assert wait_status(client, wid, TERMINAL)["status"] == "SUCCESS"
     interactions = client.get(f"/api/runs/{wid}/interactions").json()
     assert {i["topic"] for i in interactions} == {"sys:note", f"human:{gate}"}
+
+
+def test_a_reply_racing_the_park_check_is_never_lost(client: TestClient, engine: sa.Engine) -> None:
+    """The park's after-enqueue ledger check waits for an in-flight reply (run-row lock), then releases the run."""
+    from kodo.store import runs
+    from kodo.workflows import gates as gate_flow
+
+    wid = new_run(client, "race")
+    gate = open_gate(client, wid)
+    with engine.connect() as conn:
+        run = runs.get(conn, wid)
+    assert run is not None
+    with ThreadPoolExecutor(max_workers=1) as pool, engine.begin() as reply_tx:
+        gate_flow.reply(
+            reply_tx, run, gate["gateKey"], payload={"choice": "yes"}, dedupe_key="race", origin="manual"
+        )
+        check = pool.submit(gate_flow._release_if_answered, run.id, wid, gate["gateKey"])
+        time.sleep(0.5)
+        assert not check.done(), "the check decided while a reply was still in flight"
+        reply_tx.commit()
+        assert check.result(timeout=30) is True
+    assert wait_status(client, wid, TERMINAL)["status"] == "SUCCESS"

@@ -69,12 +69,10 @@ def create(conn: sa.Connection, *, run_id: str, workflow_id: str, start: RunStar
     return result.first() is not None
 
 
-def get(conn: sa.Connection, run_or_workflow_id: str) -> Run | None:
-    """Dual lookup: by run id or by workflow id."""
-    row = conn.execute(
-        sa.text("SELECT * FROM app.runs WHERE id = :key OR workflow_id = :key ORDER BY (id = :key) DESC LIMIT 1"),
-        {"key": run_or_workflow_id},
-    ).first()
+def get(conn: sa.Connection, run_or_workflow_id: str, *, lock: bool = False) -> Run | None:
+    """Dual lookup: by run id or by workflow id; ``lock`` holds the row until commit."""
+    query = "SELECT * FROM app.runs WHERE id = :key OR workflow_id = :key ORDER BY (id = :key) DESC LIMIT 1"
+    row = conn.execute(sa.text(query + (" FOR UPDATE" if lock else "")), {"key": run_or_workflow_id}).first()
     return None if row is None else _row_to_run(row)
 
 

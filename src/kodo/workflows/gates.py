@@ -7,6 +7,10 @@ queue slot and no thread. A reply is ledgered in ``app.human_interactions`` and 
 continuation (its delay set to now); if nobody answers, the delay runs out and the continuation
 resolves the gate as ``TIMED_OUT``. A reply that arrives before the gate opens is found by the
 park's own check of the ledger, so it is never lost.
+
+Lock order, everywhere a gate is answered, checked or resolved: the run row first, then the gate row.
+The run row serialises a reply with the park's after-enqueue check, so that either the reply's wake
+sees the delayed continuation or the check sees the reply.
 """
 
 from __future__ import annotations
@@ -84,10 +88,19 @@ def _park(
     runs.update(conn, ctx["runId"], status="waiting_input", next_action=next_action, current_workflow_id=continuation)
 
 
+def _locked(conn: sa.Connection, run_id: str) -> Run:
+    """The run, re-read with its row locked (see the lock order above)."""
+    run = runs.get(conn, run_id, lock=True)
+    if run is None:
+        raise NotFound(f"run not found: {run_id}")
+    return run
+
+
 @DBOS.step(name="gate.answered")
-def _release_if_answered(workflow_id: str, key: str) -> bool:
+def _release_if_answered(run_id: str, workflow_id: str, key: str) -> bool:
     """Release the continuation at once if a reply is already in the ledger (it came before the park)."""
     with services().engine.begin() as conn:
+        _locked(conn, run_id)
         if gates.first_reply(conn, workflow_id, key) is None:
             return False
         durable_status.release_delayed(conn, resume_id(workflow_id, key))
@@ -114,11 +127,12 @@ def park(ctx: dict[str, Any], *, purpose: str, next_action: str, form: dict[str,
         options["otel_context"] = trace_context
     DBOS.enqueue_workflow_with_options(options, ctx["workflowId"], key)
     # A reply ledgered before the continuation existed could not wake it: look once more, after enqueueing.
-    _release_if_answered(ctx["workflowId"], key)
+    _release_if_answered(ctx["runId"], ctx["workflowId"], key)
     return {"runId": ctx["runId"], "status": "waiting_input", "gateKey": key, "resumeWorkflowId": continuation}
 
 
 def _resolve(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, Any]:
+    _locked(conn, ctx["runId"])
     gate = gates.get(conn, ctx["runId"], key, lock=True)
     if gate is None:
         raise NotFound(f"gate not found: {key}")
@@ -217,6 +231,7 @@ def reply(
     404: no such gate. 409: the run is not waiting, the gate is resolved, the topic is not the gate's,
     or the dedupe key was used with another payload.
     """
+    run = _locked(conn, run.id)
     gate = gates.get(conn, run.id, key, lock=True)
     if gate is None:
         raise NotFound("gate not found")
@@ -261,6 +276,7 @@ def approve_plan_legacy(
     Returns (approvedAt, gate key to wake or None). An approval sent before the gate opens stays in
     the ledger and is consumed when the run parks there.
     """
+    run = _locked(conn, run.id)
     approved_at = gates.approve_plan(conn, run_id=run.id, approved_by=approved_by, notes=notes)
     if run.is_terminal:
         return approved_at, None
@@ -286,6 +302,7 @@ def approve_plan_legacy(
 
 def legacy_event(conn: sa.Connection, run: Run, event: dict[str, Any]) -> str:
     """``POST /runs/{id}/events``: the event answers the run's newest open gate; returns its key."""
+    run = _locked(conn, run.id)
     if run.status != "waiting_input":
         raise Conflict(f"cannot send event to run in status {run.status}", status=run.status)
     open_gates = [g for g in gates.list_for_run(conn, run.id) if g.is_open]
