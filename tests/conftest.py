@@ -53,11 +53,11 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def template_url(postgres_url: str) -> str:
-    """A template database migrated once: kodo's schema ``app`` and DBOS's schema ``dbos``."""
+    """A template database migrated once: kodo's schema ``app``, DBOS's schema ``dbos`` and the completion trigger."""
     from dbos import SQLAlchemyDatasource, run_dbos_database_migrations
 
     from kodo.database import sqlalchemy_url
-    from kodo.store import create_engine
+    from kodo.store import completion_trigger, create_engine
     from kodo.store.migrate import migrate
 
     with _admin(postgres_url) as conn:
@@ -66,9 +66,11 @@ def template_url(postgres_url: str) -> str:
     url = with_database(postgres_url, TEMPLATE)
     engine = create_engine(url)
     migrate(engine)
-    engine.dispose()
     run_dbos_database_migrations(sqlalchemy_url(url))
     SQLAlchemyDatasource.migrate(sqlalchemy_url(url), schema="dbos")
+    with engine.begin() as conn:  # as kodo.main.prepare_database does, after DBOS's tables exist
+        completion_trigger.install(conn)
+    engine.dispose()
     return url
 
 

@@ -39,9 +39,9 @@ from kodo.database import resolve_database_url, sqlalchemy_url
 from kodo.errors import ConfigurationError
 from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
-from kodo.store import create_engine
+from kodo.store import completion_trigger, create_engine
 from kodo.store.migrate import migrate
-from kodo.workflows import runtime
+from kodo.workflows import completions, runtime
 from kodo.workflows.queues import register_queues
 from kodo.workflows.timers import ensure_schedule
 
@@ -99,6 +99,8 @@ def prepare_database(settings: Settings) -> tuple[str, sa.Engine]:
     engine = create_engine(url)
     migrate(engine)
     run_dbos_database_migrations(sqlalchemy_url(url))
+    with engine.begin() as conn:  # needs DBOS's tables, so after its migrations
+        completion_trigger.install(conn)
     return url, engine
 
 
@@ -137,11 +139,15 @@ class Worker:
     engine: sa.Engine
     datasource: SQLAlchemyDatasource
     heartbeat: Heartbeat | None = None
+    listener: completions.Completions | None = None
 
     def stop(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat.stop()
             self.heartbeat.client.destroy()
+        if self.listener is not None:  # wakes its waiters: a fan-out still running polls from here on
+            completions.install(None)
+            self.listener.stop()
         telemetry.flush()  # DBOS.destroy does not flush the batch span processor
         DBOS.destroy()
         runtime.install(None)
@@ -173,12 +179,15 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
         engine, dbos_client(settings, engine), settings, executor_id=settings.executor_for(role), role=role
     )
     heartbeat.register()
+    # LISTEN kodo_workflow_done before launch: a recovered parent's fan-out is woken by its children too.
+    listener = completions.Completions(url).start()
+    completions.install(listener)
     DBOS.launch()
     register_queues(settings)
     ensure_schedule(settings)
     heartbeat.start()
     log.info("worker launched", executor=settings.executor_for(role), app_version=settings.app_version)
-    return Worker(engine=engine, datasource=datasource, heartbeat=heartbeat)
+    return Worker(engine=engine, datasource=datasource, heartbeat=heartbeat, listener=listener)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from kodo.errors import Conflict, StepFailure
 from kodo.identity import artifact_uri, task_key_for
 from kodo.models import RETRYABLE_SANDBOX_CODES, STEP_PHASES, NewArtifact
 from kodo.store import artifacts, receipts, runs, sandbox_runs, steps
-from kodo.workflows import cancellation, evals, observe
+from kodo.workflows import cancellation, completions, evals, observe
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import services, transact
 from kodo.workflows.templates import default_resolution
@@ -184,32 +184,39 @@ def plan_tasks(
 
 
 def fan_out(ctx: dict[str, Any], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Start one ExecuteTask child per task on sbxQ (id = taskKey) and wait for all of them."""
-    settings = services().settings
+    """Start one ExecuteTask child per task on sbxQ (id = taskKey) and wait for all of them.
+
+    Each child's waiter is registered before it is enqueued; ``completions.settle`` blocks until its
+    ``kodo_workflow_done`` notification (or a status re-read) says it ended, and ``get_result`` stays the one
+    durable, checkpointed read per child (after a wake it returns on its first check).
+    """
+    svc = services()
+    settings = svc.settings
     handles = []
-    for task in tasks:
-        options: EnqueueOptions = {
-            "workflow_name": "ExecuteTask",
-            "queue_name": "sbxQ",
-            "workflow_id": task["taskKey"],
-            "priority": int(ctx.get("priority") or 1),
-            "app_version": settings.app_version,
-        }
-        partition = partition_for(settings, ctx.get("partitionKey"))
-        if partition:
-            options["queue_partition_key"] = partition
-        trace_context = telemetry.current_context()
-        if trace_context is not None:  # the child's spans stay on the run's trace
-            options["otel_context"] = trace_context
-        handles.append(DBOS.enqueue_workflow_with_options(options, task))
-    results = []
-    for handle in handles:
-        try:
-            results.append(handle.get_result(polling_interval_sec=settings.queue_polling_interval_sec))
-        except Exception as exc:
-            raise StepFailure(
-                "SBX_RETRIES_EXHAUSTED", f"sandbox task {handle.get_workflow_id()} failed: {exc}"
-            ) from exc
+    with completions.expecting(task["taskKey"] for task in tasks) as waiters:
+        for task in tasks:
+            options: EnqueueOptions = {
+                "workflow_name": "ExecuteTask",
+                "queue_name": "sbxQ",
+                "workflow_id": task["taskKey"],
+                "priority": int(ctx.get("priority") or 1),
+                "app_version": settings.app_version,
+            }
+            partition = partition_for(settings, ctx.get("partitionKey"))
+            if partition:
+                options["queue_partition_key"] = partition
+            trace_context = telemetry.current_context()
+            if trace_context is not None:  # the child's spans stay on the run's trace
+                options["otel_context"] = trace_context
+            handles.append(DBOS.enqueue_workflow_with_options(options, task))
+        results = []
+        for handle in handles:
+            child = handle.get_workflow_id()
+            completions.settle(svc.engine, child, waiters.get(child))
+            try:
+                results.append(handle.get_result(polling_interval_sec=settings.queue_polling_interval_sec))
+            except Exception as exc:
+                raise StepFailure("SBX_RETRIES_EXHAUSTED", f"sandbox task {child} failed: {exc}") from exc
     return results
 
 
