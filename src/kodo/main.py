@@ -115,6 +115,9 @@ def dbos_config(settings: Settings, url: str, role: Role) -> DBOSConfig:
         "notification_listener_polling_interval_sec": 0.1,
         "scheduler_polling_interval_sec": 5.0,
         "sys_db_pool_size": 20,
+        # No ping before each checkout: one round trip saved per DBOS system-database transaction
+        # (the embedded Postgres is local; a dropped connection fails its transaction, which DBOS retries).
+        "db_engine_kwargs": {"pool_pre_ping": False, "connect_args": {"application_name": "dbos_transact"}},
         "log_level": "WARNING" if settings.log_level in {"info", "debug"} else settings.log_level.upper(),
         # Spans go through the process's tracer provider, whose exporters kodo.telemetry sets up; handing
         # DBOS the endpoints too would export every span twice.
@@ -150,6 +153,8 @@ class Worker:
             self.listener.stop()
         telemetry.flush()  # DBOS.destroy does not flush the batch span processor
         DBOS.destroy()
+        with contextlib.suppress(RuntimeError):  # not installed: nothing to release
+            runtime.services().client.destroy()
         runtime.install(None)
         self.datasource.engine.dispose()
 
@@ -169,6 +174,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
             settings=settings,
             engine=engine,
             datasource=datasource,
+            client=dbos_client(settings, engine),
             agent=build_agent(settings),
             sandbox=build_sandbox(settings),
         )

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     sbx_queue_partition: bool = Field(True, validation_alias="SBX_QUEUE_PARTITION")
     sbx_queue_priority_enabled: bool = Field(True, validation_alias="SBX_QUEUE_PRIORITY_ENABLED")
     queue_polling_interval_sec: float = Field(0.1, validation_alias="KODO_QUEUE_POLLING_INTERVAL_SEC")
+    control_queue_polling_interval_sec: float = Field(0.5, validation_alias="KODO_CONTROL_QUEUE_POLLING_INTERVAL_SEC")
     max_executor_threads: int = Field(64, validation_alias="KODO_MAX_EXECUTOR_THREADS")
 
     # --- proofs and chaos
@@ -147,7 +148,7 @@ class Settings(BaseSettings):
             raise ValueError("must not be negative")
         return value
 
-    @field_validator("queue_polling_interval_sec")
+    @field_validator("queue_polling_interval_sec", "control_queue_polling_interval_sec")
     @classmethod
     def _polling(cls, value: float) -> float:
         if not 0.001 <= value <= 60:

@@ -1,19 +1,22 @@
 """Agent turns: CompileST (plan agent) and DecideST (build agent).
 
-Each turn is one DBOS step that prompts at most once per op key (the ledger row in
+A remote agent's turn is one DBOS step that prompts at most once per op key (the ledger row in
 ``app.opencode_calls`` doubles as the cache), then one datasource transaction that writes the
-step row and its artifacts together with the step's checkpoint.
+step row and its artifacts together with the step's checkpoint. A local agent (``OC_MODE=replay``
+or ``record``: fixtures or the deterministic producer) is pure, so its turn runs inside that
+transaction: one DBOS operation per agent step instead of two.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from dbos import DBOS
 
-from kodo.adapters.agent import BUILD_SCHEMA, PLAN_SCHEMA, AgentRequest
+from kodo.adapters.agent import BUILD_SCHEMA, PLAN_SCHEMA, AgentRequest, AgentResult
 from kodo.errors import StepFailure
 from kodo.identity import artifact_uri
 from kodo.models import STEP_PHASES, NewArtifact
@@ -36,15 +39,19 @@ def decide_prompt(intent: dict[str, Any], plan: dict[str, Any], answer: Any = No
     return f"Approved Plan: {approved}\nGoal: {intent['goal']}{told}\nGenerate patches and test command."
 
 
-@DBOS.step(name="agentTurn")
-def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
-    """Prompt the agent once per op key; a ledgered answer is reused instead of prompting again."""
+LOCAL_MODES = frozenset({"replay", "record"})
+
+
+def _cached(conn: sa.Connection, request: AgentRequest) -> dict[str, Any] | None:
+    found = agent_calls.find(conn, request.op_key)
+    if found is None or found["structured"] is None:
+        return None
+    return {"structured": found["structured"], "sessionId": found["session_id"], "cached": True}
+
+
+def _prompt(request: AgentRequest) -> tuple[AgentResult | None, dict[str, Any]]:
+    """Prompt the agent once; returns its result (None on failure) and the ledger entry of the call."""
     svc = services()
-    request = AgentRequest(**call)
-    with svc.engine.connect() as conn:
-        cached = agent_calls.find(conn, request.op_key)
-    if cached is not None and cached["structured"] is not None:
-        return {"structured": cached["structured"], "sessionId": cached["session_id"], "cached": True}
     started = datetime.now(UTC)
     error: str | None = None
     code = "AGENT_ERROR"
@@ -52,35 +59,94 @@ def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
         "agent", request.agent, step=request.step_id, attempt=request.attempt, mode=svc.agent.mode
     ) as outcome:
         try:
-            result = svc.agent.structured(request)
+            result: AgentResult | None = svc.agent.structured(request)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             code = str(getattr(exc, "code", "") or "AGENT_ERROR")  # the adapter's own failure class
             result = None
         outcome.report(ok=result is not None, session_id=result.session_id if result else None, failure=error)
-    with svc.engine.begin() as conn:
-        agent_calls.record(
-            conn,
-            op_key=request.op_key,
-            run_id=request.run_id,
-            step_id=request.step_id,
-            attempt=request.attempt,
-            call={
-                "agent": request.agent,
-                "mode": svc.agent.mode,
-                "sessionId": result.session_id if result else None,
-                "schemaHash": request.schema_hash,
-                "prompt": request.prompt,
-                "request": {"prompt": request.prompt, "schema": request.schema},
-                "response": result.raw if result else None,
-                "structured": result.structured if result else None,
-                "error": error,
-                "durationMs": int((datetime.now(UTC) - started).total_seconds() * 1000),
-            },
-        )
+    call = {
+        "agent": request.agent,
+        "mode": svc.agent.mode,
+        "sessionId": result.session_id if result else None,
+        "schemaHash": request.schema_hash,
+        "prompt": request.prompt,
+        "request": {"prompt": request.prompt, "schema": request.schema},
+        "response": result.raw if result else None,
+        "structured": result.structured if result else None,
+        "error": error,
+        "errorCode": code if result is None else None,
+        "durationMs": int((datetime.now(UTC) - started).total_seconds() * 1000),
+    }
+    return result, call
+
+
+def _ledger(
+    conn: sa.Connection, request: AgentRequest, result: AgentResult | None, call: dict[str, Any]
+) -> dict[str, Any]:
+    """Ledger the call; the turn's answer, or ``{"error", "code"}`` when the agent failed."""
+    agent_calls.record(
+        conn,
+        op_key=request.op_key,
+        run_id=request.run_id,
+        step_id=request.step_id,
+        attempt=request.attempt,
+        call={key: value for key, value in call.items() if key != "errorCode"},
+    )
     if result is None:
-        raise StepFailure(code, f"{request.step_id}: agent call failed: {error}")
+        return {"error": f"{request.step_id}: agent call failed: {call['error']}", "code": call["errorCode"]}
     return {"structured": result.structured, "sessionId": result.session_id, "cached": False}
+
+
+@DBOS.step(name="agentTurn")
+def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
+    """A remote agent's turn: prompted at most once per op key, outside any transaction."""
+    request = AgentRequest(**call)
+    with services().engine.connect() as conn:
+        cached = _cached(conn, request)
+    if cached is not None:
+        return cached
+    result, entry = _prompt(request)
+    with services().engine.begin() as conn:
+        answer = _ledger(conn, request, result, entry)
+    if "error" in answer:
+        raise StepFailure(answer["code"], answer["error"])
+    return answer
+
+
+def _local_turn(conn: sa.Connection, call: dict[str, Any]) -> dict[str, Any]:
+    """A local (replay/record) agent's turn inside the step's own transaction: no DBOS step of its own."""
+    request = AgentRequest(**call)
+    cached = _cached(conn, request)
+    if cached is not None:
+        return cached
+    result, entry = _prompt(request)
+    return _ledger(conn, request, result, entry)
+
+
+def _turn(
+    step_id: str, call: dict[str, Any], save: Callable[..., dict[str, Any]], ctx: dict[str, Any], *args: Any
+) -> dict[str, Any]:
+    """One agent turn and the step that saves it.
+
+    A remote agent's turn is its own DBOS step (it must not be prompted twice, nor inside a
+    transaction). A local agent (replay fixtures or the deterministic producer) is pure, so its turn
+    runs inside the step's transaction and its ledger row commits with the step: one DBOS operation.
+    """
+    if services().agent.mode not in LOCAL_MODES:
+        answer = agent_turn(call)
+        return transact(step_id, save, ctx, answer, *args)
+
+    def _both(conn: sa.Connection, ctx: dict[str, Any], *rest: Any) -> dict[str, Any]:
+        answer = _local_turn(conn, call)
+        if "error" in answer:
+            return {"failed": answer}
+        return {"saved": save(conn, ctx, answer, *rest)}
+
+    outcome = transact(step_id, _both, ctx, *args)
+    if "failed" in outcome:
+        raise StepFailure(outcome["failed"]["code"], outcome["failed"]["error"])
+    return dict(outcome["saved"])
 
 
 def _require(structured: Any, schema: dict[str, Any], step_id: str) -> dict[str, Any]:
@@ -137,9 +203,9 @@ def _fields(artifact: NewArtifact) -> dict[str, Any]:
     return {name: getattr(artifact, name) for name in NewArtifact.__dataclass_fields__}
 
 
-def _save_plan(conn: sa.Connection, ctx: dict[str, Any], structured: dict[str, Any], started_at: str) -> dict[str, Any]:
+def _save_plan(conn: sa.Connection, ctx: dict[str, Any], answer: dict[str, Any], started_at: str) -> dict[str, Any]:
     run_id = ctx["runId"]
-    plan = {**_require(structured, PLAN_SCHEMA, "CompileST"), "goal": ctx["intent"]["goal"]}
+    plan = {**_require(answer["structured"], PLAN_SCHEMA, "CompileST"), "goal": ctx["intent"]["goal"]}
     card = NewArtifact(
         step_id="CompileST",
         idx=0,
@@ -163,8 +229,7 @@ def compile_plan(ctx: dict[str, Any]) -> dict[str, Any]:
         "schema": PLAN_SCHEMA,
         "context": {"intent": ctx["intent"], "workload": ctx.get("workload"), "workspace": ctx["workspace"]},
     }
-    answer = agent_turn(call)
-    return transact("CompileST", _save_plan, ctx, answer["structured"], started_at)
+    return _turn("CompileST", call, _save_plan, ctx, started_at)
 
 
 def _save_build(
@@ -202,5 +267,4 @@ def decide(ctx: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> dic
         "schema": BUILD_SCHEMA,
         "context": {"intent": ctx["intent"], "plan": plan, "answer": answer, "workspace": ctx["workspace"]},
     }
-    answer = agent_turn(call)
-    return transact("DecideST", _save_build, ctx, answer, prompt, started_at)
+    return _turn("DecideST", call, _save_build, ctx, prompt, started_at)

@@ -1,16 +1,16 @@
 """Human gates without a waiting workflow.
 
-A run that reaches a gate *parks*: one transaction writes the gate row (prompt, deadline) and sets
-``waiting_input``; then the phase workflow enqueues its continuation ``ResumeRun`` with id
-``<workflowId>:<gateKey>`` **delayed by the gate's TTL**, and ends. A parked run therefore holds no
+A run that reaches a gate *parks*: one transaction writes the gate row (prompt, deadline), sets
+``waiting_input`` and enqueues its continuation ``ResumeRun`` with id ``<workflowId>:<gateKey>``
+**delayed by the gate's TTL**; then the phase workflow ends. A parked run therefore holds no
 queue slot and no thread. A reply is ledgered in ``app.human_interactions`` and wakes the
 continuation (its delay set to now); if nobody answers, the delay runs out and the continuation
 resolves the gate as ``TIMED_OUT``. A reply that arrives before the gate opens is found by the
-park's own check of the ledger, so it is never lost.
+park's own read of the ledger, so it is never lost.
 
 Lock order, everywhere a gate is answered, checked or resolved: the run row first, then the gate row.
-The run row serialises a reply with the park's after-enqueue check, so that either the reply's wake
-sees the delayed continuation or the check sees the reply.
+The run row serialises a reply with the park, so that either the reply's wake sees the delayed
+continuation or the park sees the reply.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from dbos import DBOS, EnqueueOptions
+from dbos import EnqueueOptions
 
 from kodo import telemetry
 from kodo.errors import Conflict, InvalidInput, NotFound
@@ -69,8 +69,15 @@ def normalize_decision(payload: Any) -> dict[str, Any]:
 
 def _park(
     conn: sa.Connection, ctx: dict[str, Any], key: str, purpose: str, form: dict[str, Any], ttl_s: int, next_action: str
-) -> None:
-    """Open the gate and mark the run waiting."""
+) -> dict[str, Any]:
+    """Open the gate, mark the run waiting and enqueue its continuation, all in one transaction.
+
+    The continuation is delayed by the gate's TTL, unless a reply is already in the ledger (sent
+    before the gate opened), in which case it may run at once. The run row is locked first, so a
+    concurrent reply either commits before this check (and is seen) or waits for this transaction
+    (and then finds the delayed continuation to wake).
+    """
+    _locked(conn, ctx["runId"])
     continuation = resume_id(ctx["workflowId"], key)
     prompt: dict[str, Any] = {"schemaVersion": 1, "formSchema": form, "ttlS": ttl_s, "uiHints": None, "defaults": None}
     gates.open_gate(
@@ -86,6 +93,24 @@ def _park(
         resume_workflow_id=continuation,
     )
     runs.update(conn, ctx["runId"], status="waiting_input", next_action=next_action, current_workflow_id=continuation)
+    answered = gates.first_reply(conn, ctx["workflowId"], key) is not None
+    svc = services()
+    options: EnqueueOptions = {
+        "workflow_name": RESUME_WORKFLOW,
+        "queue_name": "intentQ",
+        "workflow_id": continuation,
+        "priority": int(ctx.get("priority") or 1),
+        "app_version": svc.settings.app_version,
+    }
+    if not answered:
+        options["delay_seconds"] = float(ttl_s)
+    if ctx.get("partitionKey") and svc.settings.intent_queue_partition:
+        options["queue_partition_key"] = ctx["partitionKey"]
+    trace_context = telemetry.current_context()
+    if trace_context is not None:  # the continuation stays on the run's trace
+        options["otel_context"] = trace_context
+    svc.client.enqueue_in_transaction(conn, options, ctx["workflowId"], key)
+    return {"runId": ctx["runId"], "status": "waiting_input", "gateKey": key, "resumeWorkflowId": continuation}
 
 
 def _locked(conn: sa.Connection, run_id: str) -> Run:
@@ -96,42 +121,17 @@ def _locked(conn: sa.Connection, run_id: str) -> Run:
     return run
 
 
-@DBOS.step(name="gate.answered")
-def _release_if_answered(run_id: str, workflow_id: str, key: str) -> bool:
-    """Release the continuation at once if a reply is already in the ledger (it came before the park)."""
-    with services().engine.begin() as conn:
-        _locked(conn, run_id)
-        if gates.first_reply(conn, workflow_id, key) is None:
-            return False
-        durable_status.release_delayed(conn, resume_id(workflow_id, key))
-        return True
-
-
 def park(ctx: dict[str, Any], *, purpose: str, next_action: str, form: dict[str, Any], ttl_s: int) -> dict[str, Any]:
-    """Park the run at a gate and enqueue its delayed continuation; the calling workflow then ends."""
+    """Park the run at a gate (one transaction, one DBOS operation); the calling workflow then ends."""
     key = gate_key(ctx, purpose)
-    transact(f"gate.park.{purpose}", _park, ctx, key, purpose, form, ttl_s, next_action)
-    continuation = resume_id(ctx["workflowId"], key)
-    options: EnqueueOptions = {
-        "workflow_name": RESUME_WORKFLOW,
-        "queue_name": "intentQ",
-        "workflow_id": continuation,
-        "priority": int(ctx.get("priority") or 1),
-        "app_version": services().settings.app_version,
-        "delay_seconds": float(ttl_s),
-    }
-    if ctx.get("partitionKey") and services().settings.intent_queue_partition:
-        options["queue_partition_key"] = ctx["partitionKey"]
-    trace_context = telemetry.current_context()
-    if trace_context is not None:  # the continuation stays on the run's trace
-        options["otel_context"] = trace_context
-    DBOS.enqueue_workflow_with_options(options, ctx["workflowId"], key)
-    # A reply ledgered before the continuation existed could not wake it: look once more, after enqueueing.
-    _release_if_answered(ctx["runId"], ctx["workflowId"], key)
-    return {"runId": ctx["runId"], "status": "waiting_input", "gateKey": key, "resumeWorkflowId": continuation}
+    return transact(f"gate.park.{purpose}", _park, ctx, key, purpose, form, ttl_s, next_action)
 
 
-def _resolve(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, Any]:
+def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, Any]:
+    """Resolve a parked gate from the ledger: the first reply, or TIMED_OUT when there is none.
+
+    Runs inside the continuation's first transaction (``kodo.workflows.runs``).
+    """
     _locked(conn, ctx["runId"])
     gate = gates.get(conn, ctx["runId"], key, lock=True)
     if gate is None:
@@ -166,11 +166,6 @@ def _resolve(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, An
         gate = gates.get(conn, ctx["runId"], key)
         assert gate is not None
     return {"gateKey": key, "purpose": gate.purpose, "result": gate.result, "decision": gate.decision}
-
-
-def resolve(ctx: dict[str, Any], key: str) -> dict[str, Any]:
-    """Resolve a parked gate from the ledger: the first reply, or TIMED_OUT when there is none."""
-    return transact("gate.resolve", _resolve, ctx, key)
 
 
 def _auto(conn: sa.Connection, ctx: dict[str, Any], key: str) -> None:

@@ -14,6 +14,7 @@ DEFAULT_PARTITION = "default"
 def queue_limits(settings: Settings) -> dict[str, dict[str, Any]]:
     """Each queue's DBOS limits. A partitioned queue applies its caps per partition."""
     poll = settings.queue_polling_interval_sec
+    quiet = settings.control_queue_polling_interval_sec  # little traffic: fewer idle polling transactions
     threads = settings.max_executor_threads
 
     def lane(*, partitioned: bool, worker: int, overall: int, rate: int, period: int) -> dict[str, Any]:
@@ -46,8 +47,8 @@ def queue_limits(settings: Settings) -> dict[str, dict[str, Any]]:
             rate=settings.sbx_queue_rate_limit_per_period,
             period=settings.sbx_queue_rate_limit_period_sec,
         ),
-        "controlQ": {"polling_interval_sec": poll, "global_concurrency": 5, "worker_concurrency": 5},
-        "compileQ": {"polling_interval_sec": poll, "global_concurrency": 10, "worker_concurrency": 10},
+        "controlQ": {"polling_interval_sec": quiet, "global_concurrency": 5, "worker_concurrency": 5},
+        "compileQ": {"polling_interval_sec": quiet, "global_concurrency": 10, "worker_concurrency": 10},
     }
 
 

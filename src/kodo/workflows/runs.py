@@ -262,18 +262,17 @@ def _park_result(ctx: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
     return {"runId": ctx["runId"], "status": "waiting_input", "gateKey": gate["gateKey"]}
 
 
-def drive(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Carry the run from where it stands to its next gate (park) or to its end.
+def drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
+    """Carry the run from where it stands (``done``: its progress) to its next gate (park) or its end.
 
     Every phase workflow (RunIntent, ResumeRun, RepairRun) calls this; completed steps are read back
-    from ``app.run_steps`` rather than run again.
+    from ``app.run_steps`` (in the phase's first transaction) rather than run again.
     """
     with observe.bound(ctx["runId"], ctx["workflowId"]):
-        return _drive(ctx)
+        return _drive(ctx, done)
 
 
-def _drive(ctx: dict[str, Any]) -> dict[str, Any]:
-    done = transact("progress", _progress, ctx)
+def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
     try:
         plan = done["steps"].get("CompileST") or agents.compile_plan(ctx)
         answer = None
@@ -336,28 +335,36 @@ def _drive(ctx: dict[str, Any]) -> dict[str, Any]:
         raise
 
 
+def _begin(
+    conn: sa.Connection, workflow_id: str, phase_id: str, starting: bool, gate_key: str | None
+) -> dict[str, Any]:
+    """A phase's first transaction: its context, the parked gate resolved (a continuation), its progress."""
+    ctx = _context(conn, workflow_id, phase_id, starting)
+    resolved = gates.resolve_in(conn, ctx, gate_key) if gate_key is not None else None
+    return {"ctx": ctx, "resolved": resolved, "done": _progress(conn, ctx)}
+
+
 @DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10)
 def run_intent(workflow_id: str) -> dict[str, Any]:
     """The run's first phase (id = intentId): from the start to its first gate or its end."""
-    ctx = transact("begin", _context, workflow_id, workflow_id, True)
-    return drive(ctx)
+    phase = transact("begin", _begin, workflow_id, workflow_id, True, None)
+    return drive(phase["ctx"], phase["done"])
 
 
 @DBOS.workflow(name=gates.RESUME_WORKFLOW, max_recovery_attempts=10)
 def resume_run(workflow_id: str, gate_key: str) -> dict[str, Any]:
     """A parked run's continuation: resolve the gate from the ledger (or as timed out), then go on."""
-    ctx = transact("load", _context, workflow_id, gates.resume_id(workflow_id, gate_key), False)
-    resolved = gates.resolve(ctx, gate_key)
-    if (resolved["result"] or {}).get("state") == "TIMED_OUT":
-        escalation.escalate(ctx, gate_key)
-    return drive(ctx)
+    phase = transact("resume", _begin, workflow_id, gates.resume_id(workflow_id, gate_key), False, gate_key)
+    if (phase["resolved"]["result"] or {}).get("state") == "TIMED_OUT":
+        escalation.escalate(phase["ctx"], gate_key)
+    return drive(phase["ctx"], phase["done"])
 
 
 @DBOS.workflow(name=REPAIR_WORKFLOW, max_recovery_attempts=10)
 def repair_run(workflow_id: str, attempt: int) -> dict[str, Any]:
     """A retry of a failed run: completed steps are reused, the first incomplete one runs again."""
-    ctx = transact("load", _context, workflow_id, repair_id(workflow_id, attempt), False)
-    return drive(ctx)
+    phase = transact("load", _begin, workflow_id, repair_id(workflow_id, attempt), False, None)
+    return drive(phase["ctx"], phase["done"])
 
 
 # --- retry (called by the API and CLI) ------------------------------------------------------------

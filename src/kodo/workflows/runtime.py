@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from dbos import SQLAlchemyDatasource
+from dbos import DBOSClient, SQLAlchemyDatasource
 
 from kodo.adapters.agent import CodingAgent
 from kodo.adapters.sandbox import Sandbox
@@ -21,6 +21,7 @@ class Services:
     settings: Settings
     engine: sa.Engine
     datasource: SQLAlchemyDatasource
+    client: DBOSClient  # enqueues inside a datasource transaction (a parked run's continuation)
     agent: CodingAgent
     sandbox: Sandbox
 
