@@ -22,10 +22,12 @@ import pytest
 from psycopg import sql
 
 from helpers import make_settings
+from kodo import logs
 from kodo.database import EmbeddedPostgres, libpq_url, with_database
 from kodo.settings import Settings
 
 TEMPLATE = "kodo_template"
+logs.configure("info")  # as every kodo entry point does: log lines on fd 2, never in a command's stdout
 
 
 def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:

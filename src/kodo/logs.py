@@ -9,9 +9,15 @@ import structlog
 
 
 def configure(level: str = "info") -> None:
+    """Log lines go to the process's own stderr (fd 2), never to stdout, where commands print their data.
+
+    ``sys.__stderr__``, not ``sys.stderr``: a stream swapped in for one command (click's test runner)
+    must not capture the log lines of worker threads that outlive it.
+    """
     numeric = getattr(logging, level.upper(), logging.INFO)
+    stream = sys.__stderr__ or sys.stderr
     renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer() if stream.isatty() else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[
@@ -21,9 +27,7 @@ def configure(level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(
-        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=stream, format="%(name)s %(levelname)s %(message)s")

@@ -70,9 +70,15 @@ def test_kill_9_then_35_s_down_sleep_wakes_on_time_and_missed_ticks_catch_up(
     began, woke = times["sleep-before-sleep"].timestamp(), times["sleep-after-sleep"].timestamp()
     assert woke - began >= 40.0
     assert woke <= max(began + 40.0, restarted) + 3.0, f"woke {woke - began:.1f}s after it began"
+
+    def final_status() -> str | None:  # the status commits just after the last step's artifact
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("SELECT status FROM dbos.workflow_status WHERE workflow_uuid='sleep-k9'"))
+            return found.scalar()
+
+    wait_until(lambda: final_status() != "PENDING", timeout=10, what="sleep-k9 finished")
+    assert final_status() == "SUCCESS"
     with engine.connect() as conn:
-        final = conn.execute(sa.text("SELECT status FROM dbos.workflow_status WHERE workflow_uuid='sleep-k9'"))
-        assert final.scalar() == "SUCCESS"
         names = conn.execute(
             sa.text("SELECT DISTINCT name FROM dbos.workflow_status WHERE workflow_uuid LIKE 'sched-%'")
         ).scalars()

@@ -27,7 +27,7 @@ def test_inspect_fork_retry_and_repro_from_the_cli(
     """steps/get/list/fork/retry-from-step/list-failed/why/repro/executors/queues; fork lines are `<wid>\\t<fork>`."""
     assert client.post("/slowstep?wf=slow-c&sleep=1").status_code == 202
     wait_until(lambda: dbos_status(engine, "slow-c") == "SUCCESS", what="slow-c")
-    steps = json.loads(kodo(settings, "steps", "slow-c").output)
+    steps = json.loads(kodo(settings, "steps", "slow-c").stdout)
     assert [s["functionId"] for s in steps] == [1, 2, 3]
     assert kodo(settings, "list", "--name", "SlowStep").output.split() == ["slow-c"]
     listed = [json.loads(line) for line in kodo(settings, "list", "slow-c", "--format", "json").output.splitlines()]
@@ -45,7 +45,7 @@ def test_inspect_fork_retry_and_repro_from_the_cli(
         ("fork", "cli", "fix"),
         ("fork", "cli", "retry-from-step:again"),
     ]
-    assert json.loads(kodo(settings, "get", "slow-c").output)["audit"][0]["reason"] == "retry-from-step:again"
+    assert json.loads(kodo(settings, "get", "slow-c").stdout)["audit"][0]["reason"] == "retry-from-step:again"
 
     failing = new_run(client, "broken", partition="cli", autoApprove=True, constraints={"testCommand": "FAIL_ME"})
     assert wait_status(client, failing, {"SUCCESS", "ERROR"})["status"] == "ERROR"
@@ -56,11 +56,11 @@ def test_inspect_fork_retry_and_repro_from_the_cli(
     pack = tmp_path / "pack.json"
     assert kodo(settings, "repro", failing, "--out", str(pack)).exit_code == 0
     assert json.loads(pack.read_text())["meta"]["workflowId"] == failing
-    view: dict[str, Any] = json.loads(kodo(settings, "executors").output)
+    view: dict[str, Any] = json.loads(kodo(settings, "executors").stdout)
     assert view["executors"][0]["alive"] is True
-    assert "throughput" in json.loads(kodo(settings, "queues").output)
-    assert failing in {row["workflow_id"] for row in json.loads(kodo(settings, "inbox").output)}
-    assert json.loads(kodo(settings, "slow", "--min-ms", "0").output)  # every checkpoint took ≥ 0 ms
+    assert "throughput" in json.loads(kodo(settings, "queues").stdout)
+    assert failing in {row["workflow_id"] for row in json.loads(kodo(settings, "inbox").stdout)}
+    assert json.loads(kodo(settings, "slow", "--min-ms", "0").stdout)  # every checkpoint took ≥ 0 ms
     assert kodo(settings, "get", "nope").exit_code == 1
 
 
