@@ -150,7 +150,9 @@ def soak_hitl(runs: int, dupes: int, partition: str, base: str | None, timeout_s
 @click.option("--n", "runs", type=click.IntRange(1, 2000), default=50, show_default=True, help="Runs (or API loops).")
 @click.option("--reps", type=click.IntRange(1, 10), default=3, show_default=True, help="Repetitions.")
 @click.option("--partitions", type=click.IntRange(1, 64), default=8, show_default=True)
-@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="API clients.")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="API clients (burst: pollers)."
+)
 @click.option("--auto/--approve", "auto", default=False, help="autoApprove, or approve each plan as it appears.")
 @click.option("--base", default=None, help="kodo's URL (loopback only); default http://127.0.0.1:$PORT.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=900, show_default=True)
@@ -173,10 +175,15 @@ def bench(
 
     from kodo.database import resolve_database_url
     from kodo.ops.bench import run_bench
+    from kodo.ops.soak import require_loopback
     from kodo.store import create_engine
 
     settings = _settings()
     target = base or f"http://127.0.0.1:{settings.port}"
+    try:
+        require_loopback(target)  # before the first request
+    except KodoError as error:
+        raise click.ClickException(error.message) from error
     engine = create_engine(resolve_database_url(settings.database_url, settings.home), pool_size=2)
     try:
         pid = httpx.get(f"{target}/healthz", timeout=5).json().get("pid")
@@ -192,7 +199,7 @@ def bench(
             pid=pid,
             timeout_s=timeout_s,
         )
-    except (KodoError, httpx.HTTPError, TimeoutError, RuntimeError) as error:
+    except (KodoError, httpx.HTTPError, TimeoutError, RuntimeError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     finally:
         engine.dispose()

@@ -52,23 +52,70 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": round(min(values), 2), "median": round(statistics.median(values), 2), "max": round(max(values), 2)}
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:  # utime + stime (the process's own threads; children are counted as pids)
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command name) of every process on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        try:
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if fields is not None:
+            found.append((int(entry.name), int(fields[1]), name))
+    return found
+
+
+def server_tree(pid: int) -> list[int]:
+    """The server process and its descendants (``kodo up --workers N`` spawns its workers as children)."""
+    processes = _processes()
+    tree, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, parent, _ in processes:
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sorted(tree)
+
+
+def postgres_processes() -> list[int]:
+    """Postgres server processes on this (loopback) machine: the benchmark's database."""
+    return [pid for pid, _, name in _processes() if name == "postgres" or name.startswith("postgres:")]
+
+
 @dataclass
 class Probe:
-    """Counters read before and after a repetition: server CPU, DBOS operations, Postgres commits."""
+    """Counters read before and after a repetition: CPU of the server's processes and of Postgres,
+    DBOS operations, Postgres commits."""
 
     engine: sa.Engine
     pid: int | None
     values: dict[str, float] = field(default_factory=dict)
 
     def _cpu(self) -> float | None:
-        if self.pid is None:
+        if self.pid is None or _stat(self.pid) is None:
             return None
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / ticks
+        return _cpu_seconds(server_tree(self.pid))
 
     def _rss_mb(self) -> float | None:
         if self.pid is None:
@@ -88,6 +135,7 @@ class Probe:
                 sa.text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
             ).scalar_one()
         found = {"operations": float(operations), "commits": float(commits)}
+        found["postgresCpu"] = _cpu_seconds(postgres_processes())
         cpu = self._cpu()
         if cpu is not None:
             found["cpu"] = cpu
@@ -98,8 +146,11 @@ class Probe:
             "dbosOperationsPerRun": round((after["operations"] - before["operations"]) / runs, 1),
             "postgresCommitsPerRun": round((after["commits"] - before["commits"]) / runs, 1),
         }
-        if "cpu" in before and "cpu" in after:
+        if "cpu" in before and "cpu" in after:  # the server and its worker processes
             out["cpuSecondsPerRun"] = round((after["cpu"] - before["cpu"]) / runs, 4)
+        out["postgresCpuSecondsPerRun"] = round((after["postgresCpu"] - before["postgresCpu"]) / runs, 4)
+        if self.pid is not None:
+            out["serverProcesses"] = len(server_tree(self.pid))
         rss = self._rss_mb()
         if rss is not None:
             out["serverRssMB"] = round(rss, 1)
@@ -149,31 +200,37 @@ class Bench:
 
     # --- scenarios --------------------------------------------------------------------------
 
-    def burst(self, runs: int, partitions: int, *, auto: bool, tag: str) -> dict[str, Any]:
+    def burst(self, runs: int, partitions: int, *, auto: bool, tag: str, pollers: int = 4) -> dict[str, Any]:
+        """N runs over P partitions; ``pollers`` clients poll every run to its end (approving plans as they appear)."""
         before = self.probe.read()
         began = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             wids = list(
                 pool.map(lambda n: self.start(f"{tag} burst {n}", f"bench-p{n % partitions}", auto=auto), range(runs))
             )
-        pending = set(wids)
-        approved: set[str] = set()
-        failed = 0
-        while pending:
-            self._check_time()
-            for wid in list(pending):
-                header = self.status(wid)
-                if header["status"] in TERMINAL:
-                    pending.discard(wid)
-                    failed += header["status"] != "SUCCESS"
-                elif header["nextAction"] == "APPROVE_PLAN" and wid not in approved:
-                    self.approve(wid)
-                    approved.add(wid)
-            time.sleep(0.02)
+        outcomes: dict[str, str] = {}
+
+        def poll(share: list[str]) -> None:
+            pending, approved = set(share), set()
+            while pending:
+                self._check_time()
+                for wid in list(pending):
+                    header = self.status(wid)
+                    if header["status"] in TERMINAL:
+                        pending.discard(wid)
+                        outcomes[wid] = header["status"]
+                    elif header["nextAction"] == "APPROVE_PLAN" and wid not in approved:
+                        self.approve(wid)
+                        approved.add(wid)
+                time.sleep(0.02)
+
+        with ThreadPoolExecutor(pollers) as pool:
+            list(pool.map(poll, [wids[k::pollers] for k in range(pollers)]))
         elapsed = time.monotonic() - began
         return {
             "runs": runs,
-            "failed": failed,
+            "failed": sum(status != "SUCCESS" for status in outcomes.values()),
+            "pollers": pollers,
             "seconds": round(elapsed, 2),
             "runsPerSecond": round(runs / elapsed, 2),
             **self.probe.per_run(before, self.probe.read(), runs),
@@ -283,7 +340,7 @@ def run_bench(
         for rep in range(repetitions):
             tag = f"bench-{scenario}-{int(time.time())}-{rep}"
             if scenario == "burst":
-                results.append(bench.burst(runs, partitions, auto=auto, tag=tag))
+                results.append(bench.burst(runs, partitions, auto=auto, tag=tag, pollers=concurrency))
             elif scenario == "latency":
                 results.append(bench.latency(runs, tag=tag))
             elif scenario == "api":
@@ -312,7 +369,13 @@ def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         return spread(values) if values else None
 
     table: dict[str, list[tuple[str, ...]]] = {
-        "burst": [("runsPerSecond",), ("cpuSecondsPerRun",), ("dbosOperationsPerRun",), ("postgresCommitsPerRun",)],
+        "burst": [
+            ("runsPerSecond",),
+            ("cpuSecondsPerRun",),
+            ("postgresCpuSecondsPerRun",),
+            ("dbosOperationsPerRun",),
+            ("postgresCommitsPerRun",),
+        ],
         "latency": [
             ("startToWaitingMs", "p50"),
             ("startToWaitingMs", "p95"),

@@ -34,7 +34,7 @@ def require_loopback(base_url: str) -> None:
             return
     except ValueError:
         pass
-    raise InvalidInput(f"soak targets must be loopback addresses, not {host!r}")
+    raise InvalidInput(f"load tools only talk to this machine: targets must be loopback addresses, not {host!r}")
 
 
 @dataclass

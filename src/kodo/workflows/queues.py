@@ -18,18 +18,20 @@ def queue_limits(settings: Settings) -> dict[str, dict[str, Any]]:
     threads = settings.max_executor_threads
 
     def lane(*, partitioned: bool, worker: int, overall: int, rate: int, period: int) -> dict[str, Any]:
-        limits: dict[str, Any] = {
-            "polling_interval_sec": poll,
-            "limiter": {"limit": rate, "period": period},
-        }
+        limits: dict[str, Any] = {"polling_interval_sec": poll}
+        rate_limit = {"limit": rate, "period": period}
         if partitioned:
+            # As the predecessor's partitioned queues did, every limit applies per partition. A queue-wide
+            # limiter on a partitioned queue would also make each partition's claim SERIALIZABLE (write
+            # skew across partitions): conflicting claims, then DBOS backing its polling off.
             limits |= {
                 "partition_concurrency": overall,
                 "partition_worker_concurrency": worker,
+                "partition_limiter": rate_limit,
                 "worker_concurrency": max(worker, threads // 2),
             }
         else:
-            limits |= {"global_concurrency": overall, "worker_concurrency": worker}
+            limits |= {"global_concurrency": overall, "worker_concurrency": worker, "limiter": rate_limit}
         return limits
 
     return {

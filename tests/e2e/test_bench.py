@@ -1,0 +1,56 @@
+"""``kodo bench`` against a real ``kodo up``: every scenario reports what it claims, and the oracles hold after."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from helpers import oracle_violations
+from processes import KodoProcess, clean_env, run_cli
+
+
+def _bench(up: KodoProcess, *args: str) -> dict[str, object]:
+    result = run_cli(["bench", *args, "--reps", "2", "--timeout", "120"], up.env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report: dict[str, object] = json.loads(result.stdout)
+    return report
+
+
+def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
+    spawn: Callable[..., KodoProcess], engine: sa.Engine
+) -> None:
+    """burst/latency/api/hitl: per-repetition figures, min/median/max, CPU of server and Postgres; no oracle rows."""
+    up = spawn("up", INTENT_QUEUE_RATE_LIMIT_PER_PERIOD="100000", SBX_QUEUE_RATE_LIMIT_PER_PERIOD="100000")
+    burst = _bench(up, "burst", "--n", "6", "--partitions", "3", "--concurrency", "2")
+    reps = burst["repetitions"]
+    assert isinstance(reps, list) and len(reps) == 2
+    for rep in reps:
+        assert rep["runs"] == 6 and rep["failed"] == 0 and rep["pollers"] == 2 and rep["runsPerSecond"] > 0
+        assert rep["cpuSecondsPerRun"] > 0 and rep["postgresCpuSecondsPerRun"] >= 0 and rep["serverProcesses"] >= 1
+        assert rep["dbosOperationsPerRun"] >= 9  # each run's steps are checkpointed
+    summary = burst["summary"]
+    assert isinstance(summary, dict)
+    spread = summary["runsPerSecond"]
+    assert spread["min"] <= spread["median"] <= spread["max"]
+    latency = _bench(up, "latency", "--n", "2")
+    assert isinstance(latency["summary"], dict) and latency["summary"]["approveToSuccessMs.p50"]["median"] > 0
+    api = _bench(up, "api", "--n", "5", "--concurrency", "2")
+    assert isinstance(api["summary"], dict) and api["summary"]["requestMs.p95"]["median"] > 0
+    hitl = _bench(up, "hitl", "--n", "2")
+    assert isinstance(hitl["summary"], dict) and hitl["summary"]["replyToResumeMs.p50"]["median"] > 0
+    environment = hitl["environment"]
+    assert isinstance(environment, dict) and environment["cpus"] >= 1 and environment["dbos"]
+    with engine.connect() as conn:
+        assert oracle_violations(conn) == {}
+        failed = conn.execute(sa.text("SELECT count(*) FROM app.runs WHERE status <> 'succeeded'")).scalar_one()
+        assert failed == 0
+
+
+def test_bench_refuses_targets_off_this_machine(database_url: str, tmp_path: Path) -> None:
+    """The benchmark only talks to loopback: another host is refused before any request."""
+    env = clean_env(DATABASE_URL=database_url, KODO_HOME=str(tmp_path / "home"))
+    result = run_cli(["bench", "latency", "--n", "1", "--base", "http://10.0.0.1:3001"], env)
+    assert result.returncode != 0 and "loopback" in result.stderr
