@@ -175,18 +175,12 @@ def bench(
 
     from kodo.database import resolve_database_url
     from kodo.ops.bench import run_bench
-    from kodo.ops.soak import require_loopback
     from kodo.store import create_engine
 
     settings = _settings()
     target = base or f"http://127.0.0.1:{settings.port}"
-    try:
-        require_loopback(target)  # before the first request
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
     engine = create_engine(resolve_database_url(settings.database_url, settings.home), pool_size=2)
     try:
-        pid = httpx.get(f"{target}/healthz", timeout=5).json().get("pid")
         report = run_bench(
             target,
             engine,
@@ -196,10 +190,11 @@ def bench(
             partitions=partitions,
             concurrency=concurrency,
             auto=auto,
-            pid=pid,
             timeout_s=timeout_s,
         )
-    except (KodoError, httpx.HTTPError, TimeoutError, RuntimeError, ValueError) as error:
+    except KodoError as error:
+        raise click.ClickException(error.message) from error
+    except (httpx.HTTPError, TimeoutError, RuntimeError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     finally:
         engine.dispose()

@@ -326,15 +326,20 @@ def run_bench(
     partitions: int,
     concurrency: int,
     auto: bool,
-    pid: int | None,
     timeout_s: float,
 ) -> dict[str, Any]:
-    """Run one scenario ``repetitions`` times; returns the per-repetition results and their spread."""
+    """Run one scenario ``repetitions`` times; returns the per-repetition results and their spread.
+
+    The target must be loopback (checked before the first request); the server's PID comes from its
+    ``/healthz``, for the CPU figures.
+    """
+    require_loopback(base_url)
+    pid = httpx.get(f"{base_url}/healthz", timeout=5).json().get("pid")
     if scenario not in SCENARIOS:
         raise InvalidInput(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     if not 1 <= repetitions <= 10 or not 1 <= runs <= 2000:
         raise InvalidInput("--reps must be 1..10 and --n 1..2000")
-    bench = Bench(base_url, engine, pid=pid, timeout_s=timeout_s)
+    bench = Bench(base_url, engine, pid=pid if isinstance(pid, int) else None, timeout_s=timeout_s)
     results: list[dict[str, Any]] = []
     try:
         for rep in range(repetitions):
