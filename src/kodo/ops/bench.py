@@ -64,8 +64,8 @@ def _cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
         fields = _stat(pid)
-        if fields is not None:  # utime + stime (the process's own threads; children are counted as pids)
-            total += int(fields[11]) + int(fields[12])
+        if fields is not None:  # utime + stime, plus cutime + cstime: children that exited and were reaped
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
     return total / ticks
 
 
