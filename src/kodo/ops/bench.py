@@ -85,9 +85,8 @@ def _processes() -> list[tuple[int, int, str]]:
     return found
 
 
-def server_tree(pid: int) -> list[int]:
+def server_tree(pid: int, processes: list[tuple[int, int, str]]) -> list[int]:
     """The server process and its descendants (``kodo up --workers N`` spawns its workers as children)."""
-    processes = _processes()
     tree, grew = {pid}, True
     while grew:
         grew = False
@@ -98,9 +97,9 @@ def server_tree(pid: int) -> list[int]:
     return sorted(tree)
 
 
-def postgres_processes() -> list[int]:
+def postgres_processes(processes: list[tuple[int, int, str]]) -> list[int]:
     """Postgres server processes on this (loopback) machine: the benchmark's database."""
-    return [pid for pid, _, name in _processes() if name == "postgres" or name.startswith("postgres:")]
+    return [pid for pid, _, name in processes if name == "postgres" or name.startswith("postgres:")]
 
 
 @dataclass
@@ -111,11 +110,6 @@ class Probe:
     engine: sa.Engine
     pid: int | None
     values: dict[str, float] = field(default_factory=dict)
-
-    def _cpu(self) -> float | None:
-        if self.pid is None or _stat(self.pid) is None:
-            return None
-        return _cpu_seconds(server_tree(self.pid))
 
     def _rss_mb(self) -> float | None:
         if self.pid is None:
@@ -135,10 +129,12 @@ class Probe:
                 sa.text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
             ).scalar_one()
         found = {"operations": float(operations), "commits": float(commits)}
-        found["postgresCpu"] = _cpu_seconds(postgres_processes())
-        cpu = self._cpu()
-        if cpu is not None:
-            found["cpu"] = cpu
+        processes = _processes()  # one /proc snapshot per read
+        found["postgresCpu"] = _cpu_seconds(postgres_processes(processes))
+        if self.pid is not None and _stat(self.pid) is not None:
+            tree = server_tree(self.pid, processes)
+            found["cpu"] = _cpu_seconds(tree)
+            found["serverProcesses"] = float(len(tree))
         return found
 
     def per_run(self, before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
@@ -149,8 +145,8 @@ class Probe:
         if "cpu" in before and "cpu" in after:  # the server and its worker processes
             out["cpuSecondsPerRun"] = round((after["cpu"] - before["cpu"]) / runs, 4)
         out["postgresCpuSecondsPerRun"] = round((after["postgresCpu"] - before["postgresCpu"]) / runs, 4)
-        if self.pid is not None:
-            out["serverProcesses"] = len(server_tree(self.pid))
+        if "serverProcesses" in after:
+            out["serverProcesses"] = int(after["serverProcesses"])
         rss = self._rss_mb()
         if rss is not None:
             out["serverRssMB"] = round(rss, 1)

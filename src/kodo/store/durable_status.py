@@ -44,14 +44,6 @@ def get(conn: sa.Connection, workflow_id: str) -> DurableStatus | None:
     )
 
 
-def status_of(conn: sa.Connection, workflow_id: str) -> str | None:
-    """One workflow's DBOS status (None if it has no row): a plain read, no DBOS operation."""
-    value = conn.execute(
-        sa.text("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = :w"), {"w": workflow_id}
-    ).scalar()
-    return None if value is None else str(value)
-
-
 def step_rows(conn: sa.Connection, workflow_id: str) -> list[dict[str, Any]]:
     """DBOS's checkpoint rows of one workflow (its operation outputs), in step order."""
     rows = conn.execute(

@@ -227,9 +227,9 @@ def settle(engine: sa.Engine, workflow_id: str, waiter: Waiter | None, *, slice_
     while not waiter.woken:
         try:
             with engine.connect() as conn:
-                status = durable_status.status_of(conn, workflow_id)
+                found = durable_status.get(conn, workflow_id)
         except Exception as error:
             log.warning("cannot read a child's status; polling for it", workflow_id=workflow_id, error=repr(error))
             return
-        if status not in ACTIVE or waiter.wait(slice_sec):
+        if found is None or found.status not in ACTIVE or waiter.wait(slice_sec):
             return
