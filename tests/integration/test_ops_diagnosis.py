@@ -89,7 +89,13 @@ def test_no_live_worker_for_the_run_version(client: TestClient, engine: sa.Engin
 def test_queued_behind_n_in_its_partition(client: TestClient, engine: sa.Engine) -> None:
     """One running run holds partition P (limit 1): the third run is QUEUED_BEHIND 2 (1 running, 1 ahead)."""
     first = new_run(client, "first", partition="team-p", autoApprove=True)
-    wait_until(lambda: dbos_status(engine, first) == "PENDING", what="first running")
+
+    def sandbox_running() -> bool:  # the first run's sandbox task is executing (a 6 s chaos sleep)
+        with engine.connect() as conn:
+            query = "SELECT count(*) FROM dbos.workflow_status WHERE parent_workflow_id = :p AND status = 'PENDING'"
+            return bool(conn.execute(sa.text(query), {"p": first}).scalar_one())
+
+    wait_until(sandbox_running, what="first running its sandbox task")
     second = new_run(client, "second", partition="team-p", autoApprove=True)
     third = new_run(client, "third", partition="team-p", autoApprove=True)
     found = why(client, third)

@@ -32,7 +32,10 @@ def _ms(value: Any) -> int | None:
 def header(ctx: ApiContext, conn: sa.Connection, run: Run) -> dict[str, Any]:
     """The RunHeader: app status merged (monotonically) with DBOS's, plus posture."""
     # The run's identity is its workflow id; its progress is the phase workflow now responsible for it.
-    durable = durable_status.get(conn, run.current_workflow_id or run.workflow_id)
+    facts = durable_status.for_run(
+        conn, current_workflow_id=run.current_workflow_id or run.workflow_id, workflow_id=run.workflow_id, run_id=run.id
+    )
+    durable = facts.status
     settings = ctx.settings
     body: dict[str, Any] = {
         "workflowID": run.workflow_id,
@@ -73,20 +76,12 @@ def header(ctx: ApiContext, conn: sa.Connection, run: Run) -> dict[str, Any]:
     }
     if run.error is not None:
         body["error"] = run.error
-    trace_id = run_trace_id(conn, run)
+    trace_id = telemetry.trace_id_of(facts.traceparent) or facts.step_trace_id
     body["otelTraceId"] = trace_id
     body["traceUrl"] = telemetry.trace_link(settings.trace_base_url, trace_id)
     if settings.trace_base_url:
         body["traceBaseUrl"] = settings.trace_base_url
     return body
-
-
-def run_trace_id(conn: sa.Connection, run: Run) -> str | None:
-    """The OpenTelemetry trace of the run: the one its workflow was started under, else its first traced step's."""
-    found = telemetry.trace_id_of(durable_status.traceparent(conn, run.workflow_id))
-    if found is None:
-        found = next((s.trace_id for s in steps.list_for_run(conn, run.id) if s.trace_id), None)
-    return found
 
 
 def artifact_ref(run: Run, artifact: Artifact) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Scenarios (each repeated; min / median / max reported):
 * ``burst``   — N runs over P partitions, plans approved as soon as they appear (or ``autoApprove``);
                 runs/s from the first start to the last SUCCESS.
 * ``latency`` — one run at a time: start → WAITING_INPUT, approve → SUCCESS (ms).
-* ``api``     — a create → start → read loop at fixed concurrency (per-request ms).
+* ``api``     — the predecessor's k6 iteration (create → start → read header, queue depth, steps,
+                an artifact) at fixed concurrency (per-request ms, overall and per route).
 * ``hitl``    — reply → resume latency of parked runs.
 
 Alongside: CPU seconds of the server process per run (when its PID is known), DBOS operations and
@@ -33,6 +34,7 @@ from kodo.errors import InvalidInput
 from kodo.ops.soak import require_loopback
 
 SCENARIOS = ("burst", "latency", "api", "hitl")
+API_ROUTES = ("intent", "start", "header", "queueDepth", "steps", "artifact")
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
 
 
@@ -251,35 +253,48 @@ class Bench:
             **self.probe.per_run(before, self.probe.read(), runs),
         }
 
-    def api(self, requests: int, concurrency: int, *, tag: str) -> dict[str, Any]:
-        samples: list[float] = []
+    def api(self, loops: int, concurrency: int, *, tag: str, auto: bool = False) -> dict[str, Any]:
+        """The predecessor's k6 iteration, ``loops`` times from ``concurrency`` clients: create an intent,
+        start its run (partition ``k6-part-<n % 8>``), read its header, the queue depth, its steps and
+        an artifact (the first one its steps list, else a missing one: 404)."""
+        samples: dict[str, list[float]] = {route: [] for route in API_ROUTES}
+        unexpected: list[str] = []
+
+        def call(route: str, method: str, path: str, expect: set[int], **kwargs: Any) -> httpx.Response:
+            began = time.monotonic()
+            response = self.http.request(method, path, **kwargs)
+            samples[route].append((time.monotonic() - began) * 1000)
+            if response.status_code not in expect:
+                unexpected.append(f"{method} {path} answered {response.status_code}")
+            return response
 
         def loop(n: int) -> None:
-            for step in range(3):
-                began = time.monotonic()
-                if step == 0:
-                    wid = str(
-                        self.http.post(
-                            "/api/intents", json={"goal": f"{tag} api {n}", "inputs": {}, "constraints": {}}
-                        ).json()["intentId"]
-                    )
-                elif step == 1:
-                    self.http.post(
-                        "/api/runs", json={"intentId": wid, "queuePartitionKey": "bench-api", "autoApprove": True}
-                    )
-                else:
-                    self.http.get(f"/api/runs/{wid}")
-                samples.append((time.monotonic() - began) * 1000)
+            self._check_time()
+            goal = {"goal": f"{tag} api {n}", "inputs": {}, "constraints": {}}
+            wid = str(call("intent", "POST", "/api/intents", {201}, json=goal).json()["intentId"])
+            start = {"intentId": wid, "queuePartitionKey": f"k6-part-{n % 8}", "autoApprove": auto}
+            call("start", "POST", "/api/runs", {201}, json=start)
+            call("header", "GET", f"/api/runs/{wid}", {200})
+            call("queueDepth", "GET", "/api/ops/queue-depth?limit=10", {200})
+            rows = call("steps", "GET", f"/api/runs/{wid}/steps", {200}).json()
+            refs = [ref for row in rows for ref in row.get("artifactRefs", [])]
+            uri = refs[0]["id"] if refs else "artifact://bench/missing"
+            call("artifact", "GET", f"/api/artifacts/{uri}", {200, 404})
 
         began = time.monotonic()
         with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(loop, range(requests)))
+            list(pool.map(loop, range(loops)))
         elapsed = time.monotonic() - began
+        if unexpected:
+            raise RuntimeError(f"{len(unexpected)} unexpected answers, first: {unexpected[0]}")
+        every = [sample for route in API_ROUTES for sample in samples[route]]
         return {
-            "loops": requests,
+            "loops": loops,
             "concurrency": concurrency,
-            "requestMs": summarize(samples),
-            "requestsPerSecond": round(3 * requests / elapsed, 1),
+            "autoApprove": auto,
+            "requestMs": summarize(every),
+            "routeMs": {route: summarize(values) for route, values in samples.items()},
+            "requestsPerSecond": round(len(every) / elapsed, 1),
         }
 
     def hitl(self, runs: int, *, tag: str) -> dict[str, Any]:
@@ -345,7 +360,7 @@ def run_bench(
             elif scenario == "latency":
                 results.append(bench.latency(runs, tag=tag))
             elif scenario == "api":
-                results.append(bench.api(runs, concurrency, tag=tag))
+                results.append(bench.api(runs, concurrency, tag=tag, auto=auto))
             else:
                 results.append(bench.hitl(runs, tag=tag))
     finally:
@@ -384,7 +399,13 @@ def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             ("approveToSuccessMs", "p95"),
             ("dbosOperationsPerRun",),
         ],
-        "api": [("requestMs", "p50"), ("requestMs", "p95"), ("requestsPerSecond",)],
+        "api": [
+            ("requestMs", "p50"),
+            ("requestMs", "p95"),
+            ("routeMs", "start", "p95"),
+            ("routeMs", "header", "p95"),
+            ("requestsPerSecond",),
+        ],
         "hitl": [("replyToResumeMs", "p50"), ("replyToResumeMs", "p95")],
     }
     return {".".join(path): over(*path) for path in table[scenario]}

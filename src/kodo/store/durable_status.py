@@ -44,6 +44,49 @@ def get(conn: sa.Connection, workflow_id: str) -> DurableStatus | None:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunDurability:
+    """What a RunHeader reads beside the run row, in one round trip."""
+
+    status: DurableStatus | None  # the phase workflow now responsible for the run
+    traceparent: str | None  # the W3C traceparent the run's workflow was started under
+    step_trace_id: str | None  # the trace of the run's first traced step
+
+
+def for_run(conn: sa.Connection, *, current_workflow_id: str, workflow_id: str, run_id: str) -> RunDurability:
+    """The current phase's DBOS status, the run's start traceparent and its first traced step, in one query."""
+    row = conn.execute(
+        sa.text(
+            "SELECT w.workflow_uuid, w.status, w.name, w.queue_name, w.application_version, w.executor_id, "
+            "w.recovery_attempts, w.created_at, w.updated_at, "
+            "(SELECT o.attributes->'dbos.otelContext'->>'traceparent' FROM dbos.workflow_status o "
+            " WHERE o.workflow_uuid = :origin) AS traceparent, "
+            "(SELECT s.trace_id FROM app.run_steps s WHERE s.run_id = :run AND s.trace_id IS NOT NULL "
+            " ORDER BY s.started_at, s.step_id, s.attempt LIMIT 1) AS step_trace_id "
+            "FROM (SELECT 1) AS one LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = :current"
+        ),
+        {"current": current_workflow_id, "origin": workflow_id, "run": run_id},
+    ).one()
+    status = None
+    if row.workflow_uuid is not None:
+        status = DurableStatus(
+            workflow_id=row.workflow_uuid,
+            status=row.status,
+            name=row.name,
+            queue_name=row.queue_name,
+            application_version=row.application_version,
+            executor_id=row.executor_id,
+            recovery_attempts=row.recovery_attempts,
+            created_at_ms=row.created_at,
+            updated_at_ms=row.updated_at,
+        )
+    return RunDurability(
+        status=status,
+        traceparent=str(row.traceparent) if row.traceparent else None,
+        step_trace_id=str(row.step_trace_id) if row.step_trace_id else None,
+    )
+
+
 def step_rows(conn: sa.Connection, workflow_id: str) -> list[dict[str, Any]]:
     """DBOS's checkpoint rows of one workflow (its operation outputs), in step order."""
     rows = conn.execute(

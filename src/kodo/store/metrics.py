@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from kodo.store.queue_stats import WAITING_WORKFLOWS
+
 STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 GATE_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 STEP_DURATIONS = (
@@ -66,7 +68,7 @@ def queue_rows(conn: sa.Connection) -> list[QueueRow]:
         sa.text(
             "SELECT queue_name, coalesce(queue_partition_key, ''), status, count(*), "
             "extract(epoch FROM clock_timestamp()) - min(created_at) / 1000.0 "
-            "FROM dbos.workflow_status WHERE queue_name IS NOT NULL AND status IN ('ENQUEUED', 'PENDING', 'DELAYED') "
+            f"FROM {WAITING_WORKFLOWS} WHERE queue_name IS NOT NULL "
             "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         )
     )

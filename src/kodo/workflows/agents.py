@@ -217,10 +217,8 @@ def _save_plan(conn: sa.Connection, ctx: dict[str, Any], answer: dict[str, Any],
     return plan
 
 
-def compile_plan(ctx: dict[str, Any]) -> dict[str, Any]:
-    """CompileST: the plan agent turns the intent into a plan card."""
-    started_at = datetime.now(UTC).isoformat()
-    call = {
+def _compile_call(ctx: dict[str, Any]) -> dict[str, Any]:
+    return {
         "run_id": ctx["runId"],
         "step_id": "CompileST",
         "attempt": ctx.get("attempt", 1),
@@ -229,7 +227,31 @@ def compile_plan(ctx: dict[str, Any]) -> dict[str, Any]:
         "schema": PLAN_SCHEMA,
         "context": {"intent": ctx["intent"], "workload": ctx.get("workload"), "workspace": ctx["workspace"]},
     }
-    return _turn("CompileST", call, _save_plan, ctx, started_at)
+
+
+def compile_plan(ctx: dict[str, Any]) -> dict[str, Any]:
+    """CompileST: the plan agent turns the intent into a plan card."""
+    started_at = datetime.now(UTC).isoformat()
+    return _turn("CompileST", _compile_call(ctx), _save_plan, ctx, started_at)
+
+
+def is_local() -> bool:
+    """Whether the agent is local (replay fixtures or the deterministic producer): pure, so its turns
+    may run inside any transaction."""
+    return services().agent.mode in LOCAL_MODES
+
+
+def _local_step(conn: sa.Connection, call: dict[str, Any]) -> dict[str, Any]:
+    answer = _local_turn(conn, call)
+    if "error" in answer:
+        raise StepFailure(answer["code"], answer["error"])
+    return answer
+
+
+def compile_plan_in(conn: sa.Connection, ctx: dict[str, Any]) -> dict[str, Any]:
+    """CompileST of a local agent inside the caller's transaction (raises ``StepFailure``)."""
+    started_at = datetime.now(UTC).isoformat()
+    return _save_plan(conn, ctx, _local_step(conn, _compile_call(ctx)), started_at)
 
 
 def _save_build(
@@ -254,17 +276,27 @@ def _save_build(
     return build
 
 
-def decide(ctx: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
-    """DecideST: the build agent decides patches, tests and the test command."""
-    started_at = datetime.now(UTC).isoformat()
-    prompt = decide_prompt(ctx["intent"], plan, answer)
-    call = {
+def _decide_call(ctx: dict[str, Any], plan: dict[str, Any], answer: Any) -> dict[str, Any]:
+    return {
         "run_id": ctx["runId"],
         "step_id": "DecideST",
         "attempt": ctx.get("attempt", 1),
         "agent": "build",
-        "prompt": prompt,
+        "prompt": decide_prompt(ctx["intent"], plan, answer),
         "schema": BUILD_SCHEMA,
         "context": {"intent": ctx["intent"], "plan": plan, "answer": answer, "workspace": ctx["workspace"]},
     }
-    return _turn("DecideST", call, _save_build, ctx, prompt, started_at)
+
+
+def decide(ctx: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
+    """DecideST: the build agent decides patches, tests and the test command."""
+    started_at = datetime.now(UTC).isoformat()
+    call = _decide_call(ctx, plan, answer)
+    return _turn("DecideST", call, _save_build, ctx, call["prompt"], started_at)
+
+
+def decide_in(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
+    """DecideST of a local agent inside the caller's transaction (raises ``StepFailure``)."""
+    started_at = datetime.now(UTC).isoformat()
+    call = _decide_call(ctx, plan, answer)
+    return _save_build(conn, ctx, _local_step(conn, call), call["prompt"], started_at)

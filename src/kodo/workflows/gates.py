@@ -127,6 +127,13 @@ def park(ctx: dict[str, Any], *, purpose: str, next_action: str, form: dict[str,
     return transact(f"gate.park.{purpose}", _park, ctx, key, purpose, form, ttl_s, next_action)
 
 
+def park_in(
+    conn: sa.Connection, ctx: dict[str, Any], *, purpose: str, next_action: str, form: dict[str, Any], ttl_s: int
+) -> dict[str, Any]:
+    """Park the run inside the caller's transaction (its step and the park commit as one operation)."""
+    return _park(conn, ctx, gate_key(ctx, purpose), purpose, form, ttl_s, next_action)
+
+
 def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, Any]:
     """Resolve a parked gate from the ledger: the first reply, or TIMED_OUT when there is none.
 
@@ -201,6 +208,11 @@ def _auto(conn: sa.Connection, ctx: dict[str, Any], key: str) -> None:
 def auto_approve(ctx: dict[str, Any]) -> None:
     """``autoApprove``: the plan gate is opened and resolved "yes" by actor ``auto`` in one transaction."""
     transact("gate.auto.approve-plan", _auto, ctx, gate_key(ctx, "approve-plan"))
+
+
+def auto_approve_in(conn: sa.Connection, ctx: dict[str, Any]) -> None:
+    """``autoApprove`` inside the caller's transaction (ApplyPatchST and its gate commit together)."""
+    _auto(conn, ctx, gate_key(ctx, "approve-plan"))
 
 
 # --- replies from outside a workflow (API, CLI, UI) ----------------------------------------------

@@ -207,6 +207,23 @@ def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any
     return output
 
 
+def _apply_then_gate(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any], started_at: str) -> dict[str, Any]:
+    """ApplyPatchST, then its plan gate in the same transaction: parked, or resolved "yes" by ``autoApprove``."""
+    output = _apply_patches(conn, ctx, plan, started_at)
+    if ctx["autoApprove"]:
+        gates.auto_approve_in(conn, ctx)
+        return {"output": output, "parked": None}
+    parked = gates.park_in(
+        conn,
+        ctx,
+        purpose="approve-plan",
+        next_action="APPROVE_PLAN",
+        form=gates.APPROVE_FORM,
+        ttl_s=ctx["planApprovalTimeoutS"],
+    )
+    return {"output": output, "parked": parked}
+
+
 def _fail(conn: sa.Connection, ctx: dict[str, Any], code: str, message: str) -> None:
     run_id = ctx["runId"]
     if code == "SBX_RETRIES_EXHAUSTED":
@@ -274,6 +291,10 @@ def drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
 
 def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
     try:
+        if done.get("parked"):  # the phase's first transaction parked it already (``_ahead``)
+            return dict(done["parked"])
+        if done.get("failed"):
+            raise StepFailure(done["failed"]["code"], done["failed"]["message"])
         plan = done["steps"].get("CompileST") or agents.compile_plan(ctx)
         answer = None
         if plan.get("question"):
@@ -292,9 +313,17 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
             if state == "timed_out":
                 raise StepFailure("GATE_TIMEOUT", "Ask-user gate timed out")
             answer = (ask["result"] or {}).get("payload")
-        approved = done["steps"].get("ApplyPatchST") or transact("ApplyPatchST", _apply_patches, ctx, plan, _now())
         approval = done["gates"].get("approve-plan")
         state = _gate_state(approval, ctx["generation"])
+        approved = done["steps"].get("ApplyPatchST")
+        if approved is None and state in {"none", "stale"}:
+            # The patches and the plan gate (parked, or resolved by autoApprove) commit as one operation.
+            applied = transact("ApplyPatchST", _apply_then_gate, ctx, plan, _now())
+            if applied["parked"] is not None:
+                return dict(applied["parked"])
+            approved, state = applied["output"], "received"
+        elif approved is None:
+            approved = transact("ApplyPatchST", _apply_patches, ctx, plan, _now())
         if state == "open":
             return _park_result(ctx, approval)
         if state in {"none", "stale"}:
@@ -338,10 +367,56 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
 def _begin(
     conn: sa.Connection, workflow_id: str, phase_id: str, starting: bool, gate_key: str | None
 ) -> dict[str, Any]:
-    """A phase's first transaction: its context, the parked gate resolved (a continuation), its progress."""
+    """A phase's first transaction: its context, the parked gate resolved (a continuation), its progress,
+    and, for a local agent, the phase's next steps as far as they are pure (see ``_ahead``)."""
     ctx = _context(conn, workflow_id, phase_id, starting)
     resolved = gates.resolve_in(conn, ctx, gate_key) if gate_key is not None else None
-    return {"ctx": ctx, "resolved": resolved, "done": _progress(conn, ctx)}
+    done = _progress(conn, ctx)
+    if agents.is_local():
+        with observe.bound(ctx["runId"], ctx["workflowId"]):
+            taken, outcome = _ahead(conn, ctx, done)
+        if taken:
+            done = {**_progress(conn, ctx), **outcome}
+    return {"ctx": ctx, "resolved": resolved, "done": done}
+
+
+def _ahead(conn: sa.Connection, ctx: dict[str, Any], done: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """A local agent is pure, so the phase's first transaction also takes its next steps: CompileST,
+    ApplyPatchST with its plan gate (parked, or resolved by ``autoApprove``), DecideST, up to the first
+    gate, question or fan-out. One DBOS operation instead of up to three; every step row still commits
+    with that operation's checkpoint.
+
+    Each step has its own savepoint. An agent step that fails is rolled back and left to the usual path
+    (which fails it again, ledger row and all); a patch that fails is handed on as ``failed`` to the
+    usual failure handling. Returns whether any step was taken, and ``parked``/``failed`` if so.
+    """
+    taken, steps_done = False, done["steps"]
+    try:
+        plan = steps_done.get("CompileST")
+        if plan is None:
+            with telemetry.span("CompileST"), conn.begin_nested():  # each step its own span, as on the usual path
+                plan = agents.compile_plan_in(conn, ctx)
+            taken = True
+        if plan.get("question"):
+            return taken, {}
+        state = _gate_state(done["gates"].get("approve-plan"), ctx["generation"])
+        approved = steps_done.get("ApplyPatchST")
+        if approved is None and state in {"none", "stale"}:
+            try:
+                with telemetry.span("ApplyPatchST"), conn.begin_nested():
+                    applied = _apply_then_gate(conn, ctx, plan, _now())
+            except StepFailure as failure:
+                return True, {"failed": {"code": failure.code, "message": failure.message}}
+            if applied["parked"] is not None:
+                return True, {"parked": applied["parked"]}
+            approved, state, taken = applied["output"], "received", True
+        if approved is None or state != "received" or "DecideST" in steps_done:
+            return taken, {}
+        with telemetry.span("DecideST"), conn.begin_nested():
+            agents.decide_in(conn, ctx, approved)
+        return True, {}
+    except StepFailure:
+        return taken, {}
 
 
 @DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10)
