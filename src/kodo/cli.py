@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,14 @@ def cli() -> None:
     """kodo: a durable control plane for agentic coding runs."""
 
 
-def _with_extra_workers(role: str, extra: int) -> None:
-    """Serve ``role`` here and ``extra`` more ``kodo worker`` processes beside it (own executor ids and
-    admin ports); they are stopped by PID when this process stops."""
+def _worker_env(settings: Settings, index: int) -> dict[str, str]:
+    """An extra worker's own executor id and admin port."""
+    return {"DBOS__VMID": f"{settings.executor_for('worker')}-{index}", "ADMIN_PORT": str(settings.admin_port + index)}
+
+
+def _with_siblings(role: str, sibling: str, extra: int, env_for: Callable[[Settings, int], dict[str, str]]) -> None:
+    """Serve ``role`` here and ``extra`` ``kodo <sibling>`` processes beside it (``env_for(settings, i)``
+    adds to each one's environment), on the database this process resolved; stopped by PID with it."""
     import signal
     import subprocess
 
@@ -55,13 +60,8 @@ def _with_extra_workers(role: str, extra: int) -> None:
     url = resolve_database_url(settings.database_url, settings.home)  # started once, before the children
     children = []
     for index in range(1, extra + 1):
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "DBOS__VMID": f"{settings.executor_for('worker')}-{index}",
-            "ADMIN_PORT": str(settings.admin_port + index),
-        }
-        children.append(subprocess.Popen([sys.executable, "-m", "kodo", "worker"], env=env))
+        env = {**os.environ, "DATABASE_URL": url, **env_for(settings, index)}
+        children.append(subprocess.Popen([sys.executable, "-m", "kodo", sibling], env=env))
     try:
         _serve(role)
     finally:
@@ -74,36 +74,30 @@ def _with_extra_workers(role: str, extra: int) -> None:
                 child.kill()
 
 
+_COUNT = click.IntRange(1, 16)
+
+
 @cli.command()
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 16),
-    default=1,
-    show_default=True,
-    help="Worker processes in all (this one included): more use more cores.",
-)
+@click.option("--workers", type=_COUNT, default=1, show_default=True, help="Worker processes in all (this one too).")
 def up(workers: int) -> None:
     """Start everything in one process: embedded Postgres (if no DATABASE_URL), worker and API on PORT."""
-    _with_extra_workers("monolith", workers - 1)
+    _with_siblings("monolith", "worker", workers - 1, _worker_env)
 
 
 @cli.command()
-@click.option(
-    "--processes",
-    type=click.IntRange(1, 16),
-    default=1,
-    show_default=True,
-    help="Worker processes to run (each its own executor id and ADMIN_PORT + i).",
-)
+@click.option("--processes", type=_COUNT, default=1, show_default=True, help="Workers (own executor id, ADMIN_PORT+i).")
 def worker(processes: int) -> None:
     """Start a DBOS worker (queues, workflows); /healthz on ADMIN_PORT."""
-    _with_extra_workers("worker", processes - 1)
+    _with_siblings("worker", "worker", processes - 1, _worker_env)
 
 
 @cli.command()
-def api() -> None:
+@click.option("--processes", type=_COUNT, default=1, show_default=True, help="API processes on one PORT (reuseport).")
+def api(processes: int) -> None:
     """Start the API shim on PORT: enqueues and reads through DBOSClient, never runs workflows."""
-    _serve("api")
+    if processes > 1:
+        os.environ["KODO_REUSE_PORT"] = "1"
+    _with_siblings("api", "api", processes - 1, lambda _settings, _index: {})
 
 
 @cli.group()

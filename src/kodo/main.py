@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -274,6 +276,9 @@ def check_exposure(settings: Settings) -> None:
 
 def serve(settings: Settings, role: Role) -> None:
     """Run one process until it is told to stop."""
+    # uvicorn re-raises SIGTERM once it has shut down; with the default action that would kill the process
+    # before its cleanup (DBOS, sibling processes) runs. Turned into SystemExit, every ``finally`` runs.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     port = settings.admin_port if role == "worker" else settings.port
     check_exposure(settings)
     with running(settings, role) as app:
@@ -281,5 +286,25 @@ def serve(settings: Settings, role: Role) -> None:
             log.warning("no KODO_API_TOKENS: no authentication, serving on loopback only", host=settings.host)
         else:
             log.info("bearer tokens required on every route but /healthz", tokens="KODO_API_TOKENS")
-        log.info("serving", role=role, host=settings.host, port=port)
-        uvicorn.run(app, host=settings.host, port=port, log_level="warning", access_log=False)
+        log.info("serving", role=role, host=settings.host, port=port, reuse_port=settings.reuse_port)
+        if settings.reuse_port and role == "api":
+            config = uvicorn.Config(app, log_level="warning", access_log=False)
+            uvicorn.Server(config).run(sockets=[shared_socket(settings.host, port)])
+        else:
+            uvicorn.run(app, host=settings.host, port=port, log_level="warning", access_log=False)
+
+
+def _exit_on_signal(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that sibling processes bind too (SO_REUSEPORT): the kernel balances connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY on TCP only
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock

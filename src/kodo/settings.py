@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     api_tokens: str | None = Field(None, validation_alias="KODO_API_TOKENS")
     max_body_bytes: int = Field(1_048_576, validation_alias="KODO_MAX_BODY_BYTES")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", validation_alias="KODO_LOG_LEVEL")
+    # Set by ``kodo api --processes N``: every API process binds PORT with SO_REUSEPORT (the kernel spreads
+    # connections over them).
+    reuse_port: bool = Field(False, validation_alias="KODO_REUSE_PORT")
 
     @field_validator("port", "admin_port", "oc_server_port")
     @classmethod

@@ -25,7 +25,14 @@ def spawn(tmp_path: Path, database_url: str) -> Iterator[Callable[..., KodoProce
     started: list[KodoProcess] = []
     home = tmp_path / "home"
 
-    def _spawn(command: str, *, port: int | None = None, admin_port: int | None = None, **env: str) -> KodoProcess:
+    def _spawn(
+        command: str,
+        *,
+        port: int | None = None,
+        admin_port: int | None = None,
+        args: tuple[str, ...] = (),
+        **env: str,
+    ) -> KodoProcess:
         port = port or free_port()
         admin_port = admin_port or free_port()
         full_env = clean_env(
@@ -33,7 +40,10 @@ def spawn(tmp_path: Path, database_url: str) -> Iterator[Callable[..., KodoProce
         )
         health_port = admin_port if command == "worker" else port
         process = KodoProcess(
-            [command], full_env, tmp_path / f"{command}-{len(started)}.log", f"http://127.0.0.1:{health_port}/healthz"
+            [command, *args],
+            full_env,
+            tmp_path / f"{command}-{len(started)}.log",
+            f"http://127.0.0.1:{health_port}/healthz",
         )
         process.port = port  # type: ignore[attr-defined]
         process.admin_port = admin_port  # type: ignore[attr-defined]

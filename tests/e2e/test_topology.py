@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import httpx
@@ -68,3 +69,29 @@ def test_app_version_mismatch_leaves_runs_queued_and_visible(spawn: Callable[...
     assert header["appVersion"] == "v2" and header["workflowVersion"] == "v2"
     worker_version = httpx.get(f"http://127.0.0.1:{worker.admin_port}/healthz").json()["appVersion"]  # type: ignore[attr-defined]
     assert worker_version == "v1"
+
+
+def test_api_processes_share_one_port_and_stop_together(spawn: Callable[..., KodoProcess]) -> None:
+    """`kodo api --processes 2`: two shim processes answer on one PORT, a run goes through them, both stop."""
+    spawn("worker")
+    shim = spawn("api", args=("--processes", "2"))
+    base = f"http://127.0.0.1:{shim.port}"  # type: ignore[attr-defined]
+
+    def pids() -> set[int]:  # a new connection each time: the kernel spreads connections over the listeners
+        return {int(httpx.get(f"{base}/healthz").json()["pid"]) for _ in range(40)}
+
+    served = wait_until(lambda: len(found := pids()) == 2 and found, timeout=30, what="both API processes")
+    intent = httpx.post(f"{base}/api/intents", json={"goal": "two shims", "inputs": {}, "constraints": {}}).json()
+    body = {"intentId": intent["intentId"], "queuePartitionKey": "p", "autoApprove": True}
+    assert httpx.post(f"{base}/api/runs", json=body).status_code == 201
+    wait_until(lambda: _status(base, intent["intentId"]) == "SUCCESS", timeout=30, what="success")
+    shim.stop()
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_until(lambda: all(gone(pid) for pid in served), timeout=20, what="both API processes stopped")
