@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
@@ -86,12 +87,44 @@ def test_api_processes_share_one_port_and_stop_together(spawn: Callable[..., Kod
     assert httpx.post(f"{base}/api/runs", json=body).status_code == 201
     wait_until(lambda: _status(base, intent["intentId"]) == "SUCCESS", timeout=30, what="success")
     shim.stop()
+    wait_until(lambda: all(_gone(pid) for pid in served), timeout=20, what="both API processes stopped")
 
-    def gone(pid: int) -> bool:
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])  # the field after the state
+
+
+def test_worker_processes_stop_with_their_parent(spawn: Callable[..., KodoProcess]) -> None:
+    """SIGTERM to `kodo worker --processes 2` stops its second worker too (uvicorn's re-raised SIGTERM once
+    killed the parent before it could stop its children, leaving them orphaned)."""
+    parent = spawn("worker", args=("--processes", "2"))
+    second = f"http://127.0.0.1:{parent.admin_port + 1}/healthz"  # type: ignore[attr-defined]
+
+    def healthy() -> bool:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
+            return httpx.get(second).status_code == 200
+        except httpx.HTTPError:
+            return False
 
-    wait_until(lambda: all(gone(pid) for pid in served), timeout=20, what="both API processes stopped")
+    wait_until(healthy, timeout=60, what="the second worker")
+    assert parent.proc is not None
+    children = [pid for pid in _pids() if _parent_of(pid) == parent.proc.pid]
+    assert len(children) == 1
+    parent.stop()
+    wait_until(lambda: _gone(children[0]), timeout=30, what="the second worker stopped")
