@@ -29,8 +29,10 @@ def get(conn: sa.Connection, workflow_id: str) -> DurableStatus | None:
         ),
         {"w": workflow_id},
     ).first()
-    if row is None:
-        return None
+    return None if row is None else _status(row)
+
+
+def _status(row: sa.Row[Any]) -> DurableStatus:
     return DurableStatus(
         workflow_id=row.workflow_uuid,
         status=row.status,
@@ -67,21 +69,8 @@ def for_run(conn: sa.Connection, *, current_workflow_id: str, workflow_id: str, 
         ),
         {"current": current_workflow_id, "origin": workflow_id, "run": run_id},
     ).one()
-    status = None
-    if row.workflow_uuid is not None:
-        status = DurableStatus(
-            workflow_id=row.workflow_uuid,
-            status=row.status,
-            name=row.name,
-            queue_name=row.queue_name,
-            application_version=row.application_version,
-            executor_id=row.executor_id,
-            recovery_attempts=row.recovery_attempts,
-            created_at_ms=row.created_at,
-            updated_at_ms=row.updated_at,
-        )
     return RunDurability(
-        status=status,
+        status=None if row.workflow_uuid is None else _status(row),
         traceparent=str(row.traceparent) if row.traceparent else None,
         step_trace_id=str(row.step_trace_id) if row.step_trace_id else None,
     )
