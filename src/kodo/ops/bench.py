@@ -345,11 +345,11 @@ def run_bench(
     ``/healthz``, for the CPU figures.
     """
     require_loopback(base_url)
-    pid = httpx.get(f"{base_url}/healthz", timeout=5).json().get("pid")
     if scenario not in SCENARIOS:
         raise InvalidInput(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     if not 1 <= repetitions <= 10 or not 1 <= runs <= 2000:
         raise InvalidInput("--reps must be 1..10 and --n 1..2000")
+    pid = httpx.get(f"{base_url}/healthz", timeout=5).json().get("pid")
     bench = Bench(base_url, engine, pid=pid if isinstance(pid, int) else None, timeout_s=timeout_s)
     results: list[dict[str, Any]] = []
     try:

@@ -205,13 +205,9 @@ def _auto(conn: sa.Connection, ctx: dict[str, Any], key: str) -> None:
     gates.resolve(conn, ctx["runId"], key, result=result, decision=decision)
 
 
-def auto_approve(ctx: dict[str, Any]) -> None:
-    """``autoApprove``: the plan gate is opened and resolved "yes" by actor ``auto`` in one transaction."""
-    transact("gate.auto.approve-plan", _auto, ctx, gate_key(ctx, "approve-plan"))
-
-
 def auto_approve_in(conn: sa.Connection, ctx: dict[str, Any]) -> None:
-    """``autoApprove`` inside the caller's transaction (ApplyPatchST and its gate commit together)."""
+    """``autoApprove``: the plan gate is opened and resolved "yes" by actor ``auto``, inside the caller's
+    transaction (ApplyPatchST's, or the gate's own)."""
     _auto(conn, ctx, gate_key(ctx, "approve-plan"))
 
 

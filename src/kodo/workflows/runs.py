@@ -207,13 +207,12 @@ def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any
     return output
 
 
-def _apply_then_gate(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any], started_at: str) -> dict[str, Any]:
-    """ApplyPatchST, then its plan gate in the same transaction: parked, or resolved "yes" by ``autoApprove``."""
-    output = _apply_patches(conn, ctx, plan, started_at)
+def _open_plan_gate(conn: sa.Connection, ctx: dict[str, Any]) -> dict[str, Any] | None:
+    """Open the plan gate in the caller's transaction: resolved "yes" by ``autoApprove`` (None), else parked."""
     if ctx["autoApprove"]:
         gates.auto_approve_in(conn, ctx)
-        return {"output": output, "parked": None}
-    parked = gates.park_in(
+        return None
+    return gates.park_in(
         conn,
         ctx,
         purpose="approve-plan",
@@ -221,7 +220,12 @@ def _apply_then_gate(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, A
         form=gates.APPROVE_FORM,
         ttl_s=ctx["planApprovalTimeoutS"],
     )
-    return {"output": output, "parked": parked}
+
+
+def _apply_then_gate(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any], started_at: str) -> dict[str, Any]:
+    """ApplyPatchST, then its plan gate in the same transaction (``_open_plan_gate``)."""
+    output = _apply_patches(conn, ctx, plan, started_at)
+    return {"output": output, "parked": _open_plan_gate(conn, ctx)}
 
 
 def _fail(conn: sa.Connection, ctx: dict[str, Any], code: str, message: str) -> None:
@@ -326,16 +330,11 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
             approved = transact("ApplyPatchST", _apply_patches, ctx, plan, _now())
         if state == "open":
             return _park_result(ctx, approval)
-        if state in {"none", "stale"}:
-            if not ctx["autoApprove"]:
-                return gates.park(
-                    ctx,
-                    purpose="approve-plan",
-                    next_action="APPROVE_PLAN",
-                    form=gates.APPROVE_FORM,
-                    ttl_s=ctx["planApprovalTimeoutS"],
-                )
-            gates.auto_approve(ctx)
+        if state in {"none", "stale"}:  # ApplyPatchST was done by an earlier phase: the gate on its own
+            name = f"gate.{'auto' if ctx['autoApprove'] else 'park'}.approve-plan"
+            parked = transact(name, _open_plan_gate, ctx)
+            if parked is not None:
+                return parked
         elif state == "timed_out":
             raise StepFailure("GATE_TIMEOUT", "Plan approval timed out")
         elif state == "rejected":
