@@ -140,7 +140,7 @@ def soak_hitl(runs: int, dupes: int, partition: str, base: str | None, timeout_s
 
 
 @cli.command()
-@click.argument("scenario", type=click.Choice(["burst", "latency", "api", "hitl"]))
+@click.argument("scenario", type=click.Choice(["burst", "latency", "api", "hitl", "ceiling"]))
 @click.option("--n", "runs", type=click.IntRange(1, 2000), default=50, show_default=True, help="Runs (or API loops).")
 @click.option("--reps", type=click.IntRange(1, 10), default=3, show_default=True, help="Repetitions.")
 @click.option("--partitions", type=click.IntRange(1, 64), default=8, show_default=True)
@@ -162,7 +162,7 @@ def bench(
     timeout_s: float,
     out_path: str | None,
 ) -> None:
-    """Benchmark a running kodo: burst | latency | api | hitl (median of --reps repetitions)."""
+    """Benchmark a running kodo: burst | latency | api | hitl | ceiling (median of --reps repetitions)."""
     import json
 
     import httpx
@@ -178,6 +178,7 @@ def bench(
         report = run_bench(
             target,
             engine,
+            settings,
             scenario=scenario,
             repetitions=reps,
             runs=runs,

@@ -22,7 +22,7 @@ def _bench(up: KodoProcess, *args: str) -> dict[str, object]:
 def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
     spawn: Callable[..., KodoProcess], engine: sa.Engine
 ) -> None:
-    """burst/latency/api/hitl: per-repetition figures, min/median/max, CPU of server and Postgres; no oracle rows."""
+    """Every scenario: per-repetition figures, min/median/max, CPU of server and Postgres; no oracle rows."""
     up = spawn("up", INTENT_QUEUE_RATE_LIMIT_PER_PERIOD="100000", SBX_QUEUE_RATE_LIMIT_PER_PERIOD="100000")
     burst = _bench(up, "burst", "--n", "6", "--partitions", "3", "--concurrency", "2")
     reps = burst["repetitions"]
@@ -42,6 +42,18 @@ def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
     api = _bench(up, "api", "--n", "5", "--concurrency", "2")
     assert isinstance(api["summary"], dict) and api["summary"]["requestMs.p95"]["median"] > 0
     assert all(api["repetitions"][0]["routeMs"][route]["n"] == 5 for route in ("intent", "start", "artifact"))
+    with engine.connect() as conn:
+        runs_before = conn.execute(sa.text("SELECT count(*) FROM app.runs")).scalar_one()
+    ceiling = _bench(up, "ceiling", "--n", "6", "--partitions", "3")
+    for rep in ceiling["repetitions"]:  # the run's DBOS skeleton: three workflows, six operations, no kodo rows
+        assert rep["runs"] == 6 and rep["failed"] == 0 and rep["runsPerSecond"] > 0
+        assert rep["dbosOperationsPerRun"] >= 6
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM app.runs")).scalar_one() == runs_before
+        skeleton = conn.execute(
+            sa.text("SELECT name, count(*) FROM dbos.workflow_status WHERE name LIKE 'Ceiling%' GROUP BY name")
+        ).all()
+    assert dict(skeleton) == {"CeilingBegin": 12, "CeilingResume": 12, "CeilingTask": 12}
     hitl = _bench(up, "hitl", "--n", "2")
     assert isinstance(hitl["summary"], dict) and hitl["summary"]["replyToResumeMs.p50"]["median"] > 0
     environment = hitl["environment"]

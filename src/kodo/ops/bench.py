@@ -8,6 +8,9 @@ Scenarios (each repeated; min / median / max reported):
 * ``api``     — the predecessor's k6 iteration (create → start → read header, queue depth, steps,
                 an artifact) at fixed concurrency (per-request ms, overall and per route).
 * ``hitl``    — reply → resume latency of parked runs.
+* ``ceiling`` — the ``burst`` shape through the same worker, queues and partitions, but as the run's DBOS
+                skeleton with empty bodies (``kodo.workflows.ceiling``): what DBOS alone allows here, the
+                baseline to hold ``burst`` against in the same session.
 
 Alongside: CPU seconds of the server process per run (when its PID is known), DBOS operations and
 Postgres transactions per run (from ``dbos.operation_outputs`` and ``pg_stat_database``), and the
@@ -29,11 +32,16 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from dbos import DBOSClient, EnqueueOptions
+from dbos._serialization import DBOSPortableJSONSerializer
 
 from kodo.errors import InvalidInput
 from kodo.ops.soak import require_loopback
+from kodo.settings import Settings
 
-SCENARIOS = ("burst", "latency", "api", "hitl")
+SCENARIOS = ("burst", "latency", "api", "hitl", "ceiling")
+# The skeleton's workflows (kodo.workflows.ceiling), enqueued by name like the API enqueues RunIntent.
+CEILING_BEGIN, CEILING_RESUME = "CeilingBegin", "CeilingResume"
 API_ROUTES = ("intent", "start", "header", "queueDepth", "steps", "artifact")
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
 
@@ -156,14 +164,30 @@ class Probe:
 
 
 class Bench:
-    def __init__(self, base_url: str, engine: sa.Engine, *, pid: int | None, timeout_s: float) -> None:
+    def __init__(
+        self, base_url: str, engine: sa.Engine, settings: Settings, *, pid: int | None, timeout_s: float
+    ) -> None:
         require_loopback(base_url)
         self.http = httpx.Client(base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=64))
+        self.engine, self.settings = engine, settings
         self.probe = Probe(engine, pid)
         self.deadline = time.monotonic() + timeout_s
+        self._client: DBOSClient | None = None
 
     def close(self) -> None:
         self.http.close()
+        if self._client is not None:
+            self._client.destroy()
+
+    @property
+    def client(self) -> DBOSClient:
+        if self._client is None:
+            self._client = DBOSClient(
+                system_database_engine=self.engine,
+                serializer=DBOSPortableJSONSerializer(),
+                application_name=self.settings.app_name,
+            )
+        return self._client
 
     def _check_time(self) -> None:
         if time.monotonic() > self.deadline:
@@ -229,6 +253,66 @@ class Bench:
             "runs": runs,
             "failed": sum(status != "SUCCESS" for status in outcomes.values()),
             "pollers": pollers,
+            "seconds": round(elapsed, 2),
+            "runsPerSecond": round(runs / elapsed, 2),
+            **self.probe.per_run(before, self.probe.read(), runs),
+        }
+
+    def ceiling(self, runs: int, partitions: int, *, tag: str) -> dict[str, Any]:
+        """``burst`` (approve-on-appear) as the run's DBOS skeleton: N CeilingBegin on intentQ over P
+        partitions; as each one ends, its CeilingResume is enqueued (the approval), whose CeilingTask child
+        runs on sbxQ; runs/s from the first enqueue to the last CeilingResume's end."""
+        version = self.settings.app_version
+        partitioned = self.settings.intent_queue_partition
+
+        def enqueue(name: str, workflow_id: str, partition: str, *args: str) -> None:
+            options: EnqueueOptions = {
+                "workflow_name": name,
+                "queue_name": "intentQ",
+                "workflow_id": workflow_id,
+                "app_version": version,
+            }
+            if partitioned:
+                options["queue_partition_key"] = partition
+            self.client.enqueue(options, *args)
+
+        before = self.probe.read()
+        began = time.monotonic()
+        partition_of = {f"{tag}:{n}": f"bench-p{n % partitions}" for n in range(runs)}
+        for key, partition in partition_of.items():
+            enqueue(CEILING_BEGIN, key, partition, key)
+        begun, resumed = dict.fromkeys(partition_of), {f"{key}:resume": key for key in partition_of}
+        waiting_resumes: set[str] = set()
+        outcomes: dict[str, str] = {}
+        query = sa.text("SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY(:ids)")
+        while begun or waiting_resumes:
+            self._check_time()
+            with self.engine.connect() as conn:
+                rows = conn.execute(query, {"ids": [*begun, *waiting_resumes]}).all()
+            for workflow_id, status in rows:
+                if status not in TERMINAL:
+                    continue
+                if workflow_id in begun:
+                    del begun[workflow_id]
+                    if status == "SUCCESS":
+                        enqueue(
+                            CEILING_RESUME,
+                            f"{workflow_id}:resume",
+                            partition_of[workflow_id],
+                            workflow_id,
+                            partition_of[workflow_id],
+                        )
+                        waiting_resumes.add(f"{workflow_id}:resume")
+                    else:
+                        outcomes[workflow_id] = status
+                elif workflow_id in waiting_resumes:
+                    waiting_resumes.discard(workflow_id)
+                    outcomes[resumed[workflow_id]] = status
+            time.sleep(0.02)
+        elapsed = time.monotonic() - began
+        return {
+            "runs": runs,
+            "failed": sum(status != "SUCCESS" for status in outcomes.values()),
             "seconds": round(elapsed, 2),
             "runsPerSecond": round(runs / elapsed, 2),
             **self.probe.per_run(before, self.probe.read(), runs),
@@ -330,6 +414,7 @@ def environment(base_url: str, engine: sa.Engine) -> dict[str, Any]:
 def run_bench(
     base_url: str,
     engine: sa.Engine,
+    settings: Settings,
     *,
     scenario: str,
     repetitions: int,
@@ -350,7 +435,7 @@ def run_bench(
     if not 1 <= repetitions <= 10 or not 1 <= runs <= 2000:
         raise InvalidInput("--reps must be 1..10 and --n 1..2000")
     pid = httpx.get(f"{base_url}/healthz", timeout=5).json().get("pid")
-    bench = Bench(base_url, engine, pid=pid if isinstance(pid, int) else None, timeout_s=timeout_s)
+    bench = Bench(base_url, engine, settings, pid=pid if isinstance(pid, int) else None, timeout_s=timeout_s)
     results: list[dict[str, Any]] = []
     try:
         for rep in range(repetitions):
@@ -361,6 +446,8 @@ def run_bench(
                 results.append(bench.latency(runs, tag=tag))
             elif scenario == "api":
                 results.append(bench.api(runs, concurrency, tag=tag, auto=auto))
+            elif scenario == "ceiling":
+                results.append(bench.ceiling(runs, partitions, tag=tag))
             else:
                 results.append(bench.hitl(runs, tag=tag))
     finally:
@@ -408,4 +495,5 @@ def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         ],
         "hitl": [("replyToResumeMs", "p50"), ("replyToResumeMs", "p95")],
     }
+    table["ceiling"] = table["burst"]
     return {".".join(path): over(*path) for path in table[scenario]}

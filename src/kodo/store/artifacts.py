@@ -32,38 +32,57 @@ def digest(inline: Any) -> str:
     return sha256_hex(inline if inline is not None else "none")
 
 
-def add(conn: sa.Connection, run_id: str, artifact: NewArtifact) -> Artifact:
-    sha = digest(artifact.inline)
-    params = {
-        "run_id": run_id,
-        "step_id": artifact.step_id,
-        "task_key": artifact.task_key,
-        "idx": artifact.idx,
-        "attempt": artifact.attempt,
-        "kind": artifact.kind,
-        "uri": artifact.uri,
-        "inline": to_json(artifact.inline),
-        "sha256": sha,
+_INSERT = sa.text(
+    "INSERT INTO app.artifacts (run_id, step_id, task_key, idx, attempt, kind, uri, inline, sha256) "
+    "SELECT :run_id, r.step_id, r.task_key, r.idx, r.attempt, r.kind, r.uri, CAST(r.inline AS jsonb), r.sha256 "
+    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS "
+    "r(step_id text, task_key text, idx integer, attempt integer, kind text, uri text, inline text, sha256 text, "
+    "n integer) "
+    "ORDER BY r.n ON CONFLICT DO NOTHING RETURNING *"
+)
+_EXISTING = sa.text(
+    "SELECT * FROM app.artifacts WHERE run_id=:run_id AND step_id=:step_id AND task_key=:task_key "
+    "AND idx=:idx AND attempt=:attempt"
+)
+
+
+def add_all(conn: sa.Connection, run_id: str, made: list[NewArtifact]) -> list[Artifact]:
+    """Insert a step's artifacts in one statement, in order. A key already stored is kept if its hash and URI
+    match (a replay), else it is a divergence (409)."""
+    if not made:
+        return []
+    rows = [
+        {
+            "step_id": artifact.step_id,
+            "task_key": artifact.task_key,
+            "idx": artifact.idx,
+            "attempt": artifact.attempt,
+            "kind": artifact.kind,
+            "uri": artifact.uri,
+            "inline": to_json(artifact.inline),
+            "sha256": digest(artifact.inline),
+            "n": n,
+        }
+        for n, artifact in enumerate(made)
+    ]
+    inserted = {
+        (row.step_id, row.task_key, row.idx, row.attempt): row
+        for row in conn.execute(_INSERT, {"run_id": run_id, "rows": to_json(rows)})
     }
-    row = conn.execute(
-        sa.text(
-            "INSERT INTO app.artifacts (run_id, step_id, task_key, idx, attempt, kind, uri, inline, sha256) VALUES "
-            "(:run_id, :step_id, :task_key, :idx, :attempt, :kind, :uri, CAST(:inline AS jsonb), :sha256) "
-            "ON CONFLICT DO NOTHING RETURNING *"
-        ),
-        params,
-    ).first()
-    if row is None:
-        row = conn.execute(
-            sa.text(
-                "SELECT * FROM app.artifacts WHERE run_id=:run_id AND step_id=:step_id AND task_key=:task_key "
-                "AND idx=:idx AND attempt=:attempt"
-            ),
-            params,
-        ).one()
-        if row.sha256 != sha or row.uri != artifact.uri:
-            raise Conflict(f"artifact divergence at {artifact.uri}")
-    return _row_to_artifact(row)
+    stored = []
+    for params in rows:
+        row = inserted.get((params["step_id"], params["task_key"], params["idx"], params["attempt"]))
+        if row is None:  # stored before: the same content (a replay), or a divergence
+            key = {name: params[name] for name in ("step_id", "task_key", "idx", "attempt")}
+            row = conn.execute(_EXISTING, {"run_id": run_id, **key}).one()
+        if row.sha256 != params["sha256"] or row.uri != params["uri"]:
+            raise Conflict(f"artifact divergence at {params['uri']}")
+        stored.append(_row_to_artifact(row))
+    return stored
+
+
+def add(conn: sa.Connection, run_id: str, artifact: NewArtifact) -> Artifact:
+    return add_all(conn, run_id, [artifact])[0]
 
 
 def list_for_run(conn: sa.Connection, run_id: str) -> list[Artifact]:

@@ -183,8 +183,11 @@ def _persist(
     workflow_id: str,
 ) -> int:
     attempt = steps.next_attempt(conn, run_id, step_id)
-    for artifact in made or [_none_sentinel(step_id, run_id, attempt)]:
-        artifacts.add(conn, run_id, NewArtifact(**{**_fields(artifact), "attempt": attempt}))
+    artifacts.add_all(
+        conn,
+        run_id,
+        [NewArtifact(**{**_fields(a), "attempt": attempt}) for a in made or [_none_sentinel(step_id, run_id, attempt)]],
+    )
     steps.record(
         conn,
         run_id=run_id,

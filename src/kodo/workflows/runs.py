@@ -190,8 +190,7 @@ def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any
                 inline={"status": "no_artifacts"},
             )
         )
-    for artifact in made:
-        artifacts.add(conn, run_id, artifact)
+    artifacts.add_all(conn, run_id, made)
     output = {key: value for key, value in plan.items() if key != "patchPlan"}
     steps.record(
         conn,

@@ -128,8 +128,7 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
             request=request.as_json() | dict(task.get("template") or {}),
             response=response,
         )
-        for artifact in made:
-            artifacts.add(conn, task["runId"], artifact)
+        artifacts.add_all(conn, task["runId"], made)
     if result.err_code in RETRYABLE_SANDBOX_CODES:
         raise SandboxInfrastructureFailure(
             result.err_code, f"sandbox {result.err_code} on attempt {attempt}: {result.stderr.strip()}"
@@ -183,8 +182,10 @@ def plan_tasks(
     return tasks
 
 
-def fan_out(ctx: dict[str, Any], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Start one ExecuteTask child per task on sbxQ (id = taskKey) and wait for all of them.
+def fan_out(
+    ctx: dict[str, Any], tasks: list[dict[str, Any]], *, workflow_name: str = "ExecuteTask"
+) -> list[dict[str, Any]]:
+    """Start one ExecuteTask child (``workflow_name``) per task on sbxQ (id = taskKey) and wait for all of them.
 
     Each child's waiter is registered before it is enqueued; ``completions.settle`` blocks until its
     ``kodo_workflow_done`` notification (or a status re-read) says it ended, and ``get_result`` stays the one
@@ -196,7 +197,7 @@ def fan_out(ctx: dict[str, Any], tasks: list[dict[str, Any]]) -> list[dict[str, 
     with completions.expecting(task["taskKey"] for task in tasks) as waiters:
         for task in tasks:
             options: EnqueueOptions = {
-                "workflow_name": "ExecuteTask",
+                "workflow_name": workflow_name,
                 "queue_name": "sbxQ",
                 "workflow_id": task["taskKey"],
                 "priority": int(ctx.get("priority") or 1),

@@ -1,0 +1,60 @@
+"""The DBOS ceiling: a run's durable skeleton with empty bodies, the baseline of ``kodo bench ceiling``.
+
+A kodo run (approve-on-appear, one task) is three workflows and six DBOS operations:
+
+    RunIntent:   begin (transaction)                                            → parks
+    ResumeRun:   resume (transaction) → enqueue ExecuteTask → its result → ExecuteST (transaction)
+    ExecuteTask: executeTask (step)
+
+``CeilingBegin``, ``CeilingResume`` and ``CeilingTask`` are the same shape, on the same queues
+(intentQ and sbxQ, with their partitions and limits), through the same datasource transactions and
+fan-out (``tasks.fan_out``, woken by the completion trigger), in the same worker, but every body is
+empty: no run, step, gate or artifact rows. What they cost is what DBOS and its queues cost for one run
+on this machine, so ``kodo bench burst`` against ``kodo bench ceiling`` in the same session says how much
+of a run's time is kodo's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOS
+
+from kodo.workflows import tasks
+from kodo.workflows.runtime import transact
+
+BEGIN_WORKFLOW = "CeilingBegin"
+RESUME_WORKFLOW = "CeilingResume"
+TASK_WORKFLOW = "CeilingTask"
+
+
+def _empty(_conn: sa.Connection, key: str) -> dict[str, Any]:
+    """A transaction step that writes nothing of its own: only DBOS's checkpoint commits."""
+    return {"key": key}
+
+
+@DBOS.workflow(name=BEGIN_WORKFLOW, max_recovery_attempts=10)
+def ceiling_begin(key: str) -> dict[str, Any]:
+    """RunIntent's skeleton: one transaction, then the run would park."""
+    return transact("ceiling.begin", _empty, key)
+
+
+@DBOS.workflow(name=RESUME_WORKFLOW, max_recovery_attempts=10)
+def ceiling_resume(key: str, partition: str) -> dict[str, Any]:
+    """ResumeRun's skeleton: a transaction, one child on sbxQ and its result, a transaction."""
+    transact("ceiling.resume", _empty, key)
+    child = {"taskKey": f"{key}:task", "runId": key}
+    results = tasks.fan_out({"priority": 1, "partitionKey": partition}, [child], workflow_name=TASK_WORKFLOW)
+    return transact("ceiling.execute", _empty, str(results[0]["key"]))
+
+
+@DBOS.step(name="ceilingTask")
+def _task_step(key: str) -> dict[str, Any]:
+    return {"key": key}
+
+
+@DBOS.workflow(name=TASK_WORKFLOW, max_recovery_attempts=10)
+def ceiling_task(task: dict[str, Any]) -> dict[str, Any]:
+    """ExecuteTask's skeleton: one step."""
+    return _task_step(str(task["runId"]))
