@@ -148,6 +148,9 @@ def soak_hitl(runs: int, dupes: int, partition: str, base: str | None, timeout_s
     "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="API clients (burst: pollers)."
 )
 @click.option("--auto/--approve", "auto", default=False, help="autoApprove, or approve each plan as it appears.")
+@click.option(
+    "--think-ms", type=click.IntRange(0, 10000), default=0, show_default=True, help="api: pause per iteration."
+)
 @click.option("--base", default=None, help="kodo's URL (loopback only); default http://127.0.0.1:$PORT.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=900, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
@@ -158,6 +161,7 @@ def bench(
     partitions: int,
     concurrency: int,
     auto: bool,
+    think_ms: int,
     base: str | None,
     timeout_s: float,
     out_path: str | None,
@@ -185,6 +189,7 @@ def bench(
             partitions=partitions,
             concurrency=concurrency,
             auto=auto,
+            think_ms=think_ms,
             timeout_s=timeout_s,
         )
     except KodoError as error:

@@ -33,8 +33,9 @@ def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
         # every phase is checkpointed: begin (CompileST, ApplyPatchST, park), resume (DecideST), the
         # child's enqueue, its result, ExecuteST, and the child's executeTask
         assert rep["dbosOperationsPerRun"] >= 6
+        assert 0 <= rep["cpuStealPercent"] <= rep["cpuBusyPercent"] + rep["cpuStealPercent"] <= 100
     summary = burst["summary"]
-    assert isinstance(summary, dict)
+    assert isinstance(summary, dict) and summary["cpuStealPercent"] is not None
     spread = summary["runsPerSecond"]
     assert spread["min"] <= spread["median"] <= spread["max"]
     latency = _bench(up, "latency", "--n", "2")

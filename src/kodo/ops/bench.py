@@ -95,6 +95,28 @@ def _processes() -> list[tuple[int, int, str]]:
     return found
 
 
+def cpu_clock() -> tuple[int, int, int] | None:
+    """The machine's CPU time so far from ``/proc/stat``: (busy, steal, total) jiffies; None off Linux."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq, steal, sum(fields)
+
+
+def machine_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> dict[str, float]:
+    """How busy the whole machine was during a repetition (``cpuBusyPercent``), and how much of its time the
+    hypervisor gave to other guests (``cpuStealPercent``: on a shared VM, the noise in the numbers)."""
+    if before is None or after is None or after[2] <= before[2]:
+        return {}
+    total = after[2] - before[2]
+    return {
+        "cpuBusyPercent": round(100 * (after[0] - before[0]) / total, 1),
+        "cpuStealPercent": round(100 * (after[1] - before[1]) / total, 1),
+    }
+
+
 def server_tree(pid: int, processes: list[tuple[int, int, str]]) -> list[int]:
     """The server process and its descendants (``kodo up --workers N`` spawns its workers as children)."""
     tree, grew = {pid}, True
@@ -337,10 +359,11 @@ class Bench:
             **self.probe.per_run(before, self.probe.read(), runs),
         }
 
-    def api(self, loops: int, concurrency: int, *, tag: str, auto: bool = False) -> dict[str, Any]:
+    def api(self, loops: int, concurrency: int, *, tag: str, auto: bool = False, think_ms: int = 0) -> dict[str, Any]:
         """The predecessor's k6 iteration, ``loops`` times from ``concurrency`` clients: create an intent,
         start its run (partition ``k6-part-<n % 8>``), read its header, the queue depth, its steps and
-        an artifact (the first one its steps list, else a missing one: 404)."""
+        an artifact (the first one its steps list, else a missing one: 404). Each client then pauses
+        ``think_ms`` (k6's ``sleep()`` between iterations; 0: a closed loop at full speed)."""
         samples: dict[str, list[float]] = {route: [] for route in API_ROUTES}
         unexpected: list[str] = []
 
@@ -364,6 +387,7 @@ class Bench:
             refs = [ref for row in rows for ref in row.get("artifactRefs", [])]
             uri = refs[0]["id"] if refs else "artifact://bench/missing"
             call("artifact", "GET", f"/api/artifacts/{uri}", {200, 404})
+            time.sleep(think_ms / 1000)
 
         began = time.monotonic()
         with ThreadPoolExecutor(concurrency) as pool:
@@ -376,6 +400,7 @@ class Bench:
             "loops": loops,
             "concurrency": concurrency,
             "autoApprove": auto,
+            "thinkMs": think_ms,
             "requestMs": summarize(every),
             "routeMs": {route: summarize(values) for route, values in samples.items()},
             "requestsPerSecond": round(len(every) / elapsed, 1),
@@ -423,6 +448,7 @@ def run_bench(
     concurrency: int,
     auto: bool,
     timeout_s: float,
+    think_ms: int = 0,
 ) -> dict[str, Any]:
     """Run one scenario ``repetitions`` times; returns the per-repetition results and their spread.
 
@@ -440,16 +466,18 @@ def run_bench(
     try:
         for rep in range(repetitions):
             tag = f"bench-{scenario}-{int(time.time())}-{rep}"
+            clock = cpu_clock()
             if scenario == "burst":
-                results.append(bench.burst(runs, partitions, auto=auto, tag=tag, pollers=concurrency))
+                result = bench.burst(runs, partitions, auto=auto, tag=tag, pollers=concurrency)
             elif scenario == "latency":
-                results.append(bench.latency(runs, tag=tag))
+                result = bench.latency(runs, tag=tag)
             elif scenario == "api":
-                results.append(bench.api(runs, concurrency, tag=tag, auto=auto))
+                result = bench.api(runs, concurrency, tag=tag, auto=auto, think_ms=think_ms)
             elif scenario == "ceiling":
-                results.append(bench.ceiling(runs, partitions, tag=tag))
+                result = bench.ceiling(runs, partitions, tag=tag)
             else:
-                results.append(bench.hitl(runs, tag=tag))
+                result = bench.hitl(runs, tag=tag)
+            results.append(result | machine_share(clock, cpu_clock()))
     finally:
         bench.close()
     return {
@@ -495,5 +523,7 @@ def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         ],
         "hitl": [("replyToResumeMs", "p50"), ("replyToResumeMs", "p95")],
     }
+    for figures in table.values():  # the noise of a shared VM, beside every scenario's figures
+        figures.append(("cpuStealPercent",))
     table["ceiling"] = table["burst"]
     return {".".join(path): over(*path) for path in table[scenario]}
