@@ -142,7 +142,7 @@ def soak_hitl(runs: int, dupes: int, partition: str, base: str | None, timeout_s
 @cli.command()
 @click.argument("scenario", type=click.Choice(["burst", "latency", "api", "hitl", "ceiling"]))
 @click.option("--n", "runs", type=click.IntRange(1, 2000), default=50, show_default=True, help="Runs (or API loops).")
-@click.option("--reps", type=click.IntRange(1, 10), default=3, show_default=True, help="Repetitions.")
+@click.option("--reps", "repetitions", type=click.IntRange(1, 10), default=3, show_default=True, help="Repetitions.")
 @click.option("--partitions", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option(
     "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="API clients (burst: pollers)."
@@ -151,21 +151,11 @@ def soak_hitl(runs: int, dupes: int, partition: str, base: str | None, timeout_s
 @click.option(
     "--think-ms", type=click.IntRange(0, 10000), default=0, show_default=True, help="api: pause per iteration."
 )
+@click.option("--against", type=click.Choice(["ceiling"]), default=None, help="burst: a baseline rep before each rep.")
 @click.option("--base", default=None, help="kodo's URL (loopback only); default http://127.0.0.1:$PORT.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=900, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
-def bench(
-    scenario: str,
-    runs: int,
-    reps: int,
-    partitions: int,
-    concurrency: int,
-    auto: bool,
-    think_ms: int,
-    base: str | None,
-    timeout_s: float,
-    out_path: str | None,
-) -> None:
+def bench(scenario: str, base: str | None, out_path: str | None, **options: Any) -> None:
     """Benchmark a running kodo: burst | latency | api | hitl | ceiling (median of --reps repetitions)."""
     import json
 
@@ -179,19 +169,7 @@ def bench(
     target = base or f"http://127.0.0.1:{settings.port}"
     engine = create_engine(resolve_database_url(settings.database_url, settings.home), pool_size=2)
     try:
-        report = run_bench(
-            target,
-            engine,
-            settings,
-            scenario=scenario,
-            repetitions=reps,
-            runs=runs,
-            partitions=partitions,
-            concurrency=concurrency,
-            auto=auto,
-            think_ms=think_ms,
-            timeout_s=timeout_s,
-        )
+        report = run_bench(target, engine, settings, scenario=scenario, **options)
     except KodoError as error:
         raise click.ClickException(error.message) from error
     except (httpx.HTTPError, TimeoutError, RuntimeError, ValueError) as error:

@@ -55,6 +55,13 @@ def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
             sa.text("SELECT name, count(*) FROM dbos.workflow_status WHERE name LIKE 'Ceiling%' GROUP BY name")
         ).all()
     assert dict(skeleton) == {"CeilingBegin": 12, "CeilingResume": 12, "CeilingTask": 12}
+    paired = _bench(up, "burst", "--n", "4", "--partitions", "2", "--concurrency", "1", "--against", "ceiling")
+    for rep in paired["repetitions"]:  # each burst repetition right after its own ceiling repetition
+        assert rep["failed"] == 0 and rep["ceilingRunsPerSecond"] > 0
+        assert rep["ratioToCeiling"] == round(rep["runsPerSecond"] / rep["ceilingRunsPerSecond"], 3)
+    assert isinstance(paired["summary"], dict) and paired["summary"]["ratioToCeiling"]["median"] > 0
+    refused = run_cli(["bench", "latency", "--n", "1", "--against", "ceiling"], up.env)
+    assert refused.returncode != 0 and "burst scenario only" in refused.stderr
     hitl = _bench(up, "hitl", "--n", "2")
     assert isinstance(hitl["summary"], dict) and hitl["summary"]["replyToResumeMs.p50"]["median"] > 0
     environment = hitl["environment"]

@@ -449,8 +449,13 @@ def run_bench(
     auto: bool,
     timeout_s: float,
     think_ms: int = 0,
+    against: str | None = None,
 ) -> dict[str, Any]:
     """Run one scenario ``repetitions`` times; returns the per-repetition results and their spread.
+
+    ``against="ceiling"`` (burst only) runs a ``ceiling`` repetition of the same size right before each
+    burst repetition, and reports each burst's ``ratioToCeiling``: a ratio against a baseline taken
+    moments earlier on the same machine holds still where a shared VM's absolute numbers drift.
 
     The target must be loopback (checked before the first request); the server's PID comes from its
     ``/healthz``, for the CPU figures.
@@ -460,6 +465,8 @@ def run_bench(
         raise InvalidInput(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     if not 1 <= repetitions <= 10 or not 1 <= runs <= 2000:
         raise InvalidInput("--reps must be 1..10 and --n 1..2000")
+    if against is not None and (against != "ceiling" or scenario != "burst"):
+        raise InvalidInput("--against ceiling applies to the burst scenario only")
     pid = httpx.get(f"{base_url}/healthz", timeout=5).json().get("pid")
     bench = Bench(base_url, engine, settings, pid=pid if isinstance(pid, int) else None, timeout_s=timeout_s)
     results: list[dict[str, Any]] = []
@@ -468,7 +475,13 @@ def run_bench(
             tag = f"bench-{scenario}-{int(time.time())}-{rep}"
             clock = cpu_clock()
             if scenario == "burst":
+                baseline = bench.ceiling(runs, partitions, tag=f"{tag}-ceiling") if against else None
                 result = bench.burst(runs, partitions, auto=auto, tag=tag, pollers=concurrency)
+                if baseline is not None:
+                    result |= {
+                        "ceilingRunsPerSecond": baseline["runsPerSecond"],
+                        "ratioToCeiling": round(result["runsPerSecond"] / baseline["runsPerSecond"], 3),
+                    }
             elif scenario == "latency":
                 result = bench.latency(runs, tag=tag)
             elif scenario == "api":
@@ -483,7 +496,7 @@ def run_bench(
     return {
         "scenario": scenario,
         "repetitions": results,
-        "summary": _summary(scenario, results),
+        "summary": _summary(scenario if against is None else f"{scenario}-{against}", results),
         "environment": environment(base_url, engine),
     }
 
@@ -526,4 +539,5 @@ def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     for figures in table.values():  # the noise of a shared VM, beside every scenario's figures
         figures.append(("cpuStealPercent",))
     table["ceiling"] = table["burst"]
+    table["burst-ceiling"] = [*table["burst"], ("ceilingRunsPerSecond",), ("ratioToCeiling",)]
     return {".".join(path): over(*path) for path in table[scenario]}
