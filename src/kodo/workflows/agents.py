@@ -133,7 +133,7 @@ def _turn(
     transaction). A local agent (replay fixtures or the deterministic producer) is pure, so its turn
     runs inside the step's transaction and its ledger row commits with the step: one DBOS operation.
     """
-    if services().agent.mode not in LOCAL_MODES:
+    if not is_local():
         answer = agent_turn(call)
         return transact(step_id, save, ctx, answer, *args)
 

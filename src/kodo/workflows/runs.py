@@ -373,8 +373,10 @@ def _begin(
     if agents.is_local():
         with observe.bound(ctx["runId"], ctx["workflowId"]):
             taken, outcome = _ahead(conn, ctx, done)
-        if taken:
-            done = {**_progress(conn, ctx), **outcome}
+        if outcome:  # parked or failed: ``_drive`` stops there and reads nothing else
+            done = {**done, **outcome}
+        elif taken:
+            done = _progress(conn, ctx)
     return {"ctx": ctx, "resolved": resolved, "done": done}
 
 
