@@ -158,10 +158,12 @@ def soak_hitl(runs: int, dupes: int, partition: str, base: str | None, timeout_s
 def bench(scenario: str, base: str | None, out_path: str | None, **options: Any) -> None:
     """Benchmark a running kodo: burst | latency | api | hitl | ceiling (median of --reps repetitions)."""
     import json
+    from functools import partial
 
     import httpx
 
     from kodo.database import resolve_database_url
+    from kodo.main import dbos_client
     from kodo.ops.bench import run_bench
     from kodo.store import create_engine
 
@@ -169,7 +171,8 @@ def bench(scenario: str, base: str | None, out_path: str | None, **options: Any)
     target = base or f"http://127.0.0.1:{settings.port}"
     engine = create_engine(resolve_database_url(settings.database_url, settings.home), pool_size=2)
     try:
-        report = run_bench(target, engine, settings, scenario=scenario, **options)
+        connect = partial(dbos_client, settings, engine)  # called only if the ceiling runs
+        report = run_bench(target, engine, settings, scenario=scenario, dbos_client=connect, **options)
     except KodoError as error:
         raise click.ClickException(error.message) from error
     except (httpx.HTTPError, TimeoutError, RuntimeError, ValueError) as error:

@@ -33,7 +33,6 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from dbos import DBOSClient, EnqueueOptions
-from dbos._serialization import DBOSPortableJSONSerializer
 
 from kodo.errors import InvalidInput
 from kodo.ops.soak import require_loopback
@@ -187,11 +186,18 @@ class Probe:
 
 class Bench:
     def __init__(
-        self, base_url: str, engine: sa.Engine, settings: Settings, *, pid: int | None, timeout_s: float
+        self,
+        base_url: str,
+        engine: sa.Engine,
+        settings: Settings,
+        *,
+        pid: int | None,
+        timeout_s: float,
+        dbos_client: Callable[[], DBOSClient],
     ) -> None:
         require_loopback(base_url)
         self.http = httpx.Client(base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=64))
-        self.engine, self.settings = engine, settings
+        self.engine, self.settings, self._connect = engine, settings, dbos_client
         self.probe = Probe(engine, pid)
         self.deadline = time.monotonic() + timeout_s
         self._client: DBOSClient | None = None
@@ -203,12 +209,8 @@ class Bench:
 
     @property
     def client(self) -> DBOSClient:
-        if self._client is None:
-            self._client = DBOSClient(
-                system_database_engine=self.engine,
-                serializer=DBOSPortableJSONSerializer(),
-                application_name=self.settings.app_name,
-            )
+        if self._client is None:  # only the ceiling enqueues workflows itself
+            self._client = self._connect()
         return self._client
 
     def _check_time(self) -> None:
@@ -303,8 +305,7 @@ class Bench:
         partition_of = {f"{tag}:{n}": f"bench-p{n % partitions}" for n in range(runs)}
         for key, partition in partition_of.items():
             enqueue(CEILING_BEGIN, key, partition, key)
-        begun, resumed = dict.fromkeys(partition_of), {f"{key}:resume": key for key in partition_of}
-        waiting_resumes: set[str] = set()
+        begun, waiting_resumes = set(partition_of), set[str]()
         outcomes: dict[str, str] = {}
         query = sa.text("SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY(:ids)")
         while begun or waiting_resumes:
@@ -315,7 +316,7 @@ class Bench:
                 if status not in TERMINAL:
                     continue
                 if workflow_id in begun:
-                    del begun[workflow_id]
+                    begun.discard(workflow_id)
                     if status == "SUCCESS":
                         enqueue(
                             CEILING_RESUME,
@@ -329,7 +330,7 @@ class Bench:
                         outcomes[workflow_id] = status
                 elif workflow_id in waiting_resumes:
                     waiting_resumes.discard(workflow_id)
-                    outcomes[resumed[workflow_id]] = status
+                    outcomes[workflow_id.removesuffix(":resume")] = status
             time.sleep(0.02)
         elapsed = time.monotonic() - began
         return {
@@ -441,6 +442,7 @@ def run_bench(
     engine: sa.Engine,
     settings: Settings,
     *,
+    dbos_client: Callable[[], DBOSClient],
     scenario: str,
     repetitions: int,
     runs: int,
@@ -468,7 +470,14 @@ def run_bench(
     if against is not None and (against != "ceiling" or scenario != "burst"):
         raise InvalidInput("--against ceiling applies to the burst scenario only")
     pid = httpx.get(f"{base_url}/healthz", timeout=5).json().get("pid")
-    bench = Bench(base_url, engine, settings, pid=pid if isinstance(pid, int) else None, timeout_s=timeout_s)
+    bench = Bench(
+        base_url,
+        engine,
+        settings,
+        pid=pid if isinstance(pid, int) else None,
+        timeout_s=timeout_s,
+        dbos_client=dbos_client,
+    )
     results: list[dict[str, Any]] = []
     try:
         for rep in range(repetitions):
