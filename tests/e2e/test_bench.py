@@ -30,6 +30,9 @@ def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
     for rep in reps:
         assert rep["runs"] == 6 and rep["failed"] == 0 and rep["pollers"] == 2 and rep["runsPerSecond"] > 0
         assert rep["cpuSecondsPerRun"] > 0 and rep["postgresCpuSecondsPerRun"] >= 0 and rep["serverProcesses"] >= 1
+        # kodo up's workers are its own children: none outside its tree; the machine ran at least the server
+        assert rep["workerCpuSecondsPerRun"] == 0 and "workerProcesses" not in rep
+        assert rep["clientCpuSecondsPerRun"] > 0 and rep["machineCpuSecondsPerRun"] > 0
         # every phase is checkpointed: begin (CompileST, ApplyPatchST, park), resume (DecideST), the
         # child's enqueue, its result, ExecuteST, and the child's executeTask
         assert rep["dbosOperationsPerRun"] >= 6
@@ -72,6 +75,18 @@ def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
             sa.text("SELECT count(*) FROM app.runs WHERE status IN ('failed', 'canceled', 'retries_exceeded')")
         ).scalar_one()
         assert failed == 0  # the api scenario's runs park at their plan gate, like the predecessor's k6 loop
+
+
+def test_bench_counts_the_worker_processes_of_a_split_topology(spawn: Callable[..., KodoProcess]) -> None:
+    """Against ``kodo api`` + ``kodo worker``: the worker's CPU is found through app.executors and reported."""
+    spawn("worker", INTENT_QUEUE_RATE_LIMIT_PER_PERIOD="100000", SBX_QUEUE_RATE_LIMIT_PER_PERIOD="100000")
+    api = spawn("api")
+    report = _bench(api, "burst", "--n", "4", "--partitions", "2", "--concurrency", "1")
+    for rep in report["repetitions"]:  # type: ignore[attr-defined]
+        assert rep["failed"] == 0 and rep["serverProcesses"] == 1 and rep["workerProcesses"] == 1
+        assert rep["workerCpuSecondsPerRun"] > 0 and rep["cpuSecondsPerRun"] > 0
+    summary = report["summary"]
+    assert isinstance(summary, dict) and summary["workerCpuSecondsPerRun"]["median"] > 0
 
 
 def test_bench_refuses_targets_off_this_machine(database_url: str, tmp_path: Path) -> None:

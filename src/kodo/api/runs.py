@@ -17,6 +17,7 @@ from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse
 from kodo.errors import Gone, NotFound
 from kodo.models import Artifact, Run, StepRecord, header_status
 from kodo.store import artifacts, budgets, durable_status, eval_results, intents, runs, steps
+from kodo.store.durable_status import RunDurability
 from kodo.workflows import gates
 from kodo.workflows.queue_policy import admit
 from kodo.workflows.runs import WORKFLOW_NAME, start_run
@@ -29,12 +30,17 @@ def _ms(value: Any) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
-def header(ctx: ApiContext, conn: sa.Connection, run: Run) -> dict[str, Any]:
-    """The RunHeader: app status merged (monotonically) with DBOS's, plus posture."""
+def header(ctx: ApiContext, conn: sa.Connection, run: Run, facts: RunDurability | None = None) -> dict[str, Any]:
+    """The RunHeader: app status merged (monotonically) with DBOS's, plus posture (``facts``: read here
+    unless the caller read them with the run)."""
     # The run's identity is its workflow id; its progress is the phase workflow now responsible for it.
-    facts = durable_status.for_run(
-        conn, current_workflow_id=run.current_workflow_id or run.workflow_id, workflow_id=run.workflow_id, run_id=run.id
-    )
+    if facts is None:
+        facts = durable_status.for_run(
+            conn,
+            current_workflow_id=run.current_workflow_id or run.workflow_id,
+            workflow_id=run.workflow_id,
+            run_id=run.id,
+        )
     durable = facts.status
     settings = ctx.settings
     body: dict[str, Any] = {
@@ -221,7 +227,10 @@ def get_run_header(wid: str, request: Request) -> JSONResponse:
     """The RunHeader of a run, by run id or workflow id."""
     ctx = context(request)
     with ctx.read() as conn:
-        return JSONResponse(header(ctx, conn, require_run(conn, wid)))
+        found = durable_status.run_with_durability(conn, wid)
+        if found is None:
+            raise NotFound("run not found")
+        return JSONResponse(header(ctx, conn, *found))
 
 
 @router.get("/api/runs/{wid}/steps")

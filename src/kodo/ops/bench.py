@@ -12,7 +12,9 @@ Scenarios (each repeated; min / median / max reported):
                 skeleton with empty bodies (``kodo.workflows.ceiling``): what DBOS alone allows here, the
                 baseline to hold ``burst`` against in the same session.
 
-Alongside: CPU seconds of the server process per run (when its PID is known), DBOS operations and
+Alongside: CPU seconds per run of the server process tree (when its PID is known), of worker processes
+outside it (live ``app.executors`` on this host), of Postgres, of the bench client and of the whole
+machine (``/proc/stat``: everything above plus whatever else ran), DBOS operations and
 Postgres transactions per run (from ``dbos.operation_outputs`` and ``pg_stat_database``), and the
 environment. Only loopback targets are accepted; every loop is bounded in count and time.
 """
@@ -25,9 +27,7 @@ import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from dbos import DBOSClient, EnqueueOptions
 
 from kodo.errors import InvalidInput
+from kodo.ops.probe import Probe, cpu_clock, machine_share
 from kodo.ops.soak import require_loopback
 from kodo.settings import Settings
 
@@ -59,129 +60,6 @@ def summarize(samples: list[float]) -> dict[str, float]:
 def spread(values: list[float]) -> dict[str, float]:
     """min / median / max of one figure over repetitions."""
     return {"min": round(min(values), 2), "median": round(statistics.median(values), 2), "max": round(max(values), 2)}
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = _stat(pid)
-        if fields is not None:  # utime + stime, plus cutime + cstime: children that exited and were reaped
-            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-    return total / ticks
-
-
-def _processes() -> list[tuple[int, int, str]]:
-    """(pid, parent pid, command name) of every process on this machine."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat(int(entry.name))
-        try:
-            name = (entry / "comm").read_text().strip()
-        except OSError:
-            continue
-        if fields is not None:
-            found.append((int(entry.name), int(fields[1]), name))
-    return found
-
-
-def cpu_clock() -> tuple[int, int, int] | None:
-    """The machine's CPU time so far from ``/proc/stat``: (busy, steal, total) jiffies; None off Linux."""
-    try:
-        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return user + nice + system + irq + softirq, steal, sum(fields)
-
-
-def machine_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> dict[str, float]:
-    """How busy the whole machine was during a repetition (``cpuBusyPercent``), and how much of its time the
-    hypervisor gave to other guests (``cpuStealPercent``: on a shared VM, the noise in the numbers)."""
-    if before is None or after is None or after[2] <= before[2]:
-        return {}
-    total = after[2] - before[2]
-    return {
-        "cpuBusyPercent": round(100 * (after[0] - before[0]) / total, 1),
-        "cpuStealPercent": round(100 * (after[1] - before[1]) / total, 1),
-    }
-
-
-def server_tree(pid: int, processes: list[tuple[int, int, str]]) -> list[int]:
-    """The server process and its descendants (``kodo up --workers N`` spawns its workers as children)."""
-    tree, grew = {pid}, True
-    while grew:
-        grew = False
-        for child, parent, _ in processes:
-            if parent in tree and child not in tree:
-                tree.add(child)
-                grew = True
-    return sorted(tree)
-
-
-def postgres_processes(processes: list[tuple[int, int, str]]) -> list[int]:
-    """Postgres server processes on this (loopback) machine: the benchmark's database."""
-    return [pid for pid, _, name in processes if name == "postgres" or name.startswith("postgres:")]
-
-
-@dataclass
-class Probe:
-    """Counters read before and after a repetition: CPU of the server's processes and of Postgres,
-    DBOS operations, Postgres commits."""
-
-    engine: sa.Engine
-    pid: int | None
-    values: dict[str, float] = field(default_factory=dict)
-
-    def _rss_mb(self) -> float | None:
-        if self.pid is None:
-            return None
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
-
-    def read(self) -> dict[str, float]:
-        with self.engine.connect() as conn:
-            operations = conn.execute(sa.text("SELECT count(*) FROM dbos.operation_outputs")).scalar_one()
-            commits = conn.execute(
-                sa.text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-            ).scalar_one()
-        found = {"operations": float(operations), "commits": float(commits)}
-        processes = _processes()  # one /proc snapshot per read
-        found["postgresCpu"] = _cpu_seconds(postgres_processes(processes))
-        if self.pid is not None and _stat(self.pid) is not None:
-            tree = server_tree(self.pid, processes)
-            found["cpu"] = _cpu_seconds(tree)
-            found["serverProcesses"] = float(len(tree))
-        return found
-
-    def per_run(self, before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
-        out = {
-            "dbosOperationsPerRun": round((after["operations"] - before["operations"]) / runs, 1),
-            "postgresCommitsPerRun": round((after["commits"] - before["commits"]) / runs, 1),
-        }
-        if "cpu" in before and "cpu" in after:  # the server and its worker processes
-            out["cpuSecondsPerRun"] = round((after["cpu"] - before["cpu"]) / runs, 4)
-        out["postgresCpuSecondsPerRun"] = round((after["postgresCpu"] - before["postgresCpu"]) / runs, 4)
-        if "serverProcesses" in after:
-            out["serverProcesses"] = int(after["serverProcesses"])
-        rss = self._rss_mb()
-        if rss is not None:
-            out["serverRssMB"] = round(rss, 1)
-        return out
 
 
 class Bench:
@@ -525,7 +403,10 @@ def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         "burst": [
             ("runsPerSecond",),
             ("cpuSecondsPerRun",),
+            ("workerCpuSecondsPerRun",),
             ("postgresCpuSecondsPerRun",),
+            ("clientCpuSecondsPerRun",),
+            ("machineCpuSecondsPerRun",),
             ("dbosOperationsPerRun",),
             ("postgresCommitsPerRun",),
         ],

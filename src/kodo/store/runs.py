@@ -17,7 +17,7 @@ _GUARDED_STATUS = (
 )
 
 
-def _row_to_run(row: sa.Row[Any]) -> Run:
+def from_row(row: sa.Row[Any]) -> Run:
     return Run(
         id=row.id,
         intent_id=row.intent_id,
@@ -73,7 +73,7 @@ def get(conn: sa.Connection, run_or_workflow_id: str, *, lock: bool = False) -> 
     """Dual lookup: by run id or by workflow id; ``lock`` holds the row until commit."""
     query = "SELECT * FROM app.runs WHERE id = :key OR workflow_id = :key ORDER BY (id = :key) DESC LIMIT 1"
     row = conn.execute(sa.text(query + (" FOR UPDATE" if lock else "")), {"key": run_or_workflow_id}).first()
-    return None if row is None else _row_to_run(row)
+    return None if row is None else from_row(row)
 
 
 def update(

@@ -1,0 +1,160 @@
+"""What a benchmark repetition costs: CPU seconds of the server's process tree, of worker processes outside
+it, of Postgres, of the bench client and of the whole machine (from ``/proc``), plus DBOS operations and
+Postgres commits (from the database), read before and after and turned into figures per run."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:  # utime + stime, plus cutime + cstime: children that exited and were reaped
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return total / ticks
+
+
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command name) of every process on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        try:
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if fields is not None:
+            found.append((int(entry.name), int(fields[1]), name))
+    return found
+
+
+def cpu_clock() -> tuple[int, int, int] | None:
+    """The machine's CPU time so far from ``/proc/stat``: (busy, steal, total) jiffies; None off Linux."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq, steal, sum(fields)
+
+
+def machine_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> dict[str, float]:
+    """How busy the whole machine was during a repetition (``cpuBusyPercent``), and how much of its time the
+    hypervisor gave to other guests (``cpuStealPercent``: on a shared VM, the noise in the numbers)."""
+    if before is None or after is None or after[2] <= before[2]:
+        return {}
+    total = after[2] - before[2]
+    return {
+        "cpuBusyPercent": round(100 * (after[0] - before[0]) / total, 1),
+        "cpuStealPercent": round(100 * (after[1] - before[1]) / total, 1),
+    }
+
+
+def server_tree(pid: int, processes: list[tuple[int, int, str]]) -> list[int]:
+    """The server process and its descendants (``kodo up --workers N`` spawns its workers as children)."""
+    tree, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, parent, _ in processes:
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sorted(tree)
+
+
+def worker_processes(engine: sa.Engine, server: list[int], processes: list[tuple[int, int, str]]) -> list[int]:
+    """Live worker executors on this machine (``app.executors``) outside the server's own tree, with their
+    descendants: in the split topology, the processes of ``kodo worker [--processes N]``."""
+    query = sa.text("SELECT pid FROM app.executors WHERE stopped_at IS NULL AND hostname = :host")
+    with engine.connect() as conn:
+        registered = {int(pid) for pid in conn.execute(query, {"host": socket.gethostname()}).scalars()}
+    alive = {pid for pid, _, _ in processes}
+    found: set[int] = set()
+    for pid in sorted(registered & alive - set(server)):
+        found.update(server_tree(pid, processes))
+    return sorted(found - set(server))
+
+
+def postgres_processes(processes: list[tuple[int, int, str]]) -> list[int]:
+    """Postgres server processes on this (loopback) machine: the benchmark's database."""
+    return [pid for pid, _, name in processes if name == "postgres" or name.startswith("postgres:")]
+
+
+@dataclass
+class Probe:
+    """Counters read before and after a repetition: CPU of the server's processes, of the worker processes
+    outside it, of Postgres, of this client and of the whole machine; DBOS operations, Postgres commits."""
+
+    engine: sa.Engine
+    pid: int | None
+    values: dict[str, float] = field(default_factory=dict)
+
+    def _rss_mb(self) -> float | None:
+        if self.pid is None:
+            return None
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def read(self) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            operations = conn.execute(sa.text("SELECT count(*) FROM dbos.operation_outputs")).scalar_one()
+            commits = conn.execute(
+                sa.text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
+        found = {"operations": float(operations), "commits": float(commits)}
+        processes = _processes()  # one /proc snapshot per read
+        found["postgresCpu"] = _cpu_seconds(postgres_processes(processes))
+        tree: list[int] = []
+        if self.pid is not None and _stat(self.pid) is not None:
+            tree = server_tree(self.pid, processes)
+            found["cpu"] = _cpu_seconds(tree)
+            found["serverProcesses"] = float(len(tree))
+        workers = worker_processes(self.engine, tree, processes)
+        found["workerCpu"], found["workerProcesses"] = _cpu_seconds(workers), float(len(workers))
+        own = os.times()
+        found["clientCpu"] = own.user + own.system
+        clock = cpu_clock()
+        if clock is not None:
+            found["machineCpu"] = clock[0] / os.sysconf("SC_CLK_TCK")
+        return found
+
+    def per_run(self, before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+        out = {
+            "dbosOperationsPerRun": round((after["operations"] - before["operations"]) / runs, 1),
+            "postgresCommitsPerRun": round((after["commits"] - before["commits"]) / runs, 1),
+        }
+        if "cpu" in before and "cpu" in after:  # the server and its worker processes
+            out["cpuSecondsPerRun"] = round((after["cpu"] - before["cpu"]) / runs, 4)
+        for name in ("postgresCpu", "workerCpu", "clientCpu", "machineCpu"):
+            if name in before and name in after:
+                out[f"{name}SecondsPerRun"] = round((after[name] - before[name]) / runs, 4)
+        if after.get("workerProcesses"):
+            out["workerProcesses"] = int(after["workerProcesses"])
+        if "serverProcesses" in after:
+            out["serverProcesses"] = int(after["serverProcesses"])
+        rss = self._rss_mb()
+        if rss is not None:
+            out["serverRssMB"] = round(rss, 1)
+        return out
