@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from kodo.api.access import actor, empty_list, partition_patterns, requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body, integer, query
-from kodo.api.runs import DEPRECATION, require_run
+from kodo.api.runs import DEPRECATION, read_by_key, require_run
 from kodo.api.schemas import ExternalEventBody, GateReplyBody, RunEventBody, parse_body
 from kodo.errors import Conflict, Gone, InvalidInput, NotFound
 from kodo.store import gates as gate_store
@@ -242,10 +242,9 @@ async def legacy_event(run_key: str, request: Request) -> JSONResponse:
     ctx = context(request)
     if not ctx.settings.enable_legacy_run_routes:
         raise Gone("legacy route disabled; use POST /api/runs/{wid}/gates/{gateKey}/reply")
-    with ctx.read() as conn:
-        run = require_run(conn, run_key)
-        if run.status != "waiting_input":
-            raise Conflict(f"cannot send event to run in status {run.status}", status=run.status)
+    run = await run_in_threadpool(read_by_key, ctx, require_run, run_key)
+    if run.status != "waiting_input":
+        raise Conflict(f"cannot send event to run in status {run.status}", status=run.status)
     body = await parse_body(request, RunEventBody)
 
     def _send() -> None:

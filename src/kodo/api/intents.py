@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import requires
 from kodo.api.deps import context
@@ -19,17 +20,21 @@ router = APIRouter()
 async def _create(request: Request) -> JSONResponse:
     body = await parse_body(request, IntentBody)
     ctx = context(request)
-    with ctx.transaction() as conn:
-        while True:  # a fresh random id; a collision (2^-64) simply draws again, never overwrites
-            intent = Intent(
-                id=new_intent_id(),
-                goal=body.goal,
-                inputs=body.inputs,
-                constraints=body.constraints,
-                connectors=body.connectors,
-            )
-            if intents.create(conn, intent):
-                break
+
+    def _insert() -> Intent:
+        with ctx.transaction() as conn:
+            while True:  # a fresh random id; a collision (2^-64) simply draws again, never overwrites
+                intent = Intent(
+                    id=new_intent_id(),
+                    goal=body.goal,
+                    inputs=body.inputs,
+                    constraints=body.constraints,
+                    connectors=body.connectors,
+                )
+                if intents.create(conn, intent):
+                    return intent
+
+    intent = await run_in_threadpool(_insert)  # off the event loop: the commit waits for the disk
     return JSONResponse({"intentId": intent.id}, status_code=201)
 
 

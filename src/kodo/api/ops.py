@@ -6,11 +6,13 @@ Queries are strict (an unknown key is a 400), GETs never write, and every mutati
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, StringConstraints
+from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import actor, not_found, partition_patterns, requires
 from kodo.api.deps import ApiContext, context
@@ -139,7 +141,9 @@ async def cancel_workflow(wid: str, request: Request) -> JSONResponse:
     """Cancel (a run: its phase, children and sandboxes): 202; 409 unless PENDING/ENQUEUED/DELAYED (live run)."""
     strict_query(request, set())
     body = await parse_body(request, OpsActionBody)
-    result = workflows.cancel(ops_of(context(request)), wid, actor=actor(request, body.actor), reason=body.reason)
+    result = await run_in_threadpool(
+        partial(workflows.cancel, actor=actor(request, body.actor), reason=body.reason), ops_of(context(request)), wid
+    )
     return JSONResponse(result, status_code=202)
 
 
@@ -149,7 +153,9 @@ async def resume_workflow(wid: str, request: Request) -> JSONResponse:
     """Resume from the last checkpoint, same id: 202; 409 unless CANCELLED/ENQUEUED (a cancelled run)."""
     strict_query(request, set())
     body = await parse_body(request, OpsActionBody)
-    result = workflows.resume(ops_of(context(request)), wid, actor=actor(request, body.actor), reason=body.reason)
+    result = await run_in_threadpool(
+        partial(workflows.resume, actor=actor(request, body.actor), reason=body.reason), ops_of(context(request)), wid
+    )
     return JSONResponse(result, status_code=202)
 
 
@@ -159,13 +165,16 @@ async def fork_workflow(wid: str, request: Request) -> JSONResponse:
     """Fork from step N (steps before N reused): 202 with ``forkedWorkflowID``; 409 past the last step."""
     strict_query(request, set())
     body = await parse_body(request, ForkBody)
-    result = workflows.fork(
+    result = await run_in_threadpool(
+        partial(
+            workflows.fork,
+            step_n=body.stepN,
+            app_version=body.appVersion,
+            actor=actor(request, body.actor),
+            reason=body.reason,
+        ),
         ops_of(context(request)),
         wid,
-        step_n=body.stepN,
-        app_version=body.appVersion,
-        actor=actor(request, body.actor),
-        reason=body.reason,
     )
     return JSONResponse(result, status_code=202)
 

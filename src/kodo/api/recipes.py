@@ -61,8 +61,13 @@ async def import_recipes(request: Request) -> JSONResponse:
 async def export_recipes(request: Request) -> Response:
     """The canonical JSON bundle of a recipe's versions (ascending ``v``); it imports back unchanged."""
     body = await parse_body(request, RecipeExportRequest)
-    with context(request).read() as conn:
-        text = recipes.export_text(conn, body.id)
+    ctx = context(request)
+
+    def _export() -> str:
+        with ctx.read() as conn:
+            return recipes.export_text(conn, body.id)
+
+    text = await run_in_threadpool(_export)
     return Response(content=text.encode("utf-8"), media_type="application/json")
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from kodo import telemetry
 from kodo.api.access import actor, not_found, requires
@@ -23,6 +26,7 @@ from kodo.workflows.queue_policy import admit
 from kodo.workflows.runs import WORKFLOW_NAME, start_run
 
 router = APIRouter()
+T = TypeVar("T")
 DEPRECATION = {"Deprecation": "true", "Sunset": "Tue, 30 Jun 2026 23:59:59 GMT"}
 
 
@@ -169,6 +173,12 @@ def run_view(run: Run, latest: list[StepRecord], made: list[Artifact]) -> dict[s
     return view
 
 
+def read_by_key(ctx: ApiContext, read: Callable[[sa.Connection, str], T], key: str) -> T:
+    """One read by key on a read connection (for async routes: call it through ``run_in_threadpool``)."""
+    with ctx.read() as conn:
+        return read(conn, key)
+
+
 def require_run(conn: sa.Connection, key: str) -> Run:
     run = runs.get(conn, key)
     if run is None:
@@ -176,15 +186,20 @@ def require_run(conn: sa.Connection, key: str) -> Run:
     return run
 
 
-async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tuple[ApiContext, dict[str, Any], bool]:
+async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tuple[dict[str, Any], bool]:
     ctx = context(request)
     fields = body.model_dump(exclude_none=True, exclude={"intentId"})
-    with ctx.transaction() as conn:
-        if intents.get(conn, intent_id) is None:
-            raise NotFound(f"Intent not found: {intent_id}")
-        start = admit(conn, ctx.settings, intent_id, fields)
-        run, replay = start_run(conn, ctx.client, ctx.settings, start)
-        return ctx, header(ctx, conn, run), replay
+
+    def _transaction() -> tuple[dict[str, Any], bool]:
+        with ctx.transaction() as conn:
+            if intents.get(conn, intent_id) is None:
+                raise NotFound(f"Intent not found: {intent_id}")
+            start = admit(conn, ctx.settings, intent_id, fields)
+            run, replay = start_run(conn, ctx.client, ctx.settings, start)
+            return header(ctx, conn, run), replay
+
+    # Off the event loop: a route's database work (a commit waits for the disk) never stalls other requests.
+    return await run_in_threadpool(_transaction)
 
 
 @router.post("/api/runs", openapi_extra=body(ApiRunBody))
@@ -197,7 +212,7 @@ async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tupl
 async def start_api_run(request: Request) -> JSONResponse:
     """Start (or replay) the run of an intent: 201 new, 200 replay; RunHeader + ``isReplay``."""
     body = await parse_body(request, ApiRunBody)
-    _ctx, view, replay = await _start(request, body.intentId, body)
+    view, replay = await _start(request, body.intentId, body)
     return JSONResponse({**view, "isReplay": replay}, status_code=200 if replay else 201)
 
 
@@ -208,14 +223,13 @@ async def start_legacy_run(intent_id: str, request: Request) -> JSONResponse:
     ctx = context(request)
     if not ctx.settings.enable_legacy_run_routes:
         raise Gone("legacy route disabled; use POST /api/runs")
-    with ctx.read() as conn:
-        if intents.get(conn, intent_id) is None:
-            raise NotFound("intent not found")
+    if await run_in_threadpool(read_by_key, ctx, intents.get, intent_id) is None:
+        raise NotFound("intent not found")
     body = await parse_body(request, RunRequestBody)
     if body.queuePartitionKey is None and ctx.settings.intent_queue_partition:
         # The legacy route predates the partition law: it starts in the intent's own partition.
         body = body.model_copy(update={"queuePartitionKey": f"legacy-{intent_id}"})
-    _ctx, view, _replay = await _start(request, intent_id, body)
+    view, _replay = await _start(request, intent_id, body)
     return JSONResponse(
         {"runId": view["runId"], "workflowId": view["workflowID"]}, status_code=202, headers=DEPRECATION
     )
@@ -256,14 +270,17 @@ def get_run_view(run_key: str, request: Request) -> JSONResponse:
 
 async def _approve(request: Request, key: str, headers: dict[str, str] | None) -> JSONResponse:
     ctx = context(request)
-    with ctx.read() as conn:
-        require_run(conn, key)
+    await run_in_threadpool(read_by_key, ctx, require_run, key)  # 404 before the body is parsed
     body = await parse_body(request, PlanApprovalBody)
-    with ctx.transaction() as conn:
-        run = require_run(conn, key)
-        approved_at, _woken = gates.approve_plan_legacy(
-            conn, run, approved_by=actor(request, body.approvedBy), notes=body.notes
-        )
+    approved_by = actor(request, body.approvedBy)
+
+    def _transaction() -> tuple[Run, datetime]:
+        with ctx.transaction() as conn:
+            run = require_run(conn, key)
+            approved_at, _woken = gates.approve_plan_legacy(conn, run, approved_by=approved_by, notes=body.notes)
+            return run, approved_at
+
+    run, approved_at = await run_in_threadpool(_transaction)
     return JSONResponse(
         {"accepted": True, "runId": run.id, "approvedAt": approved_at.isoformat()},
         status_code=202,
