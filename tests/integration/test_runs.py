@@ -210,3 +210,38 @@ def test_plan_rejection_rolls_patches_back(client: TestClient, settings: Setting
     assert done["error"]["code"] == "PLAN_REJECTED" and "not now" in done["error"]["message"]
     assert done["nextAction"] == "REPAIR"
     assert target.read_text() == ""
+
+
+def test_a_route_waiting_on_the_database_leaves_the_others_answering(client: TestClient, engine: sa.Engine) -> None:
+    """An approve-plan blocked on its run's row lock does not stall the event loop: /healthz and a run
+    header still answer while it waits, and the approval lands once the lock is released."""
+    intent = new_intent(client, "blocked approval")
+    start(client, intent)
+    wait_status(client, intent, {"WAITING_INPUT"})
+    with ThreadPoolExecutor(2) as pool, engine.connect() as holder:
+        holder.execute(sa.text("SELECT id FROM app.runs WHERE workflow_id = :w FOR UPDATE"), {"w": intent})
+        try:
+            approval = pool.submit(client.post, f"/api/runs/{intent}/approve-plan", json={"approvedBy": "po"})
+            blocked = wait_for_lock_waiter(engine)
+            health = pool.submit(client.get, "/healthz").result(timeout=10)
+            header = client.get(f"/api/runs/{intent}")
+            assert blocked and not approval.done()
+            assert health.status_code == 200 and header.status_code == 200
+        finally:
+            holder.rollback()
+        assert approval.result(timeout=30).status_code == 202
+    assert wait_status(client, intent, TERMINAL)["status"] == "SUCCESS"
+
+
+def wait_for_lock_waiter(engine: sa.Engine, timeout: float = 10) -> bool:
+    """Whether some session is waiting on a lock (the blocked route) within ``timeout`` seconds."""
+    import time
+
+    query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(query).scalar_one() > 0:
+                return True
+        time.sleep(0.05)
+    return False
