@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -235,8 +236,6 @@ def test_a_route_waiting_on_the_database_leaves_the_others_answering(client: Tes
 
 def wait_for_lock_waiter(engine: sa.Engine, timeout: float = 10) -> bool:
     """Whether some session is waiting on a lock (the blocked route) within ``timeout`` seconds."""
-    import time
-
     query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
