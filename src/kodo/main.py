@@ -95,10 +95,12 @@ def build_sandbox(settings: Settings) -> Sandbox:
     )
 
 
-def prepare_database(settings: Settings) -> tuple[str, sa.Engine]:
-    """Resolve (or start) the database, apply kodo's migrations and DBOS's; returns (url, engine)."""
+def prepare_database(settings: Settings, role: Role | None = None) -> tuple[str, sa.Engine]:
+    """Resolve (or start) the database, apply kodo's migrations and DBOS's; returns (url, engine). The
+    engine's connections carry ``kodo-<role>`` as application name (``pg_stat_activity`` tells a worker's
+    sessions from an API's)."""
     url = resolve_database_url(settings.database_url, settings.home)
-    engine = create_engine(url)
+    engine = create_engine(url, application_name="kodo" if role is None else f"kodo-{role}")
     migrate(engine)
     run_dbos_database_migrations(sqlalchemy_url(url))
     with engine.begin() as conn:  # needs DBOS's tables, so after its migrations
@@ -202,7 +204,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
 def running(settings: Settings, role: Role) -> Iterator[FastAPI]:
     """Everything one process needs, started; yields the HTTP app it serves."""
     telemetry.configure(settings)
-    url, engine = prepare_database(settings)
+    url, engine = prepare_database(settings, role)
     worker = launch_worker(settings, url, engine, role) if role in {"monolith", "worker"} else None
     client = dbos_client(settings, engine)
     try:
