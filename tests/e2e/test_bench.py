@@ -85,6 +85,7 @@ def test_bench_counts_the_worker_processes_of_a_split_topology(spawn: Callable[.
     for rep in report["repetitions"]:  # type: ignore[attr-defined]
         assert rep["failed"] == 0 and rep["serverProcesses"] == 1 and rep["workerProcesses"] == 1
         assert rep["workerCpuSecondsPerRun"] > 0 and rep["cpuSecondsPerRun"] > 0
+        assert len(rep["workerRssMB"]) == 1 and rep["workerRssMB"][0] > 20 and rep["serverRssMB"] > 20
     summary = report["summary"]
     assert isinstance(summary, dict) and summary["workerCpuSecondsPerRun"]["median"] > 0
 

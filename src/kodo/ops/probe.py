@@ -8,6 +8,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -97,6 +98,17 @@ def postgres_processes(processes: list[tuple[int, int, str]]) -> list[int]:
     return [pid for pid, _, name in processes if name == "postgres" or name.startswith("postgres:")]
 
 
+def rss_mb(pid: int) -> float | None:
+    """A process's resident memory in MB (None once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 @dataclass
 class Probe:
     """Counters read before and after a repetition: CPU of the server's processes, of the worker processes
@@ -104,18 +116,7 @@ class Probe:
 
     engine: sa.Engine
     pid: int | None
-    values: dict[str, float] = field(default_factory=dict)
-
-    def _rss_mb(self) -> float | None:
-        if self.pid is None:
-            return None
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
+    worker_pids: list[int] = field(default_factory=list)  # as of the last read
 
     def read(self) -> dict[str, float]:
         with self.engine.connect() as conn:
@@ -133,6 +134,8 @@ class Probe:
             found["serverProcesses"] = float(len(tree))
         workers = worker_processes(self.engine, tree, processes)
         found["workerCpu"], found["workerProcesses"] = _cpu_seconds(workers), float(len(workers))
+        # Worker processes: `kodo up --workers N`'s children, or the split topology's `kodo worker` processes.
+        self.worker_pids = [pid for pid in tree if pid != self.pid] + workers
         own = os.times()
         found["clientCpu"] = own.user + own.system
         clock = cpu_clock()
@@ -140,8 +143,8 @@ class Probe:
             found["machineCpu"] = clock[0] / os.sysconf("SC_CLK_TCK")
         return found
 
-    def per_run(self, before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
-        out = {
+    def per_run(self, before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "dbosOperationsPerRun": round((after["operations"] - before["operations"]) / runs, 1),
             "postgresCommitsPerRun": round((after["commits"] - before["commits"]) / runs, 1),
         }
@@ -154,7 +157,10 @@ class Probe:
             out["workerProcesses"] = int(after["workerProcesses"])
         if "serverProcesses" in after:
             out["serverProcesses"] = int(after["serverProcesses"])
-        rss = self._rss_mb()
+        rss = None if self.pid is None else rss_mb(self.pid)
         if rss is not None:
             out["serverRssMB"] = round(rss, 1)
+        worker_rss = [round(value, 1) for value in map(rss_mb, self.worker_pids) if value is not None]
+        if worker_rss:
+            out["workerRssMB"] = worker_rss
         return out
