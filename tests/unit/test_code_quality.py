@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,37 @@ def test_every_test_says_what_it_protects() -> None:
             if is_test and not ast.get_docstring(node):
                 missing.append(f"{path.relative_to(ROOT)}::{node.name}")
     assert missing == []
+
+
+_BLOCKING_CALLS = {"transaction", "read", "connect", "begin"}
+
+
+def _blocking_calls_on_the_loop(function: ast.AsyncFunctionDef) -> list[str]:
+    """Database calls written directly in an ``async def`` (not in a nested sync function handed to a thread)."""
+    found: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                continue  # a nested function runs where it is sent (run_in_threadpool), not here
+            if isinstance(child, ast.With):
+                for item in child.items:
+                    call = item.context_expr
+                    func = call.func if isinstance(call, ast.Call) else None
+                    if isinstance(func, ast.Attribute) and func.attr in _BLOCKING_CALLS:
+                        found.append(f"{function.name}:{child.lineno} with ….{func.attr}()")
+            visit(child)
+
+    visit(function)
+    return found
+
+
+def test_async_routes_keep_database_work_off_the_event_loop() -> None:
+    """No ``async def`` in the API or console opens a database connection on the event loop (a commit or a
+    lock wait there stalls every request of the process); such work goes through run_in_threadpool."""
+    offenders = []
+    for path in [*(ROOT / "src/kodo/api").rglob("*.py"), *(ROOT / "src/kodo/ui").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.AsyncFunctionDef):
+                offenders += [f"{path.relative_to(ROOT)}: {hit}" for hit in _blocking_calls_on_the_loop(node)]
+    assert offenders == []

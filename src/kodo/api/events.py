@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from kodo.api.access import requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import integer, query
-from kodo.api.runs import header, require_run
+from kodo.api.runs import header, read_by_key, require_run
 from kodo.errors import InvalidInput
 
 router = APIRouter()
@@ -54,8 +54,7 @@ async def run_events(wid: str, request: Request) -> StreamingResponse:
     if not raw.isdigit() or not 1 <= int(raw) <= 3600:
         raise InvalidInput("maxSeconds must be an integer from 1 to 3600")
     max_seconds = int(raw)
-    with ctx.read() as conn:
-        run_id = require_run(conn, wid).id
+    run_id = (await run_in_threadpool(read_by_key, ctx, require_run, wid)).id
 
     async def stream() -> AsyncIterator[str]:
         deadline = time.monotonic() + max_seconds

@@ -154,23 +154,28 @@ async def external_event(request: Request) -> JSONResponse:
         raise Conflict(f"topic {body.topic} does not match gate {body.gateKey}")
     ctx = context(request)
     if body.topic.startswith("sys:"):
-        with ctx.transaction() as conn:
-            run = require_run(conn, body.workflowId)
-            if gate_store.get(conn, run.id, body.gateKey) is None:
-                raise NotFound("gate not found")
-            gate_store.record_interaction(
-                conn,
-                workflow_id=run.workflow_id,
-                run_id=run.id,
-                gate_key=body.gateKey,
-                topic=body.topic,
-                dedupe_key=body.dedupeKey,
-                payload=body.payload,
-                origin=body.origin,
-            )
+        await run_in_threadpool(_ledger_only, ctx, body)
         return JSONResponse({"ok": True})
     await run_in_threadpool(_reply, ctx, body.workflowId, body.gateKey, body, body.topic)
     return JSONResponse({"ok": True})
+
+
+def _ledger_only(ctx: ApiContext, body: ExternalEventBody) -> None:
+    """A ``sys:*`` event: ledgered against its gate, never sent to the run."""
+    with ctx.transaction() as conn:
+        run = require_run(conn, body.workflowId)
+        if gate_store.get(conn, run.id, body.gateKey) is None:
+            raise NotFound("gate not found")
+        gate_store.record_interaction(
+            conn,
+            workflow_id=run.workflow_id,
+            run_id=run.id,
+            gate_key=body.gateKey,
+            topic=body.topic,
+            dedupe_key=body.dedupeKey,
+            payload=body.payload,
+            origin=body.origin,
+        )
 
 
 @router.get("/api/runs/{wid}/interactions", openapi_extra=query(("limit", integer(1, 500))))
