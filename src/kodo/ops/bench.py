@@ -58,8 +58,13 @@ def summarize(samples: list[float]) -> dict[str, float]:
 
 
 def spread(values: list[float]) -> dict[str, float]:
-    """min / median / max of one figure over repetitions."""
-    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2), "max": round(max(values), 2)}
+    """min / median / max of one figure over repetitions (to 4 decimals below 1, so that CPU seconds per
+    run keep their milliseconds; to 2 above)."""
+
+    def keep(value: float) -> float:
+        return round(value, 4 if abs(value) < 1 else 2)
+
+    return {"min": keep(min(values)), "median": keep(statistics.median(values)), "max": keep(max(values))}
 
 
 class Bench:
