@@ -13,7 +13,7 @@ from kodo.access import Principal
 from kodo.api.access import principal, requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body
-from kodo.api.runs import header, require_run
+from kodo.api.runs import header, read_by_key, require_run
 from kodo.api.schemas import RunStartBody, parse_body
 from kodo.errors import Conflict, IdentityDrift
 from kodo.store import eval_results
@@ -61,13 +61,7 @@ async def import_recipes(request: Request) -> JSONResponse:
 async def export_recipes(request: Request) -> Response:
     """The canonical JSON bundle of a recipe's versions (ascending ``v``); it imports back unchanged."""
     body = await parse_body(request, RecipeExportRequest)
-    ctx = context(request)
-
-    def _export() -> str:
-        with ctx.read() as conn:
-            return recipes.export_text(conn, body.id)
-
-    text = await run_in_threadpool(_export)
+    text = await run_in_threadpool(read_by_key, context(request), recipes.export_text, body.id)
     return Response(content=text.encode("utf-8"), media_type="application/json")
 
 

@@ -148,7 +148,7 @@ class Probe:
             "dbosOperationsPerRun": round((after["operations"] - before["operations"]) / runs, 1),
             "postgresCommitsPerRun": round((after["commits"] - before["commits"]) / runs, 1),
         }
-        if "cpu" in before and "cpu" in after:  # the server and its worker processes
+        if "cpu" in before and "cpu" in after:  # the server process tree
             out["cpuSecondsPerRun"] = round((after["cpu"] - before["cpu"]) / runs, 4)
         for name in ("postgresCpu", "workerCpu", "clientCpu", "machineCpu"):
             if name in before and name in after:

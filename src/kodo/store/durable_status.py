@@ -24,12 +24,22 @@ class DurableStatus:
     updated_at_ms: int | None
 
 
+_STATUS_COLUMNS = (
+    "workflow_uuid",
+    "status",
+    "name",
+    "queue_name",
+    "application_version",
+    "executor_id",
+    "recovery_attempts",
+    "created_at",
+    "updated_at",
+)
+
+
 def get(conn: sa.Connection, workflow_id: str) -> DurableStatus | None:
     row = conn.execute(
-        sa.text(
-            "SELECT workflow_uuid, status, name, queue_name, application_version, executor_id, recovery_attempts, "
-            "created_at, updated_at FROM dbos.workflow_status WHERE workflow_uuid = :w"
-        ),
+        sa.text(f"SELECT {', '.join(_STATUS_COLUMNS)} FROM dbos.workflow_status WHERE workflow_uuid = :w"),
         {"w": workflow_id},
     ).first()
     return None if row is None else _status(row)
@@ -60,17 +70,6 @@ class RunDurability:
     step_trace_id: str | None  # the trace of the run's first traced step
 
 
-_STATUS_COLUMNS = (
-    "workflow_uuid",
-    "status",
-    "name",
-    "queue_name",
-    "application_version",
-    "executor_id",
-    "recovery_attempts",
-    "created_at",
-    "updated_at",
-)
 # DBOS's columns of the current phase (prefixed ``w_``), the start traceparent and the first traced step.
 _FACTS = (
     ", ".join(f"w.{column} AS w_{column}" for column in _STATUS_COLUMNS)
@@ -107,8 +106,7 @@ def run_with_durability(conn: sa.Connection, run_or_workflow_id: str) -> tuple[R
     facts = _FACTS.format(origin="r.workflow_id", run="r.id")
     row = conn.execute(
         sa.text(
-            f"SELECT r.*, {facts} FROM (SELECT * FROM app.runs WHERE id = :key OR workflow_id = :key "
-            "ORDER BY (id = :key) DESC LIMIT 1) AS r "
+            f"SELECT r.*, {facts} FROM ({runs.DUAL_LOOKUP}) AS r "
             "LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = coalesce(r.current_workflow_id, r.workflow_id)"
         ),
         {"key": run_or_workflow_id},

@@ -16,6 +16,9 @@ _GUARDED_STATUS = (
     "AND NOT CAST(:repair AS boolean) THEN status ELSE CAST(:status AS text) END"
 )
 
+# A run by its run id or its workflow id (``:key``); the run id wins if both match.
+DUAL_LOOKUP = "SELECT * FROM app.runs WHERE id = :key OR workflow_id = :key ORDER BY (id = :key) DESC LIMIT 1"
+
 
 def from_row(row: sa.Row[Any]) -> Run:
     return Run(
@@ -71,8 +74,7 @@ def create(conn: sa.Connection, *, run_id: str, workflow_id: str, start: RunStar
 
 def get(conn: sa.Connection, run_or_workflow_id: str, *, lock: bool = False) -> Run | None:
     """Dual lookup: by run id or by workflow id; ``lock`` holds the row until commit."""
-    query = "SELECT * FROM app.runs WHERE id = :key OR workflow_id = :key ORDER BY (id = :key) DESC LIMIT 1"
-    row = conn.execute(sa.text(query + (" FOR UPDATE" if lock else "")), {"key": run_or_workflow_id}).first()
+    row = conn.execute(sa.text(DUAL_LOOKUP + (" FOR UPDATE" if lock else "")), {"key": run_or_workflow_id}).first()
     return None if row is None else from_row(row)
 
 

@@ -27,6 +27,7 @@ from kodo.workflows.runtime import services, transact
 from kodo.workflows.templates import default_resolution
 
 STEP_ID = "ExecuteST"
+TASK_WORKFLOW = "ExecuteTask"  # the child workflow of one task, on sbxQ
 
 
 def artifact_set(run_id: str, task_key: str, attempt: int, provider: str, result: dict[str, Any]) -> list[NewArtifact]:
@@ -136,7 +137,7 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
-@DBOS.workflow(name="ExecuteTask", max_recovery_attempts=10)
+@DBOS.workflow(name=TASK_WORKFLOW, max_recovery_attempts=10)
 def execute_task(task: dict[str, Any]) -> dict[str, Any]:
     """Run one fan-out task; returns the sandbox response of its last attempt."""
     with observe.bound(task["runId"], None):  # the task's own DBOS workflow id is bound too
@@ -183,7 +184,7 @@ def plan_tasks(
 
 
 def fan_out(
-    ctx: dict[str, Any], tasks: list[dict[str, Any]], *, workflow_name: str = "ExecuteTask"
+    ctx: dict[str, Any], tasks: list[dict[str, Any]], *, workflow_name: str = TASK_WORKFLOW
 ) -> list[dict[str, Any]]:
     """Start one ExecuteTask child (``workflow_name``) per task on sbxQ (id = taskKey) and wait for all of them.
 
