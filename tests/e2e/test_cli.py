@@ -11,7 +11,8 @@ from processes import KodoProcess, clean_env, free_port, run_cli
 
 
 def test_kodo_up_on_the_embedded_postgres_and_db_commands(tmp_path: Path) -> None:
-    """With no DATABASE_URL, `kodo up` starts its own Postgres and serves /healthz; `kodo db` manages it."""
+    """With no DATABASE_URL, `kodo up` starts its own Postgres (with kodo.conf's settings) and serves /healthz;
+    `kodo db` manages it."""
     home = tmp_path / "home"
     port = free_port()
     env = clean_env(KODO_HOME=str(home), PORT=str(port), ADMIN_PORT=str(free_port()))
@@ -23,6 +24,8 @@ def test_kodo_up_on_the_embedded_postgres_and_db_commands(tmp_path: Path) -> Non
         assert url.returncode == 0, url.stderr
         with psycopg.connect(url.stdout.strip()) as conn:
             schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+            # kodo.conf's settings: room for two worker processes and an API under load
+            assert conn.execute("SHOW max_connections").fetchone() == ("300",)
         assert {"app", "dbos"} <= schemas
         status = run_cli(["db", "status"], env)
         assert status.returncode == 0 and status.stdout.startswith("running")
