@@ -37,6 +37,7 @@ from kodo.adapters.sandbox.mock import MockSandbox
 from kodo.api import access, create_api, metrics
 from kodo.api.deps import ApiContext
 from kodo.api.observe import Observe
+from kodo.api.run_changes import RunChanges
 from kodo.database import resolve_database_url, sqlalchemy_url
 from kodo.errors import ConfigurationError
 from kodo.ops.executors import Heartbeat
@@ -207,12 +208,16 @@ def running(settings: Settings, role: Role) -> Iterator[FastAPI]:
     url, engine = prepare_database(settings, role)
     worker = launch_worker(settings, url, engine, role) if role in {"monolith", "worker"} else None
     client = dbos_client(settings, engine)
+    # LISTEN kodo_run_changed: long-polls and event streams wake on a run's change instead of a timer.
+    changes = RunChanges(url, application_name=f"kodo-{role}-changes").start() if role != "worker" else None
     try:
         if role == "worker":
             yield admin_app(settings, engine)
         else:
-            yield create_app(ApiContext(settings=settings, engine=engine, client=client, role=role))
+            yield create_app(ApiContext(settings=settings, engine=engine, client=client, role=role, changes=changes))
     finally:
+        if changes is not None:
+            changes.stop()
         client.destroy()
         if worker is not None:
             worker.stop()

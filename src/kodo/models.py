@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 RunStatus = Literal[
     "queued", "running", "waiting_input", "succeeded", "failed", "canceled", "retries_exceeded", "repairing"
 ]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "retries_exceeded"})
 HeaderStatus = Literal["ENQUEUED", "PENDING", "WAITING_INPUT", "SUCCESS", "ERROR", "CANCELLED"]
 NextAction = Literal["APPROVE_PLAN", "ANSWER_QUESTION", "REPAIR", "NONE"]

@@ -32,9 +32,15 @@ def worker(settings: Settings, engine: sa.Engine) -> Iterator[Worker]:
 @pytest.fixture
 def client(settings: Settings, engine: sa.Engine, worker: Worker) -> Iterator[TestClient]:
     from kodo.api.deps import ApiContext
+    from kodo.api.run_changes import RunChanges
 
+    assert settings.database_url is not None
     dbos = dbos_client(settings, engine)
-    app = create_app(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith"))
-    with TestClient(app) as http:
-        yield http
-    dbos.destroy()
+    changes = RunChanges(settings.database_url).start()
+    app = create_app(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith", changes=changes))
+    try:
+        with TestClient(app) as http:
+            yield http
+    finally:
+        changes.stop()
+        dbos.destroy()

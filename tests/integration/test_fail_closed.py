@@ -142,7 +142,8 @@ def test_unknown_things_are_404(client: TestClient, engine: sa.Engine) -> None:
 
 
 def test_bad_approval_and_proof_queries_are_400(client: TestClient, engine: sa.Engine, intent: str) -> None:
-    """approve-plan validates its body; proof routes need ?wf= and a positive sleep; zero writes."""
+    """approve-plan validates its body; proof routes need ?wf= and a positive sleep; numeric query parameters
+    refuse what only looks like a digit; zero writes."""
     client.post("/api/runs", json={"intentId": intent, "queuePartitionKey": "p"})
     with engine.connect() as conn:
         before = table_counts(conn)
@@ -155,7 +156,11 @@ def test_bad_approval_and_proof_queries_are_400(client: TestClient, engine: sa.E
         ("POST", "/crashdemo?wf=", None),
         ("POST", "/crashdemo?wf=a&sleep=-5", None),
         ("POST", "/crashdemo?wf=a&unknown=1", None),
+        ("POST", "/crashdemo?wf=a&sleep=\u00b2", None),  # a digit to str.isdigit, not to int()
         ("GET", "/marks", None),
+        ("GET", f"/api/runs/{intent}/events?maxSeconds=\u00b2", None),
+        ("GET", f"/api/runs/{intent}?until=end&timeoutS=\u00b2", None),
+        ("GET", "/api/ops/wf?limit=\u00b2", None),
     ]:
         response = _send(client, method, path, body)
         assert response.status_code == 400, (path, body, response.text)

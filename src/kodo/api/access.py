@@ -195,7 +195,7 @@ class AccessMiddleware:
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode("latin-1").strip()
-        if declared.isdigit() and int(declared) > self.max_body:
+        if declared.isdecimal() and int(declared) > self.max_body:
             return None
         chunks: list[bytes] = []
         size = 0

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from dbos import DBOSClient
 from fastapi import Request
 
+from kodo.api.run_changes import RunChanges
 from kodo.settings import Role, Settings
 
 
@@ -19,6 +20,7 @@ class ApiContext:
     engine: sa.Engine
     client: DBOSClient
     role: Role
+    changes: RunChanges | None = None  # wakes long-polls and event streams; None: they re-read on a timer
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:

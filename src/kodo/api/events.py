@@ -1,14 +1,15 @@
 """``GET /api/runs/{wid}/events``: a Server-Sent Events stream of a run's changes.
 
-The server watches a cheap fingerprint of the run (its row, step attempts, gates, artifacts) and sends
+The server watches a cheap fingerprint of the run (its row, step attempts, gates, artifacts), re-read when
+the run row's change notification arrives (``kodo.api.run_changes``) and at least every second, and sends
 one ``run`` event whenever it changes, plus a ``ping`` comment every 15 s; the stream ends after the run
 is terminal (one last event) or after ``maxSeconds`` (default 300, at most 3600). Browsers reconnect.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,10 +22,12 @@ from starlette.concurrency import run_in_threadpool
 from kodo.api.access import requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import integer, query
+from kodo.api.run_changes import watching
 from kodo.api.runs import header, read_by_key, require_run
 from kodo.errors import InvalidInput
 
 router = APIRouter()
+SSE_SLICE_SEC = 1.0
 _FINGERPRINT = sa.text(
     "SELECT r.status, r.updated_at, r.next_action, r.last_step, "
     "(SELECT count(*) FROM app.run_steps s WHERE s.run_id = r.id), "
@@ -51,7 +54,7 @@ async def run_events(wid: str, request: Request) -> StreamingResponse:
     if unknown:
         raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
     raw = request.query_params.get("maxSeconds", "300")
-    if not raw.isdigit() or not 1 <= int(raw) <= 3600:
+    if not re.fullmatch("[0-9]{1,4}", raw) or not 1 <= int(raw) <= 3600:
         raise InvalidInput("maxSeconds must be an integer from 1 to 3600")
     max_seconds = int(raw)
     run_id = (await run_in_threadpool(read_by_key, ctx, require_run, wid)).id
@@ -61,25 +64,28 @@ async def run_events(wid: str, request: Request) -> StreamingResponse:
         last_print = ""
         last_ping = time.monotonic()
         yield "retry: 1000\n\n"
-        while time.monotonic() < deadline:
-            if await request.is_disconnected():
-                return
-            fingerprint, view = await run_in_threadpool(_snapshot, ctx, run_id)
-            if fingerprint != last_print:
-                last_print = fingerprint
-                yield f"event: run\ndata: {json.dumps(view)}\n\n"
-                if view["status"] in {"SUCCESS", "ERROR", "CANCELLED"} and view["durableStatus"] in {
-                    "succeeded",
-                    "failed",
-                    "canceled",
-                    "retries_exceeded",
-                }:
-                    yield "event: end\ndata: {}\n\n"
+        with watching(ctx.changes, run_id) as watch:  # before each read: a change in between wakes it
+            while time.monotonic() < deadline:
+                if await request.is_disconnected():
                     return
-            if time.monotonic() - last_ping > 15:
-                last_ping = time.monotonic()
-                yield ": ping\n\n"
-            await asyncio.sleep(0.25)
+                fingerprint, view = await run_in_threadpool(_snapshot, ctx, run_id)
+                if fingerprint != last_print:
+                    last_print = fingerprint
+                    yield f"event: run\ndata: {json.dumps(view)}\n\n"
+                    if view["status"] in {"SUCCESS", "ERROR", "CANCELLED"} and view["durableStatus"] in {
+                        "succeeded",
+                        "failed",
+                        "canceled",
+                        "retries_exceeded",
+                    }:
+                        yield "event: end\ndata: {}\n\n"
+                        return
+                if time.monotonic() - last_ping > 15:
+                    last_ping = time.monotonic()
+                    yield ": ping\n\n"
+                # A change of the run row wakes it at once; rows that change without it (an operator's audit
+                # artifact, a DBOS status) are seen by the re-read every second.
+                await watch.wait(min(watch.slice_sec(SSE_SLICE_SEC), max(deadline - time.monotonic(), 0)))
 
     return StreamingResponse(
         stream(),

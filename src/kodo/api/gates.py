@@ -3,7 +3,6 @@ and the legacy ``/runs/{id}/events`` and ``/runs/{id}/retry``."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from kodo.api.access import actor, empty_list, partition_patterns, requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body, integer, query
+from kodo.api.run_changes import watching
 from kodo.api.runs import DEPRECATION, read_by_key, require_run
 from kodo.api.schemas import ExternalEventBody, GateReplyBody, RunEventBody, parse_body
 from kodo.errors import Conflict, Gone, InvalidInput, NotFound
@@ -26,6 +26,7 @@ from kodo.workflows import gates
 from kodo.workflows.runs import retry_run
 
 router = APIRouter()
+GATE_SLICE_SEC = 1.0
 _GATE_KEY = re.compile(r"^[a-z0-9][a-z0-9:_-]{0,127}$")
 
 
@@ -120,10 +121,13 @@ async def get_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
     key = _gate_key(gate_key)
     timeout_s = _int_query(request, "timeoutS", 0, 0, 30)
     deadline = time.monotonic() + timeout_s
-    view = await run_in_threadpool(_read_gate, ctx, wid, key)
-    while view["state"] == "PENDING" and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    # A gate is resolved in the same transaction that moves its run on, so the run row's change wakes the
+    # poll; the re-read every GATE_SLICE_SEC covers the rest.
+    with watching(ctx.changes, wid) as watch:
         view = await run_in_threadpool(_read_gate, ctx, wid, key)
+        while view["state"] == "PENDING" and (left := deadline - time.monotonic()) > 0:
+            await watch.wait(min(left, watch.slice_sec(GATE_SLICE_SEC)))
+            view = await run_in_threadpool(_read_gate, ctx, wid, key)
     return JSONResponse(view)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import get_args
 
 import sqlalchemy as sa
 import structlog
@@ -23,10 +22,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from kodo.api.access import requires
-from kodo.models import RunStatus
+from kodo.models import RUN_STATUSES  # every status is exported, even at zero
 from kodo.store import metrics as queries
 
-RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)  # every status is exported, even at zero
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 log = structlog.get_logger("kodo.metrics")
 router = APIRouter()

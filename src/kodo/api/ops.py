@@ -62,7 +62,7 @@ def query_int(query: dict[str, str], name: str, default: int, low: int, high: in
     raw = query.get(name)
     if raw is None:
         return default
-    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+    if not raw.strip().isdecimal() or not low <= int(raw) <= high:
         raise InvalidInput(f"{name} must be an integer between {low} and {high}", [{"loc": ["query", name]}])
     return int(raw)
 

@@ -30,7 +30,7 @@ def _sleep(request: Request, default: int) -> int:
     raw = request.query_params.get("sleep")
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    if not raw.isdecimal() or int(raw) < 1:
         raise InvalidInput("sleep must be a positive integer (milliseconds)")
     return int(raw)
 

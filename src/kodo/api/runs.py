@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -15,10 +17,11 @@ from kodo import telemetry
 from kodo.api.access import actor, not_found, requires
 from kodo.api.artifacts import media_type
 from kodo.api.deps import ApiContext, context
-from kodo.api.openapi import body
+from kodo.api.openapi import body, integer, query
+from kodo.api.run_changes import watching
 from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse_body
-from kodo.errors import Gone, NotFound
-from kodo.models import Artifact, Run, StepRecord, header_status
+from kodo.errors import Gone, InvalidInput, NotFound
+from kodo.models import RUN_STATUSES, Artifact, Run, StepRecord, header_status
 from kodo.store import artifacts, budgets, durable_status, eval_results, intents, runs, steps
 from kodo.store.durable_status import RunDurability
 from kodo.workflows import gates
@@ -235,16 +238,65 @@ async def start_legacy_run(intent_id: str, request: Request) -> JSONResponse:
     )
 
 
-@router.get("/api/runs/{wid}")
-@requires("viewer")
-def get_run_header(wid: str, request: Request) -> JSONResponse:
-    """The RunHeader of a run, by run id or workflow id."""
-    ctx = context(request)
+def read_header(ctx: ApiContext, wid: str) -> dict[str, Any]:
+    """The RunHeader, by run id or workflow id (one statement)."""
     with ctx.read() as conn:
         found = durable_status.run_with_durability(conn, wid)
         if found is None:
             raise NotFound("run not found")
-        return JSONResponse(header(ctx, conn, *found))
+        return header(ctx, conn, *found)
+
+
+# ``?until=``: the header statuses that end a long-poll (a run that needs a human, or one that has ended).
+TERMINAL_HEADER = frozenset({"SUCCESS", "ERROR", "CANCELLED"})
+UNTIL: dict[str, frozenset[str]] = {"input": TERMINAL_HEADER | {"WAITING_INPUT"}, "end": TERMINAL_HEADER}
+DEFAULT_WAIT_S = 20
+
+
+def _long_poll(request: Request) -> tuple[frozenset[str], int] | None:
+    """``(statuses, timeoutS)`` of a long-poll request, or None for a plain read; anything else is a 400."""
+    query_params = request.query_params
+    unknown = set(query_params) - {"until", "timeoutS"}
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    until, raw = query_params.get("until"), query_params.get("timeoutS")
+    if until is None:
+        if raw is not None:
+            raise InvalidInput("timeoutS needs until=input or until=end")
+        return None
+    if until not in UNTIL:
+        raise InvalidInput(f"until must be one of: {', '.join(UNTIL)}")
+    if raw is not None and not (re.fullmatch("[0-9]{1,2}", raw) and int(raw) <= 30):
+        raise InvalidInput("timeoutS must be an integer from 0 to 30")
+    return UNTIL[until], DEFAULT_WAIT_S if raw is None else int(raw)
+
+
+def _wakes(statuses: frozenset[str]) -> Callable[[str], bool]:
+    """Whether a run row's new status (from its change notification) can satisfy ``statuses``."""
+    return lambda status: status not in RUN_STATUSES or header_status(status) in statuses
+
+
+@router.get(
+    "/api/runs/{wid}",
+    openapi_extra=query(("until", {"type": "string", "enum": list(UNTIL)}), ("timeoutS", integer(0, 30))),
+)
+@requires("viewer")
+async def get_run_header(wid: str, request: Request) -> JSONResponse:
+    """The RunHeader of a run, by run id or workflow id. ``?until=input`` (the run waits for a human, or has
+    ended) or ``?until=end`` long-polls up to ``timeoutS`` (0..30, default 20) seconds; either way the answer
+    is the header as it is then (the caller checks its status)."""
+    ctx = context(request)
+    long_poll = _long_poll(request)
+    if long_poll is None:
+        return JSONResponse(await run_in_threadpool(read_header, ctx, wid))
+    statuses, timeout_s = long_poll
+    deadline = time.monotonic() + timeout_s
+    with watching(ctx.changes, wid, _wakes(statuses)) as watch:  # before the first read: no change is missed
+        view = await run_in_threadpool(read_header, ctx, wid)
+        while view["status"] not in statuses and (left := deadline - time.monotonic()) > 0:
+            await watch.wait(min(left, watch.slice_sec()))
+            view = await run_in_threadpool(read_header, ctx, wid)
+    return JSONResponse(view)
 
 
 @router.get("/api/runs/{wid}/steps")

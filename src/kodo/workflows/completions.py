@@ -1,8 +1,8 @@
 """Wake a parent the moment a sandbox child ends, instead of polling for it.
 
-``Completions`` is one per process: a dedicated psycopg connection (autocommit) that runs
-``LISTEN kodo_workflow_done`` (the trigger in ``kodo.store.completion_trigger`` notifies with the
-child's workflow id when an ``ExecuteTask`` row becomes terminal) and a daemon thread that hands each
+``Completions`` is one per process: a ``kodo.store.notifications.Listener`` (its own connection and
+thread) on ``kodo_workflow_done`` (the trigger in ``kodo.store.completion_trigger`` notifies with the
+child's workflow id when an ``ExecuteTask`` row becomes terminal), whose thread hands each
 notification to the ``Waiter``\\ s registered for that id.
 
 A notification is only a hint; the durable read stays ``handle.get_result``. So every failure degrades
@@ -24,13 +24,12 @@ import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 
-import psycopg
 import sqlalchemy as sa
 import structlog
 
-from kodo.database import libpq_url
 from kodo.store import durable_status
 from kodo.store.completion_trigger import CHANNEL
+from kodo.store.notifications import Listener
 
 log = structlog.get_logger("kodo")
 
@@ -64,57 +63,44 @@ class Waiter:
 class Completions:
     """The process's ``LISTEN kodo_workflow_done`` connection and the waiters it wakes."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        poll_sec: float = 0.25,
-        min_backoff_sec: float = 0.1,
-        max_backoff_sec: float = 5.0,
-        application_name: str = "kodo_completions",
-    ) -> None:
-        self.url = libpq_url(url)
-        self.poll_sec = poll_sec
-        self.min_backoff_sec = min_backoff_sec
-        self.max_backoff_sec = max_backoff_sec
-        self.application_name = application_name
-        self.connections = 0  # LISTEN connections made so far (a reconnect adds one)
-        self.backend_pid: int | None = None
+    def __init__(self, url: str, *, application_name: str = "kodo_completions", poll_sec: float = 0.25) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, list[Waiter]] = {}
-        self._listening = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.listener = Listener(
+            url, CHANNEL, deliver=self._deliver, lost=self._lose, application_name=application_name, poll_sec=poll_sec
+        )
 
     @property
     def listening(self) -> bool:
-        return self._listening.is_set()
+        return self.listener.listening
+
+    @property
+    def connections(self) -> int:
+        """LISTEN connections made so far (a reconnect adds one)."""
+        return self.listener.connections
+
+    @property
+    def backend_pid(self) -> int | None:
+        return self.listener.backend_pid
 
     def wait_listening(self, timeout: float) -> bool:
         """Block until the LISTEN is in place (or ``timeout``); returns whether it is."""
-        return self._listening.wait(timeout)
+        return self.listener.wait_listening(timeout)
 
     def start(self, *, ready_timeout: float = 5.0) -> Completions:
         """Start the listener thread and wait (bounded) for its first LISTEN; never raises for the database."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="kodo-completions", daemon=True)
-        self._thread.start()
-        if not self.wait_listening(ready_timeout):
+        if not self.listener.start(ready_timeout=ready_timeout):
             log.warning("completion listener not connected yet; fan-outs poll until it is", timeout=ready_timeout)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (it closes its connection) and wake every waiter, so nobody waits on a dead listener."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
-            self._thread = None
-        self._lose()
+        self.listener.stop(timeout)
 
     def expect(self, workflow_id: str) -> Waiter:
         """A waiter for ``workflow_id``; register it before the workflow can finish (before enqueueing it)."""
         with self._lock:
-            if not self._listening.is_set():
+            if not self.listener.listening:
                 return Waiter(workflow_id, woken=True)  # nothing would wake it: poll
             waiter = Waiter(workflow_id)
             self._waiters.setdefault(workflow_id, []).append(waiter)
@@ -147,45 +133,9 @@ class Completions:
     def _lose(self) -> None:
         """Not listening any more: wake everyone registered (their notification may be lost)."""
         with self._lock:
-            self._listening.clear()
             waiting = [waiter for waiters in self._waiters.values() for waiter in waiters]
         for waiter in waiting:
             waiter.wake()
-
-    def _run(self) -> None:
-        backoff = self.min_backoff_sec
-        while not self._stop.is_set():
-            conn: psycopg.Connection[tuple[object, ...]] | None = None
-            try:
-                conn = psycopg.connect(
-                    self.url,
-                    autocommit=True,
-                    connect_timeout=5,
-                    application_name=self.application_name,
-                    keepalives=1,
-                    keepalives_idle=10,
-                    keepalives_interval=5,
-                    keepalives_count=3,
-                )
-                conn.execute(f"LISTEN {CHANNEL}")
-                self.backend_pid = conn.info.backend_pid
-                self.connections += 1
-                self._listening.set()
-                backoff = self.min_backoff_sec
-                while not self._stop.is_set():
-                    for note in conn.notifies(timeout=self.poll_sec):
-                        self._deliver(note.payload)
-            except Exception as error:  # never into workflows: they fall back to polling
-                if not self._stop.is_set():
-                    log.warning("completion listener lost its connection", error=repr(error), retry_in=backoff)
-            finally:
-                self._lose()
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-            if self._stop.wait(backoff):
-                break
-            backoff = min(backoff * 2, self.max_backoff_sec)
 
 
 class _Holder:
