@@ -152,6 +152,13 @@ def soak_hitl(runs: int, dupes: int, partition: str, base: str | None, timeout_s
     "--think-ms", type=click.IntRange(0, 10000), default=0, show_default=True, help="api: pause per iteration."
 )
 @click.option("--against", type=click.Choice(["ceiling"]), default=None, help="burst: a baseline rep before each rep.")
+@click.option(
+    "--follow",
+    type=click.Choice(["poll", "wait"]),
+    default="poll",
+    show_default=True,
+    help="burst, latency: re-read each run's header (poll) or long-poll it (GET /api/runs/{id}?until=…).",
+)
 @click.option("--base", default=None, help="kodo's URL (loopback only); default http://127.0.0.1:$PORT.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=900, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")

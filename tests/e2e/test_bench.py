@@ -65,6 +65,14 @@ def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
     assert isinstance(paired["summary"], dict) and paired["summary"]["ratioToCeiling"]["median"] > 0
     refused = run_cli(["bench", "latency", "--n", "1", "--against", "ceiling"], up.env)
     assert refused.returncode != 0 and "burst scenario only" in refused.stderr
+    waited = _bench(up, "burst", "--n", "4", "--partitions", "2", "--follow", "wait")
+    for rep in waited["repetitions"]:  # each run followed by long-polls: to its plan gate, then to its end
+        assert rep["follow"] == "wait" and rep["failed"] == 0 and rep["pollers"] == 0 and rep["runsPerSecond"] > 0
+    waited_latency = _bench(up, "latency", "--n", "2", "--follow", "wait")
+    assert waited_latency["repetitions"][0]["follow"] == "wait"
+    assert waited_latency["summary"]["approveToSuccessMs.p50"]["median"] > 0
+    refused = run_cli(["bench", "api", "--n", "1", "--follow", "wait"], up.env)
+    assert refused.returncode != 0 and "burst and latency only" in refused.stderr
     hitl = _bench(up, "hitl", "--n", "2")
     assert isinstance(hitl["summary"], dict) and hitl["summary"]["replyToResumeMs.p50"]["median"] > 0
     environment = hitl["environment"]

@@ -36,7 +36,7 @@ from dbos import DBOSClient, EnqueueOptions
 
 from kodo.errors import InvalidInput
 from kodo.ops.probe import Probe, cpu_clock, machine_share
-from kodo.ops.soak import require_loopback
+from kodo.ops.soak import loopback_client, require_loopback
 from kodo.settings import Settings
 
 SCENARIOS = ("burst", "latency", "api", "hitl", "ceiling")
@@ -44,6 +44,9 @@ SCENARIOS = ("burst", "latency", "api", "hitl", "ceiling")
 CEILING_BEGIN, CEILING_RESUME = "CeilingBegin", "CeilingResume"
 API_ROUTES = ("intent", "start", "header", "queueDepth", "steps", "artifact")
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
+FOLLOW = ("poll", "wait")  # how burst and latency follow a run: re-read its header, or long-poll it
+LONG_POLL_S = 20
+WAITERS = 256  # burst --follow wait: runs followed at once (a thread and a connection each)
 
 
 def summarize(samples: list[float]) -> dict[str, float]:
@@ -79,7 +82,7 @@ class Bench:
         dbos_client: Callable[[], DBOSClient],
     ) -> None:
         require_loopback(base_url)
-        self.http = httpx.Client(base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=64))
+        self.http = loopback_client(base_url, connections=64)
         self.engine, self.settings, self._connect = engine, settings, dbos_client
         self.probe = Probe(engine, pid)
         self.deadline = time.monotonic() + timeout_s
@@ -114,13 +117,22 @@ class Bench:
     def status(self, wid: str) -> dict[str, Any]:
         return dict(self.http.get(f"/api/runs/{wid}").json())
 
-    def wait(self, wid: str, want: Callable[[dict[str, Any]], bool], interval: float = 0.01) -> dict[str, Any]:
+    def wait(
+        self, wid: str, want: Callable[[dict[str, Any]], bool], interval: float = 0.01, until: str | None = None
+    ) -> dict[str, Any]:
+        """Read the run's header until ``want`` holds: every ``interval`` seconds, or with ``until`` (``input``
+        or ``end``) as long-polls that the server answers when the run gets there."""
         while True:
             self._check_time()
-            header = self.status(wid)
+            if until is None:
+                header = self.status(wid)
+            else:
+                params = {"until": until, "timeoutS": str(LONG_POLL_S)}
+                header = dict(self.http.get(f"/api/runs/{wid}", params=params).raise_for_status().json())
             if want(header):
                 return header
-            time.sleep(interval)
+            if until is None:
+                time.sleep(interval)
 
     def approve(self, wid: str) -> None:
         response = self.http.post(f"/api/runs/{wid}/approve-plan", json={"approvedBy": "bench"})
@@ -129,14 +141,36 @@ class Bench:
 
     # --- scenarios --------------------------------------------------------------------------
 
-    def burst(self, runs: int, partitions: int, *, auto: bool, tag: str, pollers: int = 4) -> dict[str, Any]:
-        """N runs over P partitions; ``pollers`` clients poll every run to its end (approving plans as they appear)."""
+    def burst(
+        self, runs: int, partitions: int, *, auto: bool, tag: str, pollers: int = 4, follow: str = "poll"
+    ) -> dict[str, Any]:
+        """N runs over P partitions, each followed to its end (approving plans as they appear): ``follow="poll"``,
+        ``pollers`` clients re-read every run's header in turn; ``"wait"``, one long-poll per run at a time."""
         before = self.probe.read()
         began = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             wids = list(
                 pool.map(lambda n: self.start(f"{tag} burst {n}", f"bench-p{n % partitions}", auto=auto), range(runs))
             )
+        if follow == "wait":
+            outcomes = self._wait_all(wids)
+            pollers = 0
+        else:
+            outcomes = self._poll_all(wids, pollers)
+        elapsed = time.monotonic() - began
+        return {
+            "runs": runs,
+            "failed": sum(status != "SUCCESS" for status in outcomes.values()),
+            "follow": follow,
+            "pollers": pollers,
+            "seconds": round(elapsed, 2),
+            "runsPerSecond": round(runs / elapsed, 2),
+            **self.probe.per_run(before, self.probe.read(), runs),
+        }
+
+    def _poll_all(self, wids: list[str], pollers: int) -> dict[str, str]:
+        """Each of ``pollers`` threads reads its share of the runs' headers in turn, approving plans as they
+        appear, until every run has ended; returns each run's final status."""
         outcomes: dict[str, str] = {}
 
         def poll(share: list[str]) -> None:
@@ -155,15 +189,32 @@ class Bench:
 
         with ThreadPoolExecutor(pollers) as pool:
             list(pool.map(poll, [wids[k::pollers] for k in range(pollers)]))
-        elapsed = time.monotonic() - began
-        return {
-            "runs": runs,
-            "failed": sum(status != "SUCCESS" for status in outcomes.values()),
-            "pollers": pollers,
-            "seconds": round(elapsed, 2),
-            "runsPerSecond": round(runs / elapsed, 2),
-            **self.probe.per_run(before, self.probe.read(), runs),
-        }
+        return outcomes
+
+    def _wait_all(self, wids: list[str]) -> dict[str, str]:
+        """Every run followed by long-polls (``GET /api/runs/{id}?until=input``, then ``until=end`` once its plan
+        is approved), one thread and one connection per run (at most ``WAITERS`` at once: the rest wait their
+        turn); returns each run's final status."""
+        threads = min(len(wids), WAITERS)
+        with loopback_client(str(self.http.base_url), connections=threads, timeout=LONG_POLL_S + 15) as http:
+
+            def follow(wid: str) -> str:
+                until, approved = "input", False
+                while True:
+                    self._check_time()
+                    params = {"until": until, "timeoutS": str(LONG_POLL_S)}
+                    header = http.get(f"/api/runs/{wid}", params=params).raise_for_status().json()
+                    if header["status"] in TERMINAL:
+                        return str(header["status"])
+                    if header.get("nextAction") == "APPROVE_PLAN" and not approved:
+                        answer = http.post(f"/api/runs/{wid}/approve-plan", json={"approvedBy": "bench"})
+                        if answer.status_code != 202:
+                            raise RuntimeError(f"approve-plan answered {answer.status_code}")
+                        until, approved = "end", True
+
+            with ThreadPoolExecutor(threads) as pool:
+                statuses = list(pool.map(follow, wids))
+        return dict(zip(wids, statuses, strict=True))
 
     def ceiling(self, runs: int, partitions: int, *, tag: str) -> dict[str, Any]:
         """``burst`` (approve-on-appear) as the run's DBOS skeleton: N CeilingBegin on intentQ over P
@@ -224,20 +275,24 @@ class Bench:
             **self.probe.per_run(before, self.probe.read(), runs),
         }
 
-    def latency(self, runs: int, *, tag: str) -> dict[str, Any]:
+    def latency(self, runs: int, *, tag: str, follow: str = "poll") -> dict[str, Any]:
+        """One run at a time: start → WAITING_INPUT, approve → SUCCESS, each seen by re-reading the header every
+        10 ms (``follow="poll"``) or by a long-poll (``"wait"``)."""
         to_gate: list[float] = []
         to_success: list[float] = []
+        waits = follow == "wait"
         before = self.probe.read()
         for n in range(runs):
             began = time.monotonic()
             wid = self.start(f"{tag} latency {n}", "bench-latency", auto=False)
-            self.wait(wid, lambda h: h["status"] == "WAITING_INPUT")
+            self.wait(wid, lambda h: h["status"] == "WAITING_INPUT", until="input" if waits else None)
             gate_at = time.monotonic()
             to_gate.append((gate_at - began) * 1000)
             self.approve(wid)
-            self.wait(wid, lambda h: h["status"] in TERMINAL)
+            self.wait(wid, lambda h: h["status"] in TERMINAL, until="end" if waits else None)
             to_success.append((time.monotonic() - gate_at) * 1000)
         return {
+            "follow": follow,
             "startToWaitingMs": summarize(to_gate),
             "approveToSuccessMs": summarize(to_success),
             **self.probe.per_run(before, self.probe.read(), runs),
@@ -335,6 +390,7 @@ def run_bench(
     timeout_s: float,
     think_ms: int = 0,
     against: str | None = None,
+    follow: str = "poll",
 ) -> dict[str, Any]:
     """Run one scenario ``repetitions`` times; returns the per-repetition results and their spread.
 
@@ -352,6 +408,8 @@ def run_bench(
         raise InvalidInput("--reps must be 1..10 and --n 1..2000")
     if against is not None and (against != "ceiling" or scenario != "burst"):
         raise InvalidInput("--against ceiling applies to the burst scenario only")
+    if follow not in FOLLOW or (follow != "poll" and scenario not in {"burst", "latency"}):
+        raise InvalidInput("--follow is poll or wait, and wait applies to burst and latency only")
     pid = httpx.get(f"{base_url}/healthz", timeout=5).json().get("pid")
     bench = Bench(
         base_url,
@@ -368,14 +426,14 @@ def run_bench(
             clock = cpu_clock()
             if scenario == "burst":
                 baseline = bench.ceiling(runs, partitions, tag=f"{tag}-ceiling") if against else None
-                result = bench.burst(runs, partitions, auto=auto, tag=tag, pollers=concurrency)
+                result = bench.burst(runs, partitions, auto=auto, tag=tag, pollers=concurrency, follow=follow)
                 if baseline is not None:
                     result |= {
                         "ceilingRunsPerSecond": baseline["runsPerSecond"],
                         "ratioToCeiling": round(result["runsPerSecond"] / baseline["runsPerSecond"], 3),
                     }
             elif scenario == "latency":
-                result = bench.latency(runs, tag=tag)
+                result = bench.latency(runs, tag=tag, follow=follow)
             elif scenario == "api":
                 result = bench.api(runs, concurrency, tag=tag, auto=auto, think_ms=think_ms)
             elif scenario == "ceiling":

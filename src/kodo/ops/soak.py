@@ -37,6 +37,20 @@ def require_loopback(base_url: str) -> None:
     raise InvalidInput(f"load tools only talk to this machine: targets must be loopback addresses, not {host!r}")
 
 
+# Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them: reusing one the server
+# is closing at that moment fails with "connection reset by peer" (httpx's default expiry is also 5 s).
+KEEPALIVE_S = 2.0
+
+
+def loopback_client(base_url: str, *, connections: int, timeout: float = 30) -> httpx.Client:
+    """An HTTP client for a load tool: loopback targets only, ``connections`` at most, short keep-alive."""
+    require_loopback(base_url)
+    limits = httpx.Limits(
+        max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=KEEPALIVE_S
+    )
+    return httpx.Client(base_url=base_url, timeout=timeout, limits=limits)
+
+
 @dataclass
 class SoakReport:
     runs: int
@@ -92,7 +106,7 @@ def soak_hitl(
     began = time.monotonic()
     deadline = began + timeout_s
     tag = f"soak-{int(time.time())}"
-    with httpx.Client(base_url=base_url, timeout=30) as http, ThreadPoolExecutor(concurrency) as pool:
+    with loopback_client(base_url, connections=max(concurrency, 10)) as http, ThreadPoolExecutor(concurrency) as pool:
 
         def start(n: int) -> str | None:
             body = {"goal": f"{tag} run {n}", "inputs": {}, "constraints": {}}
