@@ -88,6 +88,7 @@ def test_a_long_poll_answers_at_its_timeout_with_the_header_as_it_is(client: Tes
         ("until=end&timeoutS=-1", "timeoutS must be an integer from 0 to 30"),
         ("until=end&timeoutS=1.5", "timeoutS must be an integer from 0 to 30"),
         ("until=end&wait=1", "unknown query parameter(s): wait"),
+        ("until=end&until=input", "repeated query parameter(s): until"),
     ],
 )
 def test_a_malformed_long_poll_is_a_400_that_writes_nothing(

@@ -259,6 +259,9 @@ def _long_poll(request: Request) -> tuple[frozenset[str], int] | None:
     unknown = set(query_params) - {"until", "timeoutS"}
     if unknown:
         raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    repeated = sorted(name for name in set(query_params) if len(query_params.getlist(name)) > 1)
+    if repeated:
+        raise InvalidInput(f"repeated query parameter(s): {', '.join(repeated)}")
     until, raw = query_params.get("until"), query_params.get("timeoutS")
     if until is None:
         if raw is not None:
