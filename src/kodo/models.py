@@ -12,6 +12,7 @@ RunStatus = Literal[
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "retries_exceeded"})
 HeaderStatus = Literal["ENQUEUED", "PENDING", "WAITING_INPUT", "SUCCESS", "ERROR", "CANCELLED"]
+TERMINAL_HEADER_STATUSES: frozenset[str] = frozenset({"SUCCESS", "ERROR", "CANCELLED"})
 NextAction = Literal["APPROVE_PLAN", "ANSWER_QUESTION", "REPAIR", "NONE"]
 QueueName = Literal["compileQ", "sbxQ", "controlQ", "intentQ"]
 QUEUE_NAMES: tuple[str, ...] = ("compileQ", "sbxQ", "controlQ", "intentQ")

@@ -25,6 +25,7 @@ from kodo.api.openapi import integer, query
 from kodo.api.run_changes import watching
 from kodo.api.runs import header, read_by_key, require_run
 from kodo.errors import InvalidInput
+from kodo.models import TERMINAL_HEADER_STATUSES, TERMINAL_STATUSES
 
 router = APIRouter()
 SSE_SLICE_SEC = 1.0
@@ -72,12 +73,7 @@ async def run_events(wid: str, request: Request) -> StreamingResponse:
                 if fingerprint != last_print:
                     last_print = fingerprint
                     yield f"event: run\ndata: {json.dumps(view)}\n\n"
-                    if view["status"] in {"SUCCESS", "ERROR", "CANCELLED"} and view["durableStatus"] in {
-                        "succeeded",
-                        "failed",
-                        "canceled",
-                        "retries_exceeded",
-                    }:
+                    if view["status"] in TERMINAL_HEADER_STATUSES and view["durableStatus"] in TERMINAL_STATUSES:
                         yield "event: end\ndata: {}\n\n"
                         return
                 if time.monotonic() - last_ping > 15:

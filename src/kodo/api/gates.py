@@ -4,8 +4,8 @@ and the legacy ``/runs/{id}/events`` and ``/runs/{id}/retry``."""
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from kodo.api.access import actor, empty_list, partition_patterns, requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body, integer, query
-from kodo.api.run_changes import watching
+from kodo.api.run_changes import read_until
 from kodo.api.runs import DEPRECATION, read_by_key, require_run
 from kodo.api.schemas import ExternalEventBody, GateReplyBody, RunEventBody, parse_body
 from kodo.errors import Conflict, Gone, InvalidInput, NotFound
@@ -120,14 +120,16 @@ async def get_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
     ctx = context(request)
     key = _gate_key(gate_key)
     timeout_s = _int_query(request, "timeoutS", 0, 0, 30)
-    deadline = time.monotonic() + timeout_s
     # A gate is resolved in the same transaction that moves its run on, so the run row's change wakes the
     # poll; the re-read every GATE_SLICE_SEC covers the rest.
-    with watching(ctx.changes, wid) as watch:
-        view = await run_in_threadpool(_read_gate, ctx, wid, key)
-        while view["state"] == "PENDING" and (left := deadline - time.monotonic()) > 0:
-            await watch.wait(min(left, watch.slice_sec(GATE_SLICE_SEC)))
-            view = await run_in_threadpool(_read_gate, ctx, wid, key)
+    view = await read_until(
+        ctx.changes,
+        wid,
+        partial(_read_gate, ctx, wid, key),
+        lambda view: view["state"] != "PENDING",
+        timeout_s,
+        live_slice_sec=GATE_SLICE_SEC,
+    )
     return JSONResponse(view)
 
 

@@ -20,9 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 from kodo.store.notifications import Listener
+
+T = TypeVar("T")
 
 CHANNEL = "kodo_run_changed"
 LIVE_SLICE_SEC = 5.0  # how often a waiter re-reads anyway while notifications flow
@@ -115,6 +121,27 @@ class RunChanges:
             watching = [watch for watches in self._watches.values() for watch in watches]
         for watch in watching:
             watch.notify(None)
+
+
+async def read_until(
+    changes: RunChanges | None,
+    key: str,
+    read: Callable[[], T],
+    done: Callable[[T], bool],
+    timeout_s: float,
+    *,
+    wants: Callable[[str], bool] | None = None,
+    live_slice_sec: float = LIVE_SLICE_SEC,
+) -> T:
+    """A long-poll: ``read()`` (in the thread pool) until ``done`` holds or ``timeout_s`` passes, re-reading when
+    run ``key`` changes (a change ``wants``) and at least every ``live_slice_sec``; returns the last read."""
+    deadline = time.monotonic() + timeout_s
+    with watching(changes, key, wants) as watch:  # before the first read: no change is missed
+        value = await run_in_threadpool(read)
+        while not done(value) and (left := deadline - time.monotonic()) > 0:
+            await watch.wait(min(left, watch.slice_sec(live_slice_sec)))
+            value = await run_in_threadpool(read)
+    return value
 
 
 @contextlib.contextmanager

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -18,10 +18,10 @@ from kodo.api.access import actor, not_found, requires
 from kodo.api.artifacts import media_type
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body, integer, query
-from kodo.api.run_changes import watching
+from kodo.api.run_changes import read_until
 from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse_body
 from kodo.errors import Gone, InvalidInput, NotFound
-from kodo.models import RUN_STATUSES, Artifact, Run, StepRecord, header_status
+from kodo.models import RUN_STATUSES, TERMINAL_HEADER_STATUSES, Artifact, Run, StepRecord, header_status
 from kodo.store import artifacts, budgets, durable_status, eval_results, intents, runs, steps
 from kodo.store.durable_status import RunDurability
 from kodo.workflows import gates
@@ -248,8 +248,10 @@ def read_header(ctx: ApiContext, wid: str) -> dict[str, Any]:
 
 
 # ``?until=``: the header statuses that end a long-poll (a run that needs a human, or one that has ended).
-TERMINAL_HEADER = frozenset({"SUCCESS", "ERROR", "CANCELLED"})
-UNTIL: dict[str, frozenset[str]] = {"input": TERMINAL_HEADER | {"WAITING_INPUT"}, "end": TERMINAL_HEADER}
+UNTIL: dict[str, frozenset[str]] = {
+    "input": TERMINAL_HEADER_STATUSES | {"WAITING_INPUT"},
+    "end": TERMINAL_HEADER_STATUSES,
+}
 DEFAULT_WAIT_S = 20
 
 
@@ -293,12 +295,14 @@ async def get_run_header(wid: str, request: Request) -> JSONResponse:
     if long_poll is None:
         return JSONResponse(await run_in_threadpool(read_header, ctx, wid))
     statuses, timeout_s = long_poll
-    deadline = time.monotonic() + timeout_s
-    with watching(ctx.changes, wid, _wakes(statuses)) as watch:  # before the first read: no change is missed
-        view = await run_in_threadpool(read_header, ctx, wid)
-        while view["status"] not in statuses and (left := deadline - time.monotonic()) > 0:
-            await watch.wait(min(left, watch.slice_sec()))
-            view = await run_in_threadpool(read_header, ctx, wid)
+    view = await read_until(
+        ctx.changes,
+        wid,
+        partial(read_header, ctx, wid),
+        lambda view: view["status"] in statuses,
+        timeout_s,
+        wants=_wakes(statuses),
+    )
     return JSONResponse(view)
 
 

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from dbos import DBOSClient, EnqueueOptions
 
 from kodo.errors import InvalidInput
+from kodo.models import TERMINAL_HEADER_STATUSES
 from kodo.ops.probe import Probe, cpu_clock, machine_share
 from kodo.ops.soak import loopback_client, require_loopback
 from kodo.settings import Settings
@@ -43,7 +44,7 @@ SCENARIOS = ("burst", "latency", "api", "hitl", "ceiling")
 # The skeleton's workflows (kodo.workflows.ceiling), enqueued by name like the API enqueues RunIntent.
 CEILING_BEGIN, CEILING_RESUME = "CeilingBegin", "CeilingResume"
 API_ROUTES = ("intent", "start", "header", "queueDepth", "steps", "artifact")
-TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
+TERMINAL = TERMINAL_HEADER_STATUSES  # a header's (and, in the ceiling, a skeleton workflow's) end
 FOLLOW = ("poll", "wait")  # how burst and latency follow a run: re-read its header, or long-poll it
 LONG_POLL_S = 20
 WAITERS = 256  # burst --follow wait: runs followed at once (a thread and a connection each)
@@ -68,6 +69,12 @@ def spread(values: list[float]) -> dict[str, float]:
         return round(value, 4 if abs(value) < 1 else 2)
 
     return {"min": keep(min(values)), "median": keep(statistics.median(values)), "max": keep(max(values))}
+
+
+def long_poll(http: httpx.Client, wid: str, until: str) -> dict[str, Any]:
+    """``GET /api/runs/{wid}?until=…``: the header once the run gets there (or after ``LONG_POLL_S``)."""
+    params = {"until": until, "timeoutS": str(LONG_POLL_S)}
+    return dict(http.get(f"/api/runs/{wid}", params=params).raise_for_status().json())
 
 
 class Bench:
@@ -124,11 +131,7 @@ class Bench:
         or ``end``) as long-polls that the server answers when the run gets there."""
         while True:
             self._check_time()
-            if until is None:
-                header = self.status(wid)
-            else:
-                params = {"until": until, "timeoutS": str(LONG_POLL_S)}
-                header = dict(self.http.get(f"/api/runs/{wid}", params=params).raise_for_status().json())
+            header = self.status(wid) if until is None else long_poll(self.http, wid, until)
             if want(header):
                 return header
             if until is None:
@@ -202,8 +205,7 @@ class Bench:
                 until, approved = "input", False
                 while True:
                     self._check_time()
-                    params = {"until": until, "timeoutS": str(LONG_POLL_S)}
-                    header = http.get(f"/api/runs/{wid}", params=params).raise_for_status().json()
+                    header = long_poll(http, wid, until)
                     if header["status"] in TERMINAL:
                         return str(header["status"])
                     if header.get("nextAction") == "APPROVE_PLAN" and not approved:

@@ -20,6 +20,7 @@ import httpx
 import sqlalchemy as sa
 
 from kodo.errors import InvalidInput
+from kodo.models import TERMINAL_HEADER_STATUSES
 
 MAX_RUNS = 5000
 
@@ -162,7 +163,7 @@ def soak_hitl(
                 now = time.monotonic()
                 if header["status"] != "WAITING_INPUT" and wid not in resumed:
                     resumed[wid] = now
-                if header["status"] in {"SUCCESS", "ERROR", "CANCELLED"}:
+                if header["status"] in TERMINAL_HEADER_STATUSES:
                     finished[wid] = now
                     if header["status"] != "SUCCESS":
                         report.errors.append(f"run {wid}: {header['status']} {header.get('error')}")
