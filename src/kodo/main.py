@@ -28,7 +28,7 @@ from dbos import (
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from kodo import telemetry
+from kodo import faults, telemetry
 from kodo.access import parse as parse_tokens
 from kodo.adapters.agent import CodingAgent
 from kodo.adapters.agent.replay import ReplayAgent
@@ -168,6 +168,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
     """Install services, launch DBOS and register the queues."""
     import kodo.workflows  # noqa: F401 - registers every workflow before launch
 
+    faults.arm(settings.fault_points)
     telemetry.configure(settings)
     DBOS(config=dbos_config(settings, url, role))
     # Created after DBOS(...) and before launch: DBOS registers every datasource with its instance.
@@ -204,6 +205,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
 @contextlib.contextmanager
 def running(settings: Settings, role: Role) -> Iterator[FastAPI]:
     """Everything one process needs, started; yields the HTTP app it serves."""
+    faults.arm(settings.fault_points)
     telemetry.configure(settings)
     url, engine = prepare_database(settings, role)
     worker = launch_worker(settings, url, engine, role) if role in {"monolith", "worker"} else None

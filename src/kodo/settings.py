@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     # --- proofs and chaos
     wf_sleep_ms: int = Field(5000, validation_alias="WF_SLEEP_MS")
     chaos_sleep_execute: int = Field(0, validation_alias="CHAOS_SLEEP_EXECUTE")
+    # Named fault points to arm in this process (kodo.faults): tests and `kodo chaos` only.
+    fault_points: str | None = Field(None, validation_alias="KODO_FAULT_POINTS")
 
     # --- ops plane: heartbeats, dead-executor recovery, sandbox cancel watch, scheduler
     heartbeat_interval_sec: float = Field(5.0, validation_alias="KODO_HEARTBEAT_INTERVAL_SEC")

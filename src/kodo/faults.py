@@ -1,0 +1,83 @@
+"""Named fault points: places where a test, or ``kodo chaos``, makes the process die or fail on purpose.
+
+Off unless ``KODO_FAULT_POINTS`` arms them (only tests and ``kodo chaos`` set it). The value is a comma-separated
+list of ``name[:action[:nth]]``: ``action`` is ``kill`` (SIGKILL to this process, the default) or ``raise``
+(:class:`FaultInjected`), and ``nth`` is which hit of that point fires (default 1, the first). Code marks a point
+with ``faults.hit("sandbox.after_command")``; an unarmed point costs one dictionary lookup.
+
+The names used in the code are listed in :data:`POINTS` (``kodo chaos`` arms them from there); a name that is
+armed but not listed is refused at start, so a typo cannot leave a test silently unarmed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from dataclasses import dataclass
+
+from kodo.errors import ConfigurationError
+
+# Every fault point that the code marks, with what a hit there interrupts. Add a name here with its hit().
+POINTS: dict[str, str] = {}
+
+
+class FaultInjected(RuntimeError):
+    """Raised at an armed ``raise`` fault point."""
+
+
+@dataclass(frozen=True)
+class Armed:
+    name: str
+    action: str  # "kill" | "raise"
+    nth: int
+
+
+_armed: dict[str, Armed] = {}
+_hits: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def parse(spec: str | None) -> dict[str, Armed]:
+    """``name[:action[:nth]],…`` → armed points; a malformed or unknown entry is a ConfigurationError."""
+    armed: dict[str, Armed] = {}
+    for raw in (spec or "").split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        parts = entry.split(":")
+        name = parts[0]
+        action = parts[1] if len(parts) > 1 and parts[1] else "kill"
+        nth_text = parts[2] if len(parts) > 2 else "1"
+        if len(parts) > 3 or action not in {"kill", "raise"} or not nth_text.isdecimal() or int(nth_text) < 1:
+            raise ConfigurationError(f"KODO_FAULT_POINTS: bad entry {entry!r} (want name[:kill|raise[:nth]])")
+        if name not in POINTS:
+            raise ConfigurationError(f"KODO_FAULT_POINTS: unknown fault point {name!r}; known: {sorted(POINTS)}")
+        armed[name] = Armed(name, action, int(nth_text))
+    return armed
+
+
+def arm(spec: str | None) -> None:
+    """Arm the points in ``spec`` for this process (replacing any armed before); ``None`` disarms all."""
+    parsed = parse(spec)
+    with _lock:
+        _armed.clear()
+        _armed.update(parsed)
+        _hits.clear()
+
+
+def hit(name: str) -> None:
+    """Pass fault point ``name``: nothing unless it is armed and this is its ``nth`` hit."""
+    if not _armed:
+        return
+    armed = _armed.get(name)
+    if armed is None:
+        return
+    with _lock:
+        _hits[name] = _hits.get(name, 0) + 1
+        fire = _hits[name] == armed.nth
+    if not fire:
+        return
+    if armed.action == "raise":
+        raise FaultInjected(f"fault point {name} (hit {armed.nth})")
+    os.kill(os.getpid(), signal.SIGKILL)
