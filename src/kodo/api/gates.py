@@ -249,22 +249,22 @@ def inbox(request: Request) -> JSONResponse:
 @router.post("/runs/{run_key}/events", openapi_extra=body(RunEventBody))
 @requires("approver")
 async def legacy_event(run_key: str, request: Request) -> JSONResponse:
-    """Legacy: an event answers the run's newest open gate; 409 unless the run is waiting_input."""
+    """Legacy: an event answers the gate it names (``gateKey``) or the run's newest open gate; 202
+    ``{accepted, isReplay, gateKey}``. The identical event again is a replay bound to its first gate;
+    otherwise 409 unless the run is waiting_input, 400 for a non-decision to the plan gate."""
     ctx = context(request)
     if not ctx.settings.enable_legacy_run_routes:
         raise Gone("legacy route disabled; use POST /api/runs/{wid}/gates/{gateKey}/reply")
     run = await run_in_threadpool(read_by_key, ctx, require_run, run_key)
-    if run.status != "waiting_input":
-        raise Conflict(f"cannot send event to run in status {run.status}", status=run.status)
     body = await parse_body(request, RunEventBody)
 
-    def _send() -> None:
+    def _send() -> tuple[str, bool]:
         with ctx.transaction() as conn:
-            current = require_run(conn, run_key)
-            gates.legacy_event(conn, current, body.model_dump())
+            event = {"type": body.type, "payload": body.payload}
+            return gates.legacy_event(conn, run, event, body.gateKey)
 
-    await run_in_threadpool(_send)
-    return JSONResponse({"accepted": True}, status_code=202, headers=DEPRECATION)
+    key, replay = await run_in_threadpool(_send)
+    return JSONResponse({"accepted": True, "isReplay": replay, "gateKey": key}, status_code=202, headers=DEPRECATION)
 
 
 @router.post("/runs/{run_key}/retry")

@@ -162,3 +162,4 @@ class ExternalEventBody(Strict):
 class RunEventBody(Strict):
     type: NonEmpty
     payload: dict[str, Any]
+    gateKey: GateKey | None = None

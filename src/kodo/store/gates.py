@@ -49,6 +49,9 @@ class Interaction:
     created_at: datetime
 
 
+_INTERACTION = "workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, payload, origin, created_at"
+
+
 def _gate(row: sa.Row[Any]) -> Gate:
     return Gate(**dict(row._mapping))
 
@@ -178,6 +181,30 @@ def record_interaction(
     if any(row.topic != topic or row.payload_hash != payload_hash for row in existing):
         raise Conflict(f"dedupeKey conflict: {dedupe_key} was already used with a different payload")
     return inserted is None
+
+
+def ledgered(conn: sa.Connection, workflow_id: str, gate_key: str, dedupe_key: str) -> list[Interaction]:
+    """The ledger rows of one dedupe key at one gate (any topic), oldest first."""
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {_INTERACTION} FROM app.human_interactions WHERE workflow_id = :w AND gate_key = :g "
+            "AND dedupe_key = :d ORDER BY created_at, id"
+        ),
+        {"w": workflow_id, "g": gate_key, "d": dedupe_key},
+    )
+    return [Interaction(**dict(row._mapping)) for row in rows]
+
+
+def same_payload(conn: sa.Connection, run_id: str, origin: str, payload: dict[str, Any]) -> list[Interaction]:
+    """The run's ledger rows from ``origin`` whose payload is exactly ``payload`` (by hash), oldest first."""
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {_INTERACTION} FROM app.human_interactions WHERE run_id = :r AND origin = :o "
+            "AND payload_hash = :h ORDER BY created_at, id"
+        ),
+        {"r": run_id, "o": origin, "h": sha256_hex(payload)},
+    )
+    return [Interaction(**dict(row._mapping)) for row in rows]
 
 
 def first_reply(conn: sa.Connection, workflow_id: str, gate_key: str) -> Interaction | None:

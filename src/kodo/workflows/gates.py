@@ -219,6 +219,32 @@ def wake(conn: sa.Connection, workflow_id: str, key: str) -> None:
     durable_status.release_delayed(conn, resume_id(workflow_id, key))
 
 
+DECISION_FIELDS = ("choice", "approved", "decision")
+
+
+def require_decision(gate: gates.Gate, payload: dict[str, Any]) -> None:
+    """A decision gate takes only a reply that tries to decide (400 otherwise, before any write).
+
+    A reply with a decision field is normalised (an unrecognised value is "no", fail closed); a reply
+    with none of them (an answer to a question, a note) is not a "no" but a mistake, refused.
+    """
+    if gate.purpose == "approve-plan" and not any(field in payload for field in DECISION_FIELDS):
+        raise InvalidInput(
+            f"gate {gate.gate_key} takes a decision: the payload needs one of {', '.join(DECISION_FIELDS)} "
+            '(e.g. {"choice": "yes"})'
+        )
+
+
+def _replay(conn: sa.Connection, run: Run, key: str, dedupe_key: str, payload: dict[str, Any]) -> bool:
+    """True when this dedupe key is already ledgered at the gate with this payload; 409 with another."""
+    rows = gates.ledgered(conn, run.workflow_id, key, dedupe_key)
+    if not rows:
+        return False
+    if any(row.payload_hash != sha256_hex(payload) or row.topic != f"human:{key}" for row in rows):
+        raise Conflict(f"dedupeKey conflict: {dedupe_key} was already used with a different payload")
+    return True
+
+
 def reply(
     conn: sa.Connection,
     run: Run,
@@ -231,8 +257,10 @@ def reply(
 ) -> bool:
     """Ledger a reply to an open gate; returns ``isReplay``. Call ``wake`` after commit.
 
-    404: no such gate. 409: the run is not waiting, the gate is resolved, the topic is not the gate's,
-    or the dedupe key was used with another payload.
+    A reply whose dedupe key is already ledgered with the same payload is a replay (no write) for as
+    long as the ledger row exists, whatever the gate and run have done since. 404: no such gate.
+    409: the dedupe key was used with another payload, the run is not waiting, the gate is resolved,
+    or the topic is not the gate's. 400: a reply that is not a decision to a decision gate.
     """
     run = _locked(conn, run.id)
     gate = gates.get(conn, run.id, key, lock=True)
@@ -241,10 +269,13 @@ def reply(
     expected = f"human:{key}"
     if topic is not None and topic != expected:
         raise Conflict(f"topic {topic} does not match gate topic {expected}")
+    if _replay(conn, run, key, dedupe_key, payload):
+        return True
     if gate.resolved_at is not None:
         raise Conflict(f"gate {key} is already resolved", status=run.status)
     if run.status != "waiting_input":
         raise Conflict(f"run is not waiting for input (status {run.status})", status=run.status)
+    require_decision(gate, payload)
     replay = gates.record_interaction(
         conn,
         workflow_id=run.workflow_id,
@@ -303,18 +334,33 @@ def approve_plan_legacy(
     return approved_at, key if gate is not None else None
 
 
-def legacy_event(conn: sa.Connection, run: Run, event: dict[str, Any]) -> str:
-    """``POST /runs/{id}/events``: the event answers the run's newest open gate; returns its key."""
+def legacy_event(conn: sa.Connection, run: Run, event: dict[str, Any], key: str | None = None) -> tuple[str, bool]:
+    """``POST /runs/{id}/events``: returns (the gate the event answers, isReplay).
+
+    An event is bound to the gate it names (``key``) or else to the run's newest open gate when it is
+    first ledgered. The identical event sent again (same payload, from this route, for this run and,
+    when named, this gate) is a replay of the first: no write, whatever gate is open now; so a client's
+    retry can never answer a later gate. 409 unless the run waits at an open gate (or the named gate is
+    open); 400 for a non-decision to the plan gate.
+    """
     run = _locked(conn, run.id)
+    payload = {"approved": True, **event["payload"]} if event["type"] == "approve-plan" else dict(event)
+    earlier = [i for i in gates.same_payload(conn, run.id, "legacy-event", payload) if key in (None, i.gate_key)]
+    if earlier:
+        return earlier[0].gate_key, True
+    if key is not None:
+        named = gates.get(conn, run.id, key)
+        if named is None:
+            raise NotFound(f"gate not found: {key}")
+        if not named.is_open:
+            raise Conflict(f"gate {key} is already resolved", status=run.status)
     if run.status != "waiting_input":
         raise Conflict(f"cannot send event to run in status {run.status}", status=run.status)
-    open_gates = [g for g in gates.list_for_run(conn, run.id) if g.is_open]
+    open_gates = [g for g in gates.list_for_run(conn, run.id) if g.is_open and key in (None, g.gate_key)]
     if not open_gates:
         raise Conflict(f"cannot send event to run in status {run.status}: no open gate", status=run.status)
     gate = open_gates[0]
-    if not isinstance(event.get("type"), str) or not isinstance(event.get("payload"), dict):
-        raise InvalidInput("invalid RunEvent: type (string) and payload (object) are required")
-    payload = {"approved": True, **event["payload"]} if event["type"] == "approve-plan" else dict(event)
+    require_decision(gate, payload)
     reply(
         conn,
         run,
@@ -323,4 +369,4 @@ def legacy_event(conn: sa.Connection, run: Run, event: dict[str, Any]) -> str:
         origin="legacy-event",
         dedupe_key=legacy_dedupe_key("legacy-event", run, gate.gate_key, payload),
     )
-    return gate.gate_key
+    return gate.gate_key, False
