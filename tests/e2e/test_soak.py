@@ -10,12 +10,13 @@ from processes import KodoProcess, clean_env, run_cli
 
 
 def test_soak_hitl_parks_answers_and_verifies(spawn: Callable[..., KodoProcess]) -> None:
-    """A small soak: every run parks, duplicate bursts leave one ledger row per key, all succeed."""
+    """A small soak: every run parks, duplicate bursts leave one ledger row per key, late repeats replay, all succeed."""
     up = spawn("up")
     result = run_cli(["soak", "hitl", "--n", "6", "--dupes", "3", "--timeout", "120"], up.env)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["parked"] == report["succeeded"] == 6 and report["errors"] == []
+    assert report["replays"] == 6 * 2 and report["late_replays"] == 6
     assert report["ledger_rows_per_key_max"] == 1 and report["decisions_per_gate_max"] == 1
     assert set(report["reply_to_resume_ms"]) == {"p50", "p95", "p99", "max", "mean"}
 

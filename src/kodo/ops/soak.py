@@ -1,7 +1,8 @@
 """``kodo soak hitl``: a bounded load test of human gates against a running kodo on loopback.
 
 N runs park at their plan gate; each gate then gets a burst of duplicate replies (same dedupe key,
-sent concurrently). The report counts errors, checks with SQL that each dedupe key has exactly one
+sent concurrently): exactly one is the first (``isReplay`` false), the rest are replays; once the run
+has ended the same reply is sent once more and must still be a replay (200, not 409). The report counts errors, checks with SQL that each dedupe key has exactly one
 ledger row and each gate one decision, and measures latency from reply to resume (the run leaving
 ``WAITING_INPUT``) and to SUCCESS.
 """
@@ -61,6 +62,8 @@ class SoakReport:
     started: int = 0
     parked: int = 0
     succeeded: int = 0
+    replays: int = 0
+    late_replays: int = 0
     ledger_rows_per_key_max: int = 0
     decisions_per_gate_max: int = 0
     park_seconds: float = 0.0
@@ -139,18 +142,33 @@ def soak_hitl(
 
         sent_at: dict[str, float] = {}
 
+        def body(wid: str) -> dict[str, Any]:
+            return {"payload": {"choice": "yes", "rationale": "soak"}, "dedupeKey": f"{tag}:{wid}", "origin": "manual"}
+
         def answer(wid: str) -> None:
-            body = {"payload": {"choice": "yes", "rationale": "soak"}, "dedupeKey": f"{tag}:{wid}", "origin": "manual"}
             sent_at[wid] = time.monotonic()
             with ThreadPoolExecutor(duplicates) as burst:
                 codes = list(
                     burst.map(
-                        lambda _: http.post(f"/api/runs/{wid}/gates/{gates[wid]}/reply", json=body), range(duplicates)
+                        lambda _: http.post(f"/api/runs/{wid}/gates/{gates[wid]}/reply", json=body(wid)),
+                        range(duplicates),
                     )
                 )
             for response in codes:
                 if response.status_code != 200:
                     report.errors.append(f"reply {wid}: {response.status_code} {response.text[:200]}")
+            firsts = [r for r in codes if r.status_code == 200 and r.json()["isReplay"] is False]
+            report.replays += sum(1 for r in codes if r.status_code == 200 and r.json()["isReplay"] is True)
+            if len(firsts) != 1:
+                report.errors.append(f"reply {wid}: {len(firsts)} first replies in a burst of {duplicates}")
+
+        def answer_late(wid: str) -> None:
+            """The same reply once more after the run ended: still a replay (200), never a 409."""
+            response = http.post(f"/api/runs/{wid}/gates/{gates[wid]}/reply", json=body(wid))
+            if response.status_code == 200 and response.json()["isReplay"] is True:
+                report.late_replays += 1
+            else:
+                report.errors.append(f"late reply {wid}: {response.status_code} {response.text[:200]}")
 
         list(pool.map(answer, list(gates)))
         resumed: dict[str, float] = {}
@@ -169,6 +187,7 @@ def soak_hitl(
                         report.errors.append(f"run {wid}: {header['status']} {header.get('error')}")
             time.sleep(0.05)
         report.succeeded = sum(1 for wid in finished if f"run {wid}:" not in " ".join(report.errors))
+        list(pool.map(answer_late, list(finished)))
         report.reply_to_resume_ms = _percentiles([(resumed[w] - sent_at[w]) * 1000 for w in resumed])
         report.reply_to_success_ms = _percentiles([(finished[w] - sent_at[w]) * 1000 for w in finished])
     with engine.connect() as conn:
