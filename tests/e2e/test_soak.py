@@ -10,7 +10,7 @@ from processes import KodoProcess, clean_env, run_cli
 
 
 def test_soak_hitl_parks_answers_and_verifies(spawn: Callable[..., KodoProcess]) -> None:
-    """A small soak: every run parks, duplicate bursts leave one ledger row per key, late repeats replay, all succeed."""
+    """A small soak: runs park, duplicate bursts leave one ledger row per key, late repeats replay, all succeed."""
     up = spawn("up")
     result = run_cli(["soak", "hitl", "--n", "6", "--dupes", "3", "--timeout", "120"], up.env)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -2,7 +2,8 @@
 
 N runs park at their plan gate; each gate then gets a burst of duplicate replies (same dedupe key,
 sent concurrently): exactly one is the first (``isReplay`` false), the rest are replays; once the run
-has ended the same reply is sent once more and must still be a replay (200, not 409). The report counts errors, checks with SQL that each dedupe key has exactly one
+has ended the same reply is sent once more and must still be a replay (200, not 409). The report
+counts errors, checks with SQL that each dedupe key has exactly one
 ledger row and each gate one decision, and measures latency from reply to resume (the run leaving
 ``WAITING_INPUT``) and to SUCCESS.
 """
