@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kodo.api.artifacts import render
+from kodo.api.artifacts import ref_media_type, render
 
 JSON_KINDS = ["json", "raw", "timings", "artifact_index", "question_card"]
 TEXT_KINDS = ["stdout", "stderr", "file", "text", "none"]
@@ -79,3 +79,20 @@ def test_svg_is_image_svg_xml() -> None:
     svg = '<svg xmlns="http://www.w3.org/2000/svg"/>'
     assert render("svg", {"text": svg}) == ("image/svg+xml", svg)
     assert render("svg", svg) == ("image/svg+xml", svg)
+
+
+@pytest.mark.parametrize(
+    ("kind", "mime"),
+    [
+        ("plan_card", "application/json"),
+        ("question_card", "application/json"),
+        ("json", "application/json"),
+        ("json_diagnostic", "application/json"),
+        ("svg", "image/svg+xml"),
+        ("stdout", "text/plain"),
+        ("patch", "text/plain"),
+    ],
+)
+def test_artifact_ref_mime_follows_the_ref_contract(kind: str, mime: str) -> None:
+    """A step row's artifact ref names JSON documents application/json and svg image/svg+xml (#20 item 3)."""
+    assert ref_media_type(kind) == mime

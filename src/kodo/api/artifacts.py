@@ -18,9 +18,23 @@ _JSON_KINDS = {"json", "raw", "timings", "artifact_index", "question_card"}
 _TEXT_KINDS = {"text", "stdout", "stderr", "none", "file"}
 
 
+_REF_JSON_KINDS = {"plan_card", "question_card", "json", "json_diagnostic"}
+
+
 def media_type(kind: str) -> str:
     """The content type ``GET /api/artifacts/{uri}`` serves an artifact of this kind with."""
     return render(kind, {})[0].split(";")[0]
+
+
+def ref_media_type(kind: str) -> str:
+    """The ``mime`` of an artifact ref (reference artifact-ref contract): what the artifact *is*.
+
+    ``plan_card``, ``question_card``, ``json`` and ``json_diagnostic`` are JSON documents and ``svg`` an
+    image, although the content route serves some of them compacted as text.
+    """
+    if kind in _REF_JSON_KINDS:
+        return "application/json"
+    return media_type(kind)
 
 
 def render(kind: str, inline: Any) -> tuple[str, str]:

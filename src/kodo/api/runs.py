@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kodo import telemetry
 from kodo.api.access import actor, not_found, requires
-from kodo.api.artifacts import media_type
+from kodo.api.artifacts import ref_media_type
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body, integer, query
 from kodo.api.run_changes import read_until
@@ -108,7 +108,7 @@ def artifact_ref(run: Run, artifact: Artifact) -> dict[str, Any]:
         "idx": artifact.idx,
         "attempt": artifact.attempt,
         "kind": artifact.kind,
-        "mime": media_type(artifact.kind),
+        "mime": ref_media_type(artifact.kind),
         "size": len(json.dumps(artifact.inline)),
         "sha256": artifact.sha256,
         "storageKey": artifact.uri,

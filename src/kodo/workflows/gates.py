@@ -33,6 +33,7 @@ APPROVE_FORM = {
     "fields": [{"k": "choice", "t": "enum", "vs": ["yes", "no"]}, {"k": "rationale", "t": "str", "opt": True}],
 }
 QUESTION_FORM = {"v": 1, "title": "Question", "fields": [{"k": "answer", "t": "str"}]}
+# An ask-user gate's form also carries the agent's question as its "description" (kodo.workflows.runs).
 RESUME_WORKFLOW = "ResumeRun"
 GATE_STEPS = {"ask-user": "CompileST", "approve-plan": "ApplyPatchST"}
 _YES = {"yes", "approve", "approved"}

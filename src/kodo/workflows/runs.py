@@ -310,7 +310,7 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
                     ctx,
                     purpose="ask-user",
                     next_action="ANSWER_QUESTION",
-                    form=gates.QUESTION_FORM,
+                    form={**gates.QUESTION_FORM, "description": str(plan["question"])},
                     ttl_s=ctx["planApprovalTimeoutS"],
                 )
             if state == "timed_out":
