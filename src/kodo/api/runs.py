@@ -30,7 +30,7 @@ from kodo.workflows.runs import WORKFLOW_NAME, start_run
 
 router = APIRouter()
 T = TypeVar("T")
-DEPRECATION = {"Deprecation": "true", "Sunset": "Tue, 30 Jun 2026 23:59:59 GMT"}
+DEPRECATION = {"Deprecation": "true", "Sunset": "Wed, 30 Jun 2027 23:59:59 GMT"}
 
 
 def _ms(value: Any) -> int | None:

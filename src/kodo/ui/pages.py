@@ -50,6 +50,9 @@ def _cell(value: Any) -> str:
         return "—"
     if isinstance(value, dict | list | tuple):
         return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, float):  # two decimals, or four significant digits below 1; no float noise
+        text = f"{value:.2f}" if abs(value) >= 1 else f"{value:.4g}"
+        return text.rstrip("0").rstrip(".") if "." in text and "e" not in text else text
     return str(value)
 
 
