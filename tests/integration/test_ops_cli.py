@@ -94,3 +94,19 @@ def test_batch_selection_dry_run_and_refusals(client: TestClient, engine: sa.Eng
         assert client.get(f"/api/runs/{wid}").json()["status"] == "WAITING_INPUT"
     again = kodo(settings, "resume", *wids[:1], "--actor", "ops", "--reason", "twice")
     assert again.exit_code == 1 and "FAIL" in again.output
+
+
+def test_a_filter_that_matches_nothing_names_the_similar_one(client: TestClient, settings: Settings) -> None:
+    """`--tenant tenant-A` (the runbooks' word) matching nothing says `--partition tenant-A` would match, and back."""
+    wid = new_run(client, "tenant words", partition="tenant-A")
+    wait_status(client, wid, {"WAITING_INPUT"})
+    audit = ("--actor", "cli", "--reason", "shed")
+    by_tenant = kodo(settings, "cancel", "--tenant", "tenant-A", "--dry-run", *audit)
+    assert by_tenant.exit_code == 0 and "would cancel 0" in by_tenant.output
+    assert "--partition tenant-A" in by_tenant.output and "queue partition" in by_tenant.output
+    by_partition = kodo(settings, "cancel", "--partition", "tenant-A", "--dry-run", *audit)
+    assert wid in by_partition.stdout.split() and "hint" not in by_partition.output
+    listed = kodo(settings, "list", "--tenant", "tenant-A")
+    assert listed.stdout == "" and "--partition tenant-A" in listed.output
+    nothing = kodo(settings, "cancel", "--partition", "no-such-partition", "--dry-run", *audit)
+    assert "would cancel 0" in nothing.output and "hint" not in nothing.output

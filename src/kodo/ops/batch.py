@@ -9,7 +9,7 @@ One item's failure (a 409, say) is reported and does not stop the batch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kodo.errors import KodoError
@@ -32,6 +32,30 @@ class Outcome:
 def select(ops: Ops, where: Filter) -> list[WorkflowRow]:
     with ops.engine.connect() as conn:
         return dbos_workflows.select(conn, where)
+
+
+# Options an operator confuses: the runbooks' "tenant" (``--tenant tenant-A``) is kodo's queue partition.
+_SIMILAR = (
+    ("tenants", "partitions", "--tenant", "--partition", "queue partition"),
+    ("partitions", "tenants", "--partition", "--tenant", "tenant id"),
+)
+
+
+def similar_hint(ops: Ops, where: Filter) -> str | None:
+    """For a selection that matched nothing: a hint naming the option that would match (tenant ↔ partition)."""
+    for given, other, flag, other_flag, meaning in _SIMILAR:
+        values = list(getattr(where, given))
+        if not values or getattr(where, other):
+            continue
+        swapped = replace(where, **{given: (), other: values}, limit=MAX_BATCH)
+        found = len(select(ops, swapped))
+        if found:
+            shown = " ".join(f"{other_flag} {value}" for value in values)
+            return (
+                f"hint: nothing has {flag} {' '.join(values)}, but {found} workflow(s) match {shown} "
+                f"(its {meaning}; the runbooks' \"tenant\" is kodo's queue partition)"
+            )
+    return None
 
 
 def _one(ops: Ops, action: str, workflow_id: str, actor: str, reason: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -118,8 +118,11 @@ def list_command(fmt: str, **given: Any) -> None:
     where, _chosen = build_filter(given, default_limit=20)
     with _ops() as context:
         rows = workflows.list_workflows(context, where)
+        hint = None if rows else batch.similar_hint(context, where)
     for row in rows:
         click.echo(row["workflowID"] if fmt == "ids" else json.dumps(row, sort_keys=True))
+    if hint:
+        click.echo(hint, err=True)
 
 
 @ops.command("list-failed")
@@ -191,11 +194,16 @@ def _run_batch(action: str, given: dict[str, Any], options: dict[str, Any] | Non
         raise click.UsageError("select something: ids, --stdin, or at least one filter")
     with _ops() as context:
         targets = [row.workflow_id for row in batch.select(context, where)]
+        hint = None if targets else batch.similar_hint(context, where)
         if dry_run:
             for workflow_id in targets:
                 click.echo(workflow_id)
             click.echo(f"dry-run: would {action} {len(targets)} workflow(s)", err=True)
+            if hint:
+                click.echo(hint, err=True)
             return
+        if hint:
+            click.echo(hint, err=True)
         with click.progressbar(length=len(targets), label=f"{action} ({len(targets)})", file=sys.stderr) as bar:
             outcomes = batch.apply(
                 context,
