@@ -155,6 +155,25 @@ def test_dead_executor_and_stranded_version(client: TestClient, engine: sa.Engin
     assert [s["workflowID"] for s in client.get("/api/ops/executors").json()["stranded"]] == ["slow-d"]
 
 
+def test_an_owner_whose_heartbeat_is_overdue_is_named_before_it_is_dead(client: TestClient, engine: sa.Engine) -> None:
+    """A PENDING workflow whose executor missed its heartbeats (not yet dead after 30 s) is OWNER_SILENT, not RUNNING."""
+    assert client.post("/slowstep?wf=slow-o&sleep=20000").status_code == 202
+    wait_until(lambda: marks(client, "slow-o")["s1"] == 1, what="slow-o sleeping")
+
+    def beat_once() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.execute(sa.text("SELECT count(*) FROM app.executors")).scalar_one())
+
+    wait_until(beat_once, what="the worker's first heartbeat")
+    assert why(client, "slow-o")["code"] == "RUNNING"
+    with engine.begin() as conn:  # as after a kill -9: 10 s without a heartbeat (every 0.2 s), dead only after 30 s
+        conn.execute(sa.text("UPDATE app.executors SET heartbeat_at = now() - interval '10 seconds'"))
+    found = why(client, "slow-o")
+    assert found["code"] == "OWNER_SILENT", found
+    assert "heartbeat is overdue" in found["reason"] and "declared dead after 30s" in found["reason"]
+    assert found["details"]["heartbeatAgeMs"] >= 10_000
+
+
 @pytest.fixture
 def finished_run(client: TestClient) -> Iterator[str]:
     wid = new_run(client, "evidence", partition="d-evidence", autoApprove=True)

@@ -7,6 +7,8 @@ Checked in this order, for a run (its current phase workflow and that phase's ch
 * ``WAITING_ON_GATE`` waiting on gate G (purpose, next action) since T, deadline D
 * ``NO_LIVE_WORKER``  queued (or owned by a dead executor) for version V that no live worker serves
 * ``DEAD_EXECUTOR``   owned by executor E, silent for N s; the recovery leader will resume it
+* ``OWNER_SILENT``    owned by executor E whose heartbeat is overdue (more than two intervals old), not
+                      yet declared dead: what a kill -9 looks like in its first ``KODO_EXECUTOR_DEAD_AFTER_SEC``
 * ``QUEUE_NOT_REGISTERED`` / ``MISSING_PARTITION``  DBOS's silent forever-states
 * ``QUEUED_BEHIND``   queued behind N in partition P of queue Q (R running, A ahead)
 * ``DELAYED``         delayed until T
@@ -52,6 +54,25 @@ def _cancelled(conn: sa.Connection, anchors: list[str], what: str) -> dict[str, 
         reason=audit.get("reason"),
         at=audit.get("at"),
         workflowID=audit.get("targetWorkflowID"),
+    )
+
+
+def overdue(ops: Ops, owner: executors.Executor) -> bool:
+    """The owner missed its heartbeats: none for more than two intervals (and it did not stop cleanly)."""
+    return owner.stopped_at is None and owner.heartbeat_age_ms > 2 * ops.settings.heartbeat_interval_sec * 1000
+
+
+def _silent(ops: Ops, owner: executors.Executor, name: str, common: dict[str, Any]) -> dict[str, Any]:
+    dead_after = ops.settings.executor_dead_after_sec
+    return _answer(
+        "OWNER_SILENT",
+        f"{name} is owned by executor {owner.executor_id}, whose heartbeat is overdue: silent for "
+        f"{owner.heartbeat_age_ms // 1000}s (it beats every {ops.settings.heartbeat_interval_sec:g}s). It may have "
+        f"crashed; it is declared dead after {dead_after:g}s, and the recovery leader then resumes its work",
+        executorId=owner.executor_id,
+        heartbeatAgeMs=owner.heartbeat_age_ms,
+        deadAfterSec=dead_after,
+        **common,
     )
 
 
@@ -140,6 +161,8 @@ def _pending(
             heartbeatAgeMs=owner.heartbeat_age_ms,
             **common,
         )
+    if owner is not None and overdue(ops, owner):
+        return _silent(ops, owner, name, common)
     for child in dbos_workflows.children(conn, row.workflow_id):
         if child.status in {"ENQUEUED", "PENDING", "DELAYED"}:
             found = _child(conn, ops, row, child, anchors)
@@ -177,7 +200,7 @@ def _child(
             )
     if child.status == "PENDING" and (child.recovery_attempts or 0) <= 1:
         owner = executors.get(conn, child.executor_id) if child.executor_id else None
-        if owner is None or owner.alive(ops.settings.executor_dead_after_sec):
+        if owner is None or (owner.alive(ops.settings.executor_dead_after_sec) and not overdue(ops, owner)):
             return None
     found = diagnose_workflow(conn, ops, child, anchors=anchors)
     found["details"]["childOf"] = parent.workflow_id
