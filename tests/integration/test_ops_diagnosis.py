@@ -156,7 +156,7 @@ def test_dead_executor_and_stranded_version(client: TestClient, engine: sa.Engin
 
 
 def test_an_owner_whose_heartbeat_is_overdue_is_named_before_it_is_dead(client: TestClient, engine: sa.Engine) -> None:
-    """A PENDING workflow whose executor missed its heartbeats (not yet dead after 30 s) is OWNER_SILENT, not RUNNING."""
+    """A PENDING workflow whose executor missed heartbeats (not dead until 30 s) is OWNER_SILENT, not RUNNING."""
     assert client.post("/slowstep?wf=slow-o&sleep=20000").status_code == 202
     wait_until(lambda: marks(client, "slow-o")["s1"] == 1, what="slow-o sleeping")
 
