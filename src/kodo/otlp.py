@@ -4,7 +4,8 @@ The sink is a loopback HTTP server that decodes OTLP/HTTP protobuf trace exports
 smoke checks the exporter path end to end: a probe span must be accepted by the endpoint (hard failure
 when nothing answers), then one real run (replay agent, mock sandbox, plan auto-approved) must leave
 trace and span ids on every step row, and — when the sink is kodo's own — its spans must have arrived
-in one trace.
+in one trace. The run goes out under an application version of the smoke's own, so only the smoke's
+worker dequeues it even when other kodo workers share the database.
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ def smoke(sink: bool | None, port: int, timeout_s: float) -> None:
     run in this process's own worker and check that every step recorded trace and span ids — and, with the
     sink, that its spans arrived as one trace."""
     import os
+    import secrets
 
     from kodo import logs, telemetry
     from kodo.errors import KodoError
@@ -214,6 +216,9 @@ def smoke(sink: bool | None, port: int, timeout_s: float) -> None:
         "sbx_mode": "mock",
         "scheduled_tick_cron": "off",
         "executor_id": f"otlp-smoke-{os.getpid()}",
+        # Its own application version: another kodo worker on this database (without OTLP) dequeues only
+        # its own version, so it cannot take the smoke's run off the shared queue and fail the check.
+        "app_version": f"otlp-smoke-{os.getpid()}-{secrets.token_hex(4)}",
     }
     if receiver is not None:
         overrides["otel_exporter_otlp_traces_endpoint"] = receiver.traces_endpoint

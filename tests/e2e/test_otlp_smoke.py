@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
 from kodo.cli import cli
-from processes import clean_env, run_cli
+from processes import KodoProcess, clean_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -90,3 +92,20 @@ def test_tokens_allow_serving_beyond_loopback() -> None:
     spec = '{"tokens": [{"sha256": "' + "a" * 64 + '", "subject": "s", "tenant": "*", "role": "admin"}]}'
     check_exposure(load_settings({"KODO_HOST": "0.0.0.0", "KODO_API_TOKENS": spec}))
     check_exposure(load_settings({"KODO_HOST": "::1"}))
+
+
+def test_otlp_smoke_runs_its_workflows_itself_beside_another_worker(
+    spawn: Callable[..., KodoProcess], database_url: str, tmp_path: Path
+) -> None:
+    """Another kodo worker (no OTLP) on the same database takes none of the smoke's workflows: no false FAIL."""
+    spawn("worker")
+    env = clean_env(DATABASE_URL=database_url, KODO_HOME=str(tmp_path / "home"))
+    done = run_cli(["otlp", "smoke", "--sink", "--port", "0"], env, timeout=150)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    with psycopg.connect(database_url) as conn:
+        (wid,) = conn.execute("SELECT workflow_id FROM app.runs r JOIN app.intents i ON i.id = r.intent_id").fetchone()
+        owners = conn.execute(
+            "SELECT executor_id FROM dbos.workflow_status WHERE workflow_uuid = %s OR parent_workflow_id = %s",
+            (wid, wid),
+        ).fetchall()
+    assert len(owners) >= 2 and all(owner.startswith("otlp-smoke-") for (owner,) in owners), owners
