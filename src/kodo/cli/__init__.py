@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from kodo.cli.check import check as check_gate
 from kodo.errors import KodoError
 from kodo.settings import Settings, load_settings
 
@@ -435,6 +436,7 @@ class _LazyGroup(click.Group):
 _OPS_HELP = "Operate workflows and runs: list, inspect, cancel/resume/fork by filter (audited), diagnose, repro."
 cli.add_command(_LazyGroup("ops", "kodo.ops.commands:ops", _OPS_HELP))
 cli.add_command(_LazyGroup("otlp", "kodo.otlp:otlp", "Traces: check OTLP export end to end (kodo otlp smoke)."))
+cli.add_command(check_gate)
 
 
 # --- recipes: kodo recipes list|import|export|promote|fixtures run, kodo sbx template register --------
