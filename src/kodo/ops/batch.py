@@ -47,7 +47,10 @@ def similar_hint(ops: Ops, where: Filter) -> str | None:
         values = list(getattr(where, given))
         if not values or getattr(where, other):
             continue
-        swapped = replace(where, **{given: (), other: values}, limit=MAX_BATCH)
+        if given == "tenants":
+            swapped = replace(where, tenants=(), partitions=values, limit=MAX_BATCH)
+        else:
+            swapped = replace(where, partitions=(), tenants=values, limit=MAX_BATCH)
         found = len(select(ops, swapped))
         if found:
             shown = " ".join(f"{other_flag} {value}" for value in values)
