@@ -111,3 +111,23 @@ def test_repeated_reply_after_the_gate_resolved_is_a_replay(client: TestClient, 
     assert reply(client, wid, gate, {"choice": "yes"}, "po-2").status_code == 409
     with engine.connect() as conn:
         assert table_counts(conn) == before
+
+
+def test_the_same_event_after_a_retry_answers_the_new_generation(client: TestClient) -> None:
+    """A replay is bound within one generation: after a retry, the same legacy event answers the re-opened gate."""
+    wid = new_run(client, "reject twice")
+    first = open_gate(client, wid)["gateKey"]
+    no = {"type": "approve-plan", "payload": {"choice": "no"}}
+    assert client.post(f"/runs/{wid}/events", json=no).json() == {"accepted": True, "isReplay": False, "gateKey": first}
+    assert wait_status(client, wid, TERMINAL)["error"]["code"] == "PLAN_REJECTED"
+    assert client.post(f"/runs/{wid}/retry").status_code == 202
+
+    def reopened() -> dict[str, Any] | None:
+        gates = client.get(f"/api/runs/{wid}/gates").json()
+        return next((g for g in gates if g["state"] == "PENDING" and g["gateKey"] != first), None)
+
+    second = wait_until(reopened, what="the re-opened plan gate")["gateKey"]
+    wait_until(lambda: client.get(f"/api/runs/{wid}").json()["dbosStatus"] == "DELAYED", what="parked again")
+    again = client.post(f"/runs/{wid}/events", json=no)
+    assert again.status_code == 202 and again.json() == {"accepted": True, "isReplay": False, "gateKey": second}
+    assert wait_status(client, wid, TERMINAL)["error"]["code"] == "PLAN_REJECTED"

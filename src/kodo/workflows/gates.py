@@ -339,16 +339,19 @@ def legacy_event(conn: sa.Connection, run: Run, event: dict[str, Any], key: str 
     """``POST /runs/{id}/events``: returns (the gate the event answers, isReplay).
 
     An event is bound to the gate it names (``key``) or else to the run's newest open gate when it is
-    first ledgered. The identical event sent again (same payload, from this route, for this run and,
-    when named, this gate) is a replay of the first: no write, whatever gate is open now; so a client's
-    retry can never answer a later gate. 409 unless the run waits at an open gate (or the named gate is
+    first ledgered. The identical event sent again (same payload, from this route, for this run's
+    current generation and, when named, this gate) is a replay of the first: no write, whatever gate is
+    open now; so a client's retry can never answer a later gate. After a retry (a new generation) the
+    same event is a new answer. 409 unless the run waits at an open gate (or the named gate is
     open); 400 for a non-decision to the plan gate.
     """
     run = _locked(conn, run.id)
     payload = {"approved": True, **event["payload"]} if event["type"] == "approve-plan" else dict(event)
-    earlier = [i for i in gates.same_payload(conn, run.id, "legacy-event", payload) if key in (None, i.gate_key)]
-    if earlier:
-        return earlier[0].gate_key, True
+    for earlier in gates.same_payload(conn, run.id, "legacy-event", payload):
+        answered = gates.get(conn, run.id, earlier.gate_key)
+        # A replay within the run's current generation; after a retry the same event is a new answer.
+        if key in (None, earlier.gate_key) and answered is not None and answered.generation == run.generation:
+            return earlier.gate_key, True
     if key is not None:
         named = gates.get(conn, run.id, key)
         if named is None:
