@@ -3,15 +3,15 @@
 N runs park at their plan gate; each gate then gets a burst of duplicate replies (same dedupe key,
 sent concurrently): exactly one is the first (``isReplay`` false), the rest are replays; once the run
 has ended the same reply is sent once more and must still be a replay (200, not 409). The report
-counts errors, checks with SQL that each dedupe key has exactly one
-ledger row and each gate one decision, and measures latency from reply to resume (the run leaving
-``WAITING_INPUT``) and to SUCCESS.
+counts errors, checks with SQL that each dedupe key has exactly one ledger row and each gate one
+decision, and measures latency from reply to resume (the run leaving ``WAITING_INPUT``) and to SUCCESS.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import statistics
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -142,6 +142,7 @@ def soak_hitl(
         report.park_seconds = round(time.monotonic() - began, 2)
 
         sent_at: dict[str, float] = {}
+        counting = threading.Lock()  # the counters are updated from the pool's threads
 
         def body(wid: str) -> dict[str, Any]:
             return {"payload": {"choice": "yes", "rationale": "soak"}, "dedupeKey": f"{tag}:{wid}", "origin": "manual"}
@@ -159,7 +160,8 @@ def soak_hitl(
                 if response.status_code != 200:
                     report.errors.append(f"reply {wid}: {response.status_code} {response.text[:200]}")
             firsts = [r for r in codes if r.status_code == 200 and r.json()["isReplay"] is False]
-            report.replays += sum(1 for r in codes if r.status_code == 200 and r.json()["isReplay"] is True)
+            with counting:
+                report.replays += sum(1 for r in codes if r.status_code == 200 and r.json()["isReplay"] is True)
             if len(firsts) != 1:
                 report.errors.append(f"reply {wid}: {len(firsts)} first replies in a burst of {duplicates}")
 
@@ -167,7 +169,8 @@ def soak_hitl(
             """The same reply once more after the run ended: still a replay (200), never a 409."""
             response = http.post(f"/api/runs/{wid}/gates/{gates[wid]}/reply", json=body(wid))
             if response.status_code == 200 and response.json()["isReplay"] is True:
-                report.late_replays += 1
+                with counting:
+                    report.late_replays += 1
             else:
                 report.errors.append(f"late reply {wid}: {response.status_code} {response.text[:200]}")
 
