@@ -25,7 +25,7 @@ from kodo.settings import Settings
 from kodo.store import artifacts, durable_status, intents, repairs, runs, sandbox_runs, steps
 from kodo.store import gates as gate_store
 from kodo.store import patches as patch_store
-from kodo.workflows import agents, budgets, escalation, gates, observe, patches, review, tasks, templates
+from kodo.workflows import agents, budgets, delivery, escalation, gates, observe, patches, review, tasks, templates
 from kodo.workflows.runtime import services, transact
 
 WORKFLOW_NAME = "RunIntent"
@@ -355,6 +355,8 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
         merged = tasks.execute(ctx, build, planned, results, _now())
         if merged["errCode"] != "NONE":
             raise StepFailure(merged["errCode"], f"SBX execution failed [{merged['errCode']}]")
+        if delivery.requested(ctx):  # the reviewed change leaves kodo (a failed delivery does not fail the run)
+            delivery.deliver_step(ctx["runId"])
         return {"runId": ctx["runId"], "status": "succeeded", "tasks": len(planned)}
     except StepFailure as failure:
         transact("fail", _fail, ctx, failure.code, failure.message)
