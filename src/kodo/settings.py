@@ -231,6 +231,11 @@ class Settings(BaseSettings):
         return self.home / "workspaces"
 
     @property
+    def templates_dir(self) -> Path:
+        """Installed sandbox templates: one virtual environment per deps hash (kodo.adapters.toolchains)."""
+        return self.home / "templates"
+
+    @property
     def agent_base_url(self) -> str:
         return self.oc_base_url or f"http://127.0.0.1:{self.oc_server_port}"
 

@@ -23,7 +23,7 @@ from kodo.api.runs import require_run
 from kodo.errors import InvalidInput, NotFound
 from kodo.identity import artifact_uri
 from kodo.models import Run
-from kodo.store import artifacts, steps, workspaces
+from kodo.store import artifacts, sandbox_runs, steps, workspaces
 from kodo.store.gates import Gate
 
 router = APIRouter()
@@ -203,7 +203,29 @@ def change_view(conn: sa.Connection, run: Run, max_lines: int) -> dict[str, Any]
         "diff": None if record is None else diff_view(run, record, max_lines),
         "delivery": delivery,
         "command": None if delivery is None else delivery_command(delivery),
+        "templates": templates_used(conn, run),
     }
+
+
+def templates_used(conn: sa.Connection, run: Run) -> list[dict[str, Any]]:
+    """Each sandbox attempt's template: its key, installed environment (cold: built for it, warm: reused),
+    boot and build times."""
+    used = []
+    for row in sandbox_runs.list_for_run(conn, run.id):
+        template = (row["response"] or {}).get("template") or {}
+        if template:
+            used.append(
+                {
+                    "taskKey": row["task_key"],
+                    "attempt": row["attempt"],
+                    "templateKey": template.get("templateKey"),
+                    "source": template.get("source"),
+                    "environment": template.get("environment") or "none",
+                    "bootMs": template.get("bootMs"),
+                    "buildMs": template.get("buildMs"),
+                }
+            )
+    return used
 
 
 @router.get("/api/runs/{wid}/delivery")
