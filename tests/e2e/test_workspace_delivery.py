@@ -49,6 +49,44 @@ def start(base: str, repo: Path, *, auto: bool = False) -> str:
     return wid
 
 
+def recipe(deps: list[str]) -> dict[str, Any]:
+    """A recipe that asks for delivery and whose tests need pytest, which the system python lacks."""
+    return {
+        "id": "fix-with-pytest",
+        "v": "v1",
+        "name": "fix with pytest",
+        "formSchema": {"type": "object", "properties": {"repo": {"type": "string"}, "plan": {"type": "array"}}},
+        "intentTmpl": {
+            "goal": "fix add",
+            "inputs": {"repo": "{{formData.repo}}"},
+            "constraints": {
+                "testCommand": "python -m pytest -q test_calc.py",
+                "patchPlan": "{{formData.plan}}",
+                "deliver": "branch",
+            },
+        },
+        "wfEntry": "RunIntent",
+        "queue": "intentQ",
+        "limits": {"maxSteps": 8, "maxFanout": 2, "maxSbxMin": 5, "maxTokens": 100},
+        "eval": [],
+        "fixtures": [],
+        "sandbox": {"envRef": "local-python-3.11", "deps": deps},
+    }
+
+
+def start_recipe(base: str, repo: Path) -> str:
+    imported = httpx.post(f"{base}/api/recipes/import", json={"id": "f", "versions": [recipe(["pytest==8.3.*"])]})
+    assert imported.status_code == 201, imported.text
+    payload = {
+        "recipeRef": {"id": "fix-with-pytest", "v": "v1"},
+        "formData": {"repo": str(repo), "plan": fix_plan()},
+        "opts": {"queuePartitionKey": "workspace", "allowDraft": True},
+    }
+    started = httpx.post(f"{base}/api/run", json=payload, timeout=30)
+    assert started.status_code == 201, started.text
+    return str(started.json()["workflowID"])
+
+
 def header(base: str, wid: str) -> dict[str, Any]:
     return dict(httpx.get(f"{base}/api/runs/{wid}", timeout=30).json())
 
@@ -62,12 +100,13 @@ def live_server(spawn: Callable[..., KodoProcess], tmp_path: Path, **env: str) -
 def test_approver_reviews_the_diff_in_chromium_and_the_source_gains_the_branch(
     spawn: Callable[..., KodoProcess], engine: sa.Engine, page: Any, tmp_path: Path
 ) -> None:
-    """Diff on the gate card → Approve → tests pass under bwrap → branch kodo/<runId> with the reviewed diff."""
+    """Diff on the gate card → Approve → pytest (installed by the recipe's template) passes under bwrap →
+    branch kodo/<runId> with the reviewed diff."""
     repo = make_repo(tmp_path / "repo")
     base_commit = git(repo, "rev-parse", "HEAD").strip()
     before = checkout_state(repo)
     _server, base = live_server(spawn, tmp_path, SBX_DEFAULT_TIMEOUT_MS="60000")
-    wid = start(base, repo)
+    wid = start_recipe(base, repo)
     page.goto(f"{base}/?wid={wid}")
     card = page.locator("section.gate")
     playwright.expect(card.locator("tr.diff-add")).to_contain_text("return a + b")
@@ -85,7 +124,11 @@ def test_approver_reviews_the_diff_in_chromium_and_the_source_gains_the_branch(
     with engine.connect() as conn:
         (row,) = conn.execute(sa.text("SELECT err_code, response FROM app.sbx_runs WHERE run_id = :r"), {"r": run_id})
         assert oracle_violations(conn) == {}
-    assert row.err_code == "NONE" and row.response["raw"]["isolation"] == "bwrap" and "OK" in row.response["stderr"]
+    assert (
+        row.err_code == "NONE" and row.response["raw"]["isolation"] == "bwrap" and "1 passed" in row.response["stdout"]
+    )
+    assert row.response["template"]["environment"] == "cold"  # pytest came from the template's environment
+    playwright.expect(page.locator("td.environment-cold")).to_be_visible()
     assert git(repo, "diff", "--binary", base_commit, branch) == reviewed
     assert git(repo, "rev-list", "--count", f"{base_commit}..{branch}").strip() == "1"
     assert checkout_state(repo) == before and (repo / "calc.py").read_text() == BUGGY
