@@ -161,3 +161,29 @@ def test_a_read_only_source_gets_a_format_patch_artifact_instead(
     assert served.status_code == 200 and "From: kodo <kodo@localhost>" in served.text
     check = subprocess.run(["git", "-C", str(repo), "apply", "--check", "-"], input=served.text, text=True)
     assert check.returncode == 0
+
+
+def test_a_branch_that_is_not_kodos_is_never_moved_and_the_run_still_succeeds(
+    client: TestClient, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """kodo/<runId> already names another commit: the delivery is ``failed`` (said why), the branch stays put,
+    the run (whose tests passed) stays SUCCESS."""
+    from kodo.identity import run_id_for
+
+    repo = make_repo(tmp_path / "repo")
+    constraints = {"testCommand": TEST_COMMAND, "patchPlan": fix_plan(), "deliver": "branch"}
+    created = client.post("/api/intents", json={"goal": "g", "inputs": {"repo": str(repo)}, "constraints": constraints})
+    wid = created.json()["intentId"]
+    branch = f"kodo/{run_id_for(wid)}"
+    git(repo, "branch", branch)  # somebody else's branch, at the base commit
+    taken = git(repo, "rev-parse", branch).strip()
+    started = client.post("/api/runs", json={"intentId": wid, "queuePartitionKey": "deliver", "autoApprove": True})
+    assert started.status_code == 201
+    done = wait_status(client, wid, {"SUCCESS", "ERROR"})
+    assert done["status"] == "SUCCESS", done
+    shown = client.get(f"/api/runs/{wid}/delivery").json()
+    assert shown["status"] == "failed" and shown["error"]["code"] == "DELIVERY_FAILED"
+    assert "already exists" in shown["error"]["message"] and shown["commit"] is None
+    assert git(repo, "rev-parse", branch).strip() == taken
+    page = client.get(f"/runs/{wid}/view").text
+    assert "DELIVERY_FAILED" in page

@@ -100,7 +100,8 @@ def finish_delivery(
         sa.text(
             "UPDATE app.deliveries SET status = :st, commit_sha = coalesce(:c, commit_sha), "
             "artifact_uri = coalesce(:a, artifact_uri), error = :e, "
-            "delivered_at = CASE WHEN :st = 'delivered' THEN clock_timestamp() ELSE delivered_at END "
+            "delivered_at = CASE WHEN :st = 'delivered' THEN coalesce(delivered_at, clock_timestamp()) "
+            "ELSE delivered_at END "
             "WHERE run_id = :r"
         ).bindparams(sa.bindparam("e", type_=JSONB)),
         {"r": run_id, "st": status, "c": commit_sha, "a": artifact_uri, "e": error},

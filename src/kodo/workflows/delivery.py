@@ -57,11 +57,15 @@ def _message(goal: str, run_id: str, intent_id: str) -> str:
 
 
 def _open(conn: sa.Connection, key: str, requested_by: str) -> tuple[workspaces.Delivery, str]:
-    """Check the run may be delivered and write (or find) its ledger row; returns it with the commit message."""
+    """Check the run may be delivered and write (or find) its ledger row; returns it with the commit message.
+
+    By hand, only a succeeded run; the workflow's own step runs while the run is still ``running`` (its
+    tests passed: ExecuteST left the run to end with its delivery)."""
     run = runs.get(conn, key)
     if run is None:
         raise NotFound(f"run not found: {key}")
-    if run.status != "succeeded":
+    delivering = requested_by == "workflow" and run.status == "running"
+    if run.status != "succeeded" and not delivering:
         raise Conflict(f"run {run.workflow_id} is {run.status}: only a succeeded run is delivered", status=run.status)
     origin = workspaces.get(conn, run.id)
     reviewed = artifacts.get_by_uri(conn, diff_uri(run.id))
@@ -103,6 +107,16 @@ def _publish(workspace: Path, delivery: workspaces.Delivery, commit_id: str) -> 
         )
 
 
+def _close(conn: sa.Connection, run_id: str, **fields: Any) -> workspaces.Delivery:
+    """Close the ledger row; a run that was waiting for its delivery ends ``succeeded`` with it (its tests
+    passed, whatever became of the delivery)."""
+    closed = workspaces.finish_delivery(conn, run_id=run_id, **fields)
+    run = runs.get(conn, run_id)
+    if run is not None and run.status == "running" and run.last_step == "ExecuteST":
+        runs.update(conn, run_id, status="succeeded")
+    return closed
+
+
 def _outcome(delivery: workspaces.Delivery) -> DeliveryOutcome:
     return {
         "status": delivery.status,
@@ -119,7 +133,8 @@ def deliver(engine: sa.Engine, workspaces_dir: Path, key: str, requested_by: str
     with engine.begin() as conn:
         delivery, message = _open(conn, key, requested_by)
     if delivery.status == "delivered":
-        return _outcome(delivery)
+        with engine.begin() as conn:  # a step re-run after the row closed: the run ends (again: a no-op)
+            return _outcome(_close(conn, delivery.run_id, status="delivered"))
     run_id = delivery.run_id
     workspace = workspaces_dir / run_id
     when = f"@{int(delivery.created_at.timestamp())} +0000"
@@ -138,14 +153,10 @@ def deliver(engine: sa.Engine, workspaces_dir: Path, key: str, requested_by: str
                 artifacts.add_all(conn, run_id, [made])
     except (workspace_git.GitError, OSError) as error:
         with engine.begin() as conn:
-            failed = workspaces.finish_delivery(
-                conn, run_id=run_id, status="failed", error={"code": "DELIVERY_FAILED", "message": str(error)}
-            )
+            failed = _close(conn, run_id, status="failed", error={"code": "DELIVERY_FAILED", "message": str(error)})
         return _outcome(failed)
     with engine.begin() as conn:
-        done = workspaces.finish_delivery(
-            conn, run_id=run_id, status="delivered", commit_sha=commit_id, artifact_uri=uri
-        )
+        done = _close(conn, run_id, status="delivered", commit_sha=commit_id, artifact_uri=uri)
     return _outcome(done)
 
 

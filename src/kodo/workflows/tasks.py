@@ -21,7 +21,7 @@ from kodo.errors import Conflict, StepFailure
 from kodo.identity import artifact_uri, task_key_for
 from kodo.models import RETRYABLE_SANDBOX_CODES, STEP_PHASES, NewArtifact
 from kodo.store import artifacts, receipts, runs, sandbox_runs, steps
-from kodo.workflows import cancellation, completions, environments, evals, observe
+from kodo.workflows import cancellation, completions, delivery, environments, evals, observe
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import services, transact
 from kodo.workflows.templates import default_resolution
@@ -295,7 +295,9 @@ def _save_execution(
     )
     if merged["errCode"] == "NONE":
         evals.record_for_run(conn, ctx)  # with ExecuteST's checkpoint: stored exactly once
-        runs.update(conn, run_id, status="succeeded", last_step="ExecuteST", clear_next_action=True)
+        # A run that asks for delivery ends with its delivery (kodo.workflows.delivery), not here.
+        final = None if delivery.requested(ctx) else "succeeded"
+        runs.update(conn, run_id, status=final, last_step="ExecuteST", clear_next_action=True)
     else:
         runs.update(conn, run_id, last_step="ExecuteST")
     return merged
