@@ -115,3 +115,21 @@ def test_diff_of_an_unknown_run_or_with_a_query_is_a_clean_4xx(client: TestClien
     assert client.get("/api/runs/nope/delivery").status_code == 404
     with engine.connect() as conn:
         assert table_counts(conn) == before
+
+
+def test_a_run_without_repository_or_patches_has_an_empty_diff_and_no_diff_artifact(
+    client: TestClient, engine: sa.Engine
+) -> None:
+    """No clone, no patch: nothing to review (the card says so), GET /diff is an empty 200 once patches ran."""
+    intent = client.post("/api/intents", json={"goal": "plain", "inputs": {}, "constraints": {}}).json()
+    wid = intent["intentId"]
+    assert client.get(f"/api/runs/{wid}/diff").status_code == 404  # no run yet
+    assert client.post("/api/runs", json={"intentId": wid, "queuePartitionKey": "plain"}).status_code == 201
+    gate = plan_gate(client, wid)
+    assert gate["review"]["diff"] is None and gate["review"]["plan"]["design"] == ["Design for: plain"]
+    empty = client.get(f"/api/runs/{wid}/diff")
+    assert empty.status_code == 200 and empty.text == ""
+    assert "No change to review" in client.get(f"/runs/{wid}/view").text
+    with engine.connect() as conn:
+        kinds = conn.execute(sa.text("SELECT kind FROM app.artifacts WHERE step_id = 'ApplyPatchST'")).scalars().all()
+    assert kinds == ["none"]

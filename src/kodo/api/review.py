@@ -156,6 +156,8 @@ def gate_review(conn: sa.Connection, run: Run, gate: Gate, max_lines: int) -> di
 def run_diff(conn: sa.Connection, key: str) -> tuple[Run, str]:
     run = require_run(conn, key)
     record = diff_record(conn, run)
+    if record is None and plan_fields(conn, run) is not None:
+        return run, ""  # the patches were applied and changed nothing reviewable: an empty diff
     if record is None:
         origin = workspaces.get(conn, run.id)
         what = "its workspace was not set up yet" if origin is None else "its patches were not applied yet"

@@ -29,8 +29,9 @@ def record_workspace(conn: sa.Connection, run_id: str, workspace: Path, repo: st
     workspaces.record(conn, run_id=run_id, source_repo=repo if base else None, base_commit=base)
 
 
-def diff_artifact(conn: sa.Connection, run_id: str, workspace: Path, attempt: int) -> NewArtifact:
-    """The workspace's diff against its base (git), or the patch ledger's own diff when it is no clone."""
+def diff_artifact(conn: sa.Connection, run_id: str, workspace: Path, attempt: int) -> NewArtifact | None:
+    """The workspace's diff against its base (git), or the patch ledger's own diff when it is no clone;
+    None when there is nothing to review (no clone and no patch)."""
     applied = [
         record
         for record in patches.list_for_run(conn, run_id, "ApplyPatchST")
@@ -46,6 +47,8 @@ def diff_artifact(conn: sa.Connection, run_id: str, workspace: Path, attempt: in
             "tree": snap.tree,
             "sourceRepo": origin.source_repo if origin else None,
         }
+    elif not applied:
+        return None
     else:
         changes = [(r.target_path, r.preimage_content, r.postimage_content) for r in applied]
         inline = {"text": workspace_git.ledger_diff(changes), "base": None, "tree": None, "sourceRepo": None}

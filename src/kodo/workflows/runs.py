@@ -191,7 +191,8 @@ def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any
                 inline={"status": "no_artifacts"},
             )
         )
-    made.append(review.diff_artifact(conn, run_id, workspace, attempt))  # what the plan gate reviews
+    reviewed = review.diff_artifact(conn, run_id, workspace, attempt)  # what the plan gate reviews
+    made += [reviewed] if reviewed is not None else []
     artifacts.add_all(conn, run_id, made)
     output = {key: value for key, value in plan.items() if key != "patchPlan"}
     steps.record(
