@@ -55,3 +55,13 @@ def test_cap_cuts_at_the_line_budget_across_files() -> None:
     kept, cut = _cap(files, 100)
     assert cut is False and sum(len(f.lines) for f in kept) == 8
     assert parse("") == []
+
+
+def test_ledger_diff_of_a_workspace_that_is_no_clone_parses_back() -> None:
+    """The patch ledger's own diff (no git): new and changed files, unchanged ones left out, numbered on parse."""
+    from kodo.adapters.workspace_git import ledger_diff
+
+    text = ledger_diff([("new.txt", "", "a\nb\n"), ("same.txt", "x\n", "x\n"), ("m.py", "x = 1\n", "x = 2")])
+    files = parse(text)
+    assert [(f.path, f.added, f.removed) for f in files] == [("new.txt", 2, 0), ("m.py", 1, 1)]
+    assert "--- /dev/null" in text and "\\ No newline at end of file" in text

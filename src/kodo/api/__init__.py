@@ -31,23 +31,10 @@ def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
     app.state.kodo = context
     app.state.metrics = metrics.build(context.engine)
     errors.install(app)
-    modules = (
-        health,
-        intents,
-        runs,
-        recipes,
-        gates,
-        events,
-        artifacts,
-        proofs,
-        ops,
-        run_evidence,
-        review,
-        metrics,
-        access,
-    )
+    modules = (health, intents, runs, recipes, gates, events, artifacts, proofs, ops, run_evidence, metrics, access)
     for module in modules:
         app.include_router(module.router)
+    app.include_router(review.router)  # the plan gate's review and a run's diff and delivery
     settings = context.settings
     access.install(
         app, engine=context.engine, tokens=parse_tokens(settings.api_tokens), max_body=settings.max_body_bytes

@@ -9,9 +9,10 @@ from typing import Any
 
 from kodo.adapters.sandbox import SandboxResult
 from kodo.adapters.toolchains import Toolchain, ToolchainBuildError, ensure
+from kodo.models import TemplateErrorCode
 from kodo.settings import Settings
 
-BUILD_FAIL = "TEMPLATE_BUILD_FAIL"
+BUILD_FAIL: TemplateErrorCode = "TEMPLATE_BUILD_FAIL"
 
 
 def prepare(
