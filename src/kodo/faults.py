@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from kodo.errors import ConfigurationError
 
 # Every fault point that the code marks, with what a hit there interrupts. Add a name here with its hit().
-POINTS: dict[str, str] = {}
+POINTS: dict[str, str] = {
+    "delivery.after_branch": "a delivery created branch kodo/<runId> in the source but has not closed its ledger row",
+}
 
 
 class FaultInjected(RuntimeError):

@@ -21,6 +21,8 @@ LANE_PRIORITY: dict[str, int] = {"interactive": 1, "batch": 1000}
 SandboxErrorCode = Literal[
     "NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL"
 ]
+# Not a sandbox's own failure: the task's installed template did not build (kodo.workflows.environments).
+TemplateErrorCode = Literal["TEMPLATE_BUILD_FAIL"]
 RETRYABLE_SANDBOX_CODES: frozenset[str] = frozenset({"BOOT_FAIL", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL"})
 STEP_PHASES: dict[str, str] = {
     "CompileST": "compilation",

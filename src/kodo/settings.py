@@ -70,6 +70,8 @@ class Settings(BaseSettings):
 
     # --- human gates
     hitl_plan_approval_timeout_s: int = Field(3600, validation_alias="HITL_PLAN_APPROVAL_TIMEOUT_S")
+    # The plan gate's card shows at most this many diff lines, then links to the full diff artifact.
+    review_diff_max_lines: int = Field(1500, ge=1, validation_alias="REVIEW_DIFF_MAX_LINES")
 
     # --- queues (predecessor defaults)
     intent_queue_worker_concurrency: int = Field(5, validation_alias="INTENT_QUEUE_WORKER_CONCURRENCY")
@@ -227,6 +229,11 @@ class Settings(BaseSettings):
     @property
     def workspaces_dir(self) -> Path:
         return self.home / "workspaces"
+
+    @property
+    def templates_dir(self) -> Path:
+        """Installed sandbox templates: one virtual environment per deps hash (kodo.adapters.toolchains)."""
+        return self.home / "templates"
 
     @property
     def agent_base_url(self) -> str:

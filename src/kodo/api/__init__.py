@@ -17,6 +17,7 @@ from kodo.api import (
     ops,
     proofs,
     recipes,
+    review,
     run_evidence,
     runs,
 )
@@ -33,6 +34,7 @@ def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
     modules = (health, intents, runs, recipes, gates, events, artifacts, proofs, ops, run_evidence, metrics, access)
     for module in modules:
         app.include_router(module.router)
+    app.include_router(review.router)  # the plan gate's review and a run's diff and delivery
     settings = context.settings
     access.install(
         app, engine=context.engine, tokens=parse_tokens(settings.api_tokens), max_body=settings.max_body_bytes

@@ -44,6 +44,8 @@ def render(kind: str, inline: Any) -> tuple[str, str]:
         if isinstance(inline, dict):
             value = inline.get("json", inline.get("text", inline))
         return "application/json", value if isinstance(value, str) else json.dumps(value, indent=2)
+    if kind == "diff":  # a workspace's unified diff (kodo.workflows.review)
+        return "text/x-diff; charset=utf-8", inline.get("text", "") if isinstance(inline, dict) else str(inline)
     if kind == "svg":
         return "image/svg+xml", inline.get("text", "") if isinstance(inline, dict) else str(inline)
     if kind in _TEXT_KINDS:

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from kodo.api.access import actor, empty_list, partition_patterns, requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body, integer, query
+from kodo.api.review import gate_review
 from kodo.api.run_changes import read_until
 from kodo.api.runs import DEPRECATION, read_by_key, require_run
 from kodo.api.schemas import ExternalEventBody, GateReplyBody, RunEventBody, parse_body
@@ -110,7 +111,11 @@ def _read_gate(ctx: ApiContext, wid: str, key: str) -> dict[str, Any]:
         gate = gate_store.get(conn, run.id, key)
         if gate is None:
             raise NotFound("gate not found")
-        return gate_view(run.workflow_id, gate, _origins(conn, run.id).get(key))
+        view = gate_view(run.workflow_id, gate, _origins(conn, run.id).get(key))
+        review = gate_review(conn, run, gate, ctx.settings.review_diff_max_lines)
+        if review is not None:  # the plan gate's card: the plan and the diff it approves
+            view["review"] = review
+        return view
 
 
 @router.get("/api/runs/{wid}/gates/{gate_key}", openapi_extra=query(("timeoutS", integer(0, 30))))

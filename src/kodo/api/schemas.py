@@ -6,7 +6,7 @@ import json
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Request
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from kodo.errors import InvalidInput
 
@@ -23,6 +23,16 @@ class IntentBody(Strict):
     inputs: dict[str, Any]
     constraints: dict[str, Any]
     connectors: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _delivery(self) -> IntentBody:
+        """``constraints.deliver`` (kodo.workflows.delivery) is "branch", and needs ``inputs.repo``."""
+        deliver = self.constraints.get("deliver")
+        if deliver is not None and deliver != "branch":
+            raise ValueError('constraints.deliver must be "branch" (a commit on branch kodo/<runId> of inputs.repo)')
+        if deliver is not None and not isinstance(self.inputs.get("repo"), str):
+            raise ValueError("constraints.deliver needs inputs.repo: the git repository to deliver to")
+        return self
 
 
 class WorkloadBody(Strict):

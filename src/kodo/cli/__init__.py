@@ -586,5 +586,8 @@ def sbx_template_register(ref: str, template_id: str, boot_ms: int | None) -> No
     click.echo(f"{row.template_key}\t{row.template_id}\t{'registered' if created else 'already registered'}")
 
 
+cli.add_command(_LazyGroup("runs", "kodo.cli.runs:runs", "A run's change: kodo runs diff|deliver <run>."))
+
+
 def main() -> None:
     cli()

@@ -17,6 +17,7 @@ from kodo.api.access import partition_patterns, requires
 from kodo.api.deps import ApiContext, context
 from kodo.api.gates import gate_view
 from kodo.api.ops import ops_of
+from kodo.api.review import change_view, gate_review
 from kodo.api.runs import header, require_run, step_rows
 from kodo.errors import NotFound
 from kodo.ops import diagnosis
@@ -90,13 +91,15 @@ def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
     run = require_run(conn, key)
     made = artifacts.list_for_run(conn, run.id)
     interactions = {i.gate_key: i.origin for i in gate_store.interactions(conn, run.id, 500)}
+    gate_rows = gate_store.list_for_run(conn, run.id)
+    max_lines = ctx.settings.review_diff_max_lines
     return {
         "diagnosis": diagnosis.diagnose(ops_of(ctx), run.workflow_id),
         "run": header(ctx, conn, run),
         "steps": step_rows(run, steps.list_for_run(conn, run.id), made, ctx.settings.trace_base_url),
-        "gates": [
-            gate_view(run.workflow_id, g, interactions.get(g.gate_key)) for g in gate_store.list_for_run(conn, run.id)
-        ],
+        "gates": [gate_view(run.workflow_id, g, interactions.get(g.gate_key)) for g in gate_rows],
+        "reviews": {g.gate_key: gate_review(conn, run, g, max_lines) for g in gate_rows if g.resolved_at is None},
+        "change": change_view(conn, run, max_lines),
         "artifacts": made,
         "patches": patches.list_for_run(conn, run.id),
         "interactions": gate_store.interactions(conn, run.id, 200),

@@ -25,7 +25,7 @@ from kodo.settings import Settings
 from kodo.store import artifacts, durable_status, intents, repairs, runs, sandbox_runs, steps
 from kodo.store import gates as gate_store
 from kodo.store import patches as patch_store
-from kodo.workflows import agents, budgets, escalation, gates, observe, patches, tasks, templates
+from kodo.workflows import agents, budgets, delivery, escalation, gates, observe, patches, review, tasks, templates
 from kodo.workflows.runtime import services, transact
 
 WORKFLOW_NAME = "RunIntent"
@@ -122,6 +122,7 @@ def _context(conn: sa.Connection, workflow_id: str, phase_id: str, starting: boo
     workspace = settings.workspaces_dir / run.id
     repo = intent.inputs.get("repo") if isinstance(intent.inputs.get("repo"), str) else None
     patches.prepare_workspace(workspace, repo)
+    review.record_workspace(conn, run.id, workspace, repo)
     ttl = intent.constraints.get("planApprovalTimeoutS")
     return {
         "runId": run.id,
@@ -190,6 +191,8 @@ def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any
                 inline={"status": "no_artifacts"},
             )
         )
+    reviewed = review.diff_artifact(conn, run_id, workspace, attempt)  # what the plan gate reviews
+    made += [reviewed] if reviewed is not None else []
     artifacts.add_all(conn, run_id, made)
     output = {key: value for key, value in plan.items() if key != "patchPlan"}
     steps.record(
@@ -353,6 +356,8 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
         merged = tasks.execute(ctx, build, planned, results, _now())
         if merged["errCode"] != "NONE":
             raise StepFailure(merged["errCode"], f"SBX execution failed [{merged['errCode']}]")
+        if delivery.requested(ctx):  # the reviewed change leaves kodo (a failed delivery does not fail the run)
+            delivery.deliver_step(ctx["runId"])
         return {"runId": ctx["runId"], "status": "succeeded", "tasks": len(planned)}
     except StepFailure as failure:
         transact("fail", _fail, ctx, failure.code, failure.message)

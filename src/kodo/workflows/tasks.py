@@ -21,7 +21,7 @@ from kodo.errors import Conflict, StepFailure
 from kodo.identity import artifact_uri, task_key_for
 from kodo.models import RETRYABLE_SANDBOX_CODES, STEP_PHASES, NewArtifact
 from kodo.store import artifacts, receipts, runs, sandbox_runs, steps
-from kodo.workflows import cancellation, completions, evals, observe
+from kodo.workflows import cancellation, completions, delivery, environments, evals, observe
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import services, transact
 from kodo.workflows.templates import default_resolution
@@ -91,6 +91,8 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
     svc = services()
     status = DBOS.step_status
     attempt = (status.current_attempt or 0) + 1 if status is not None else 1
+    booting = time.monotonic()
+    toolchain, build_failed = environments.prepare(svc.settings, svc.sandbox.provider, task.get("template"))
     request = SandboxRequest(
         task_key=task["taskKey"],
         cmd=task["cmd"],
@@ -98,14 +100,14 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
         timeout_ms=task.get("timeoutMs", svc.settings.sbx_default_timeout_ms),
         net=bool(task.get("net", svc.settings.sbx_default_net)),
         env_ref=str((task.get("template") or {}).get("templateRef") or "local-python-3.11"),
+        toolchain=str(toolchain.path) if toolchain else None,
     )
-    booting = time.monotonic()
     # An operator cancel kills the running command (see kodo.workflows.cancellation) and records nothing.
     with cancellation.watching(request.task_key) as watch:
         if svc.settings.chaos_sleep_execute:
             watch.sleep(svc.settings.chaos_sleep_execute / 1000)
-        result: SandboxResult | None = None
-        if not watch.canceled:
+        result: SandboxResult | None = build_failed
+        if result is None and not watch.canceled:
             with observe.external_call(
                 "sandbox", "run", provider=svc.sandbox.provider, task_key=request.task_key, attempt=attempt
             ) as outcome:
@@ -116,6 +118,8 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
     response = result.as_json(request.task_key)
     if task.get("template"):
         response["template"] = boot_record(task["template"], result, booting, svc.settings.chaos_sleep_execute)
+        if toolchain is not None:  # an installed template: cold (built for this task) or warm
+            response["template"] |= environments.describe(toolchain)
     made = artifact_set(task["runId"], request.task_key, attempt, svc.sandbox.provider, response)
     response["attempt"] = attempt
     response["artifactIndexRef"] = made[0].uri
@@ -291,7 +295,9 @@ def _save_execution(
     )
     if merged["errCode"] == "NONE":
         evals.record_for_run(conn, ctx)  # with ExecuteST's checkpoint: stored exactly once
-        runs.update(conn, run_id, status="succeeded", last_step="ExecuteST", clear_next_action=True)
+        # A run that asks for delivery ends with its delivery (kodo.workflows.delivery), not here.
+        final = None if delivery.requested(ctx) else "succeeded"
+        runs.update(conn, run_id, status=final, last_step="ExecuteST", clear_next_action=True)
     else:
         runs.update(conn, run_id, last_step="ExecuteST")
     return merged

@@ -67,6 +67,7 @@ def resolve_in(conn: sa.Connection, recipe_id: str, v: str) -> dict[str, Any]:
         "templateRef": env_ref,
         "templateId": None,
         "depsHash": digest,
+        "deps": _deps,  # installed by the local sandbox (kodo.workflows.environments)
     }
     row = sbx_templates.get(conn, recipe_id, v, digest)
     if row is None:

@@ -21,9 +21,12 @@ class SandboxRequest:
     mem_mb: int = 512
     net: bool = False
     env_ref: str = "local-python-3.11"
+    # An installed template (a virtual environment): mounted read-only, its ``bin`` first on PATH.
+    toolchain: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        extra = {"toolchain": self.toolchain} if self.toolchain else {}
+        return extra | {
             "taskKey": self.task_key,
             "cmd": self.cmd,
             "workdir": self.workdir,

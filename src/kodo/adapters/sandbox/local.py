@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -122,8 +123,14 @@ class LocalSandbox:
                 elif path.is_dir():
                     argv += ["--ro-bind", str(path), str(path)]
             argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            if request.toolchain:  # the installed template, read-only
+                argv += ["--ro-bind", request.toolchain, request.toolchain]
             argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
-        return [*argv, "bash", "-lc", request.cmd]
+        command = request.cmd
+        if request.toolchain:  # after the login shell's profile, which resets PATH
+            venv = shlex.quote(request.toolchain)
+            command = f'export VIRTUAL_ENV={venv} PATH={venv}/bin:"$PATH"; {command}'
+        return [*argv, "bash", "-lc", command]
 
     def environment(self, request: SandboxRequest) -> dict[str, str]:
         return {"PATH": SANDBOX_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp", **request.env}

@@ -174,7 +174,19 @@ document.addEventListener("click", (event) => {
   if (!button || button.tagName === "FORM") return;
   if (button.dataset.kodo === "artifact") openArtifact(button.dataset.uri);
   if (button.dataset.kodo === "retry") retryRun(button);
+  if (button.dataset.kodo === "copy") copyText(button);
 });
+
+function copyText(button) {
+  // The copyable git command of a delivery: the clipboard when the page may use it, else select the text.
+  const source = document.getElementById(button.dataset.target);
+  if (!source) return;
+  if (navigator.clipboard) {
+    navigator.clipboard.writeText(source.textContent).then(() => { button.textContent = "Copied"; }, () => {});
+  } else {
+    window.getSelection().selectAllChildren(source);
+  }
+}
 
 document.addEventListener("DOMContentLoaded", () => {
   const panel = document.querySelector("[data-kodo=run]");

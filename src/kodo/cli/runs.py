@@ -1,0 +1,70 @@
+"""``kodo runs``: a run's change — ``diff`` prints what the plan gate reviewed, ``deliver`` sends a finished
+run's change to its source repository (branch ``kodo/<runId>``, or a format-patch artifact)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+
+import click
+import sqlalchemy as sa
+
+from kodo.errors import KodoError
+from kodo.settings import Settings, load_settings
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[tuple[Settings, sa.Engine]]:
+    """Settings and an engine on the migrated database; kodo errors become clean CLI errors."""
+    from kodo.main import prepare_database
+
+    try:
+        settings = load_settings()
+        _url, engine = prepare_database(settings)
+    except KodoError as error:
+        raise click.ClickException(error.message) from error
+    try:
+        yield settings, engine
+    except KodoError as error:
+        raise click.ClickException(error.message) from error
+    finally:
+        engine.dispose()
+
+
+@click.group()
+def runs() -> None:
+    """A run's change: print its diff, deliver it to its source repository."""
+
+
+@runs.command("diff")
+@click.argument("run")
+def runs_diff(run: str) -> None:
+    """Print RUN's diff (run id or workflow id) against its base commit, as reviewed at the plan gate."""
+    from kodo.api.review import run_diff
+
+    with _database() as (_settings, engine), engine.connect() as conn:
+        _run, text = run_diff(conn, run)
+    click.echo(text, nl=False)
+
+
+@runs.command("deliver")
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print the delivery as JSON.")
+def runs_deliver(run: str, as_json: bool) -> None:
+    """Deliver a succeeded RUN: a commit on branch kodo/<runId> of its source repository (exactly once)."""
+    from kodo.workflows import delivery
+
+    with _database() as (settings, engine):
+        outcome = delivery.deliver(engine, settings.workspaces_dir, run, "cli")
+    if as_json:
+        click.echo(json.dumps(outcome, sort_keys=True))
+    elif outcome["status"] != "delivered":
+        error = outcome["error"] or {}
+        raise click.ClickException(f"delivery failed: {error.get('message', 'unknown error')}")
+    elif outcome["mode"] == "branch":
+        click.echo(f"{outcome['branch']}\t{outcome['commit']}")
+    else:
+        click.echo(f"patch\t{outcome['artifactUri']}")
+    if outcome["status"] != "delivered":
+        raise SystemExit(1)

@@ -1,0 +1,46 @@
+"""A task's sandbox template, installed: for the local sandbox, the recipe's ``deps`` in a virtual environment
+per deps hash (:mod:`kodo.adapters.toolchains`), built on the host that runs the task the first time (cold)
+and reused afterwards (warm). A build that fails is the task's result: ``TEMPLATE_BUILD_FAIL``, with the
+build log as its ``stderr.log`` artifact (not retried: the same pins fail the same way)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kodo.adapters.sandbox import SandboxResult
+from kodo.adapters.toolchains import Toolchain, ToolchainBuildError, ensure
+from kodo.models import TemplateErrorCode
+from kodo.settings import Settings
+
+BUILD_FAIL: TemplateErrorCode = "TEMPLATE_BUILD_FAIL"
+
+
+def prepare(
+    settings: Settings, provider: str, template: dict[str, Any] | None
+) -> tuple[Toolchain | None, SandboxResult | None]:
+    """(the environment to run in, None) — or (None, the failed result); (None, None) when there is none to
+    install (no deps, or a provider other than ``local``)."""
+    deps = [str(d) for d in (template or {}).get("deps") or []]
+    if not deps or provider != "local" or template is None:
+        return None, None
+    try:
+        return ensure(settings.templates_dir, str(template["depsHash"]), deps), None
+    except ToolchainBuildError as error:
+        failed = SandboxResult(
+            exit=1,
+            stdout="",
+            stderr=f"{BUILD_FAIL}: {error}\n--- build log ---\n{error.log}\n",
+            err_code=BUILD_FAIL,
+            sandbox_ref=f"template:{template['depsHash'][:16]}",
+            raw={"provider": provider, "template": {"depsHash": template["depsHash"], "deps": deps}},
+        )
+        return None, failed
+
+
+def describe(toolchain: Toolchain) -> dict[str, Any]:
+    """What the task's boot record says about its environment: cold (built now) or warm, and where."""
+    return {
+        "environment": "cold" if toolchain.built else "warm",
+        "buildMs": toolchain.build_ms,
+        "venv": str(toolchain.path),
+    }
