@@ -20,6 +20,14 @@ from kodo.errors import ConfigurationError
 
 # Every fault point that the code marks, with what a hit there interrupts. Add a name here with its hit().
 POINTS: dict[str, str] = {}
+POINTS.update(  # crash-safe patches, workspaces and atomic ops (issue 18 part B)
+    {
+        "patch.before_write": "a patch's preimage is committed, its file not yet written (workflows/patches.py)",
+        "patch.after_write": "a patch's file is written, the step's commit (applied) not yet made",
+        "workspace.before_clone": "a run's workspace is about to be cloned, outside any row lock",
+        "ops.between_change_and_audit": "an ops change is made in its transaction, its audit row not yet written",
+    }
+)
 
 
 class FaultInjected(RuntimeError):

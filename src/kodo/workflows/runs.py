@@ -120,8 +120,7 @@ def _context(conn: sa.Connection, workflow_id: str, phase_id: str, starting: boo
         runs.update(conn, run.id, status="running", current_workflow_id=phase_id)
     settings = services().settings
     workspace = settings.workspaces_dir / run.id
-    repo = intent.inputs.get("repo") if isinstance(intent.inputs.get("repo"), str) else None
-    patches.prepare_workspace(workspace, repo)
+    workspace.mkdir(parents=True, exist_ok=True)  # made (cloned) by ``_prepare_workspace``, outside this lock
     ttl = intent.constraints.get("planApprovalTimeoutS")
     return {
         "runId": run.id,
@@ -167,8 +166,10 @@ def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any
     run_id, workspace = ctx["runId"], Path(ctx["workspace"])
     attempt = steps.next_attempt(conn, run_id, "ApplyPatchST")
     made = []
-    for index, item in enumerate(plan.get("patchPlan") or []):
-        payload = patches.apply(conn, run_id=run_id, workspace=workspace, index=index, item=item)
+    applied = patches.apply_plan(
+        conn, services().engine, run_id=run_id, workspace=workspace, items=plan.get("patchPlan") or []
+    )
+    for index, payload in enumerate(applied):
         made.append(
             NewArtifact(
                 step_id="ApplyPatchST",
@@ -419,9 +420,23 @@ def _ahead(conn: sa.Connection, ctx: dict[str, Any], done: dict[str, Any]) -> tu
         return taken, {}
 
 
+def _prepare_workspace(workflow_id: str) -> None:
+    """Make the run's workspace (a clone of ``inputs.repo``) before the phase's first transaction, so no row
+    lock is held while it clones: approvals and cancels of the run answer at once. Idempotent (a finished
+    clone is kept), so it needs no checkpoint of its own; ``_begin`` reports a missing run or intent."""
+    with services().engine.connect() as conn:
+        run = runs.get(conn, workflow_id)
+        intent = intents.get(conn, run.intent_id) if run is not None else None
+    if run is None or intent is None:
+        return
+    repo = intent.inputs.get("repo")
+    patches.prepare_workspace(services().settings.workspaces_dir / run.id, repo if isinstance(repo, str) else None)
+
+
 @DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10)
 def run_intent(workflow_id: str) -> dict[str, Any]:
     """The run's first phase (id = intentId): from the start to its first gate or its end."""
+    _prepare_workspace(workflow_id)
     phase = transact("begin", _begin, workflow_id, workflow_id, True, None)
     return drive(phase["ctx"], phase["done"])
 
@@ -429,6 +444,7 @@ def run_intent(workflow_id: str) -> dict[str, Any]:
 @DBOS.workflow(name=gates.RESUME_WORKFLOW, max_recovery_attempts=10)
 def resume_run(workflow_id: str, gate_key: str) -> dict[str, Any]:
     """A parked run's continuation: resolve the gate from the ledger (or as timed out), then go on."""
+    _prepare_workspace(workflow_id)
     phase = transact("resume", _begin, workflow_id, gates.resume_id(workflow_id, gate_key), False, gate_key)
     if (phase["resolved"]["result"] or {}).get("state") == "TIMED_OUT":
         escalation.escalate(phase["ctx"], gate_key)
@@ -438,6 +454,7 @@ def resume_run(workflow_id: str, gate_key: str) -> dict[str, Any]:
 @DBOS.workflow(name=REPAIR_WORKFLOW, max_recovery_attempts=10)
 def repair_run(workflow_id: str, attempt: int) -> dict[str, Any]:
     """A retry of a failed run: completed steps are reused, the first incomplete one runs again."""
+    _prepare_workspace(workflow_id)
     phase = transact("load", _begin, workflow_id, repair_id(workflow_id, attempt), False, None)
     return drive(phase["ctx"], phase["done"])
 
