@@ -106,7 +106,7 @@ def _write_atomic(path: Path, content: bytes, mode: int) -> None:
     _fsync_directory(path.parent)
 
 
-def _put(path: Path, content: bytes | None, mode: int | None) -> None:
+def put_file(path: Path, content: bytes | None, mode: int | None) -> None:
     """Make ``path`` hold ``content`` (``None``: no file) with ``mode``."""
     if content is None:
         with contextlib.suppress(FileNotFoundError):
@@ -116,7 +116,7 @@ def _put(path: Path, content: bytes | None, mode: int | None) -> None:
     _write_atomic(path, content, NEW_FILE_MODE if mode is None else mode)
 
 
-def _restore(workspace: Path, record: PatchRecord) -> None:
+def restore(workspace: Path, record: PatchRecord) -> None:
     """Put the preimage back if the file holds the postimage; refuse if it holds neither."""
     path = resolve_target(workspace, record.target_path)
     current, mode = _read(path)
@@ -127,13 +127,13 @@ def _restore(workspace: Path, record: PatchRecord) -> None:
         return
     if found != record.postimage_hash:
         raise StepFailure("POSTIMAGE_MISMATCH", f"POSTIMAGE_MISMATCH:{record.target_path}")
-    _put(path, record.preimage, record.preimage_mode)
+    put_file(path, record.preimage, record.preimage_mode)
 
 
 def _restore_and_mark(engine: sa.Engine, workspace: Path, records: list[PatchRecord]) -> int:
     """Restore ``records`` newest first, each marked rolled back in its own committed transaction."""
     for record in sorted(records, key=lambda r: r.patch_index, reverse=True):
-        _restore(workspace, record)
+        restore(workspace, record)
         with engine.begin() as conn:
             patches.mark(
                 conn, run_id=record.run_id, step_id=APPLY_STEP, patch_index=record.patch_index, column="rolled_back_at"
@@ -181,7 +181,7 @@ def apply_plan(
             with engine.begin() as ledger:
                 written.append(patches.record(ledger, image))
             faults.hit("patch.before_write")
-            _put(path, image.postimage, mode)
+            put_file(path, image.postimage, mode)
             faults.hit("patch.after_write")
     except StepFailure:
         _restore_and_mark(engine, workspace, written)
@@ -209,7 +209,7 @@ def rollback_all(conn: sa.Connection, *, run_id: str, workspace: Path) -> int:
     for record in reversed(patches.list_for_run(conn, run_id, APPLY_STEP)):
         if record.state == "rolled_back":
             continue
-        _restore(workspace, record)
+        restore(workspace, record)
         patches.mark(conn, run_id=run_id, step_id=APPLY_STEP, patch_index=record.patch_index, column="rolled_back_at")
         restored += 1
     return restored
