@@ -29,7 +29,7 @@ from kodo.store import dbos_control, dbos_workflows, gates, ops_audit, runs
 from kodo.store import run_control as run_rows
 from kodo.store.dbos_workflows import ACTIVE, WorkflowRow
 
-INTERNAL_QUEUE = "_dbos_internal_queue"
+INTERNAL_QUEUE = dbos_control.INTERNAL_QUEUE
 
 
 def _phase(run: Run) -> str:

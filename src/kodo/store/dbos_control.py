@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
+INTERNAL_QUEUE = "_dbos_internal_queue"  # where DBOS puts a resumed workflow that names no queue
 _NOW_MS = "CAST(extract(epoch FROM now()) * 1000 AS bigint)"
 _FINISHED = "('SUCCESS', 'ERROR')"
 
