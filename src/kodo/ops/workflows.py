@@ -190,8 +190,8 @@ def fork(
         with SetWorkflowID(forked):
             ops.client.fork_workflow(row.workflow_id, step_n, application_version=version)
     except dbos_errors.DBOSException as error:
-        with ops.engine.begin() as conn:
-            ops_intents.finish(conn, forked, "abandoned")
+        with ops.engine.begin() as conn:  # DBOS refused: nothing was forked, so nothing stays written
+            ops_intents.remove(conn, forked)
         raise Conflict(f"cannot fork workflow {row.workflow_id}: {error}") from error
     faults.hit("ops.between_change_and_audit")
     with ops.engine.begin() as conn:

@@ -60,3 +60,11 @@ def finish(conn: sa.Connection, forked_workflow_id: str, state: str) -> None:
         ),
         {"s": state, "f": forked_workflow_id},
     )
+
+
+def remove(conn: sa.Connection, forked_workflow_id: str) -> None:
+    """Forget a pending intent whose change DBOS refused (it never happened)."""
+    conn.execute(
+        sa.text("DELETE FROM app.ops_intents WHERE forked_workflow_id = :f AND state = 'pending'"),
+        {"f": forked_workflow_id},
+    )
