@@ -76,3 +76,31 @@ def test_approve_and_cancel_answer_while_the_clone_is_held(
     with engine.connect() as conn:
         steps = conn.execute(sa.text("SELECT count(*) FROM app.run_steps WHERE run_id = :r"), {"r": run["runId"]})
         assert steps.scalar_one() == 0
+
+
+def test_a_failed_clone_fails_the_run_and_a_retry_clones_again(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    """A repository git cannot clone fails the run WORKSPACE_CLONE_FAILED + REPAIR with no workspace left
+    behind (no empty stand-in); once the repository is fixed, a retry clones it and the run succeeds."""
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)  # looks like a repository, is not one
+    body = {"goal": "broken clone", "inputs": {"repo": str(repo)}, "constraints": {}}
+    intent = client.post("/api/intents", json=body).json()["intentId"]
+    run = client.post("/api/runs", json={"intentId": intent, "queuePartitionKey": "p", "autoApprove": True}).json()
+    failed = wait_status(client, intent, {"SUCCESS", "ERROR", "CANCELLED"})
+    assert failed["status"] == "ERROR" and failed["error"]["code"] == "WORKSPACE_CLONE_FAILED", failed
+    assert failed["nextAction"] == "REPAIR"
+    workspace = settings.workspaces_dir / run["runId"]
+    assert not workspace.exists()
+    (repo / ".git").rmdir()
+    (repo / "a.txt").write_text("cloned\n")
+    for args in (
+        ["init", "-q"],
+        ["add", "."],
+        ["-c", "user.name=k", "-c", "user.email=k@x.invalid", "commit", "-qm", "a"],
+    ):
+        subprocess.run(["git", *args], cwd=repo, check=True, timeout=30)
+    assert client.post(f"/runs/{intent}/retry").status_code == 202
+    assert wait_status(client, intent, {"SUCCESS", "ERROR", "CANCELLED"}, timeout=60)["status"] == "SUCCESS"
+    assert (workspace / "a.txt").read_text() == "cloned\n"
