@@ -26,6 +26,7 @@ import structlog
 from dbos import DBOSClient
 
 from kodo import faults
+from kodo.ops import workflows
 from kodo.ops.context import Ops
 from kodo.ops.targets import audit, resolve
 from kodo.settings import Settings
@@ -137,6 +138,9 @@ class Heartbeat:
         if not self.leader:
             return []
         actions = recover_once(self.engine, self.settings, me=self.executor_id)
+        audited = workflows.reconcile(self.engine)  # forks a crash left without their audit row
+        if audited:
+            log.info("audited forks a crash left unaudited", count=audited)
         for item in actions:
             if item["action"] == "stranded" and item["workflowID"] not in self._stranded_seen:
                 self._stranded_seen.add(item["workflowID"])

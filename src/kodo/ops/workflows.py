@@ -9,7 +9,8 @@ needs a non-blank actor and reason, checks its state guard before writing anythi
 Atomic: cancel and resume make the DBOS change (SQL on ``dbos.workflow_status``, ``store.dbos_control``),
 the run row and the audit row in one transaction. A fork is DBOS's own transaction, so it is written
 ahead (``app.ops_intents``, with the forked id chosen here) and audited once the forked workflow exists,
-by the fork itself or, after a crash, by :func:`reconcile` (run at the start of every mutation).
+by the fork itself or, after a crash, by :func:`reconcile` (at the start of every mutation and in each
+round of the recovery leader).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def steps(ops: Ops, key: str) -> list[dict[str, Any]]:
 def cancel(ops: Ops, key: str, *, actor: str | None, reason: str | None) -> dict[str, Any]:
     """Cancel at the next checkpoint (with children); a run's current phase, children and sandboxes go too."""
     given = require_text(actor=actor, reason=reason)
-    reconcile(ops)
+    reconcile(ops.engine)
     with ops.engine.connect() as conn:
         target = resolve(conn, key)
     if target.run is not None:
@@ -128,7 +129,7 @@ def cancel(ops: Ops, key: str, *, actor: str | None, reason: str | None) -> dict
 def resume(ops: Ops, key: str, *, actor: str | None, reason: str | None) -> dict[str, Any]:
     """Resume from the last checkpoint (same id); a cancelled run is reopened as well."""
     given = require_text(actor=actor, reason=reason)
-    reconcile(ops)
+    reconcile(ops.engine)
     with ops.engine.connect() as conn:
         target = resolve(conn, key)
     if target.run is not None and target.run.status == "canceled":
@@ -164,7 +165,7 @@ def fork(
 ) -> dict[str, Any]:
     """A new workflow (new id) that reuses the checkpoints of steps before ``step_n`` and runs the rest."""
     given = require_text(actor=actor, reason=reason)
-    reconcile(ops)
+    reconcile(ops.engine)
     target, row = _dbos_id(ops, key)
     with ops.engine.connect() as conn:
         last = dbos_workflows.max_step(conn, row.workflow_id)
@@ -213,7 +214,8 @@ def _finish_fork(conn: sa.Connection, intents: list[ops_intents.OpsIntent], *, g
     return audited
 
 
-def reconcile(ops: Ops, *, grace: timedelta = FORK_GRACE) -> int:
-    """Finish what a crash left between a fork and its audit row; returns how many audit rows it wrote."""
-    with ops.engine.begin() as conn:
+def reconcile(engine: sa.Engine, *, grace: timedelta = FORK_GRACE) -> int:
+    """Finish what a crash left between a fork and its audit row; returns how many audit rows it wrote.
+    Run at the start of every ops mutation and in each round of the recovery leader."""
+    with engine.begin() as conn:
         return _finish_fork(conn, ops_intents.pending_for_update(conn), grace=grace)
