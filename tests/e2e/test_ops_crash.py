@@ -53,3 +53,34 @@ def test_a_cancel_killed_between_its_dbos_change_and_its_audit_is_not_half_done(
         (row,) = ops_audit.list_for(conn, [header["runId"]])
         assert row.inline["reason"] == "whole"
         assert ops_audit.violations(conn) == []
+
+
+def test_a_fork_killed_before_its_audit_is_audited_by_the_restarted_recovery_leader(
+    spawn: Callable[..., KodoProcess], engine: sa.Engine
+) -> None:
+    """kill -9 after DBOS forked and before the audit row: the fork exists unaudited (the invariant says so);
+    the restarted process's recovery leader writes exactly one audit row for it, with no further ops call."""
+    up = spawn("up", KODO_FAULT_POINTS="ops.between_change_and_audit:kill", KODO_HEARTBEAT_INTERVAL_SEC="0.5")
+    base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
+    assert httpx.post(f"{base}/slowstep?wf=fork-k&sleep=100").status_code == 202
+    wait_until(lambda: dbos_status(engine, "fork-k") == "SUCCESS", timeout=30, what="fork-k SUCCESS")
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(f"{base}/api/ops/wf/fork-k/fork", json={"stepN": 3, "actor": "qa", "reason": "killed"}, timeout=60)
+    assert up.proc is not None and up.proc.wait(timeout=30) == -9, up.tail()
+    with engine.connect() as conn:
+        (fork_id,) = conn.execute(
+            sa.text("SELECT workflow_uuid FROM dbos.workflow_status WHERE forked_from = 'fork-k'")
+        ).scalars()
+        assert [(v.kind, v.workflow_id) for v in ops_audit.violations(conn)] == [("fork_not_audited", fork_id)]
+
+    up.env.pop("KODO_FAULT_POINTS")
+    up.start()
+
+    def audited() -> list[ops_audit.AuditRow]:
+        with engine.connect() as conn:
+            return ops_audit.list_for(conn, ["fork-k"])
+
+    (row,) = wait_until(audited, timeout=60, what="the reconciler's audit row")
+    assert (row.inline["op"], row.inline["forkedWorkflowID"], row.inline["reason"]) == ("fork", fork_id, "killed")
+    with engine.connect() as conn:
+        assert ops_audit.violations(conn) == []
