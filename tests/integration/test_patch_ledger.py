@@ -12,7 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from helpers import wait_status
+from helpers import wait_status, wait_until
+from kodo import faults
 from kodo.settings import Settings
 from kodo.store import patches
 
@@ -125,3 +126,22 @@ def test_the_workspace_invariant_reports_a_planted_violation(
     with engine.connect() as conn:
         (missing,) = patches.workspace_violations(conn, settings.workspaces_dir, run["runId"])
     assert missing.found == patches.ABSENT and missing.states == ("pending",)
+
+
+def test_an_unexpected_error_after_a_write_restores_the_items_written(
+    client: TestClient, settings: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Any error (here the fault point after the 2nd write, armed to raise) restores both items first: the
+    workspace is the original and both rows say rolled_back, whatever becomes of the run."""
+    repo = make_repo(tmp_path / "repo")
+    faults.arm("patch.after_write:raise:2")
+    try:
+        run = run_with(client, repo, [item("a.txt", "patched\n"), item("b.txt", "new\n")], autoApprove=True)
+        wait_until(lambda: len(ledger(engine, run["runId"])) == 2, what="two ledger rows")
+        wait_until(lambda: [r.state for r in ledger(engine, run["runId"])] == ["rolled_back"] * 2, what="rollback")
+    finally:
+        faults.arm(None)
+    workspace = settings.workspaces_dir / run["runId"]
+    assert (workspace / "a.txt").read_bytes() == ORIGINAL and not (workspace / "b.txt").exists()
+    with engine.connect() as conn:
+        assert patches.workspace_violations(conn, settings.workspaces_dir, run["runId"]) == []

@@ -183,12 +183,11 @@ def apply_plan(
             faults.hit("patch.before_write")
             put_file(path, image.postimage, mode)
             faults.hit("patch.after_write")
-    except StepFailure:
+    except Exception as error:  # whatever failed, the items written so far go back first
         _restore_and_mark(engine, workspace, written)
+        if isinstance(error, OSError):
+            raise StepFailure("PATCH_WRITE_FAILED", f"PATCH_WRITE_FAILED:{error}") from error
         raise
-    except OSError as error:
-        _restore_and_mark(engine, workspace, written)
-        raise StepFailure("PATCH_WRITE_FAILED", f"PATCH_WRITE_FAILED:{error}") from error
     for record in written:
         patches.mark(conn, run_id=run_id, step_id=APPLY_STEP, patch_index=record.patch_index, column="applied_at")
     return [
