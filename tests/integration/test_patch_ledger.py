@@ -101,6 +101,8 @@ def test_a_binary_file_round_trips_through_patch_and_rollback(
     assert stat.S_IMODE((workspace / "blob.bin").stat().st_mode) == 0o755
     assert not (workspace / "made.txt").exists()
     assert [r.state for r in ledger(engine, run["runId"])] == ["rolled_back", "rolled_back"]
+    panel = client.get(f"/ui/runs/{run['intent']}/panel")  # the run page says which, too
+    assert panel.status_code == 200 and panel.text.count("<td>rolled_back</td>") == 2
 
 
 def test_the_workspace_invariant_reports_a_planted_violation(
