@@ -4,6 +4,7 @@ fork interrupted before its audit is audited by the reconciler; the ops invarian
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -100,3 +101,18 @@ def test_the_ops_invariant_reports_planted_violations(client: TestClient, engine
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE dbos.workflow_status SET status = 'CANCELLED' WHERE workflow_uuid = 'plant-1'"))
     assert violations(engine) == [("fork_not_applied", "never-forked"), ("resume_not_applied", "plant-1")]
+
+
+def test_concurrent_cancels_of_one_run_make_one_change_and_one_audit_row(client: TestClient, engine: sa.Engine) -> None:
+    """Four cancels of the same parked run at once: the run row lock serialises them, one is accepted, the
+    others see a cancelled run (409), and there is exactly one audit row."""
+    wid = new_run(client)
+    waiting = wait_status(client, wid, {"WAITING_INPUT"})
+    wait_until(lambda: dbos_status(engine, waiting["currentWorkflowID"]) == "DELAYED", what="the continuation")
+    body = {"actor": "qa", "reason": "race"}
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: client.post(f"/api/ops/wf/{wid}/cancel", json=body).status_code, range(4)))
+    assert sorted(answers) == [202, 409, 409, 409]
+    with engine.connect() as conn:
+        assert len(ops_audit.list_for(conn, [waiting["runId"]])) == 1
+    assert violations(engine) == []
