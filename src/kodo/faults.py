@@ -20,6 +20,12 @@ from kodo.errors import ConfigurationError
 
 # Every fault point that the code marks, with what a hit there interrupts. Add a name here with its hit().
 POINTS: dict[str, str] = {}
+
+
+class FaultInjected(RuntimeError):
+    """Raised at an armed ``raise`` fault point."""
+
+
 POINTS.update(  # crash-safe patches, workspaces and atomic ops (issue 18 part B)
     {
         "patch.before_write": "a patch's preimage is committed, its file not yet written (workflows/patches.py)",
@@ -28,10 +34,6 @@ POINTS.update(  # crash-safe patches, workspaces and atomic ops (issue 18 part B
         "ops.between_change_and_audit": "an ops change is made in its transaction, its audit row not yet written",
     }
 )
-
-
-class FaultInjected(RuntimeError):
-    """Raised at an armed ``raise`` fault point."""
 
 
 @dataclass(frozen=True)
