@@ -89,3 +89,36 @@ def test_kill_9_after_a_patch_write_recovers_to_the_original_then_patches(
         assert patches.workspace_violations(conn, workspace.parent, run_id) == []
         record = patches.list_for_run(conn, run_id)[0]
     assert record.preimage == ORIGINAL  # the preimage recorded on recovery is the original, not the postimage
+
+
+def test_kill_9_before_the_clone_leaves_no_workspace_and_the_restart_clones(
+    spawn: Callable[..., KodoProcess], engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Killed as the clone starts (outside any transaction): no workspace and no run step exist; the restarted
+    process clones the repository and the run succeeds with its patch applied to the clone."""
+    repo = make_repo(tmp_path / "repo")
+    up = spawn("up", KODO_FAULT_POINTS="workspace.before_clone:kill")
+    base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
+    plan = [{"targetPath": "a.txt", "postimageContent": "patched\n", "diffText": "+patched"}]
+    body = {"goal": "clone", "inputs": {"repo": str(repo)}, "constraints": {"patchPlan": plan}}
+    intent = httpx.post(f"{base}/api/intents", json=body, timeout=30).json()["intentId"]
+    started = httpx.post(
+        f"{base}/api/runs", json={"intentId": intent, "queuePartitionKey": "p", "autoApprove": True}, timeout=30
+    )
+    run_id = started.json()["runId"]
+    assert up.proc is not None and up.proc.wait(timeout=120) == -9, up.tail()
+    workspace = Path(up.env["KODO_HOME"]) / "workspaces" / run_id
+    assert not workspace.exists()
+    with engine.connect() as conn:
+        steps = conn.execute(sa.text("SELECT count(*) FROM app.run_steps WHERE run_id = :r"), {"r": run_id})
+        assert steps.scalar_one() == 0
+
+    up.env.pop("KODO_FAULT_POINTS")
+    up.start()
+    wait_until(
+        lambda: httpx.get(f"{base}/api/runs/{intent}", timeout=30).json()["status"] == "SUCCESS",
+        timeout=90,
+        what="the run to succeed after the restart",
+    )
+    assert (workspace / "a.txt").read_bytes() == b"patched\n" and (workspace / ".git").is_dir()
+    assert (repo / "a.txt").read_bytes() == ORIGINAL  # the source is never touched
