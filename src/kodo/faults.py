@@ -28,6 +28,16 @@ class FaultInjected(RuntimeError):
     """Raised at an armed ``raise`` fault point."""
 
 
+POINTS.update(  # crash-safe patches, workspaces and atomic ops (issue 18 part B)
+    {
+        "patch.before_write": "a patch's preimage is committed, its file not yet written (workflows/patches.py)",
+        "patch.after_write": "a patch's file is written, the step's commit (applied) not yet made",
+        "workspace.before_clone": "a run's workspace is about to be cloned, outside any row lock",
+        "ops.between_change_and_audit": "an ops change is made in its transaction, its audit row not yet written",
+    }
+)
+
+
 @dataclass(frozen=True)
 class Armed:
     name: str

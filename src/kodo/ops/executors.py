@@ -7,9 +7,9 @@ also tries to take a session-level Postgres advisory lock; the holder is the **r
 round the leader looks for executors silent longer than ``KODO_EXECUTOR_DEAD_AFTER_SEC`` and their
 ``PENDING`` workflows:
 
-* a live executor serves the workflow's application version → ``resume_workflow`` on its own queue
-  (partition and priority kept); a live worker dequeues it and DBOS re-runs it from its last
-  checkpoint. Audited as ``op: recover`` with actor ``recovery-leader:<executor>``.
+* a live executor serves the workflow's application version → resumed on its own queue (partition and
+  priority kept); a live worker dequeues it and DBOS re-runs it from its last checkpoint. Audited as
+  ``op: recover`` with actor ``recovery-leader:<executor>``, in the resume's own transaction.
 * nobody serves the version → left alone and reported as *version-stranded* (executors view and
   diagnosis): resume would park it forever; fork to a served version is the operator's call.
 """
@@ -25,16 +25,18 @@ import sqlalchemy as sa
 import structlog
 from dbos import DBOSClient
 
+from kodo import faults
+from kodo.ops import workflows
 from kodo.ops.context import Ops
 from kodo.ops.targets import audit, resolve
 from kodo.settings import Settings
-from kodo.store import dbos_workflows, executors
+from kodo.store import dbos_control, dbos_workflows, executors
 
 LEADER_LOCK = 0x6B6F646F_0002  # "kodo" + 2: the recovery leader
 log = structlog.get_logger("kodo.recovery")
 
 
-def recover_once(engine: sa.Engine, client: DBOSClient, settings: Settings, *, me: str) -> list[dict[str, Any]]:
+def recover_once(engine: sa.Engine, settings: Settings, *, me: str) -> list[dict[str, Any]]:
     """One recovery round (call as leader): resume what dead executors left PENDING; returns the actions."""
     with engine.connect() as conn:
         dead = [e for e in executors.silent(conn, settings.executor_dead_after_sec) if e.executor_id != me]
@@ -46,9 +48,12 @@ def recover_once(engine: sa.Engine, client: DBOSClient, settings: Settings, *, m
         if row.app_version not in live:
             actions.append({"workflowID": row.workflow_id, "action": "stranded", "appVersion": row.app_version})
             continue
-        client.resume_workflow(row.workflow_id, queue_name=row.queue_name)
         reason = f"executor {row.executor_id} silent for {ages.get(row.executor_id or '', 0) // 1000}s"
-        with engine.begin() as conn:
+        with engine.begin() as conn:  # the resume and its audit row commit together (see docs/ops.md)
+            if dbos_control.status_for_update(conn, row.workflow_id) != "PENDING":
+                continue  # finished, cancelled or recovered meanwhile
+            dbos_control.resume(conn, row.workflow_id, queue_name=row.queue_name or dbos_control.INTERNAL_QUEUE)
+            faults.hit("ops.between_change_and_audit")
             audit(
                 conn,
                 resolve(conn, row.workflow_id),
@@ -132,7 +137,10 @@ class Heartbeat:
             executors.beat(conn, self.executor_id, leader=self.leader)
         if not self.leader:
             return []
-        actions = recover_once(self.engine, self.client, self.settings, me=self.executor_id)
+        actions = recover_once(self.engine, self.settings, me=self.executor_id)
+        audited = workflows.reconcile(self.engine)  # forks a crash left without their audit row
+        if audited:
+            log.info("audited forks a crash left unaudited", count=audited)
         for item in actions:
             if item["action"] == "stranded" and item["workflowID"] not in self._stranded_seen:
                 self._stranded_seen.add(item["workflowID"])

@@ -9,6 +9,9 @@
   continuation goes back to DELAYED until the gate's deadline (resuming it would time the gate
   out). ``app.runs`` is reopened as ``waiting_input`` (+ the gate's next action) for a parked run,
   ``repairing`` for a repair, else ``running`` (``queued`` if the phase never started).
+
+Each is one transaction: the run row locked, the DBOS change as SQL (``store.dbos_control``), the run row
+and the OPS audit row commit together or not at all (a crash in between leaves nothing to repair).
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kodo import faults
 from kodo.errors import Conflict
 from kodo.models import Run
 from kodo.ops.context import Ops
 from kodo.ops.targets import Target, audit
-from kodo.store import dbos_workflows, gates, ops_audit
+from kodo.store import dbos_control, dbos_workflows, gates, ops_audit, runs
 from kodo.store import run_control as run_rows
 from kodo.store.dbos_workflows import ACTIVE, WorkflowRow
 
-INTERNAL_QUEUE = "_dbos_internal_queue"
+INTERNAL_QUEUE = dbos_control.INTERNAL_QUEUE
 
 
 def _phase(run: Run) -> str:
@@ -38,15 +42,19 @@ def cancel_run(ops: Ops, target: Target, actor: str, reason: str) -> dict[str, A
     if run.is_terminal:
         raise Conflict(f"cannot cancel run in status {run.status}", status=run.status)
     phase = _phase(run)
-    with ops.engine.connect() as conn:
+    with ops.engine.begin() as conn:
+        locked = runs.get(conn, run.id, lock=True)  # one operator change of this run at a time
+        if locked is None or locked.is_terminal:
+            status = locked.status if locked else None
+            raise Conflict(f"cannot cancel run in status {status}", status=status)
         row = dbos_workflows.get(conn, phase)
         active_children = [c.workflow_id for c in dbos_workflows.children(conn, phase) if c.status in ACTIVE]
-    if row is not None and row.status in ACTIVE:
-        ops.client.cancel_workflow(phase, cancel_children=True)
-    elif active_children:
-        ops.client.cancel_workflows(active_children, cancel_children=True)
-    with ops.engine.begin() as conn:
+        if row is not None and row.status in ACTIVE:
+            changed_workflows = dbos_control.cancel(conn, [phase])
+        else:
+            changed_workflows = dbos_control.cancel(conn, active_children)
         changed = run_rows.cancel(conn, run.id)
+        faults.hit("ops.between_change_and_audit")
         audit(
             conn,
             target,
@@ -55,9 +63,10 @@ def cancel_run(ops: Ops, target: Target, actor: str, reason: str) -> dict[str, A
             actor,
             reason,
             workflowID=run.workflow_id,
-            previousStatus=run.status,
+            previousStatus=locked.status,
             phaseStatus=row.status if row else None,
             children=active_children,
+            canceledWorkflowIDs=changed_workflows,
             runChanged=changed,
         )
     return {
@@ -89,42 +98,45 @@ def resume_run(ops: Ops, target: Target, actor: str, reason: str) -> dict[str, A
     run = target.run
     assert run is not None
     settings = ops.settings
-    with ops.engine.connect() as conn:
-        phase = _cancelled_phase(conn, run)
+    with ops.engine.begin() as conn:
+        locked = runs.get(conn, run.id, lock=True)  # one operator change of this run at a time
+        if locked is None or locked.status != "canceled":
+            status = locked.status if locked else None
+            raise Conflict(f"cannot resume run in status {status}", status=status)
+        phase = _cancelled_phase(conn, locked)
         if phase is None:
-            raise Conflict("cannot resume run: it has no cancelled phase workflow", status=run.status)
-        waiting_on = {phase.workflow_id, _phase(run)}
+            raise Conflict("cannot resume run: it has no cancelled phase workflow", status=locked.status)
+        waiting_on = {phase.workflow_id, _phase(locked)}
         parked = next(
             (g for g in gates.list_for_run(conn, run.id) if g.is_open and g.resume_workflow_id in waiting_on), None
         )
         started = dbos_workflows.has_steps(conn, phase.workflow_id)
         children = [c for c in dbos_workflows.children(conn, phase.workflow_id) if c.status == "CANCELLED"]
-    resumed = [phase.workflow_id]
-    queue = _queue_for(phase, str(run.options.get("queueName") or "intentQ"), settings.intent_queue_partition)
-    if parked is not None and parked.resume_workflow_id == phase.workflow_id:
-        # The continuation itself was cancelled: park it again until the gate's deadline.
-        deadline = parked.deadline_at
-        until = int(deadline.timestamp() * 1000) if deadline is not None else 0
-        with ops.engine.begin() as conn:
+        resumed = [phase.workflow_id]
+        queue = _queue_for(phase, str(run.options.get("queueName") or "intentQ"), settings.intent_queue_partition)
+        if parked is not None and parked.resume_workflow_id == phase.workflow_id:
+            # The continuation itself was cancelled: park it again until the gate's deadline.
+            deadline = parked.deadline_at
+            until = int(deadline.timestamp() * 1000) if deadline is not None else 0
             dbos_workflows.redelay(conn, phase.workflow_id, until_ms=until, queue_name=queue)
-    else:
-        # (A phase cancelled while parking resumes, replays its park and enqueues the continuation.)
-        for child in children:
-            child_queue = _queue_for(child, "sbxQ", settings.sbx_queue_partition)
-            ops.client.resume_workflow(child.workflow_id, queue_name=child_queue)
-            resumed.append(child.workflow_id)
-        ops.client.resume_workflow(phase.workflow_id, queue_name=queue)
-    next_action = parked.next_action if parked is not None else None
-    if parked is not None:
-        status = "waiting_input"
-    elif phase.name == "RepairRun":
-        status = "repairing"
-    elif phase.name == "RunIntent" and not started:
-        status = "queued"
-    else:
-        status = "running"
-    with ops.engine.begin() as conn:
+        else:
+            # (A phase cancelled while parking resumes, replays its park and enqueues the continuation.)
+            for child in children:
+                child_queue = _queue_for(child, "sbxQ", settings.sbx_queue_partition)
+                dbos_control.resume(conn, child.workflow_id, queue_name=child_queue)
+                resumed.append(child.workflow_id)
+            dbos_control.resume(conn, phase.workflow_id, queue_name=queue)
+        next_action = parked.next_action if parked is not None else None
+        if parked is not None:
+            status = "waiting_input"
+        elif phase.name == "RepairRun":
+            status = "repairing"
+        elif phase.name == "RunIntent" and not started:
+            status = "queued"
+        else:
+            status = "running"
         run_rows.reopen(conn, run.id, status=status, next_action=next_action)
+        faults.hit("ops.between_change_and_audit")
         audit(
             conn,
             target,
@@ -133,7 +145,7 @@ def resume_run(ops: Ops, target: Target, actor: str, reason: str) -> dict[str, A
             actor,
             reason,
             workflowID=run.workflow_id,
-            previousStatus=run.status,
+            previousStatus=locked.status,
             runStatus=status,
             resumedWorkflowIDs=resumed,
             parkedAtGate=parked.gate_key if parked else None,

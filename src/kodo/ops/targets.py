@@ -85,12 +85,17 @@ def audit_rows(conn: sa.Connection, anchors: list[str], limit: int = 100) -> lis
     return rows
 
 
-def audit(
-    conn: sa.Connection, target: Target, op: str, workflow_id: str, actor: str, reason: str, **extra: Any
-) -> None:
+def audit_payload(target: Target, op: str, workflow_id: str, actor: str, reason: str, **extra: Any) -> dict[str, Any]:
+    """An OPS audit row's body."""
     payload: dict[str, Any] = {"op": op, "targetWorkflowID": workflow_id, "at": now_iso(), "actor": actor}
     payload["reason"] = reason
     if target.run is not None:
         payload["runId"] = target.run.id
     payload.update({key: value for key, value in extra.items() if value is not None})
-    ops_audit.add(conn, target.anchor, payload)
+    return payload
+
+
+def audit(
+    conn: sa.Connection, target: Target, op: str, workflow_id: str, actor: str, reason: str, **extra: Any
+) -> None:
+    ops_audit.add(conn, target.anchor, audit_payload(target, op, workflow_id, actor, reason, **extra))

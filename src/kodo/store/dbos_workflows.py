@@ -198,7 +198,7 @@ def queue(conn: sa.Connection, name: str) -> dict[str, Any] | None:
 def redelay(conn: sa.Connection, workflow_id: str, *, until_ms: int, queue_name: str) -> bool:
     """Put a CANCELLED, never-started continuation back to DELAYED on its queue until ``until_ms``.
 
-    The one write kodo makes to DBOS's table itself: ``resume`` would enqueue a parked run's
+    A write to DBOS's own table (as are ``store.dbos_control``'s): ``resume`` would enqueue a parked run's
     continuation at once (which resolves its open gate as timed out), while the operator who
     resumes a cancelled parked run wants it parked again until the gate's deadline.
     """

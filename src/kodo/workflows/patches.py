@@ -1,32 +1,58 @@
-"""Reversible patches inside a run's workspace (``$KODO_HOME/workspaces/<runId>``).
+"""Crash-safe, reversible patches inside a run's workspace (``$KODO_HOME/workspaces/<runId>``).
 
-Apply: record pre/postimage in ``app.patch_history`` once; if the file already holds the postimage the
-patch counts as applied (a replay); if it holds neither image → ``PREIMAGE_MISMATCH``. Rollback is the
-mirror image. A target outside the workspace → ``PATCH_PATH_NOT_ALLOWED``.
+Write-ahead: for each item of a patch plan, the file's exact preimage (bytes, mode, whether it existed)
+is committed to ``app.patch_history`` in its own transaction *before* the file is touched; the file is
+then written through a temporary file, fsync and rename, so it holds either image, never a torn one;
+"applied" is marked in the step's own transaction, i.e. with its DBOS checkpoint.
+
+* An item that fails (a path outside the workspace, a write error) restores every item before it, in
+  reverse order, and marks them rolled back before the step fails.
+* A crash leaves rows ``pending`` (neither applied nor rolled back). The step runs again on recovery and
+  first restores them (:func:`settle`), so the workspace is fully original before it is patched again:
+  it ends fully patched (rows ``applied``) or fully original (rows ``rolled_back``), never mixed.
+* :func:`rollback_all` restores the bytes and mode exactly and deletes files the run created.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from kodo import faults
 from kodo.errors import StepFailure
 from kodo.identity import sha256_hex
 from kodo.store import patches
+from kodo.store.patches import APPLY_STEP, PatchImage, PatchRecord, content_hash
+
+NEW_FILE_MODE = 0o644
+CLONE_TIMEOUT_S = 120
 
 
 def prepare_workspace(workspace: Path, repo: str | None) -> None:
-    """Create the workspace; start it as a clone of ``repo`` when that names a local git repository."""
+    """Create the workspace; start it as a clone of ``repo`` when that names a local git repository.
+
+    Slow (a clone takes up to ``CLONE_TIMEOUT_S``): call it outside any transaction that holds row locks.
+    The clone lands in a staging directory renamed into place, so a crash mid-clone leaves no workspace.
+    """
     if workspace.exists():
         return
     workspace.parent.mkdir(parents=True, exist_ok=True)
     if repo and (Path(repo) / ".git").exists():
         staging = workspace.with_name(workspace.name + ".cloning")
-        subprocess.run(["rm", "-rf", str(staging)], check=True)
-        subprocess.run(["git", "clone", "--quiet", "--local", repo, str(staging)], check=True, timeout=120)
+        subprocess.run(["rm", "-rf", "--", str(staging)], check=True)
+        faults.hit("workspace.before_clone")
+        subprocess.run(
+            ["git", "clone", "--quiet", "--no-hardlinks", "--", repo, str(staging)],
+            check=True,
+            timeout=CLONE_TIMEOUT_S,
+        )
         staging.rename(workspace)
     else:
         workspace.mkdir(parents=True, exist_ok=True)
@@ -35,74 +61,154 @@ def prepare_workspace(workspace: Path, repo: str | None) -> None:
 def resolve_target(workspace: Path, target: str) -> Path:
     root = workspace.resolve()
     path = (root / target).resolve()
-    if path != root and root not in path.parents:
-        raise StepFailure("PATCH_PATH_NOT_ALLOWED", f"PATCH_PATH_NOT_ALLOWED:{target}")
-    if path == root:
+    if path == root or root not in path.parents:
         raise StepFailure("PATCH_PATH_NOT_ALLOWED", f"PATCH_PATH_NOT_ALLOWED:{target}")
     return path
 
 
-def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8") if path.exists() else ""
+# --- the file system side: read, write atomically, restore ------------------------------------------
 
 
-def apply(conn: sa.Connection, *, run_id: str, workspace: Path, index: int, item: dict[str, Any]) -> dict[str, Any]:
-    """Apply one patch-plan item; returns its ``patch_apply`` artifact payload."""
-    target = str(item["targetPath"])
-    path = resolve_target(workspace, target)
-    postimage = str(item["postimageContent"])
-    current = _read(path)
-    record = patches.ensure(
-        conn,
+def _read(path: Path) -> tuple[bytes | None, int | None]:
+    """(bytes, permission bits) of a regular file, ``(None, None)`` when there is none."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None, None
+    if not stat.S_ISREG(info.st_mode):
+        raise StepFailure("PATCH_WRITE_FAILED", f"PATCH_WRITE_FAILED:{path.name} is not a regular file")
+    return path.read_bytes(), stat.S_IMODE(info.st_mode)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_atomic(path: Path, content: bytes, mode: int) -> None:
+    """Temporary file in the same directory, fsync, rename over ``path``, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".kodo-tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(path.parent)
+
+
+def put_file(path: Path, content: bytes | None, mode: int | None) -> None:
+    """Make ``path`` hold ``content`` (``None``: no file) with ``mode``."""
+    if content is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            _fsync_directory(path.parent)
+        return
+    _write_atomic(path, content, NEW_FILE_MODE if mode is None else mode)
+
+
+def restore(workspace: Path, record: PatchRecord) -> None:
+    """Put the preimage back if the file holds the postimage; refuse if it holds neither."""
+    path = resolve_target(workspace, record.target_path)
+    current, mode = _read(path)
+    found = content_hash(current)
+    if found == record.preimage_hash:  # already restored (or never written): the mode may still differ
+        if current is not None and record.preimage_mode is not None and mode != record.preimage_mode:
+            os.chmod(path, record.preimage_mode)
+        return
+    if found != record.postimage_hash:
+        raise StepFailure("POSTIMAGE_MISMATCH", f"POSTIMAGE_MISMATCH:{record.target_path}")
+    put_file(path, record.preimage, record.preimage_mode)
+
+
+def _restore_and_mark(engine: sa.Engine, workspace: Path, records: list[PatchRecord]) -> int:
+    """Restore ``records`` newest first, each marked rolled back in its own committed transaction."""
+    for record in sorted(records, key=lambda r: r.patch_index, reverse=True):
+        restore(workspace, record)
+        with engine.begin() as conn:
+            patches.mark(
+                conn, run_id=record.run_id, step_id=APPLY_STEP, patch_index=record.patch_index, column="rolled_back_at"
+            )
+    return len(records)
+
+
+# --- the ledger side ---------------------------------------------------------------------------------
+
+
+def settle(engine: sa.Engine, *, run_id: str, workspace: Path) -> int:
+    """Recovery: restore the items a crashed attempt left ``pending``; returns how many."""
+    with engine.connect() as conn:
+        pending = [r for r in patches.list_for_run(conn, run_id, APPLY_STEP) if r.state == "pending"]
+    return _restore_and_mark(engine, workspace, pending)
+
+
+def _postimage(item: dict[str, Any]) -> bytes:
+    return str(item["postimageContent"]).encode("utf-8")
+
+
+def apply_plan(
+    conn: sa.Connection, engine: sa.Engine, *, run_id: str, workspace: Path, items: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Apply a patch plan write-ahead; returns one ``patch_apply`` artifact payload per item.
+
+    ``conn`` is the step's transaction (it marks the items applied, with the step's checkpoint); ``engine``
+    commits each preimage before its file is touched. On failure every item written is restored first.
+    """
+    settle(engine, run_id=run_id, workspace=workspace)
+    written: list[PatchRecord] = []
+    try:
+        targets = [resolve_target(workspace, str(item["targetPath"])) for item in items]
+        for index, (item, path) in enumerate(zip(items, targets, strict=True)):
+            preimage, mode = _read(path)
+            image = PatchImage(
+                run_id=run_id,
+                patch_index=index,
+                target_path=str(item["targetPath"]),
+                preimage=preimage,
+                preimage_mode=mode,
+                postimage=_postimage(item),
+                diff_hash=sha256_hex(str(item.get("diffText", ""))),
+            )
+            with engine.begin() as ledger:
+                written.append(patches.record(ledger, image))
+            faults.hit("patch.before_write")
+            put_file(path, image.postimage, mode)
+            faults.hit("patch.after_write")
+    except Exception as error:  # whatever failed, the items written so far go back first
+        _restore_and_mark(engine, workspace, written)
+        if isinstance(error, OSError):
+            raise StepFailure("PATCH_WRITE_FAILED", f"PATCH_WRITE_FAILED:{error}") from error
+        raise
+    for record in written:
+        patches.mark(conn, run_id=run_id, step_id=APPLY_STEP, patch_index=record.patch_index, column="applied_at")
+    return [
         {
-            "run_id": run_id,
-            "step_id": "ApplyPatchST",
-            "patch_index": index,
-            "target_path": target,
-            "preimage_hash": sha256_hex(current),
-            "postimage_hash": sha256_hex(postimage),
-            "diff_hash": sha256_hex(str(item.get("diffText", ""))),
-            "preimage_content": current,
-            "postimage_content": postimage,
-        },
-    )
-    current_hash = sha256_hex(_read(path))
-    if current_hash != record.postimage_hash:
-        if current_hash != record.preimage_hash:
-            raise StepFailure("PREIMAGE_MISMATCH", f"PREIMAGE_MISMATCH:{target}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(record.postimage_content, encoding="utf-8")
-    if record.rolled_back_at is not None:
-        patches.reopen(conn, run_id=run_id, step_id="ApplyPatchST", patch_index=index)
-    else:
-        patches.mark(conn, run_id=run_id, step_id="ApplyPatchST", patch_index=index, column="applied_at")
-    return {
-        "patchIndex": index,
-        "targetPath": target,
-        "preimageHash": record.preimage_hash,
-        "postimageHash": record.postimage_hash,
-        "diffHash": record.diff_hash,
-    }
+            "patchIndex": record.patch_index,
+            "targetPath": record.target_path,
+            "preimageHash": record.preimage_hash,
+            "postimageHash": record.postimage_hash,
+            "diffHash": record.diff_hash,
+        }
+        for record in written
+    ]
 
 
 def rollback_all(conn: sa.Connection, *, run_id: str, workspace: Path) -> int:
-    """Restore preimages of applied, not yet rolled-back patches in reverse order; returns how many."""
+    """Restore every applied (or pending) item, newest first, marked in ``conn``; returns how many."""
     restored = 0
-    for record in reversed(patches.list_for_run(conn, run_id, "ApplyPatchST")):
-        if record.applied_at is None or record.rolled_back_at is not None:
+    for record in reversed(patches.list_for_run(conn, run_id, APPLY_STEP)):
+        if record.state == "rolled_back":
             continue
-        path = resolve_target(workspace, record.target_path)
-        current_hash = sha256_hex(_read(path))
-        if current_hash != record.preimage_hash:
-            if current_hash != record.postimage_hash:
-                raise StepFailure("POSTIMAGE_MISMATCH", f"POSTIMAGE_MISMATCH:{record.target_path}")
-            path.write_text(record.preimage_content, encoding="utf-8")
-        patches.mark(
-            conn,
-            run_id=run_id,
-            step_id="ApplyPatchST",
-            patch_index=record.patch_index,
-            column="rolled_back_at",
-        )
+        restore(workspace, record)
+        patches.mark(conn, run_id=run_id, step_id=APPLY_STEP, patch_index=record.patch_index, column="rolled_back_at")
         restored += 1
     return restored

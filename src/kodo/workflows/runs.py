@@ -10,6 +10,7 @@ so its rows commit with its DBOS checkpoint and SQL sees each step exactly once.
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,10 +120,10 @@ def _context(conn: sa.Connection, workflow_id: str, phase_id: str, starting: boo
     if starting:
         runs.update(conn, run.id, status="running", current_workflow_id=phase_id)
     settings = services().settings
-    workspace = settings.workspaces_dir / run.id
+    workspace = settings.workspaces_dir / run.id  # made (cloned) by ``_prepare_workspace``, outside this lock
     repo = intent.inputs.get("repo") if isinstance(intent.inputs.get("repo"), str) else None
-    patches.prepare_workspace(workspace, repo)
-    review.record_workspace(conn, run.id, workspace, repo)
+    if workspace.exists():  # a failed clone records nothing, so the retry's clone records its base
+        review.record_workspace(conn, run.id, workspace, repo)
     ttl = intent.constraints.get("planApprovalTimeoutS")
     return {
         "runId": run.id,
@@ -168,8 +169,10 @@ def _apply_patches(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any
     run_id, workspace = ctx["runId"], Path(ctx["workspace"])
     attempt = steps.next_attempt(conn, run_id, "ApplyPatchST")
     made = []
-    for index, item in enumerate(plan.get("patchPlan") or []):
-        payload = patches.apply(conn, run_id=run_id, workspace=workspace, index=index, item=item)
+    applied = patches.apply_plan(
+        conn, services().engine, run_id=run_id, workspace=workspace, items=plan.get("patchPlan") or []
+    )
+    for index, payload in enumerate(applied):
         made.append(
             NewArtifact(
                 step_id="ApplyPatchST",
@@ -368,13 +371,22 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
 
 
 def _begin(
-    conn: sa.Connection, workflow_id: str, phase_id: str, starting: bool, gate_key: str | None
+    conn: sa.Connection,
+    workflow_id: str,
+    phase_id: str,
+    starting: bool,
+    gate_key: str | None,
+    workspace_error: str | None = None,
 ) -> dict[str, Any]:
     """A phase's first transaction: its context, the parked gate resolved (a continuation), its progress,
-    and, for a local agent, the phase's next steps as far as they are pure (see ``_ahead``)."""
+    and, for a local agent, the phase's next steps as far as they are pure (see ``_ahead``). A workspace
+    that could not be made (``workspace_error``) fails the phase here, before any step."""
     ctx = _context(conn, workflow_id, phase_id, starting)
     resolved = gates.resolve_in(conn, ctx, gate_key) if gate_key is not None else None
     done = _progress(conn, ctx)
+    if workspace_error is not None:
+        failed = {"code": "WORKSPACE_CLONE_FAILED", "message": f"WORKSPACE_CLONE_FAILED:{workspace_error}"}
+        return {"ctx": ctx, "resolved": resolved, "done": {**done, "failed": failed}}
     if agents.is_local():
         with observe.bound(ctx["runId"], ctx["workflowId"]):
             taken, outcome = _ahead(conn, ctx, done)
@@ -424,17 +436,37 @@ def _ahead(conn: sa.Connection, ctx: dict[str, Any], done: dict[str, Any]) -> tu
         return taken, {}
 
 
+def _prepare_workspace(workflow_id: str) -> str | None:
+    """Make the run's workspace (a clone of ``inputs.repo``) before the phase's first transaction, so no row
+    lock is held while it clones: approvals and cancels of the run answer at once. Idempotent (a finished
+    clone is kept), so it needs no checkpoint of its own; ``_begin`` reports a missing run or intent.
+    Returns why the clone failed (the phase then fails with WORKSPACE_CLONE_FAILED; a retry clones again)."""
+    with services().engine.connect() as conn:
+        run = runs.get(conn, workflow_id)
+        intent = intents.get(conn, run.intent_id) if run is not None else None
+    if run is None or intent is None:
+        return None
+    repo = intent.inputs.get("repo")
+    try:
+        patches.prepare_workspace(services().settings.workspaces_dir / run.id, repo if isinstance(repo, str) else None)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 @DBOS.workflow(name=WORKFLOW_NAME, max_recovery_attempts=10)
 def run_intent(workflow_id: str) -> dict[str, Any]:
     """The run's first phase (id = intentId): from the start to its first gate or its end."""
-    phase = transact("begin", _begin, workflow_id, workflow_id, True, None)
+    failed = _prepare_workspace(workflow_id)
+    phase = transact("begin", _begin, workflow_id, workflow_id, True, None, failed)
     return drive(phase["ctx"], phase["done"])
 
 
 @DBOS.workflow(name=gates.RESUME_WORKFLOW, max_recovery_attempts=10)
 def resume_run(workflow_id: str, gate_key: str) -> dict[str, Any]:
     """A parked run's continuation: resolve the gate from the ledger (or as timed out), then go on."""
-    phase = transact("resume", _begin, workflow_id, gates.resume_id(workflow_id, gate_key), False, gate_key)
+    failed = _prepare_workspace(workflow_id)
+    phase = transact("resume", _begin, workflow_id, gates.resume_id(workflow_id, gate_key), False, gate_key, failed)
     if (phase["resolved"]["result"] or {}).get("state") == "TIMED_OUT":
         escalation.escalate(phase["ctx"], gate_key)
     return drive(phase["ctx"], phase["done"])
@@ -443,7 +475,8 @@ def resume_run(workflow_id: str, gate_key: str) -> dict[str, Any]:
 @DBOS.workflow(name=REPAIR_WORKFLOW, max_recovery_attempts=10)
 def repair_run(workflow_id: str, attempt: int) -> dict[str, Any]:
     """A retry of a failed run: completed steps are reused, the first incomplete one runs again."""
-    phase = transact("load", _begin, workflow_id, repair_id(workflow_id, attempt), False, None)
+    failed = _prepare_workspace(workflow_id)
+    phase = transact("load", _begin, workflow_id, repair_id(workflow_id, attempt), False, None, failed)
     return drive(phase["ctx"], phase["done"])
 
 
