@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from kodo.errors import ConfigurationError
 
 # Every fault point that the code marks, with what a hit there interrupts. Add a name here with its hit().
-POINTS: dict[str, str] = {}
+POINTS: dict[str, str] = {
+    "webhooks.dispatch": "a worker fanning webhook events out to deliveries, before that transaction commits",
+    "webhooks.after_send": "a webhook delivery after the receiver answered, before the attempt is checkpointed",
+}
 
 
 class FaultInjected(RuntimeError):

@@ -19,6 +19,7 @@ from kodo.api import (
     recipes,
     run_evidence,
     runs,
+    webhooks,
 )
 from kodo.api.deps import ApiContext
 from kodo.api.observe import Observe
@@ -30,7 +31,21 @@ def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
     app.state.kodo = context
     app.state.metrics = metrics.build(context.engine)
     errors.install(app)
-    modules = (health, intents, runs, recipes, gates, events, artifacts, proofs, ops, run_evidence, metrics, access)
+    modules = (
+        health,
+        intents,
+        runs,
+        recipes,
+        gates,
+        events,
+        artifacts,
+        proofs,
+        ops,
+        run_evidence,
+        metrics,
+        webhooks,
+        access,
+    )
     for module in modules:
         app.include_router(module.router)
     settings = context.settings
