@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
 from helpers import make_settings, table_counts, wait_status, wait_until
+from kodo.cli import cli as root
 from kodo.settings import Settings
-from webhook_receiver import Receiver, receiver
+from webhook_receiver import receiver
 
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
 
@@ -60,6 +63,7 @@ def test_gate_opened_reaches_a_loopback_receiver_signed(client: TestClient, engi
         wait_status(client, wid, {"WAITING_INPUT"})
         got = wait_until(lambda: hook.of_type("gate.opened", sub["secret"]), what="gate.opened delivered")
         request, payload = got[0]
+        wait_until(lambda: deliveries(client, state="delivered"), what="delivery ledgered")
         assert payload["data"]["workflowId"] == wid and payload["data"]["purpose"] == "approve-plan"
         assert payload["data"]["nextAction"] == "APPROVE_PLAN" and payload["data"]["queuePartitionKey"] == "hooks"
         with engine.connect() as conn:
@@ -95,7 +99,7 @@ def test_a_receiver_failing_twice_gets_three_tries_with_one_id(client: TestClien
 
 
 def test_a_receiver_that_never_answers_goes_dead_and_the_run_is_unaffected(client: TestClient) -> None:
-    """Every try times out: the delivery is dead after the bounded tries; the run still reaches SUCCESS."""
+    """Every try times out: dead after the bounded tries, shown in the ops console; the run still reaches SUCCESS."""
     with receiver(hang=3.0) as hook:
         subscribe(client, hook.url, ["gate.opened"])
         wid = start(client, "slow receiver")
@@ -105,6 +109,8 @@ def test_a_receiver_that_never_answers_goes_dead_and_the_run_is_unaffected(clien
         dead = wait_until(lambda: deliveries(client, state="dead"), what="dead delivery")
         assert dead[0]["attempts"] == 3 and "Timeout" in dead[0]["lastError"]
         assert len(hook.requests) <= 3
+        console = client.get("/ops")  # the ops console lists it, with how to send it again
+        assert console.status_code == 200 and dead[0]["id"] in console.text and "redeliver" in console.text
 
 
 def test_a_dead_delivery_is_redelivered_by_hand(client: TestClient) -> None:
@@ -166,3 +172,56 @@ def test_a_deleted_subscription_hears_nothing(client: TestClient, engine: sa.Eng
         assert wait_status(client, wid, TERMINAL)["status"] == "SUCCESS"
         wait_until(lambda: undispatched(engine) == 0, what="events dispatched")
         assert deliveries(client) == [] and hook.requests == []
+
+
+def cli(settings: Settings, *args: str) -> Result:
+    env = {
+        "DATABASE_URL": str(settings.database_url),
+        "KODO_HOME": str(settings.home),
+        "KODO_SCHEDULED_TICK_CRON": "off",
+    }
+    return CliRunner().invoke(root, list(args), env=env, catch_exceptions=False)
+
+
+def test_cli_subscribes_and_a_batch_cancel_sends_run_canceled_and_batch_done(
+    client: TestClient, engine: sa.Engine, settings: Settings
+) -> None:
+    """kodo webhooks add/list/deliveries/remove; kodo ops cancel by filter sends run.canceled and ops.batch_done."""
+    with receiver() as hook:
+        refused = cli(settings, "webhooks", "add", "http://10.1.2.3/hook", "--event", "run.canceled")
+        assert refused.exit_code == 1 and "not allowed" in refused.output
+        added = cli(settings, "webhooks", "add", hook.url, "--event", "run.canceled", "--event", "ops.batch_done")
+        assert added.exit_code == 0, added.output
+        sub = json.loads(added.output)
+        assert sub["id"] in cli(settings, "webhooks", "list").output
+        wid = start(client, "cancel me by batch")
+        wait_status(client, wid, {"WAITING_INPUT"})
+        batch = [
+            "ops",
+            "cancel",
+            "--partition",
+            "hooks",
+            "--run-status",
+            "waiting_input",
+            "--actor",
+            "me",
+            "--reason",
+            "r",
+        ]
+        assert cli(settings, *batch).exit_code == 0
+        (canceled,) = wait_until(lambda: hook.of_type("run.canceled", sub["secret"]), what="run.canceled")
+        (done,) = wait_until(lambda: hook.of_type("ops.batch_done", sub["secret"]), what="ops.batch_done")
+        assert canceled[1]["data"]["workflowId"] == wid
+        assert done[1]["data"] | {"failedWorkflowIds": []} == {
+            "action": "cancel",
+            "actor": "me",
+            "reason": "r",
+            "total": 1,
+            "ok": 1,
+            "failed": 0,
+            "failedWorkflowIds": [],
+        }
+        listed = cli(settings, "webhooks", "deliveries", "--state", "delivered", "--json")
+        assert {row["eventType"] for row in json.loads(listed.output)} == {"run.canceled", "ops.batch_done"}
+        assert cli(settings, "webhooks", "remove", sub["id"]).exit_code == 0
+        assert cli(settings, "webhooks", "remove", sub["id"]).exit_code == 1

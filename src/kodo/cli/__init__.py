@@ -583,3 +583,6 @@ def sbx_template_register(ref: str, template_id: str, boot_ms: int | None) -> No
 
 def main() -> None:
     cli()
+
+
+cli.add_command(_LazyGroup("webhooks", "kodo.cli.webhooks:webhooks", "Webhooks: subscriptions and deliveries."))
