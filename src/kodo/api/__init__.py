@@ -20,6 +20,7 @@ from kodo.api import (
     run_evidence,
     runs,
     webhooks,
+    whoami,
 )
 from kodo.api.deps import ApiContext
 from kodo.api.observe import Observe
@@ -44,6 +45,7 @@ def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
         run_evidence,
         metrics,
         webhooks,
+        whoami,
         access,
     )
     for module in modules:

@@ -144,12 +144,14 @@ def _query(request: Request, name: str) -> str | None:
             {"name": "state", "in": "query", "schema": {"type": "string", "enum": list(store.DELIVERY_STATES)}},
             {"name": "subscription", "in": "query", "schema": {"type": "string"}},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST}},
+            {"name": "before", "in": "query", "schema": {"type": "string"}},
         ]
     },
 )
 @requires("operator", scoping="filtered")
 def list_deliveries(request: Request) -> JSONResponse:
-    """Deliveries, newest first; ``?state=dead`` lists those that ran out of tries."""
+    """Deliveries, newest first; ``?state=dead`` lists those that ran out of tries. Pages: ``?before=<the last
+    delivery id of the previous page>``."""
     state = _query(request, "state")
     if state is not None and state not in store.DELIVERY_STATES:
         raise InvalidInput(f"invalid query: state must be one of {', '.join(store.DELIVERY_STATES)}")
@@ -163,6 +165,7 @@ def list_deliveries(request: Request) -> JSONResponse:
             state=state,
             subscription_id=_query(request, "subscription"),
             limit=int(limit_text),
+            before=_query(request, "before"),
         )
     return JSONResponse([delivery_row(d) for d in found])
 

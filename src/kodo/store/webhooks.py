@@ -284,9 +284,16 @@ def get_delivery(
 
 
 def list_deliveries(
-    conn: sa.Connection, *, tenant: str | None, state: str | None, subscription_id: str | None, limit: int
+    conn: sa.Connection,
+    *,
+    tenant: str | None,
+    state: str | None,
+    subscription_id: str | None,
+    limit: int,
+    before: str | None = None,
 ) -> list[Delivery]:
-    """Deliveries, newest first, filtered by tenant, state and subscription when given."""
+    """Deliveries, newest first, filtered by tenant, state and subscription when given; ``before`` (a delivery
+    id) starts after that delivery in this order (keyset pages)."""
     clauses = ["TRUE"]
     if tenant is not None:
         clauses.append("s.tenant = :tenant")
@@ -294,9 +301,11 @@ def list_deliveries(
         clauses.append("d.state = :state")
     if subscription_id is not None:
         clauses.append("d.subscription_id = :subscription")
+    if before is not None:
+        clauses.append("(d.created_at, d.id) < (SELECT created_at, id FROM app.webhook_deliveries WHERE id = :before)")
     rows = conn.execute(
-        sa.text(f"{_DELIVERY}WHERE {' AND '.join(clauses)} ORDER BY d.created_at DESC, d.id LIMIT :n"),
-        {"tenant": tenant, "state": state, "subscription": subscription_id, "n": limit},
+        sa.text(f"{_DELIVERY}WHERE {' AND '.join(clauses)} ORDER BY d.created_at DESC, d.id DESC LIMIT :n"),
+        {"tenant": tenant, "state": state, "subscription": subscription_id, "n": limit, "before": before},
     )
     return [_delivery(row) for row in rows]
 
