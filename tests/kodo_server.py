@@ -7,9 +7,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 
+from kodo.api.deps import ApiContext
+from kodo.api.run_changes import RunChanges
+from kodo.main import create_app, dbos_client
+from kodo.settings import Settings
 from processes import free_port
 
 
@@ -30,3 +35,18 @@ def serving(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def live_api(settings: Settings, engine: sa.Engine) -> Iterator[str]:
+    """The monolith's API (the caller runs the worker) on a real loopback port; yields its base URL."""
+    assert settings.database_url is not None
+    dbos = dbos_client(settings, engine)
+    changes = RunChanges(settings.database_url).start()
+    app = create_app(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith", changes=changes))
+    try:
+        with serving(app) as url:
+            yield url
+    finally:
+        changes.stop()
+        dbos.destroy()

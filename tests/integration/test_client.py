@@ -14,12 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 from kodo.api.deps import ApiContext
-from kodo.api.run_changes import RunChanges
 from kodo.client import AsyncKodoClient, KodoClient
 from kodo.errors import AccessDenied, Conflict, IdentityDrift, InfrastructureError, InvalidInput, NotFound
 from kodo.main import Worker, create_app, dbos_client
 from kodo.settings import Settings
-from kodo_server import serving
+from kodo_server import live_api, serving
 from processes import free_port
 from webhook_receiver import receiver
 
@@ -28,16 +27,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 @pytest.fixture
 def base_url(settings: Settings, engine: sa.Engine, worker: Worker) -> Iterator[str]:
-    assert settings.database_url is not None
-    dbos = dbos_client(settings, engine)
-    changes = RunChanges(settings.database_url).start()
-    app = create_app(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith", changes=changes))
-    try:
-        with serving(app) as url:
-            yield url
-    finally:
-        changes.stop()
-        dbos.destroy()
+    with live_api(settings, engine) as url:
+        yield url
 
 
 def golden_snippet() -> str:
