@@ -225,3 +225,25 @@ def test_cli_subscribes_and_a_batch_cancel_sends_run_canceled_and_batch_done(
         assert {row["eventType"] for row in json.loads(listed.output)} == {"run.canceled", "ops.batch_done"}
         assert cli(settings, "webhooks", "remove", sub["id"]).exit_code == 0
         assert cli(settings, "webhooks", "remove", sub["id"]).exit_code == 1
+
+
+def test_a_rejected_plan_sends_opened_resolved_and_failed(client: TestClient) -> None:
+    """A "no" to the plan: gate.opened, gate.resolved (decision no), run.failed (PLAN_REJECTED), in that order."""
+    events = ["gate.opened", "gate.resolved", "gate.timed_out", "run.succeeded", "run.failed", "run.canceled"]
+    with receiver() as hook:
+        secret = subscribe(client, hook.url, events)["secret"]
+        wid = start(client, "rejected plan")
+        opened = wait_until(lambda: hook.of_type("gate.opened", secret), what="gate.opened")
+        gate = opened[0][1]["data"]["gateKey"]
+        reply = {"payload": {"choice": "no"}, "dedupeKey": "no-1", "origin": "manual"}
+        assert client.post(f"/api/runs/{wid}/gates/{gate}/reply", json=reply).status_code == 200
+        assert wait_status(client, wid, TERMINAL)["status"] == "ERROR"
+
+        def received() -> list[dict[str, Any]]:
+            payloads = [payload for kind in events for _request, payload in hook.of_type(kind, secret)]
+            return sorted(payloads, key=lambda payload: str(payload["timestamp"])) if len(payloads) >= 3 else []
+
+        got = wait_until(received, what="three events")
+        assert [payload["type"] for payload in got] == ["gate.opened", "gate.resolved", "run.failed"]
+        assert got[1]["data"]["decision"] == "no" and got[1]["data"]["state"] == "RECEIVED"
+        assert got[2]["data"]["error"]["code"] == "PLAN_REJECTED"
