@@ -53,7 +53,7 @@ def queue_limits(settings: Settings) -> dict[str, dict[str, Any]]:
         "compileQ": {"polling_interval_sec": quiet, "global_concurrency": 10, "worker_concurrency": 10},
         # Webhook deliveries (kodo.workflows.webhooks): off every run's path; a slow receiver holds one slot
         # for at most KODO_WEBHOOK_TIMEOUT_SEC per try.
-        "webhookQ": {"polling_interval_sec": poll, "global_concurrency": 32, "worker_concurrency": 8},
+        "webhookQ": {"polling_interval_sec": poll, "worker_concurrency": 8},
     }
 
 
