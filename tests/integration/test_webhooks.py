@@ -247,3 +247,18 @@ def test_a_rejected_plan_sends_opened_resolved_and_failed(client: TestClient) ->
         assert [payload["type"] for payload in got] == ["gate.opened", "gate.resolved", "run.failed"]
         assert got[1]["data"]["decision"] == "no" and got[1]["data"]["state"] == "RECEIVED"
         assert got[2]["data"]["error"]["code"] == "PLAN_REJECTED"
+
+
+def test_a_deleted_subscription_stops_its_pending_deliveries(client: TestClient) -> None:
+    """A delivery of a subscription deleted since its event goes dead without sending another request."""
+    with receiver(failures=3) as hook:
+        sub = subscribe(client, hook.url, ["run.succeeded"])
+        wid = start(client, "then unsubscribe", autoApprove=True)
+        assert wait_status(client, wid, TERMINAL)["status"] == "SUCCESS"
+        (dead,) = wait_until(lambda: deliveries(client, state="dead"), what="dead delivery")
+        assert client.delete(f"/api/webhooks/{sub['id']}").status_code == 200
+        assert client.post(f"/api/webhooks/deliveries/{dead['id']}/redeliver").status_code == 202
+        again = wait_until(
+            lambda: [d for d in deliveries(client, state="dead") if d["attempts"] == 4], what="dead again"
+        )
+        assert again[0]["lastError"] == "subscription deleted" and len(hook.requests) == 3

@@ -39,6 +39,7 @@ class Subscription:
     description: str | None
     created_by: str | None
     created_at: datetime
+    deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +92,7 @@ def _subscription(row: Any) -> Subscription:
         description=row.description,
         created_by=row.created_by,
         created_at=row.created_at,
+        deleted_at=row.deleted_at,
     )
 
 

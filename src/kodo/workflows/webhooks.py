@@ -138,6 +138,8 @@ def send(delivery_id: str) -> SendOutcome:
     if found is None:
         return {"ok": False, "final": True, "status": None, "error": "delivery not found"}
     _delivery, event, subscription = found
+    if subscription.deleted_at is not None:  # removed after the event: its pending deliveries stop here
+        return {"ok": False, "final": True, "status": None, "error": "subscription deleted"}
     try:
         check_target(subscription.url, svc.settings)
     except InvalidInput as error:
