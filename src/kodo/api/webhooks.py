@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from kodo.api.access import principal, requires
 from kodo.api.deps import context
@@ -34,6 +34,86 @@ EventType = Literal[
     "budget.exceeded",
 ]
 MAX_LIST = 500
+
+
+# --- what the routes answer (documented in the OpenAPI schema; tests/integration/test_webhook_openapi.py
+# checks each answer against it) -------------------------------------------------------------------------
+
+
+class ErrorAnswer(BaseModel):
+    error: str
+    details: list[Any] | None = None
+    code: str | None = None
+
+
+class SubscriptionAnswer(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    tenant: str
+    description: str | None
+    createdBy: str | None
+    createdAt: str
+    secret: str | None = Field(None, description="The signing secret: only in the answer to the create.")
+
+
+class DeliveryAnswer(BaseModel):
+    id: str
+    eventId: str
+    eventType: str
+    subscriptionId: str
+    url: str
+    state: Literal["pending", "delivered", "dead"]
+    attempts: int
+    redeliveries: int
+    workflowId: str
+    lastStatus: int | None
+    lastError: str | None
+    createdAt: str
+    updatedAt: str
+    deliveredAt: str | None
+
+
+class TryAnswer(BaseModel):
+    round: int
+    attempt: int
+    status: int | None
+    error: str | None
+    at: str
+
+
+class DeliveryDetailAnswer(DeliveryAnswer):
+    tries: list[TryAnswer]
+
+
+class DeletedAnswer(BaseModel):
+    id: str
+    deleted: bool
+
+
+class RedeliveryAnswer(BaseModel):
+    id: str
+    state: Literal["pending"]
+    workflowId: str
+
+
+def _answers(ok: int, model: type[BaseModel] | None, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route: its success model and the error statuses it can answer."""
+    described: dict[int | str, dict[str, Any]] = {}
+    if model is not None:
+        described[ok] = {"model": model, "description": "Success"}
+    for status in (401, 403, *errors):
+        described[status] = {"model": ErrorAnswer, "description": ERROR_TEXT[status]}
+    return described
+
+
+ERROR_TEXT = {
+    400: "Invalid input (nothing was written)",
+    401: "No valid bearer token (when kodo has tokens)",
+    403: "The token's role is too low",
+    404: "Not found (or another tenant's)",
+    409: "Conflicts with the recorded state",
+}
 
 
 class SubscriptionBody(Strict):
@@ -82,7 +162,12 @@ def delivery_row(delivery: store.Delivery) -> dict[str, Any]:
     }
 
 
-@router.post("/api/webhooks", openapi_extra=body(SubscriptionBody))
+@router.post(
+    "/api/webhooks",
+    openapi_extra=body(SubscriptionBody),
+    status_code=201,
+    responses=_answers(201, SubscriptionAnswer, 400),
+)
 @requires("admin", scoping="filtered")
 async def create_subscription(request: Request) -> JSONResponse:
     """Subscribe a URL (loopback or ``KODO_WEBHOOK_ALLOWED_HOSTS`` only) to event types; 201 with the
@@ -111,7 +196,7 @@ async def create_subscription(request: Request) -> JSONResponse:
     return JSONResponse(subscription_row(created, with_secret=True), status_code=201)
 
 
-@router.get("/api/webhooks")
+@router.get("/api/webhooks", responses=_answers(200, None), response_model=list[SubscriptionAnswer])
 @requires("admin", scoping="filtered")
 def list_subscriptions(request: Request) -> JSONResponse:
     """The caller's tenant's live subscriptions (every tenant's for a tenant-``*`` token), without secrets."""
@@ -120,7 +205,7 @@ def list_subscriptions(request: Request) -> JSONResponse:
     return JSONResponse([subscription_row(s) for s in found])
 
 
-@router.delete("/api/webhooks/{subscription_id}")
+@router.delete("/api/webhooks/{subscription_id}", responses=_answers(200, DeletedAnswer, 404))
 @requires("admin", scoping="filtered")
 def delete_subscription(subscription_id: str, request: Request) -> JSONResponse:
     """Stop a subscription (404 when the tenant has none by that id); its deliveries stay on record."""
@@ -139,6 +224,8 @@ def _query(request: Request, name: str) -> str | None:
 
 @router.get(
     "/api/webhooks/deliveries",
+    response_model=list[DeliveryAnswer],
+    responses=_answers(200, None, 400),
     openapi_extra={
         "parameters": [
             {"name": "state", "in": "query", "schema": {"type": "string", "enum": list(store.DELIVERY_STATES)}},
@@ -170,7 +257,7 @@ def list_deliveries(request: Request) -> JSONResponse:
     return JSONResponse([delivery_row(d) for d in found])
 
 
-@router.get("/api/webhooks/deliveries/{delivery_id}")
+@router.get("/api/webhooks/deliveries/{delivery_id}", responses=_answers(200, DeliveryDetailAnswer, 404))
 @requires("operator", scoping="filtered")
 def get_delivery(delivery_id: str, request: Request) -> JSONResponse:
     """One delivery with every HTTP attempt it made (status or error each)."""
@@ -187,7 +274,11 @@ def get_delivery(delivery_id: str, request: Request) -> JSONResponse:
     return JSONResponse(row)
 
 
-@router.post("/api/webhooks/deliveries/{delivery_id}/redeliver")
+@router.post(
+    "/api/webhooks/deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    responses=_answers(202, RedeliveryAnswer, 404, 409),
+)
 @requires("operator", scoping="filtered")
 def redeliver(delivery_id: str, request: Request) -> JSONResponse:
     """Send a dead (or delivered) delivery again, with the same ``webhook-id``; 409 while it is pending."""
