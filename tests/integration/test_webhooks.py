@@ -163,7 +163,7 @@ def undispatched(engine: sa.Engine) -> int:
 
 
 def test_a_deleted_subscription_hears_nothing(client: TestClient, engine: sa.Engine) -> None:
-    """After DELETE a subscription is gone from the list and gets no deliveries for later events."""
+    """After DELETE a subscription is gone from the list, gets no deliveries, and no outbox rows are written."""
     with receiver() as hook:
         sub = subscribe(client, hook.url, ["run.succeeded"])
         assert client.delete(f"/api/webhooks/{sub['id']}").status_code == 200
@@ -172,6 +172,8 @@ def test_a_deleted_subscription_hears_nothing(client: TestClient, engine: sa.Eng
         assert wait_status(client, wid, TERMINAL)["status"] == "SUCCESS"
         wait_until(lambda: undispatched(engine) == 0, what="events dispatched")
         assert deliveries(client) == [] and hook.requests == []
+        with engine.connect() as conn:  # nobody listens: the triggers write no outbox row at all
+            assert conn.execute(sa.text("SELECT count(*) FROM app.webhook_events")).scalar_one() == 0
 
 
 def cli(settings: Settings, *args: str) -> Result:

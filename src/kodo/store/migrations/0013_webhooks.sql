@@ -70,6 +70,12 @@ $$;
 CREATE TRIGGER kodo_webhook_event_insert AFTER INSERT ON app.webhook_events
 FOR EACH ROW EXECUTE FUNCTION app.notify_webhook_event();
 
+-- Whether any live subscription listens for an event type: with none, the triggers write nothing, so a
+-- kodo without webhooks pays one lookup in a tiny table per run or gate change, not an outbox row.
+CREATE OR REPLACE FUNCTION app.webhook_heard(kind text) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM app.webhook_subscriptions WHERE deleted_at IS NULL AND kind = ANY(events))
+$$;
+
 -- run.succeeded | run.failed | run.canceled: a run row entering a terminal status.
 CREATE OR REPLACE FUNCTION app.webhook_run_event() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -79,6 +85,9 @@ BEGIN
         WHEN 'succeeded' THEN 'run.succeeded'
         WHEN 'canceled' THEN 'run.canceled'
         ELSE 'run.failed' END;
+    IF NOT app.webhook_heard(kind) THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO app.webhook_events (type, run_id, partition_key, data)
     VALUES (kind, NEW.id, NEW.queue_partition_key, jsonb_build_object(
         'runId', NEW.id,
@@ -115,6 +124,9 @@ BEGIN
         kind := 'gate.timed_out';
     ELSE
         kind := 'gate.resolved';
+    END IF;
+    IF NOT app.webhook_heard(kind) THEN
+        RETURN NULL;
     END IF;
     SELECT * INTO run FROM app.runs WHERE id = NEW.run_id;
     INSERT INTO app.webhook_events (type, run_id, partition_key, data)
