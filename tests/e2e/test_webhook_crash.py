@@ -1,5 +1,6 @@
-"""kill -9 of a real ``kodo up`` between a state change and its webhook delivery: after a restart every
-subscription gets exactly one successful delivery of the event, and a repeat only ever carries the same id."""
+"""Webhooks with real processes: kill -9 of a ``kodo up`` between a state change and its delivery still
+delivers exactly one successful event per subscription (a repeat only ever carries the same id), and the
+split topology (worker + API shim) delivers and redelivers."""
 
 from __future__ import annotations
 
@@ -89,3 +90,23 @@ def test_kill_9_after_the_receiver_answered_repeats_with_the_same_id(
         with engine.connect() as conn:
             attempts = conn.execute(sa.text("SELECT count(*) FROM app.webhook_attempts")).scalar_one()
         assert attempts == 1  # the ledger holds the one checkpointed attempt
+
+
+def test_split_topology_delivers_and_the_shim_redelivers(spawn: Callable[..., KodoProcess]) -> None:
+    """kodo worker + kodo api: the worker delivers gate.opened; a dead delivery redelivered through the shim
+    (which never launches DBOS) is sent by the worker."""
+    spawn("worker", KODO_WEBHOOK_MAX_ATTEMPTS="1")
+    shim = spawn("api", KODO_WEBHOOK_MAX_ATTEMPTS="1")
+    base = f"http://127.0.0.1:{shim.port}"  # type: ignore[attr-defined]
+    with receiver(failures=1) as hook:
+        subscription = _subscribe(base, hook.url)
+        _park_a_run(base)
+
+        def dead() -> list[Any]:
+            return list(httpx.get(f"{base}/api/webhooks/deliveries", params={"state": "dead"}).json())
+
+        (delivery,) = wait_until(dead, what="one failed try, then dead")
+        assert httpx.post(f"{base}/api/webhooks/deliveries/{delivery['id']}/redeliver").status_code == 202
+        wait_until(lambda: hook.successes(), what="redelivered by the worker")
+        assert hook.successes() == {delivery["eventId"]: 1}
+        assert len(hook.of_type("gate.opened", subscription["secret"])) == 2
