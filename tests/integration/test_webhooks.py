@@ -109,6 +109,9 @@ def test_a_receiver_that_never_answers_goes_dead_and_the_run_is_unaffected(clien
         dead = wait_until(lambda: deliveries(client, state="dead"), what="dead delivery")
         assert dead[0]["attempts"] == 3 and "Timeout" in dead[0]["lastError"]
         assert len(hook.requests) <= 3
+        internal = {"hideInternal": "true", "name": "DeliverWebhook"}
+        assert client.get("/api/ops/wf", params=internal).json() == []  # a utility: hidden on request
+        assert len(client.get("/api/ops/wf", params={"name": "DeliverWebhook"}).json()) == 1
         console = client.get("/ops")  # the ops console lists it, with how to send it again
         assert console.status_code == 200 and dead[0]["id"] in console.text and "redeliver" in console.text
 
