@@ -9,7 +9,9 @@ KodoError
 │   └── IdentityDrift         same id, different identity fields (``drift``)      (409)
 ├── Gone                      a legacy route is switched off                      (410)
 ├── StepFailure               a run step failed; carries a structured ``code``
-└── InfrastructureError       Postgres, DBOS or an adapter failed                 (500)
+├── InfrastructureError       Postgres, DBOS or an adapter failed                 (500)
+└── AccessDenied              no valid token, or a role too low (401/403: raised by ``kodo.client``; the
+                              server's access middleware answers these itself)
 """
 
 from __future__ import annotations
@@ -80,3 +82,7 @@ class StepFailure(KodoError):
 
 class InfrastructureError(KodoError):
     """An infrastructure dependency failed."""
+
+
+class AccessDenied(KodoError):
+    """No valid bearer token, or the token's role or tenant does not allow this."""

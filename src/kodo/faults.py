@@ -21,6 +21,8 @@ from kodo.errors import ConfigurationError
 # Every fault point that the code marks, with what a hit there interrupts. Add a name here with its hit().
 POINTS: dict[str, str] = {
     "delivery.after_branch": "a delivery created branch kodo/<runId> in the source but has not closed its ledger row",
+    "webhooks.dispatch": "a worker fanning webhook events out to deliveries, before that transaction commits",
+    "webhooks.after_send": "a webhook delivery after the receiver answered, before the attempt is checkpointed",
 }
 
 

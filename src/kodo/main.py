@@ -44,7 +44,7 @@ from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
 from kodo.store import completion_trigger, create_engine
 from kodo.store.migrate import migrate
-from kodo.workflows import completions, runtime
+from kodo.workflows import completions, runtime, webhooks
 from kodo.workflows.queues import register_queues
 from kodo.workflows.timers import ensure_schedule
 
@@ -148,8 +148,12 @@ class Worker:
     datasource: SQLAlchemyDatasource
     heartbeat: Heartbeat | None = None
     listener: completions.Completions | None = None
+    dispatcher: webhooks.Dispatcher | None = None
 
     def stop(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+            self.dispatcher.client.destroy()
         if self.heartbeat is not None:
             self.heartbeat.stop()
             self.heartbeat.client.destroy()
@@ -198,8 +202,10 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
     register_queues(settings)
     ensure_schedule(settings)
     heartbeat.start()
+    # Webhook outbox → deliveries (kodo.workflows.webhooks): after the queues exist, so nothing waits on one.
+    dispatcher = webhooks.Dispatcher(engine, dbos_client(settings, engine), settings, url).start()
     log.info("worker launched", executor=settings.executor_for(role), app_version=settings.app_version)
-    return Worker(engine=engine, datasource=datasource, heartbeat=heartbeat, listener=listener)
+    return Worker(engine=engine, datasource=datasource, heartbeat=heartbeat, listener=listener, dispatcher=dispatcher)
 
 
 @contextlib.contextmanager

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     # connections over them).
     reuse_port: bool = Field(False, validation_alias="KODO_REUSE_PORT")
 
+    # --- webhooks (kodo.workflows.webhooks)
+    webhook_allowed_hosts: str = Field("", validation_alias="KODO_WEBHOOK_ALLOWED_HOSTS")
+    webhook_max_attempts: int = Field(8, validation_alias="KODO_WEBHOOK_MAX_ATTEMPTS")
+    webhook_backoff_sec: float = Field(1.0, validation_alias="KODO_WEBHOOK_BACKOFF_SEC")
+    webhook_timeout_sec: float = Field(5.0, validation_alias="KODO_WEBHOOK_TIMEOUT_SEC")
+
     @field_validator("port", "admin_port", "oc_server_port")
     @classmethod
     def _port_range(cls, value: int) -> int:
@@ -174,6 +180,20 @@ class Settings(BaseSettings):
     def _dead_after(cls, value: float) -> float:
         if not 1 <= value <= 86400:
             raise ValueError("must be between 1 and 86400 seconds")
+        return value
+
+    @field_validator("webhook_max_attempts")
+    @classmethod
+    def _webhook_attempts(cls, value: int) -> int:
+        if not 1 <= value <= 50:
+            raise ValueError("must be between 1 and 50")
+        return value
+
+    @field_validator("webhook_backoff_sec", "webhook_timeout_sec")
+    @classmethod
+    def _webhook_seconds(cls, value: float) -> float:
+        if not 0.01 <= value <= 600:
+            raise ValueError("must be between 0.01 and 600 seconds")
         return value
 
     @field_validator("scheduled_tick_cron")

@@ -9,7 +9,7 @@ import pytest
 from kodo.settings import Settings, load_settings
 from kodo.workflows.queues import DEFAULT_PARTITION, partition_for, queue_limits
 
-QUEUES = {"intentQ", "sbxQ", "controlQ", "compileQ"}
+QUEUES = {"intentQ", "sbxQ", "controlQ", "compileQ", "webhookQ"}
 
 
 def _settings(**env: str) -> Settings:
@@ -22,7 +22,7 @@ def _rate(limits: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_queue_has_limits() -> None:
-    """All four queues of the spec get limits, and no others."""
+    """All four queues of the spec, and webhookQ (webhook deliveries), get limits, and no others."""
     assert set(queue_limits(_settings())) == QUEUES
 
 

@@ -20,6 +20,8 @@ from kodo.api import (
     review,
     run_evidence,
     runs,
+    webhooks,
+    whoami,
 )
 from kodo.api.deps import ApiContext
 from kodo.api.observe import Observe
@@ -31,7 +33,22 @@ def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
     app.state.kodo = context
     app.state.metrics = metrics.build(context.engine)
     errors.install(app)
-    modules = (health, intents, runs, recipes, gates, events, artifacts, proofs, ops, run_evidence, metrics, access)
+    modules = (
+        health,
+        intents,
+        runs,
+        recipes,
+        gates,
+        events,
+        artifacts,
+        proofs,
+        ops,
+        run_evidence,
+        metrics,
+        webhooks,
+        whoami,
+        access,
+    )
     for module in modules:
         app.include_router(module.router)
     app.include_router(review.router)  # the plan gate's review and a run's diff and delivery

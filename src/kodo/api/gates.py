@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import actor, empty_list, partition_patterns, requires
+from kodo.api.answers import GateAnswer, InboxAnswer, ReplyAnswer, answers
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body, integer, query
 from kodo.api.review import gate_review
@@ -88,7 +89,7 @@ def _int_query(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
-@router.get("/api/runs/{wid}/gates")
+@router.get("/api/runs/{wid}/gates", response_model=list[GateAnswer], responses=answers(200, None))
 @requires("viewer", hidden=empty_list)
 def list_gates(wid: str, request: Request) -> JSONResponse:
     """The run's gates, newest first (an unknown run has none)."""
@@ -146,7 +147,12 @@ def _reply(ctx: ApiContext, wid: str, key: str, body: GateReplyBody | ExternalEv
         )
 
 
-@router.post("/api/runs/{wid}/gates/{gate_key}/reply", openapi_extra=body(GateReplyBody))
+@router.post(
+    "/api/runs/{wid}/gates/{gate_key}/reply",
+    openapi_extra=body(GateReplyBody),
+    response_model=ReplyAnswer,
+    responses=answers(200, None, 400, 404, 409),
+)
 @requires("approver")
 async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
     """Answer a gate: 200 ``{ok, isReplay}``; the same dedupeKey with another payload is 409."""
@@ -218,7 +224,12 @@ def list_interactions(wid: str, request: Request) -> JSONResponse:
     )
 
 
-@router.get("/api/hitl/inbox", openapi_extra=query(("limit", integer(1, 200))))
+@router.get(
+    "/api/hitl/inbox",
+    openapi_extra=query(("limit", integer(1, 200))),
+    response_model=list[InboxAnswer],
+    responses=answers(200, None, 400),
+)
 @requires("viewer", scoping="filtered")
 def inbox(request: Request) -> JSONResponse:
     """Open gates of waiting runs, soonest deadline first, with an SLA state."""

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import requires
+from kodo.api.answers import IntentAnswer, answers
 from kodo.api.deps import context
 from kodo.api.openapi import body
 from kodo.api.schemas import IntentBody, parse_body
@@ -38,7 +39,12 @@ async def _create(request: Request) -> JSONResponse:
     return JSONResponse({"intentId": intent.id}, status_code=201)
 
 
-@router.post("/api/intents", openapi_extra=body(IntentBody))
+@router.post(
+    "/api/intents",
+    openapi_extra=body(IntentBody),
+    status_code=201,
+    responses=answers(201, IntentAnswer, 400, 413),
+)
 @requires("approver", scoping="shared")
 async def create_intent(request: Request) -> JSONResponse:
     """Create an intent: 201 ``{"intentId": "it_…"}``."""

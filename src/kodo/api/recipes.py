@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from kodo.access import Principal
 from kodo.api.access import principal, requires
+from kodo.api.answers import RecipeAnswer, RunHeaderAnswer, answers
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body
 from kodo.api.runs import header, read_by_key, require_run
@@ -24,7 +25,7 @@ from kodo.workflows.recipe_spec import RecipeBundle, RecipeExportRequest
 router = APIRouter()
 
 
-@router.get("/api/recipes")
+@router.get("/api/recipes", response_model=list[RecipeAnswer], responses=answers(200, None))
 @requires("viewer", scoping="shared")
 def list_recipes(request: Request) -> JSONResponse:
     """One row per recipe: latest version, its status, and the stable version it points at (``stableRef``)."""
@@ -92,7 +93,12 @@ def _start(ctx: ApiContext, body: RunStartBody, who: Principal | None) -> tuple[
         return header(ctx, conn, run), replay
 
 
-@router.post("/api/run", openapi_extra=body(RunStartBody))
+@router.post(
+    "/api/run",
+    openapi_extra=body(RunStartBody),
+    status_code=201,
+    responses={**answers(201, RunHeaderAnswer, 400, 404, 409, 413), 200: {"model": RunHeaderAnswer}},
+)
 @requires("approver", partition_field=("opts", "queuePartitionKey"))
 async def start_recipe_run(request: Request) -> JSONResponse:
     """Start a run from a pinned recipe version and form data: 201 new, 200 replay (``isReplay``),

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from kodo.api.access import empty_list, not_found, requires
+from kodo.api.answers import DiagnosisAnswer, answers
 from kodo.api.deps import context
 from kodo.api.ops import ops_of, strict_query
 from kodo.ops import diagnosis, evidence
@@ -13,7 +14,7 @@ from kodo.ops import diagnosis, evidence
 router = APIRouter()
 
 
-@router.get("/api/runs/{wid}/diagnosis")
+@router.get("/api/runs/{wid}/diagnosis", response_model=DiagnosisAnswer, responses=answers(200, None, 404))
 @requires("viewer", hidden=not_found("workflow not found: {key}"))
 def run_diagnosis(wid: str, request: Request) -> JSONResponse:
     """A plain-language cause (``code`` + ``reason`` + ``details``) for a run or any workflow; 404 if unknown."""

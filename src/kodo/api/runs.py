@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kodo import telemetry
 from kodo.api.access import actor, not_found, requires
+from kodo.api.answers import ApprovalAnswer, RunHeaderAnswer, answers
 from kodo.api.artifacts import ref_media_type
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body, integer, query
@@ -205,7 +206,12 @@ async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tupl
     return await run_in_threadpool(_transaction)
 
 
-@router.post("/api/runs", openapi_extra=body(ApiRunBody))
+@router.post(
+    "/api/runs",
+    openapi_extra=body(ApiRunBody),
+    status_code=201,
+    responses={**answers(201, RunHeaderAnswer, 400, 404, 409, 413), 200: {"model": RunHeaderAnswer}},
+)
 @requires(
     "approver",
     run_field="intentId",
@@ -284,6 +290,8 @@ def _wakes(statuses: frozenset[str]) -> Callable[[str], bool]:
 @router.get(
     "/api/runs/{wid}",
     openapi_extra=query(("until", {"type": "string", "enum": list(UNTIL)}), ("timeoutS", integer(0, 30))),
+    response_model=RunHeaderAnswer,
+    responses=answers(200, None, 400, 404),
 )
 @requires("viewer")
 async def get_run_header(wid: str, request: Request) -> JSONResponse:
@@ -347,7 +355,12 @@ async def _approve(request: Request, key: str, headers: dict[str, str] | None) -
     )
 
 
-@router.post("/api/runs/{wid}/approve-plan", openapi_extra=body(PlanApprovalBody))
+@router.post(
+    "/api/runs/{wid}/approve-plan",
+    openapi_extra=body(PlanApprovalBody),
+    status_code=202,
+    responses=answers(202, ApprovalAnswer, 400, 404, 409),
+)
 @requires("approver")
 async def approve_plan(wid: str, request: Request) -> JSONResponse:
     """Approve the plan of a run (the plan gate's "yes"): 202 ``{accepted, runId, approvedAt}``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import sys
@@ -591,3 +592,7 @@ cli.add_command(_LazyGroup("runs", "kodo.cli.runs:runs", "A run's change: kodo r
 
 def main() -> None:
     cli()
+
+
+cli.add_command(_LazyGroup("webhooks", "kodo.cli.webhooks:webhooks", "Webhooks: subscriptions and deliveries."))
+cli.add_command(importlib.import_module("kodo.cli.mcp").mcp_command)  # light: its SDK loads when it runs

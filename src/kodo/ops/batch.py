@@ -15,7 +15,7 @@ from typing import Any
 from kodo.errors import KodoError
 from kodo.ops import workflows
 from kodo.ops.context import Ops, require_text
-from kodo.store import dbos_workflows
+from kodo.store import dbos_workflows, webhooks
 from kodo.store.dbos_workflows import Filter, WorkflowRow
 
 MAX_BATCH = 10_000
@@ -100,7 +100,25 @@ def apply(
             outcomes.append(Outcome(workflow_id=workflow_id, ok=False, result={}, error=error.message))
         if progress is not None:
             progress(1)
+    _announce(ops, action, given, outcomes)
     return outcomes
+
+
+def _announce(ops: Ops, action: str, given: dict[str, str], outcomes: list[Outcome]) -> None:
+    """The ``ops.batch_done`` webhook event, once the batch's last item has committed (each item commits on its
+    own, so the event has a transaction of its own too)."""
+    failed = [outcome.workflow_id for outcome in outcomes if not outcome.ok]
+    data = {
+        "action": action,
+        "actor": given["actor"],
+        "reason": given["reason"],
+        "total": len(outcomes),
+        "ok": len(outcomes) - len(failed),
+        "failed": len(failed),
+        "failedWorkflowIds": failed[:100],
+    }
+    with ops.engine.begin() as conn:
+        webhooks.record_event(conn, "ops.batch_done", data)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

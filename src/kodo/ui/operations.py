@@ -10,7 +10,7 @@ from kodo.api.deps import context
 from kodo.api.ops import ops_of
 from kodo.errors import KodoError
 from kodo.ops import executors, queues, workflows
-from kodo.store import recipe_versions
+from kodo.store import recipe_versions, webhooks
 from kodo.store.dbos_workflows import Filter
 from kodo.ui.pages import render
 from kodo.workflows import recipes
@@ -33,6 +33,8 @@ def ops_page(request: Request) -> HTMLResponse:
         limit=100,
     )
     listed = workflows.list_workflows(ops, where)
+    with context(request).read() as conn:
+        dead = webhooks.list_deliveries(conn, tenant=None, state="dead", subscription_id=None, limit=50)
     detail = steps = None
     problem = None
     wid = query.get("wid")
@@ -60,6 +62,17 @@ def ops_page(request: Request) -> HTMLResponse:
         depth=queues.depth(ops, queue=None, status=None, limit=50),
         fairness=queues.fairness(ops, queue=None, limit=50),
         executors=executors.view(ops),
+        dead_deliveries=[
+            {
+                "delivery": d.id,
+                "event": d.event_type,
+                "url": d.url,
+                "attempts": d.attempts,
+                "last error": d.last_error,
+                "updated": d.updated_at.isoformat(timespec="seconds"),
+            }
+            for d in dead
+        ],
     )
 
 

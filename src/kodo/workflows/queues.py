@@ -51,6 +51,9 @@ def queue_limits(settings: Settings) -> dict[str, dict[str, Any]]:
         ),
         "controlQ": {"polling_interval_sec": quiet, "global_concurrency": 5, "worker_concurrency": 5},
         "compileQ": {"polling_interval_sec": quiet, "global_concurrency": 10, "worker_concurrency": 10},
+        # Webhook deliveries (kodo.workflows.webhooks): off every run's path; a slow receiver holds one slot
+        # for at most KODO_WEBHOOK_TIMEOUT_SEC per try.
+        "webhookQ": {"polling_interval_sec": poll, "worker_concurrency": 8},
     }
 
 
