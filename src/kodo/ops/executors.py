@@ -12,6 +12,10 @@ round the leader looks for executors silent longer than ``KODO_EXECUTOR_DEAD_AFT
   checkpoint. Audited as ``op: recover`` with actor ``recovery-leader:<executor>``.
 * nobody serves the version → left alone and reported as *version-stranded* (executors view and
   diagnosis): resume would park it forever; fork to a served version is the operator's call.
+
+Each round also runs the stranded-work watchdog (``kodo.ops.stranded``) for this worker's own executor,
+and, as leader, for live executors that reported stranded work without recovering it. A round that meets a
+Postgres outage logs once when the outage starts and once when it ends (``kodo.outages.OutageLog``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import sqlalchemy as sa
 import structlog
 from dbos import DBOSClient
 
+from kodo import outages
+from kodo.ops import stranded
 from kodo.ops.context import Ops
 from kodo.ops.targets import audit, resolve
 from kodo.settings import Settings
@@ -68,8 +74,18 @@ def recover_once(engine: sa.Engine, client: DBOSClient, settings: Settings, *, m
 class Heartbeat:
     """This process's heartbeat and its bid for recovery leadership (a daemon thread)."""
 
-    def __init__(self, engine: sa.Engine, client: DBOSClient, settings: Settings, *, executor_id: str, role: str):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        client: DBOSClient,
+        settings: Settings,
+        *,
+        executor_id: str,
+        role: str,
+        live: stranded.LiveWorkflows | None = None,
+    ):
         self.engine = engine
+        self.live = live  # this process's running workflow ids: the watchdog runs when given
         self.client = client
         self.settings = settings
         self.executor_id = executor_id
@@ -79,6 +95,7 @@ class Heartbeat:
         self._lock_conn: sa.Connection | None = None
         self._stranded_seen: set[str] = set()
         self._registered = False
+        self._outage = outages.OutageLog("heartbeat")
 
     @property
     def leader(self) -> bool:
@@ -121,8 +138,11 @@ class Heartbeat:
             try:
                 self.tick()
             except Exception as error:
-                log.warning("heartbeat round failed", error=repr(error))
+                if not self._outage.failed(error):
+                    log.warning("heartbeat round failed", error=repr(error))
                 self._release()
+            else:
+                self._outage.succeeded()
 
     def tick(self) -> list[dict[str, Any]]:
         """Beat, try to lead, and (as leader) run one recovery round."""
@@ -130,9 +150,13 @@ class Heartbeat:
             self._try_lead()
         with self.engine.begin() as conn:
             executors.beat(conn, self.executor_id, leader=self.leader)
+        actions: list[dict[str, Any]] = []
+        if self.live is not None:
+            actions += stranded.watch_once(self.engine, self.client, self.settings, me=self.executor_id, live=self.live)
         if not self.leader:
-            return []
-        actions = recover_once(self.engine, self.client, self.settings, me=self.executor_id)
+            return actions
+        actions += stranded.lead_once(self.engine, self.client, self.settings, me=self.executor_id)
+        actions += recover_once(self.engine, self.client, self.settings, me=self.executor_id)
         for item in actions:
             if item["action"] == "stranded" and item["workflowID"] not in self._stranded_seen:
                 self._stranded_seen.add(item["workflowID"])
