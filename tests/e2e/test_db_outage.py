@@ -185,3 +185,40 @@ def test_split_topology_rides_through_a_postgres_outage(
     _ride_through_an_outage(api, [f"{api}/healthz", worker_health], home, engine)
     for process in (worker, api_process):
         assert process.proc is not None and process.proc.poll() is None
+
+
+def test_past_the_ceiling_the_watchdog_recovers_what_gave_up(
+    spawn: Callable[..., KodoProcess], home: Path, engine: sa.Engine
+) -> None:
+    """KODO_DB_OUTAGE_MAX_SEC=1, a 6 s outage: threads stop waiting, the watchdog re-runs them; all finish once."""
+    up = spawn("up", KODO_DB_OUTAGE_MAX_SEC="1")
+    api = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
+    sleeps = [f"ceiling-sleep-{n}" for n in range(2)]
+    for wf in sleeps:
+        assert httpx.post(f"{api}/api/ops/sleep?wf={wf}&sleep={SLEEP_MS}").status_code == 202
+    run = _new_run(api, "ceiling", autoApprove=True, workload={"concurrency": 2, "steps": 2, "sandboxMinutes": 1})
+    asleep = "SELECT count(*) FROM app.artifacts WHERE step_id = 'sleep-before-sleep'"
+    wait_until(lambda: _count(engine, asleep) == 2, timeout=60, what="sleeps asleep")
+    mid_step = "SELECT count(*) FROM dbos.workflow_status WHERE name = 'ExecuteTask' AND status = 'PENDING'"
+    wait_until(lambda: _count(engine, mid_step) >= 2, timeout=60, what="sandbox children mid-step")
+    with postgres_down(home) as window:
+        wait_until(lambda: window.down_sec >= OUTAGE_SEC, timeout=OUTAGE_SEC + 5, interval=0.2, what="outage")
+    wait_until(lambda: _status(api, run) in TERMINAL, timeout=120, what="the run finished")
+    active = "SELECT count(*) FROM dbos.workflow_status WHERE status IN ('PENDING','ENQUEUED')"
+    wait_until(lambda: _count(engine, active) == 0, timeout=60, what="nothing left PENDING or ENQUEUED")
+    assert _status(api, run) == "SUCCESS"
+    with engine.connect() as conn:
+        assert oracle_violations(conn) == {}
+        done = conn.execute(
+            sa.text("SELECT count(*) FROM dbos.workflow_status WHERE workflow_uuid = ANY(:w) AND status = 'SUCCESS'"),
+            {"w": sleeps},
+        )
+        assert done.scalar_one() == len(sleeps)
+        by_watchdog = "SELECT count(*) FROM app.artifacts WHERE inline->>'op' = 'recover' AND inline->>'actor' LIKE :a"
+        recovered = conn.execute(sa.text(by_watchdog), {"a": "watchdog:%"}).scalar_one()
+        sandbox = conn.execute(sa.text("SELECT count(*), count(DISTINCT task_key) FROM app.sbx_runs")).one()
+        assert conn.execute(sa.text("SELECT count(*) FROM app.stranded_workflows")).scalar_one() == 0
+    assert recovered >= 1  # the threads that gave up were stranded, and recovered by the watchdog
+    # The ledger: one row per task. A task whose record could not be written before the ceiling ran again as
+    # its step's next attempt, and its row says so (attempt 2): nothing ran twice that the ledger hides.
+    assert tuple(sandbox) == (2, 2)

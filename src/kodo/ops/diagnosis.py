@@ -7,6 +7,7 @@ Checked in this order, for a run (its current phase workflow and that phase's ch
 * ``WAITING_ON_GATE`` waiting on gate G (purpose, next action) since T, deadline D
 * ``NO_LIVE_WORKER``  queued (or owned by a dead executor) for version V that no live worker serves
 * ``DEAD_EXECUTOR``   owned by executor E, silent for N s; the recovery leader will resume it
+* ``STRANDED``        PENDING on a live executor with no thread running it, since T; its watchdog recovers it
 * ``QUEUE_NOT_REGISTERED`` / ``MISSING_PARTITION``  DBOS's silent forever-states
 * ``QUEUED_BEHIND``   queued behind N in partition P of queue Q (R running, A ahead)
 * ``DELAYED``         delayed until T
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 from kodo.models import RETRYABLE_SANDBOX_CODES, Run
 from kodo.ops.context import Ops
 from kodo.ops.targets import resolve
-from kodo.store import dbos_workflows, executors, gates, ops_audit, sandbox_runs
+from kodo.store import dbos_workflows, executors, gates, ops_audit, sandbox_runs, stranded
 from kodo.store.dbos_workflows import WorkflowRow
 
 INTERNAL_QUEUE = "_dbos_internal_queue"
@@ -138,6 +139,18 @@ def _pending(
             f"recovery leader resumes it on a live {row.app_version} worker",
             executorId=owner.executor_id,
             heartbeatAgeMs=owner.heartbeat_age_ms,
+            **common,
+        )
+    strand = stranded.of_workflows(conn, [row.workflow_id]).get(row.workflow_id)
+    if strand is not None:
+        state = "re-enqueued, restarting" if strand.recovered_at is not None else "recovering"
+        return _answer(
+            "STRANDED",
+            f"{name} is stranded since {strand.since.isoformat()} (PENDING on {strand.executor_id} with no thread "
+            f"running it), {state}",
+            executorId=strand.executor_id,
+            strandedSince=strand.since.isoformat(),
+            recoveredAt=strand.recovered_at.isoformat() if strand.recovered_at else None,
             **common,
         )
     for child in dbos_workflows.children(conn, row.workflow_id):

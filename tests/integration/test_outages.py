@@ -1,0 +1,101 @@
+"""Outages against a real server: what the classifier calls transient, and the stranded-work watchdog's view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from helpers import make_settings, wait_until
+from kodo import outages
+from kodo.main import Worker
+from kodo.ops import stranded as watchdog
+from kodo.settings import Settings
+from kodo.store import stranded
+from kodo.workflows.outage_retry import live_workflow_ids
+from ops_helpers import new_run
+
+
+def _error_of(engine: sa.Engine, statement: str, *setup: str) -> sa.exc.DBAPIError:
+    with engine.connect() as conn:
+        for line in setup:
+            conn.execute(sa.text(line))
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            conn.execute(sa.text(statement))
+        return caught.value
+
+
+def test_a_terminated_session_is_transient(engine: sa.Engine) -> None:
+    """An administrator shutdown of our session (57P01, what a stopping server sends) is transient."""
+    with engine.connect() as victim:
+        pid = victim.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as admin:
+            admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            victim.execute(sa.text("SELECT 1"))
+    assert outages.is_transient(caught.value) and outages.is_outage_error(caught.value)
+
+
+def test_wrong_statements_are_not_transient(engine: sa.Engine) -> None:
+    """A constraint, a bad value, a statement timeout (57014, a cancel): never retried as an outage."""
+    duplicate = _error_of(
+        engine, "INSERT INTO t VALUES (1)", "CREATE TEMP TABLE t (id int PRIMARY KEY)", "INSERT INTO t VALUES (1)"
+    )
+    bad_value = _error_of(engine, "SELECT CAST('x' AS int)")
+    timed_out = _error_of(engine, "SELECT pg_sleep(2)", "SET statement_timeout = 50")
+    assert getattr(timed_out.orig, "sqlstate", None) == "57014"
+    for error in (duplicate, bad_value, timed_out):
+        assert not outages.is_transient(error), error
+
+
+def test_a_serialization_failure_is_transient_but_no_outage(engine: sa.Engine) -> None:
+    """40001 reruns (its transaction rolled back) without starting the outage clock's ceiling."""
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
+        conn.execute(sa.text("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$"))
+    assert outages.is_transient(caught.value) and not outages.is_outage_error(caught.value)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """A heartbeat too slow to run during the test: the test drives the watchdog rounds itself."""
+    return make_settings(database_url, tmp_path / "home", KODO_HEARTBEAT_INTERVAL_SEC="600", CHAOS_SLEEP_EXECUTE="8000")
+
+
+def _why(client: TestClient, key: str) -> dict[str, Any]:
+    response = client.get(f"/api/runs/{key}/diagnosis")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_diagnosis_names_a_stranded_workflow_and_the_watchdog_spares_a_live_one(
+    client: TestClient, engine: sa.Engine, settings: Settings, worker: Worker
+) -> None:
+    """A reported strand reads "stranded since T, recovering"; a watchdog round sees the live thread and drops it."""
+    wid = new_run(client, "strand", partition="strand", autoApprove=True)
+
+    def running_child() -> str | None:
+        with engine.connect() as conn:
+            query = (
+                "SELECT workflow_uuid FROM dbos.workflow_status WHERE parent_workflow_id = :p AND status = 'PENDING'"
+            )
+            return conn.execute(sa.text(query), {"p": wid}).scalar()
+
+    child = wait_until(running_child, timeout=30, what="the sandbox task running")
+    me = settings.executor_for("monolith")
+    with engine.begin() as conn:
+        stranded.observe(conn, me, [child])
+    found = _why(client, child)
+    assert found["code"] == "STRANDED", found
+    assert f"stranded since {found['details']['strandedSince']}" in found["reason"]
+    assert found["reason"].endswith("recovering") and found["details"]["executorId"] == me
+    assert worker.heartbeat is not None
+    actions = watchdog.watch_once(engine, worker.heartbeat.client, settings, me=me, live=live_workflow_ids)
+    assert actions == [] and child in live_workflow_ids()
+    with engine.connect() as conn:
+        assert stranded.of_executors(conn, [me]) == []
+    assert _why(client, child)["code"] == "RUNNING"
+    client.post(f"/api/ops/wf/{wid}/cancel", json={"actor": "t", "reason": "cleanup"})
+    wait_until(lambda: running_child() is None, timeout=30, what="the cancelled task stopped")
