@@ -93,7 +93,9 @@ def _status(base: str, wid: str) -> str:
     return str(response.json().get("status")) if response.status_code == 200 else ""
 
 
-def _ride_through_an_outage(api: str, health: list[str], home: Path, engine: sa.Engine) -> None:
+def _ride_through_an_outage(
+    api: str, health: list[str], home: Path, engine: sa.Engine, outage_sec: float = OUTAGE_SEC
+) -> None:
     """Sleeps, sandbox children mid-step, parked runs and a gate timing out, then an outage; all finish once."""
     sleeps = [f"outage-sleep-{n}" for n in range(3)]
     for wf in sleeps:
@@ -127,14 +129,14 @@ def _ride_through_an_outage(api: str, health: list[str], home: Path, engine: sa.
         write = httpx.post(f"{api}/api/intents", json={"goal": "x", "inputs": {}, "constraints": {}}, timeout=10)
         for response in (read, write):
             assert response.status_code == 503 and response.headers["Retry-After"], response.text
-        wait_until(lambda: window.down_sec >= OUTAGE_SEC, timeout=OUTAGE_SEC + 5, interval=0.2, what="outage")
+        wait_until(lambda: window.down_sec >= outage_sec, timeout=outage_sec + 5, interval=0.2, what="outage")
 
     for url in health:
         wait_until(lambda url=url: httpx.get(url, timeout=10).status_code == 200, timeout=60, what=f"{url} healthy")
     for wid in parked:
         assert httpx.post(f"{api}/api/runs/{wid}/approve-plan", json={"approvedBy": "a"}).status_code == 202
     for wid in [*sandboxed, *parked, escalating]:
-        wait_until(lambda wid=wid: _status(api, wid) in TERMINAL, timeout=120, what=f"{wid} finished")
+        wait_until(lambda wid=wid: _status(api, wid) in TERMINAL, timeout=120 + outage_sec, what=f"{wid} finished")
     wait_until(
         lambda: _count(engine, "SELECT count(*) FROM dbos.workflow_status WHERE status IN ('PENDING','ENQUEUED')") == 0,
         timeout=60,

@@ -99,3 +99,46 @@ def test_diagnosis_names_a_stranded_workflow_and_the_watchdog_spares_a_live_one(
     assert _why(client, child)["code"] == "RUNNING"
     client.post(f"/api/ops/wf/{wid}/cancel", json={"actor": "t", "reason": "cleanup"})
     wait_until(lambda: running_child() is None, timeout=30, what="the cancelled task stopped")
+
+
+def test_the_leader_recovers_what_a_live_executor_reported_but_left(
+    engine: sa.Engine, settings: Settings, worker: Worker
+) -> None:
+    """Another live executor reports a strand and does nothing: the leader re-enqueues it once, and it runs."""
+    from kodo.store import executors
+    from kodo.workflows.timers import start_sleep
+
+    assert worker.heartbeat is not None
+    client = worker.heartbeat.client
+    wid = "leader-strand-1"
+    # Enqueued for a version nobody serves (so no worker dequeues it), then made what a dead thread of a live
+    # executor leaves: PENDING on that executor, for our version.
+    start_sleep(client, workflow_id=wid, sleep_ms=10, app_version="v-nobody")
+    with engine.begin() as conn:
+        executors.register(conn, executor_id="other-exec", role="worker", app_version="v1", hostname="h", pid=1)
+        conn.execute(
+            sa.text(
+                "UPDATE dbos.workflow_status SET status = 'PENDING', executor_id = 'other-exec', "
+                "application_version = :v WHERE workflow_uuid = :w"
+            ),
+            {"v": settings.app_version, "w": wid},
+        )
+        stranded.observe(conn, "other-exec", [wid])
+    me = settings.executor_for("monolith")
+    assert watchdog.lead_once(engine, client, settings, me=me) == []  # reported just now: its own watchdog's turn
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE app.stranded_workflows SET since = since - interval '1 hour'"))
+    actions = watchdog.lead_once(engine, client, settings, me=me)
+    assert actions == [
+        {"workflowID": wid, "action": "recovered-stranded", "executor": "other-exec", "by": f"recovery-leader:{me}"}
+    ]
+    assert watchdog.lead_once(engine, client, settings, me=me) == []  # once: recovered_at is set
+    status = "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = :w"
+    wait_until(lambda: _scalar(engine, status, w=wid) == "SUCCESS", timeout=30, what="the recovered sleep ran")
+    audit = "SELECT count(*) FROM app.artifacts WHERE inline->>'op' = 'recover' AND inline->>'actor' = :a"
+    assert _scalar(engine, audit, a=f"recovery-leader:{me}") == 1
+
+
+def _scalar(engine: sa.Engine, query: str, **params: object) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(query), params).scalar()

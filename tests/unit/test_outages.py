@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +155,21 @@ def test_a_route_meeting_an_outage_answers_503_with_retry_after(tmp_path: Path) 
     assert response.json() == {"error": "database unavailable; retry later", "retryAfterSec": 5}
     assert explicit.status_code == 503 and explicit.headers["Retry-After"] == "7"
     assert errors.body_for(DatabaseUnavailable("x", 3)) == (503, {"error": "x", "retryAfterSec": 3})
+
+
+def test_dbos_logger_says_one_connection_line_per_outage() -> None:
+    """During an outage the first "cannot reach the database" record passes, the rest are dropped; others pass."""
+    quiet = outages.QuietDuringOutage()
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("dbos", logging.WARNING, __file__, 1, message, (), None)
+
+    lost = "Exception encountered in queue thread for intentQ: connection is bad: connection to server failed"
+    assert quiet.filter(record(lost))  # no outage on the clock: a lone error passes
+    outages.clock.failed(tcp_refused())
+    passed = [quiet.filter(record(lost)) for _ in range(50)]
+    assert passed == [True] + [False] * 49 and quiet.suppressed == 49
+    assert quiet.filter(record("Step being automatically retried"))  # not an outage line
+    outages.clock.succeeded()
+    outages.clock.failed(tcp_refused())  # a new outage: its first line passes again
+    assert quiet.filter(record(lost)) and not quiet.filter(record(lost))
