@@ -170,9 +170,16 @@ def test_monolith_rides_through_a_postgres_outage(
     spawn: Callable[..., KodoProcess], home: Path, engine: sa.Engine
 ) -> None:
     """kodo up, Postgres stopped 6 s mid-work and started, kodo not restarted: all finishes, oracles empty."""
-    up = spawn("up")
+    up = spawn("up", KODO_SCHEDULED_TICK_CRON="*/2 * * * * *")  # scheduled ticks fall due inside the outage too
     api = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
     _ride_through_an_outage(api, [f"{api}/healthz"], home, engine)
+    with engine.connect() as conn:
+        ticks = dict(
+            conn.execute(
+                sa.text("SELECT status, count(*) FROM dbos.workflow_status WHERE name = 'ScheduledTick' GROUP BY 1")
+            ).all()
+        )
+    assert set(ticks) == {"SUCCESS"} and ticks["SUCCESS"] >= 5, ticks
     assert up.proc is not None and up.proc.poll() is None  # never restarted
 
 
