@@ -29,7 +29,8 @@ from kodo.ops.targets import audit, resolve
 from kodo.settings import Settings
 from kodo.store import dbos_workflows, executors, stranded
 
-LiveWorkflows = Callable[[], set[str]]
+# This process's running workflow ids; None when it cannot tell (its threads are all busy): no round then.
+LiveWorkflows = Callable[[], set[str] | None]
 log = structlog.get_logger("kodo.recovery")
 
 
@@ -68,13 +69,15 @@ def watch_once(
     with engine.connect() as conn:
         pending = dbos_workflows.pending_of(conn, [me])
     running = live()
+    if running is None:
+        return []
     candidates = [row.workflow_id for row in pending if row.workflow_id not in running]
     with engine.begin() as conn:
         rows = stranded.observe(conn, me, candidates)
     grace_ms = grace_sec(settings) * 1000
     actions = []
     for row in rows:
-        if row.recovered_at is not None or row.age_ms < grace_ms or row.workflow_id in live():
+        if row.recovered_at is not None or row.age_ms < grace_ms or row.workflow_id in (live() or {row.workflow_id}):
             continue
         done = _recover(engine, client, row, actor=f"watchdog:{me}", reason="PENDING with no thread in its process")
         if done is not None:

@@ -69,12 +69,17 @@ def install(max_outage_sec: float) -> None:
         dbos_logger.addFilter(_quiet)
 
 
-def live_workflow_ids() -> set[str]:
-    """The workflows with an execution running in this process (the stranded-work watchdog's "live").
+def live_workflow_ids() -> set[str] | None:
+    """The workflows with an execution running in this process (the stranded-work watchdog's "live"), or
+    ``None`` while DBOS's thread pool has a backlog: a workflow dequeued but still waiting for a thread is
+    PENDING with no execution yet, and must not be mistaken for a stranded one.
 
-    DBOS internals, in this one place: DBOS 3.4 keeps this set (``ActiveWorkflowById``) but has no public
+    DBOS internals, in this one place: DBOS 3.4 keeps the set (``ActiveWorkflowById``) but has no public
     accessor; its entries are added when an execution starts in this process and removed when it ends.
     """
     from dbos._dbos import _get_dbos_instance
 
-    return set(_get_dbos_instance()._active_workflows_set.activeList())
+    dbos = _get_dbos_instance()
+    if dbos._executor._work_queue.qsize() > 0:
+        return None
+    return set(dbos._active_workflows_set.activeList())
