@@ -113,12 +113,15 @@ class OutageClock:
         self._lock = threading.Lock()
         self._since: float | None = None
         self._last_error: str | None = None
+        self._back = threading.Event()
+        self._back.set()
 
     def failed(self, error: BaseException) -> float:
         """Note a transient failure; returns how long the outage has lasted so far (seconds)."""
         with self._lock:
             if self._since is None:
                 self._since = time.monotonic()
+                self._back.clear()
             self._last_error = describe(error)
             return time.monotonic() - self._since
 
@@ -126,7 +129,15 @@ class OutageClock:
         """Note a successful round trip; returns the outage's length if this ended one."""
         with self._lock:
             since, self._since = self._since, None
+            self._back.set()
         return None if since is None else time.monotonic() - since
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep``, except that a sleep during an outage ends as soon as the outage does."""
+        if self._since is None:
+            time.sleep(seconds)
+        else:
+            self._back.wait(seconds)
 
     def state(self) -> OutageState:
         with self._lock:

@@ -173,3 +173,17 @@ def test_dbos_logger_says_one_connection_line_per_outage() -> None:
     outages.clock.succeeded()
     outages.clock.failed(tcp_refused())  # a new outage: its first line passes again
     assert quiet.filter(record(lost)) and not quiet.filter(record(lost))
+
+
+def test_a_retry_sleep_during_an_outage_ends_when_the_outage_does() -> None:
+    """DBOS's backoff (up to 60 s) sleeps through the clock: the end of the outage wakes it at once."""
+    import threading
+
+    outages.clock.failed(tcp_refused())
+    sleeper = threading.Thread(target=outages.clock.sleep, args=(600,), daemon=True)
+    sleeper.start()
+    sleeper.join(0.2)
+    assert sleeper.is_alive()  # still waiting: the outage goes on
+    outages.clock.succeeded()
+    sleeper.join(30)
+    assert not sleeper.is_alive()

@@ -77,7 +77,10 @@ def watch_once(
     grace_ms = grace_sec(settings) * 1000
     actions = []
     for row in rows:
-        if row.recovered_at is not None or row.age_ms < grace_ms or row.workflow_id in (live() or {row.workflow_id}):
+        if row.recovered_at is not None or row.age_ms < grace_ms:
+            continue
+        running = live()  # again: an execution may have started since the list was read
+        if running is None or row.workflow_id in running:
             continue
         done = _recover(engine, client, row, actor=f"watchdog:{me}", reason="PENDING with no thread in its process")
         if done is not None:

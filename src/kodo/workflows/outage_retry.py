@@ -11,13 +11,16 @@ and stayed ``PENDING`` for good (issue #26).
 that consult it, with a ceiling: once the process's outage (``kodo.outages.clock``) is older than
 ``KODO_DB_OUTAGE_MAX_SEC`` the check says "not retriable", the waiting thread gives up, and its workflow
 is left ``PENDING`` for the stranded-work watchdog (``kodo.ops.stranded``) to recover when the database is
-back. It also quiets DBOS's logger to one line per outage (``kodo.outages.QuietDuringOutage``).
+back. It also quiets DBOS's logger to one line per outage (``kodo.outages.QuietDuringOutage``), and ends
+DBOS's retry sleeps when the outage ends (``_TimeWithOutageSleep``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from dbos import _datasource as dbos_datasource
@@ -29,6 +32,22 @@ from kodo import outages
 log = structlog.get_logger("kodo.outage")
 _dbos_check: Callable[[Exception], bool] = dbos_utils.retriable_postgres_exception
 _quiet = outages.QuietDuringOutage()
+
+
+class _TimeWithOutageSleep:
+    """``time`` for ``dbos._sys_db``: the same module, but a sleep during an outage ends when the outage does.
+
+    DBOS's system-database retry backs off up to 60 s; without this, work resumed up to a minute after a
+    long outage ended (measured: about 45 s after a 60 s outage). An outage ends at the next successful
+    round of a background loop (the heartbeat, a LISTEN reconnect), so now within a few seconds.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        outages.clock.sleep(seconds)
 
 
 class _Ceiling:
@@ -64,6 +83,7 @@ def install(max_outage_sec: float) -> None:
     # DBOS internals, in this one place: both modules imported the check by name, so both names are replaced.
     dbos_system_database.retriable_postgres_exception = retriable  # type: ignore[attr-defined]
     dbos_datasource.retriable_postgres_exception = retriable  # type: ignore[attr-defined]
+    dbos_system_database.time = _TimeWithOutageSleep()  # type: ignore[attr-defined,assignment]
     dbos_logger = logging.getLogger("dbos")
     if _quiet not in dbos_logger.filters:
         dbos_logger.addFilter(_quiet)
