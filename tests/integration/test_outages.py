@@ -143,3 +143,37 @@ def test_the_leader_recovers_what_a_live_executor_reported_but_left(
 def _scalar(engine: sa.Engine, query: str, **params: object) -> Any:
     with engine.connect() as conn:
         return conn.execute(sa.text(query), params).scalar()
+
+
+def test_the_watchdog_recovers_its_own_stranded_workflow_once(
+    engine: sa.Engine, settings: Settings, worker: Worker
+) -> None:
+    """PENDING on this executor with no thread: seen, then after the grace re-enqueued once, and it runs."""
+    from kodo.workflows.timers import start_sleep
+
+    assert worker.heartbeat is not None
+    client = worker.heartbeat.client
+    me = settings.executor_for("monolith")
+    wid = "own-strand-1"
+    # What a thread that died leaves: PENDING on this executor, with no execution in this process.
+    start_sleep(client, workflow_id=wid, sleep_ms=10, app_version="v-nobody")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE dbos.workflow_status SET status = 'PENDING', executor_id = :e, application_version = :v "
+                "WHERE workflow_uuid = :w"
+            ),
+            {"e": me, "v": settings.app_version, "w": wid},
+        )
+    assert watchdog.watch_once(engine, client, settings, me=me, live=live_workflow_ids) == []  # first seen
+    with engine.connect() as conn:
+        assert [row.workflow_id for row in stranded.of_executors(conn, [me])] == [wid]
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE app.stranded_workflows SET since = since - interval '1 hour'"))
+    actions = watchdog.watch_once(engine, client, settings, me=me, live=live_workflow_ids)
+    assert actions == [{"workflowID": wid, "action": "recovered-stranded", "executor": me, "by": f"watchdog:{me}"}]
+    status = "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = :w"
+    wait_until(lambda: _scalar(engine, status, w=wid) == "SUCCESS", timeout=30, what="the recovered sleep ran")
+    assert watchdog.watch_once(engine, client, settings, me=me, live=live_workflow_ids) == []
+    with engine.connect() as conn:
+        assert stranded.of_executors(conn, [me]) == []  # no longer stranded: forgotten
