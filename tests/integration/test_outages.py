@@ -91,6 +91,8 @@ def test_diagnosis_names_a_stranded_workflow_and_the_watchdog_spares_a_live_one(
     assert found["code"] == "STRANDED", found
     assert f"stranded since {found['details']['strandedSince']}" in found["reason"]
     assert found["reason"].endswith("recovering") and found["details"]["executorId"] == me
+    listed = client.get("/api/ops/executors").json()["withoutThread"]
+    assert [(item["workflowID"], item["executorId"], item["recoveredAt"]) for item in listed] == [(child, me, None)]
     assert worker.heartbeat is not None
     actions = watchdog.watch_once(engine, worker.heartbeat.client, settings, me=me, live=live_workflow_ids)
     live = live_workflow_ids()

@@ -35,6 +35,7 @@ from kodo.ops.context import Ops
 from kodo.ops.targets import audit, resolve
 from kodo.settings import Settings
 from kodo.store import dbos_workflows, executors
+from kodo.store import stranded as stranded_store
 
 LEADER_LOCK = 0x6B6F646F_0002  # "kodo" + 2: the recovery leader
 log = structlog.get_logger("kodo.recovery")
@@ -199,6 +200,7 @@ def view(ops: Ops) -> dict[str, Any]:
         dead_ids = [e.executor_id for e in rows if not e.alive(dead_after)]
         orphaned = dbos_workflows.pending_of(conn, dead_ids)
         unserved = dbos_workflows.unserved(conn, list(live))
+        without_thread = stranded_store.of_executors(conn, [e.executor_id for e in rows])
         pending: dict[str, int] = dict(
             conn.execute(
                 sa.text(
@@ -242,6 +244,17 @@ def view(ops: Ops) -> dict[str, Any]:
                 "reason": f"no live worker serves application version {r.app_version}",
             }
             for r in stranded.values()
+        ],
+        # PENDING on a live executor with no thread running it (kodo.ops.stranded): being recovered.
+        "withoutThread": [
+            {
+                "workflowID": r.workflow_id,
+                "executorId": r.executor_id,
+                "since": r.since.isoformat(),
+                "recoveredAt": r.recovered_at.isoformat() if r.recovered_at else None,
+                "recoveredBy": r.recovered_by,
+            }
+            for r in without_thread
         ],
         "thresholds": {
             "heartbeatIntervalSec": ops.settings.heartbeat_interval_sec,
