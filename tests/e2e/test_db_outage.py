@@ -128,7 +128,8 @@ def _ride_through_an_outage(
             assert down.json()["ok"] is False and down.json()["reason"]
         read = httpx.get(f"{api}/api/runs/{parked[0]}", timeout=10)
         write = httpx.post(f"{api}/api/intents", json={"goal": "x", "inputs": {}, "constraints": {}}, timeout=10)
-        for response in (read, write):
+        reply = httpx.post(f"{api}/api/runs/{parked[0]}/approve-plan", json={"approvedBy": "a"}, timeout=10)
+        for response in (read, write, reply):
             assert response.status_code == 503 and response.headers["Retry-After"], response.text
         wait_until(lambda: window.down_sec >= outage_sec, timeout=outage_sec + 5, interval=0.2, what="outage")
 
