@@ -54,14 +54,8 @@ def spawn(tmp_path: Path, home: Path) -> Iterator[Callable[..., KodoProcess]]:
 
     def _spawn(command: str, **env: str) -> KodoProcess:
         port, admin_port = free_port(), free_port()
-        full_env = clean_env(
-            KODO_HOME=str(home),
-            PORT=str(port),
-            ADMIN_PORT=str(admin_port),
-            KODO_HEARTBEAT_INTERVAL_SEC="0.5",
-            CHAOS_SLEEP_EXECUTE="4000",
-            **env,
-        )
+        defaults = {"KODO_HEARTBEAT_INTERVAL_SEC": "0.5", "CHAOS_SLEEP_EXECUTE": "4000"}
+        full_env = clean_env(KODO_HOME=str(home), PORT=str(port), ADMIN_PORT=str(admin_port), **{**defaults, **env})
         health = admin_port if command == "worker" else port
         process = KodoProcess(
             [command], full_env, tmp_path / f"{command}-{len(started)}.log", f"http://127.0.0.1:{health}/healthz"
@@ -205,7 +199,8 @@ def test_past_the_ceiling_the_watchdog_recovers_what_gave_up(
     spawn: Callable[..., KodoProcess], home: Path, engine: sa.Engine
 ) -> None:
     """KODO_DB_OUTAGE_MAX_SEC=1, a 6 s outage: threads stop waiting, the watchdog re-runs them; all finish once."""
-    up = spawn("up", KODO_DB_OUTAGE_MAX_SEC="1")
+    # A sandbox task longer than the outage: a task whose record gave up runs again after the database is back.
+    up = spawn("up", KODO_DB_OUTAGE_MAX_SEC="1", CHAOS_SLEEP_EXECUTE="7000")
     api = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
     sleeps = [f"ceiling-sleep-{n}" for n in range(2)]
     for wf in sleeps:
