@@ -10,6 +10,7 @@ KodoError
 ├── Gone                      a legacy route is switched off                      (410)
 ├── StepFailure               a run step failed; carries a structured ``code``
 ├── InfrastructureError       Postgres, DBOS or an adapter failed                 (500)
+│   └── DatabaseUnavailable   Postgres is unreachable for now (an outage)         (503 + Retry-After)
 └── AccessDenied              no valid token, or a role too low (401/403: raised by ``kodo.client``; the
                               server's access middleware answers these itself)
 """
@@ -82,6 +83,14 @@ class StepFailure(KodoError):
 
 class InfrastructureError(KodoError):
     """An infrastructure dependency failed."""
+
+
+class DatabaseUnavailable(InfrastructureError):
+    """The database is unavailable for now; retry later."""
+
+    def __init__(self, message: str | None = None, retry_after_sec: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_sec = retry_after_sec
 
 
 class AccessDenied(KodoError):

@@ -36,6 +36,7 @@ from kodo.adapters.sandbox import Sandbox
 from kodo.adapters.sandbox.mock import MockSandbox
 from kodo.api import access, create_api, metrics
 from kodo.api.deps import ApiContext
+from kodo.api.health import unhealthy
 from kodo.api.observe import Observe
 from kodo.api.run_changes import RunChanges
 from kodo.database import resolve_database_url, sqlalchemy_url
@@ -44,7 +45,7 @@ from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
 from kodo.store import completion_trigger, create_engine
 from kodo.store.migrate import migrate
-from kodo.workflows import completions, runtime, webhooks
+from kodo.workflows import completions, outage_retry, runtime, webhooks
 from kodo.workflows.queues import register_queues
 from kodo.workflows.timers import ensure_schedule
 
@@ -132,11 +133,14 @@ def dbos_config(settings: Settings, url: str, role: Role) -> DBOSConfig:
     }
 
 
-def dbos_client(settings: Settings, engine: sa.Engine) -> DBOSClient:
+def dbos_client(settings: Settings, engine: sa.Engine, *, wait_out_outages: bool = False) -> DBOSClient:
+    """A DBOS client on ``engine``. Only a workflow's own client waits out an outage (DBOS's retry); the API's
+    and the heartbeat's raise at once, so a request answers 503 and a background round fails and is retried."""
     return DBOSClient(
         system_database_engine=engine,
         serializer=DBOSPortableJSONSerializer(),
         application_name=settings.app_name,
+        retry_connection_errors=wait_out_outages,
     )
 
 
@@ -174,6 +178,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
 
     faults.arm(settings.fault_points)
     telemetry.configure(settings)
+    outage_retry.install(settings.db_outage_max_sec)  # DBOS waits out a Postgres outage (issue #26)
     DBOS(config=dbos_config(settings, url, role))
     # Created after DBOS(...) and before launch: DBOS registers every datasource with its instance.
     datasource = SQLAlchemyDatasource.create(
@@ -184,7 +189,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
             settings=settings,
             engine=engine,
             datasource=datasource,
-            client=dbos_client(settings, engine),
+            client=dbos_client(settings, engine, wait_out_outages=True),
             agent=build_agent(settings),
             sandbox=build_sandbox(settings),
         )
@@ -192,7 +197,12 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
     # Heartbeat in app.executors + the bid for dead-executor recovery leadership (kodo.ops.executors).
     # Registered before launch: a restarted executor is alive again before DBOS recovers its own work.
     heartbeat = Heartbeat(
-        engine, dbos_client(settings, engine), settings, executor_id=settings.executor_for(role), role=role
+        engine,
+        dbos_client(settings, engine),
+        settings,
+        executor_id=settings.executor_for(role),
+        role=role,
+        live=outage_retry.live_workflow_ids,
     )
     heartbeat.register()
     # LISTEN kodo_workflow_done before launch: a recovered parent's fan-out is woken by its children too.
@@ -255,7 +265,7 @@ def admin_app(settings: Settings, engine: sa.Engine) -> FastAPI:
             with engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
         except Exception as error:
-            return JSONResponse({"ok": False, "error": type(error).__name__}, status_code=503)
+            return unhealthy(error)
         return JSONResponse(
             {
                 "ok": True,

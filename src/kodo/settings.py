@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     recovery_enabled: bool = Field(True, validation_alias="KODO_RECOVERY_ENABLED")
     cancel_poll_interval_sec: float = Field(0.5, validation_alias="KODO_CANCEL_POLL_INTERVAL_SEC")
     scheduled_tick_cron: str = Field("*/30 * * * * *", validation_alias="KODO_SCHEDULED_TICK_CRON")
+    # How long a workflow waits out a database outage before it gives up (kodo.outages; docs/ops.md).
+    db_outage_max_sec: float = Field(600.0, validation_alias="KODO_DB_OUTAGE_MAX_SEC")
 
     # --- observability and posture
     dbos_enable_otlp: bool = Field(False, validation_alias="DBOS_ENABLE_OTLP")
@@ -173,6 +175,13 @@ class Settings(BaseSettings):
     def _interval(cls, value: float) -> float:
         if not 0.05 <= value <= 3600:
             raise ValueError("must be between 0.05 and 3600 seconds")
+        return value
+
+    @field_validator("db_outage_max_sec")
+    @classmethod
+    def _outage_max(cls, value: float) -> float:
+        if not 1 <= value <= 86400:
+            raise ValueError("must be between 1 and 86400 seconds")
         return value
 
     @field_validator("executor_dead_after_sec")

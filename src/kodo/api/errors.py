@@ -11,14 +11,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kodo.errors import Conflict, Gone, IdentityDrift, InvalidInput, KodoError, NotFound, PolicyViolation
+from kodo import outages
+from kodo.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    Gone,
+    IdentityDrift,
+    InvalidInput,
+    KodoError,
+    NotFound,
+    PolicyViolation,
+)
 
 _STATUS: list[tuple[type[KodoError], int]] = [
     (InvalidInput, 400),
     (NotFound, 404),
     (Conflict, 409),
     (Gone, 410),
+    (DatabaseUnavailable, 503),
 ]
+# During a Postgres outage every route that needs the database answers this, at once (never a 500 stack).
+UNAVAILABLE_RETRY_AFTER_SEC = 5
 log = structlog.get_logger("kodo.api")
 
 
@@ -34,6 +47,8 @@ def body_for(error: KodoError) -> tuple[int, dict[str, Any]]:
                 body["drift"] = error.drift
             elif isinstance(error, Conflict):
                 body.update(error.extra)
+            if isinstance(error, DatabaseUnavailable):
+                body["retryAfterSec"] = error.retry_after_sec
             return status, body
     return 500, {"error": "internal error"}
 
@@ -41,10 +56,13 @@ def body_for(error: KodoError) -> tuple[int, dict[str, Any]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(KodoError)
     async def _kodo(request: Request, error: KodoError) -> JSONResponse:
+        if not isinstance(error, DatabaseUnavailable) and outages.is_transient(error):
+            return unavailable(request, error)
         status, body = body_for(error)
         if status == 500:
             log.error("request failed", path=request.url.path, error=repr(error))
-        return JSONResponse(body, status_code=status)
+        headers = {"Retry-After": str(error.retry_after_sec)} if isinstance(error, DatabaseUnavailable) else None
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -56,6 +74,13 @@ def install(app: FastAPI) -> None:
         message = "not found" if error.status_code == 404 else str(error.detail)
         return JSONResponse({"error": message}, status_code=error.status_code)
 
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def _database(request: Request, error: sa.exc.DBAPIError) -> JSONResponse:
+        if outages.is_transient(error):
+            return unavailable(request, error)
+        log.error("unexpected error", path=request.url.path, error=repr(error))
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
     @app.exception_handler(sa.exc.DataError)
     async def _data(request: Request, error: sa.exc.DataError) -> JSONResponse:
         # Postgres refused a value (its transaction rolled back, nothing was written): the input's fault.
@@ -64,5 +89,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        if outages.is_transient(error):
+            return unavailable(request, error)
         log.error("unexpected error", path=request.url.path, error=repr(error))
         return JSONResponse({"error": "internal error"}, status_code=500)
+
+
+def unavailable(request: Request, error: BaseException) -> JSONResponse:
+    """A 503 with ``Retry-After`` for a transient database error (``kodo.outages.is_transient``)."""
+    outages.clock.failed(error)
+    log.warning("database unavailable", path=request.url.path, error=outages.describe(error))
+    status, body = body_for(DatabaseUnavailable("database unavailable; retry later", UNAVAILABLE_RETRY_AFTER_SEC))
+    return JSONResponse(body, status_code=status, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SEC)})

@@ -8,8 +8,10 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from kodo import outages
 from kodo.api.access import public
 from kodo.api.deps import context
+from kodo.api.errors import UNAVAILABLE_RETRY_AFTER_SEC
 
 router = APIRouter()
 
@@ -23,7 +25,8 @@ def healthz(request: Request) -> JSONResponse:
         with ctx.read() as conn:
             conn.execute(sa.text("SELECT 1"))
     except Exception as error:
-        return JSONResponse({"ok": False, "error": f"database unreachable: {type(error).__name__}"}, status_code=503)
+        return unhealthy(error)
+    outages.clock.succeeded()
     return JSONResponse(
         {
             "ok": True,
@@ -32,4 +35,21 @@ def healthz(request: Request) -> JSONResponse:
             "appVersion": ctx.settings.app_version,
             "pid": os.getpid(),
         }
+    )
+
+
+def unhealthy(error: BaseException) -> JSONResponse:
+    """503 with the reason (the driver's first line) and ``Retry-After``; notes the outage on the clock."""
+    if outages.is_transient(error):
+        outages.clock.failed(error)
+    state = outages.clock.state()
+    return JSONResponse(
+        {
+            "ok": False,
+            "error": f"database unreachable: {type(error).__name__}",
+            "reason": outages.describe(error),
+            "outageSec": round(state.age_sec(), 1) if state.down else None,
+        },
+        status_code=503,
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SEC)},
     )

@@ -9,6 +9,7 @@ Checked in this order, for a run (its current phase workflow and that phase's ch
 * ``DEAD_EXECUTOR``   owned by executor E, silent for N s; the recovery leader will resume it
 * ``OWNER_SILENT``    owned by executor E whose heartbeat is overdue (more than two intervals old), not
                       yet declared dead: what a kill -9 looks like in its first ``KODO_EXECUTOR_DEAD_AFTER_SEC``
+* ``STRANDED``        PENDING on a live executor with no thread running it, since T; its watchdog recovers it
 * ``QUEUE_NOT_REGISTERED`` / ``MISSING_PARTITION``  DBOS's silent forever-states
 * ``QUEUED_BEHIND``   queued behind N in partition P of queue Q (R running, A ahead)
 * ``DELAYED``         delayed until T
@@ -27,7 +28,7 @@ import sqlalchemy as sa
 from kodo.models import RETRYABLE_SANDBOX_CODES, Run
 from kodo.ops.context import Ops
 from kodo.ops.targets import resolve
-from kodo.store import dbos_workflows, executors, gates, ops_audit, sandbox_runs
+from kodo.store import dbos_workflows, executors, gates, ops_audit, sandbox_runs, stranded
 from kodo.store.dbos_workflows import WorkflowRow
 
 INTERNAL_QUEUE = "_dbos_internal_queue"
@@ -163,6 +164,18 @@ def _pending(
         )
     if owner is not None and overdue(ops, owner):
         return _silent(ops, owner, name, common)
+    strand = stranded.of_workflows(conn, [row.workflow_id]).get(row.workflow_id)
+    if strand is not None:
+        state = "re-enqueued, restarting" if strand.recovered_at is not None else "recovering"
+        return _answer(
+            "STRANDED",
+            f"{name} is stranded since {strand.since.isoformat()} (PENDING on {strand.executor_id} with no thread "
+            f"running it), {state}",
+            executorId=strand.executor_id,
+            strandedSince=strand.since.isoformat(),
+            recoveredAt=strand.recovered_at.isoformat() if strand.recovered_at else None,
+            **common,
+        )
     for child in dbos_workflows.children(conn, row.workflow_id):
         if child.status in {"ENQUEUED", "PENDING", "DELAYED"}:
             found = _child(conn, ops, row, child, anchors)

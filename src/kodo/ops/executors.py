@@ -12,6 +12,10 @@ round the leader looks for executors silent longer than ``KODO_EXECUTOR_DEAD_AFT
   ``op: recover`` with actor ``recovery-leader:<executor>``, in the resume's own transaction.
 * nobody serves the version → left alone and reported as *version-stranded* (executors view and
   diagnosis): resume would park it forever; fork to a served version is the operator's call.
+
+Each round also runs the stranded-work watchdog (``kodo.ops.stranded``) for this worker's own executor,
+and, as leader, for live executors that reported stranded work without recovering it. A round that meets a
+Postgres outage logs once when the outage starts and once when it ends (``kodo.outages.OutageLog``).
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import sqlalchemy as sa
 import structlog
 from dbos import DBOSClient
 
-from kodo import faults
-from kodo.ops import workflows
+from kodo import faults, outages
+from kodo.ops import stranded, workflows
 from kodo.ops.context import Ops
 from kodo.ops.targets import audit, resolve
 from kodo.settings import Settings
 from kodo.store import dbos_control, dbos_workflows, executors
+from kodo.store import stranded as stranded_store
 
 LEADER_LOCK = 0x6B6F646F_0002  # "kodo" + 2: the recovery leader
 log = structlog.get_logger("kodo.recovery")
@@ -73,8 +78,18 @@ def recover_once(engine: sa.Engine, settings: Settings, *, me: str) -> list[dict
 class Heartbeat:
     """This process's heartbeat and its bid for recovery leadership (a daemon thread)."""
 
-    def __init__(self, engine: sa.Engine, client: DBOSClient, settings: Settings, *, executor_id: str, role: str):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        client: DBOSClient,
+        settings: Settings,
+        *,
+        executor_id: str,
+        role: str,
+        live: stranded.LiveWorkflows | None = None,
+    ):
         self.engine = engine
+        self.live = live  # this process's running workflow ids: the watchdog runs when given
         self.client = client
         self.settings = settings
         self.executor_id = executor_id
@@ -84,6 +99,7 @@ class Heartbeat:
         self._lock_conn: sa.Connection | None = None
         self._stranded_seen: set[str] = set()
         self._registered = False
+        self._outage = outages.OutageLog("heartbeat")
 
     @property
     def leader(self) -> bool:
@@ -126,8 +142,11 @@ class Heartbeat:
             try:
                 self.tick()
             except Exception as error:
-                log.warning("heartbeat round failed", error=repr(error))
+                if not self._outage.failed(error):
+                    log.warning("heartbeat round failed", error=repr(error))
                 self._release()
+            else:
+                self._outage.succeeded()
 
     def tick(self) -> list[dict[str, Any]]:
         """Beat, try to lead, and (as leader) run one recovery round."""
@@ -135,9 +154,13 @@ class Heartbeat:
             self._try_lead()
         with self.engine.begin() as conn:
             executors.beat(conn, self.executor_id, leader=self.leader)
+        actions: list[dict[str, Any]] = []
+        if self.live is not None:
+            actions += stranded.watch_once(self.engine, self.client, self.settings, me=self.executor_id, live=self.live)
         if not self.leader:
-            return []
-        actions = recover_once(self.engine, self.settings, me=self.executor_id)
+            return actions
+        actions += stranded.lead_once(self.engine, self.client, self.settings, me=self.executor_id)
+        actions += recover_once(self.engine, self.settings, me=self.executor_id)
         audited = workflows.reconcile(self.engine)  # forks a crash left without their audit row
         if audited:
             log.info("audited forks a crash left unaudited", count=audited)
@@ -183,6 +206,7 @@ def view(ops: Ops) -> dict[str, Any]:
         dead_ids = [e.executor_id for e in rows if not e.alive(dead_after)]
         orphaned = dbos_workflows.pending_of(conn, dead_ids)
         unserved = dbos_workflows.unserved(conn, list(live))
+        without_thread = stranded_store.of_executors(conn, [e.executor_id for e in rows])
         pending: dict[str, int] = dict(
             conn.execute(
                 sa.text(
@@ -226,6 +250,17 @@ def view(ops: Ops) -> dict[str, Any]:
                 "reason": f"no live worker serves application version {r.app_version}",
             }
             for r in stranded.values()
+        ],
+        # PENDING on a live executor with no thread running it (kodo.ops.stranded): being recovered.
+        "withoutThread": [
+            {
+                "workflowID": r.workflow_id,
+                "executorId": r.executor_id,
+                "since": r.since.isoformat(),
+                "recoveredAt": r.recovered_at.isoformat() if r.recovered_at else None,
+                "recoveredBy": r.recovered_by,
+            }
+            for r in without_thread
         ],
         "thresholds": {
             "heartbeatIntervalSec": ops.settings.heartbeat_interval_sec,

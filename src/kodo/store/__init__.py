@@ -18,7 +18,9 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str = "kod
         max_overflow=pool_size,
         pool_pre_ping=False,
         pool_recycle=1800,
-        connect_args={"application_name": application_name},
+        # A server that does not answer (a failover, a dropped route) fails a connect in 10 s, not the OS's
+        # minutes: a request or loop meeting an outage answers and retries instead of hanging (docs/ops.md).
+        connect_args={"application_name": application_name, "connect_timeout": 10},
     )
 
 

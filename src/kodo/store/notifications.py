@@ -16,6 +16,7 @@ from collections.abc import Callable
 import psycopg
 import structlog
 
+from kodo import outages
 from kodo.database import libpq_url
 
 log = structlog.get_logger("kodo")
@@ -49,6 +50,7 @@ class Listener:
         self._listening = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage = outages.OutageLog(f"listen {channel}")
 
     @property
     def listening(self) -> bool:
@@ -99,12 +101,13 @@ class Listener:
                 self.backend_pid = conn.info.backend_pid
                 self.connections += 1
                 self._listening.set()
+                self._outage.succeeded()
                 backoff = self.min_backoff_sec
                 while not self._stop.is_set():
                     for note in conn.notifies(timeout=self.poll_sec):
                         self._deliver(note.payload)
             except Exception as error:  # never into the owner: its waiters fall back to reading
-                if not self._stop.is_set():
+                if not self._stop.is_set() and not self._outage.failed(error):
                     log.warning(
                         "listener lost its connection", channel=self.channel, error=repr(error), retry_in=backoff
                     )

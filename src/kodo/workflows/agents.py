@@ -22,7 +22,7 @@ from kodo.identity import artifact_uri
 from kodo.models import STEP_PHASES, NewArtifact
 from kodo.store import agent_calls, artifacts, runs, steps
 from kodo.workflows import observe
-from kodo.workflows.runtime import services, transact
+from kodo.workflows.runtime import own_transaction, services, transact
 
 
 def compile_prompt(intent: dict[str, Any], workload: dict[str, Any] | None = None) -> str:
@@ -102,13 +102,11 @@ def _ledger(
 def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
     """A remote agent's turn: prompted at most once per op key, outside any transaction."""
     request = AgentRequest(**call)
-    with services().engine.connect() as conn:
-        cached = _cached(conn, request)
+    cached = own_transaction("agentTurn.cached", _cached, request)
     if cached is not None:
         return cached
     result, entry = _prompt(request)
-    with services().engine.begin() as conn:
-        answer = _ledger(conn, request, result, entry)
+    answer = own_transaction("agentTurn.ledger", _ledger, request, result, entry)
     if "error" in answer:
         raise StepFailure(answer["code"], answer["error"])
     return answer

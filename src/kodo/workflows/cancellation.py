@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 import structlog
 
+from kodo import outages
 from kodo.workflows.runtime import services
 
 log = structlog.get_logger("kodo.cancel")
@@ -45,6 +46,7 @@ class _Watcher:
         self.lock = threading.Lock()
         self.tasks: dict[str, Watched] = {}
         self.thread: threading.Thread | None = None
+        self.outage = outages.OutageLog("cancel-watch")
 
     def add(self, watched: Watched) -> None:
         with self.lock:
@@ -85,9 +87,11 @@ class _Watcher:
                         {"ids": keys},
                     ).scalars()
                     found = list(cancelled)
-            except Exception as error:  # a transient database error: look again next round
-                log.warning("cancel watch query failed", error=repr(error))
+            except Exception as error:  # a database error: look again next round (an outage: logged once)
+                if not self.outage.failed(error):
+                    log.warning("cancel watch query failed", error=repr(error))
                 continue
+            self.outage.succeeded()
             for key in found:
                 with self.lock:
                     item = self.tasks.get(key)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from dbos import DBOSClient, SQLAlchemyDatasource
 
+from kodo import outages
 from kodo.adapters.agent import CodingAgent
 from kodo.adapters.sandbox import Sandbox
 from kodo.settings import Settings
@@ -50,3 +51,16 @@ def transact(name: str, body: Callable[..., T], *args: Any) -> T:
 
     _run.__qualname__ = name
     return datasource.run_tx_step({"name": name, "isolation_level": "READ COMMITTED"}, _run, *args)
+
+
+def own_transaction(name: str, body: Callable[..., T], *args: Any) -> T:
+    """Run ``body(conn, *args)`` in a transaction of its own (a step's writes outside ``transact``), waiting out
+    a database outage (up to ``KODO_DB_OUTAGE_MAX_SEC``) instead of failing the step; ``body`` must be
+    idempotent (it may run again after a commit that was lost with the connection)."""
+    svc = services()
+
+    def attempt() -> T:
+        with svc.engine.begin() as conn:
+            return body(conn, *args)
+
+    return outages.wait_out(attempt, max_sec=svc.settings.db_outage_max_sec, what=name)

@@ -23,7 +23,7 @@ from kodo.models import RETRYABLE_SANDBOX_CODES, STEP_PHASES, NewArtifact
 from kodo.store import artifacts, receipts, runs, sandbox_runs, steps
 from kodo.workflows import cancellation, completions, delivery, environments, evals, observe
 from kodo.workflows.queues import partition_for
-from kodo.workflows.runtime import services, transact
+from kodo.workflows.runtime import own_transaction, services, transact
 from kodo.workflows.templates import default_resolution
 
 STEP_ID = "ExecuteST"
@@ -86,6 +86,23 @@ class SandboxInfrastructureFailure(StepFailure):
     """The sandbox failed for an infrastructure reason; the step is retried."""
 
 
+def _record_sandbox_run(
+    conn: sa.Connection,
+    run_id: str,
+    task_key: str,
+    attempt: int,
+    provider: str,
+    request: dict[str, Any],
+    response: dict[str, Any],
+    made: list[NewArtifact],
+) -> None:
+    """The sandbox ledger row and the task's artifacts (both insert-once: safe to run again)."""
+    sandbox_runs.record(
+        conn, run_id=run_id, task_key=task_key, attempt=attempt, provider=provider, request=request, response=response
+    )
+    artifacts.add_all(conn, run_id, made)
+
+
 @DBOS.step(name="executeTask", retries_allowed=True, max_attempts=3, interval_seconds=1.0, backoff_rate=2.0)
 def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
     svc = services()
@@ -123,17 +140,17 @@ def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
     made = artifact_set(task["runId"], request.task_key, attempt, svc.sandbox.provider, response)
     response["attempt"] = attempt
     response["artifactIndexRef"] = made[0].uri
-    with svc.engine.begin() as conn:
-        sandbox_runs.record(
-            conn,
-            run_id=task["runId"],
-            task_key=request.task_key,
-            attempt=attempt,
-            provider=svc.sandbox.provider,
-            request=request.as_json() | dict(task.get("template") or {}),
-            response=response,
-        )
-        artifacts.add_all(conn, task["runId"], made)
+    own_transaction(
+        "executeTask.record",
+        _record_sandbox_run,
+        task["runId"],
+        request.task_key,
+        attempt,
+        svc.sandbox.provider,
+        request.as_json() | dict(task.get("template") or {}),
+        response,
+        made,
+    )
     if result.err_code in RETRYABLE_SANDBOX_CODES:
         raise SandboxInfrastructureFailure(
             result.err_code, f"sandbox {result.err_code} on attempt {attempt}: {result.stderr.strip()}"
