@@ -34,7 +34,7 @@ from kodo.adapters.agent import CodingAgent
 from kodo.adapters.agent.replay import ReplayAgent
 from kodo.adapters.sandbox import Sandbox
 from kodo.adapters.sandbox.mock import MockSandbox
-from kodo.api import access, create_api, metrics
+from kodo.api import access, create_api, hygiene, metrics
 from kodo.api.deps import ApiContext
 from kodo.api.observe import Observe
 from kodo.api.run_changes import RunChanges
@@ -260,6 +260,7 @@ def admin_app(settings: Settings, engine: sa.Engine) -> FastAPI:
         )
 
     access.install(app, engine=engine, tokens=parse_tokens(settings.api_tokens), max_body=settings.max_body_bytes)
+    hygiene.install(app, settings)
     app.add_middleware(Observe, metrics=app.state.metrics, tracing=settings.dbos_enable_otlp)
     return app
 

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     claim_scope: str = Field("demo", validation_alias="CLAIM_SCOPE")
     api_tokens: str | None = Field(None, validation_alias="KODO_API_TOKENS")
     max_body_bytes: int = Field(1_048_576, validation_alias="KODO_MAX_BODY_BYTES")
+    # Request hygiene (kodo.api.hygiene): Host names and browser Origins accepted; unset = loopback + KODO_HOST,
+    # and same-origin.
+    allowed_hosts: str | None = Field(None, validation_alias="KODO_ALLOWED_HOSTS")
+    allowed_origins: str | None = Field(None, validation_alias="KODO_ALLOWED_ORIGINS")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", validation_alias="KODO_LOG_LEVEL")
     # Set by ``kodo api --processes N``: every API process binds PORT with SO_REUSEPORT (the kernel spreads
     # connections over them).
@@ -227,6 +231,20 @@ class Settings(BaseSettings):
     @property
     def workspaces_dir(self) -> Path:
         return self.home / "workspaces"
+
+    @property
+    def host_names(self) -> frozenset[str]:
+        """The ``Host`` names requests may carry (lower case, no port, no brackets); ``*`` allows any."""
+        listed = _split(self.allowed_hosts)
+        if not listed:
+            listed = ["localhost", "127.0.0.1", "::1"] + ([] if self.host in {"0.0.0.0", "::", "[::]"} else [self.host])
+        return frozenset(name.strip("[]").lower() for name in listed)
+
+    @property
+    def origins(self) -> frozenset[str] | None:
+        """The browser ``Origin`` values accepted on writes (``None``: same origin only; ``*``: any)."""
+        listed = _split(self.allowed_origins)
+        return frozenset(origin.rstrip("/").lower() for origin in listed) if listed else None
 
     @property
     def agent_base_url(self) -> str:

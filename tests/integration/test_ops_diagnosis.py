@@ -68,7 +68,9 @@ def test_no_live_worker_for_the_run_version(client: TestClient, engine: sa.Engin
     v9 = settings.model_copy(update={"app_version": "v9"})
     dbos = dbos_client(v9, engine)
     try:
-        with TestClient(create_api(ApiContext(settings=v9, engine=engine, client=dbos, role="api"))) as shim:
+        with TestClient(
+            create_api(ApiContext(settings=v9, engine=engine, client=dbos, role="api")), base_url="http://127.0.0.1"
+        ) as shim:
             wid = new_run(shim, partition="d-version")
     finally:
         dbos.destroy()

@@ -12,6 +12,7 @@ from kodo.api import (
     events,
     gates,
     health,
+    hygiene,
     intents,
     metrics,
     ops,
@@ -37,5 +38,6 @@ def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
     access.install(
         app, engine=context.engine, tokens=parse_tokens(settings.api_tokens), max_body=settings.max_body_bytes
     )
+    hygiene.install(app, settings)
     app.add_middleware(Observe, metrics=app.state.metrics, tracing=context.settings.dbos_enable_otlp)
     return app
