@@ -85,7 +85,14 @@ def build_sandbox(settings: Settings) -> Sandbox:
     if settings.sbx_provider == "local":
         from kodo.adapters.sandbox.local import LocalSandbox
 
-        return LocalSandbox()
+        local = LocalSandbox()
+        if local.isolation != "bwrap" and not settings.sbx_allow_unisolated:
+            raise ConfigurationError(
+                "SBX_PROVIDER=local needs a working bubblewrap (bwrap) to isolate commands: install it "
+                "(apt-get install bubblewrap) and allow unprivileged user namespaces, or set SBX_ALLOW_UNISOLATED=true "
+                "to run commands unisolated as the kodo user"
+            )
+        return local
     if settings.sbx_provider == "e2b":
         from kodo.adapters.sandbox.e2b import E2BSandbox
 

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # --- storage
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     kodo_home: Path = Field(Path(".kodo"), validation_alias="KODO_HOME")
+    # Directories a run's ``inputs.repo`` may be cloned from (``:``-separated, as PATH); unset = no repo inputs.
+    repo_roots: str | None = Field(None, validation_alias="KODO_REPO_ROOTS")
 
     # --- coding agent
     oc_mode: Literal["replay", "record", "live"] = Field("replay", validation_alias="OC_MODE")
@@ -67,6 +69,8 @@ class Settings(BaseSettings):
     sbx_default_timeout_ms: int = Field(300_000, validation_alias="SBX_DEFAULT_TIMEOUT_MS")
     sbx_default_net: bool = Field(False, validation_alias="SBX_DEFAULT_NET")
     e2b_api_key: SecretStr | None = Field(None, validation_alias="E2B_API_KEY")
+    # SBX_PROVIDER=local without a working bwrap refuses to start unless this says commands may run unisolated.
+    sbx_allow_unisolated: bool = Field(False, validation_alias="SBX_ALLOW_UNISOLATED")
 
     # --- human gates
     hitl_plan_approval_timeout_s: int = Field(3600, validation_alias="HITL_PLAN_APPROVAL_TIMEOUT_S")
@@ -231,6 +235,17 @@ class Settings(BaseSettings):
     @property
     def workspaces_dir(self) -> Path:
         return self.home / "workspaces"
+
+    @property
+    def unisolated_allowed(self) -> bool:
+        """Whether live local sandbox commands may run without bubblewrap (shown in health, headers, console)."""
+        return self.sbx_mode == "live" and self.sbx_provider == "local" and self.sbx_allow_unisolated
+
+    @property
+    def repository_roots(self) -> tuple[Path, ...]:
+        """``KODO_REPO_ROOTS`` as absolute real paths."""
+        parts = [part.strip() for part in (self.repo_roots or "").split(os.pathsep) if part.strip()]
+        return tuple(Path(part).expanduser().resolve() for part in parts)
 
     @property
     def host_names(self) -> frozenset[str]:

@@ -13,6 +13,7 @@ from kodo.api.schemas import IntentBody, parse_body
 from kodo.identity import new_intent_id
 from kodo.models import Intent
 from kodo.store import intents
+from kodo.workflows import repositories
 
 router = APIRouter()
 
@@ -20,6 +21,7 @@ router = APIRouter()
 async def _create(request: Request) -> JSONResponse:
     body = await parse_body(request, IntentBody)
     ctx = context(request)
+    repositories.check_inputs(body.inputs, ctx.settings)
 
     def _insert() -> Intent:
         with ctx.transaction() as conn:

@@ -83,6 +83,7 @@ def header(ctx: ApiContext, conn: sa.Connection, run: Run, facts: RunDurability 
         "ocStrictMode": settings.oc_strict_mode,
         "sbxMode": settings.sbx_mode,
         "sbxProvider": settings.sbx_provider,
+        "sbxUnisolatedAllowed": settings.unisolated_allowed,
         "appVersion": settings.app_version,
         "workflowVersion": durable.application_version if durable else None,
         "claimScope": settings.claim_scope,

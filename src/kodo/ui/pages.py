@@ -65,6 +65,7 @@ def render(name: str, request: Request, **values: Any) -> HTMLResponse:
         "sandbox": settings.sbx_mode + (f"/{settings.sbx_provider}" if settings.sbx_mode == "live" else ""),
         "appVersion": settings.app_version,
         "claimScope": settings.claim_scope,
+        "unisolated": settings.unisolated_allowed,
     }
     html = _ENV.get_template(name).render(request=request, posture=posture, **values)
     return HTMLResponse(html)

@@ -18,15 +18,19 @@ from kodo.identity import sha256_hex
 from kodo.store import patches
 
 
-def prepare_workspace(workspace: Path, repo: str | None) -> None:
-    """Create the workspace; start it as a clone of ``repo`` when that names a local git repository."""
+def prepare_workspace(workspace: Path, repo: Path | None) -> None:
+    """Create the workspace; start it as a clone of ``repo`` (checked by ``kodo.workflows.repositories``)."""
     if workspace.exists():
         return
     workspace.parent.mkdir(parents=True, exist_ok=True)
-    if repo and (Path(repo) / ".git").exists():
+    if repo is not None:
         staging = workspace.with_name(workspace.name + ".cloning")
         subprocess.run(["rm", "-rf", str(staging)], check=True)
-        subprocess.run(["git", "clone", "--quiet", "--local", repo, str(staging)], check=True, timeout=120)
+        subprocess.run(
+            ["git", "clone", "--quiet", "--local", "--no-hardlinks", "--", str(repo), str(staging)],
+            check=True,
+            timeout=120,
+        )
         staging.rename(workspace)
     else:
         workspace.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from kodo.settings import Settings
 from kodo.store import artifacts, durable_status, intents, repairs, runs, sandbox_runs, steps
 from kodo.store import gates as gate_store
 from kodo.store import patches as patch_store
-from kodo.workflows import agents, budgets, escalation, gates, observe, patches, tasks, templates
+from kodo.workflows import agents, budgets, escalation, gates, observe, patches, repositories, tasks, templates
 from kodo.workflows.runtime import services, transact
 
 WORKFLOW_NAME = "RunIntent"
@@ -120,10 +120,15 @@ def _context(conn: sa.Connection, workflow_id: str, phase_id: str, starting: boo
         runs.update(conn, run.id, status="running", current_workflow_id=phase_id)
     settings = services().settings
     workspace = settings.workspaces_dir / run.id
-    repo = intent.inputs.get("repo") if isinstance(intent.inputs.get("repo"), str) else None
-    patches.prepare_workspace(workspace, repo)
+    refused = None
+    if not workspace.exists():  # a recovered run keeps the clone it made
+        try:
+            patches.prepare_workspace(workspace, repositories.workspace_source(intent.inputs, settings))
+        except StepFailure as failure:  # nothing cloned: the phase fails this run with the reason
+            refused = {"code": failure.code, "message": failure.message}
     ttl = intent.constraints.get("planApprovalTimeoutS")
     return {
+        "refused": refused,
         "runId": run.id,
         "workflowId": run.workflow_id,
         "intentId": intent.id,
@@ -370,6 +375,8 @@ def _begin(
     ctx = _context(conn, workflow_id, phase_id, starting)
     resolved = gates.resolve_in(conn, ctx, gate_key) if gate_key is not None else None
     done = _progress(conn, ctx)
+    if ctx["refused"] is not None:
+        return {"ctx": ctx, "resolved": resolved, "done": {**done, "failed": ctx["refused"]}}
     if agents.is_local():
         with observe.bound(ctx["runId"], ctx["workflowId"]):
             taken, outcome = _ahead(conn, ctx, done)

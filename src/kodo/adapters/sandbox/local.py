@@ -14,8 +14,9 @@
 * a **wall-clock timeout** after which the whole tree is killed (the sandbox's PID namespace dies
   with it) → ``TIMEOUT``; ``kill(task_key)`` does the same on demand (operator cancel).
 
-Without ``bwrap`` on PATH the command still runs, with the same limits and process-group kill but no
-isolation, and every result says ``raw.isolation = "none"`` (``posture()`` says so too).
+Without a working ``bwrap`` (on PATH, and able to create its namespaces) the command still runs, with
+the same limits and process-group kill but no isolation, and every result says ``raw.isolation = "none"``
+(``posture()`` says so too); ``kodo.main`` refuses that at start-up unless ``SBX_ALLOW_UNISOLATED=true``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class LocalSandbox:
     provider = "local"
 
     def __init__(self, *, bwrap: str | None = None, prlimit: str | None = None, use_bwrap: bool = True) -> None:
-        self.bwrap = (bwrap or shutil.which("bwrap")) if use_bwrap else None
+        self.bwrap = _working(bwrap or shutil.which("bwrap")) if use_bwrap else None
         self.prlimit = prlimit or shutil.which("prlimit")
         self.isolation = "bwrap" if self.bwrap else "none"
         self._running: dict[str, _Running] = {}
@@ -277,6 +278,18 @@ class LocalSandbox:
                 truncatedBytes={name: s.dropped for name, s in streams.items() if s.dropped},
             ),
         )
+
+
+def _working(bwrap: str | None) -> str | None:
+    """``bwrap`` when it can create its namespaces here (a container may forbid user namespaces), else None."""
+    if bwrap is None:
+        return None
+    probe = [bwrap, "--unshare-all", "--ro-bind", "/", "/", "--", "/bin/sh", "-c", "exit 0"]
+    try:
+        done = subprocess.run(probe, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return bwrap if done.returncode == 0 else None
 
 
 class _Counter:
