@@ -102,10 +102,13 @@ def principal(request: Request) -> Principal | None:
     return found
 
 
-def actor(request: Request, claimed: str) -> str:
-    """Who the audit records: the token's subject when there is one, else the actor the body claims."""
+def actor(request: Request, claimed: str | None = None) -> str:
+    """Who the audit records: the token's subject when there is one (whatever the body claims); without
+    tokens ``local`` (a caller on this machine), plus the name the body gives as ``local:<name>``."""
     found = principal(request)
-    return found.subject if found is not None else claimed
+    if found is not None:
+        return found.subject
+    return f"local:{claimed}" if claimed else "local"
 
 
 def partition_patterns(request: Request) -> list[str] | None:

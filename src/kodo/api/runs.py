@@ -337,7 +337,9 @@ async def _approve(request: Request, key: str, headers: dict[str, str] | None) -
     def _transaction() -> tuple[Run, datetime]:
         with ctx.transaction() as conn:
             run = require_run(conn, key)
-            approved_at, _woken = gates.approve_plan_legacy(conn, run, approved_by=approved_by, notes=body.notes)
+            approved_at, _woken = gates.approve_plan_legacy(
+                conn, run, approved_by=approved_by, claimed_by=body.approvedBy, notes=body.notes
+            )
             return run, approved_at
 
     run, approved_at = await run_in_threadpool(_transaction)
