@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     queue_polling_interval_sec: float = Field(0.1, validation_alias="KODO_QUEUE_POLLING_INTERVAL_SEC")
     control_queue_polling_interval_sec: float = Field(0.5, validation_alias="KODO_CONTROL_QUEUE_POLLING_INTERVAL_SEC")
     max_executor_threads: int = Field(64, validation_alias="KODO_MAX_EXECUTOR_THREADS")
+    # Sandbox tasks one run may fan out to, at admission and at runtime, whatever its budget (kodo.workflows.limits).
+    max_fanout: int = Field(64, validation_alias="KODO_MAX_FANOUT")
 
     # --- proofs and chaos
     wf_sleep_ms: int = Field(5000, validation_alias="WF_SLEEP_MS")
@@ -146,6 +148,7 @@ class Settings(BaseSettings):
         "sbx_queue_rate_limit_per_period",
         "sbx_queue_rate_limit_period_sec",
         "max_executor_threads",
+        "max_fanout",
         "max_body_bytes",
     )
     @classmethod

@@ -25,7 +25,7 @@ from kodo.settings import Settings
 from kodo.store import artifacts, durable_status, intents, repairs, runs, sandbox_runs, steps
 from kodo.store import gates as gate_store
 from kodo.store import patches as patch_store
-from kodo.workflows import agents, budgets, escalation, gates, observe, patches, repositories, tasks, templates
+from kodo.workflows import agents, budgets, escalation, gates, limits, observe, patches, repositories, tasks, templates
 from kodo.workflows.runtime import services, transact
 
 WORKFLOW_NAME = "RunIntent"
@@ -352,6 +352,7 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
         if "error" in template:
             raise StepFailure(template["error"]["code"], template["error"]["message"])
         planned = tasks.plan_tasks(ctx, build, template)
+        limits.check_planned(len(planned), services().settings)
         _within_budget(ctx, "fanout", {"maxFanout": len(planned)})
         results = tasks.fan_out(ctx, planned)
         _within_budget(ctx, "completion", budgets.completion_usage(results))
