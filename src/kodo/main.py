@@ -83,9 +83,20 @@ def build_sandbox(settings: Settings) -> Sandbox:
     if settings.sbx_mode == "mock":
         return MockSandbox()
     if settings.sbx_provider == "local":
-        from kodo.adapters.sandbox.local import LocalSandbox
+        from kodo.adapters.sandbox.local import LocalSandbox, SandboxLimits
 
-        local = LocalSandbox()
+        if settings.sbx_default_net:
+            raise ConfigurationError(
+                "SBX_DEFAULT_NET=true is refused with SBX_PROVIDER=local: the sandbox would share the host's "
+                "loopback, where kodo's API and Postgres listen; use SBX_PROVIDER=e2b for tasks that need the network"
+            )
+        limits = SandboxLimits(
+            processes=settings.sbx_max_processes,
+            file_mb=settings.sbx_max_file_mb,
+            tmp_mb=settings.sbx_tmp_mb,
+            workspace_growth_mb=settings.sbx_workspace_growth_mb,
+        )
+        local = LocalSandbox(limits=limits)
         if local.isolation != "bwrap" and not settings.sbx_allow_unisolated:
             raise ConfigurationError(
                 "SBX_PROVIDER=local needs a working bubblewrap (bwrap) to isolate commands: install it "

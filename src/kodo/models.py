@@ -19,7 +19,7 @@ QUEUE_NAMES: tuple[str, ...] = ("compileQ", "sbxQ", "controlQ", "intentQ")
 Lane = Literal["interactive", "batch"]
 LANE_PRIORITY: dict[str, int] = {"interactive": 1, "batch": 1000}
 SandboxErrorCode = Literal[
-    "NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL"
+    "NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL", "DISK_QUOTA"
 ]
 RETRYABLE_SANDBOX_CODES: frozenset[str] = frozenset({"BOOT_FAIL", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL"})
 STEP_PHASES: dict[str, str] = {

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     e2b_api_key: SecretStr | None = Field(None, validation_alias="E2B_API_KEY")
     # SBX_PROVIDER=local without a working bwrap refuses to start unless this says commands may run unisolated.
     sbx_allow_unisolated: bool = Field(False, validation_alias="SBX_ALLOW_UNISOLATED")
+    # The local sandbox's limits beyond memory and CPU (kodo.adapters.sandbox.local.SandboxLimits).
+    sbx_max_processes: int = Field(256, validation_alias="SBX_MAX_PROCESSES")
+    sbx_max_file_mb: int = Field(1024, validation_alias="SBX_MAX_FILE_MB")
+    sbx_tmp_mb: int = Field(256, validation_alias="SBX_TMP_MB")
+    sbx_workspace_growth_mb: int = Field(1024, validation_alias="SBX_WORKSPACE_GROWTH_MB")
 
     # --- human gates
     hitl_plan_approval_timeout_s: int = Field(3600, validation_alias="HITL_PLAN_APPROVAL_TIMEOUT_S")
@@ -149,6 +154,10 @@ class Settings(BaseSettings):
         "sbx_queue_rate_limit_period_sec",
         "max_executor_threads",
         "max_fanout",
+        "sbx_max_processes",
+        "sbx_max_file_mb",
+        "sbx_tmp_mb",
+        "sbx_workspace_growth_mb",
         "max_body_bytes",
     )
     @classmethod
