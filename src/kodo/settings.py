@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     # and same-origin.
     allowed_hosts: str | None = Field(None, validation_alias="KODO_ALLOWED_HOSTS")
     allowed_origins: str | None = Field(None, validation_alias="KODO_ALLOWED_ORIGINS")
+    # Event streams and long-polls open at once in one API process (kodo.api.streams); past it: 503 + Retry-After.
+    max_streams: int = Field(256, validation_alias="KODO_MAX_STREAMS")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", validation_alias="KODO_LOG_LEVEL")
     # Set by ``kodo api --processes N``: every API process binds PORT with SO_REUSEPORT (the kernel spreads
     # connections over them).
@@ -154,6 +156,7 @@ class Settings(BaseSettings):
         "sbx_queue_rate_limit_period_sec",
         "max_executor_threads",
         "max_fanout",
+        "max_streams",
         "sbx_max_processes",
         "sbx_max_file_mb",
         "sbx_tmp_mb",

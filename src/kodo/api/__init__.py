@@ -20,6 +20,7 @@ from kodo.api import (
     recipes,
     run_evidence,
     runs,
+    streams,
 )
 from kodo.api.deps import ApiContext
 from kodo.api.observe import Observe
@@ -38,6 +39,7 @@ def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
     access.install(
         app, engine=context.engine, tokens=parse_tokens(settings.api_tokens), max_body=settings.max_body_bytes
     )
+    streams.install(app, settings.max_streams)  # inside hygiene: a refused Host never takes a slot
     hygiene.install(app, settings)
     app.add_middleware(Observe, metrics=app.state.metrics, tracing=context.settings.dbos_enable_otlp)
     return app
