@@ -265,8 +265,12 @@ class AccessMiddleware:
     ) -> Response | None:
         if rule.partition_field is not None:
             partition = _field(body, rule.partition_field)
-            if not isinstance(partition, str) or not who.sees(partition):
-                return _json(403, {"error": f"forbidden: name a queuePartitionKey of tenant {who.tenant}"})
+            if not isinstance(partition, str) or not who.owns(partition):
+                owned = f"{who.tenant} or {who.tenant}:<suffix>"
+                return _json(403, {"error": f"forbidden: name a queuePartitionKey of tenant {who.tenant} ({owned})"})
+            tenant = _field(body, (*rule.partition_field[:-1], "tenantId"))
+            if tenant is not None and tenant != who.tenant:
+                return _json(403, {"error": f"forbidden: tenantId must be your token's tenant {who.tenant}"})
         keys = [str(params[p]) for p in RUN_PARAMS if p in params]
         if "wid" in request.query_params:
             keys.append(request.query_params["wid"])

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from kodo import telemetry
-from kodo.api.access import actor, not_found, requires
+from kodo.api.access import actor, not_found, principal, requires
 from kodo.api.artifacts import media_type
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body, integer, query
@@ -193,6 +193,9 @@ def require_run(conn: sa.Connection, key: str) -> Run:
 async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tuple[dict[str, Any], bool]:
     ctx = context(request)
     fields = body.model_dump(exclude_none=True, exclude={"intentId"})
+    who = principal(request)
+    if who is not None and not who.everywhere:  # with tokens, a run's tenant is its token's
+        fields["tenantId"] = who.tenant
 
     def _transaction() -> tuple[dict[str, Any], bool]:
         with ctx.transaction() as conn:

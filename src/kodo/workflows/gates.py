@@ -25,6 +25,7 @@ from kodo.errors import Conflict, InvalidInput, NotFound
 from kodo.identity import gate_key_for, sha256_hex
 from kodo.models import Run
 from kodo.store import durable_status, gates, runs
+from kodo.workflows.queues import queue_partition
 from kodo.workflows.runtime import services, transact
 
 APPROVE_FORM = {
@@ -105,7 +106,7 @@ def _park(
     if not answered:
         options["delay_seconds"] = float(ttl_s)
     if ctx.get("partitionKey") and svc.settings.intent_queue_partition:
-        options["queue_partition_key"] = ctx["partitionKey"]
+        options["queue_partition_key"] = queue_partition(ctx["partitionKey"])
     trace_context = telemetry.current_context()
     if trace_context is not None:  # the continuation stays on the run's trace
         options["otel_context"] = trace_context

@@ -26,6 +26,7 @@ from kodo.store import artifacts, durable_status, intents, repairs, runs, sandbo
 from kodo.store import gates as gate_store
 from kodo.store import patches as patch_store
 from kodo.workflows import agents, budgets, escalation, gates, limits, observe, patches, repositories, tasks, templates
+from kodo.workflows.queues import queue_partition
 from kodo.workflows.runtime import services, transact
 
 WORKFLOW_NAME = "RunIntent"
@@ -85,7 +86,7 @@ def start_run(conn: sa.Connection, client: DBOSClient, settings: Settings, start
             "app_version": settings.app_version,
         }
         if settings.intent_queue_partition and start.queue_partition_key:
-            options["queue_partition_key"] = start.queue_partition_key
+            options["queue_partition_key"] = queue_partition(start.queue_partition_key)
         elif start.deduplication_id:
             options["deduplication_id"] = start.deduplication_id
         if start.timeout_ms:
@@ -497,7 +498,7 @@ def retry_run(
         "app_version": settings.app_version,
     }
     if settings.intent_queue_partition and run.queue_partition_key:
-        options["queue_partition_key"] = run.queue_partition_key
+        options["queue_partition_key"] = queue_partition(run.queue_partition_key)
     trace_context = telemetry.context_from_traceparent(durable_status.traceparent(conn, run.workflow_id))
     if trace_context is not None:  # a repair stays on the run's trace
         options["otel_context"] = trace_context
