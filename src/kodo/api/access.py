@@ -271,17 +271,21 @@ class AccessMiddleware:
             tenant = _field(body, (*rule.partition_field[:-1], "tenantId"))
             if tenant is not None and tenant != who.tenant:
                 return _json(403, {"error": f"forbidden: tenantId must be your token's tenant {who.tenant}"})
-        keys = [str(params[p]) for p in RUN_PARAMS if p in params]
+        # A run the path or query names must exist *and* be the tenant's: a missing one gets the same answer as a
+        # foreign one here, before the route validates anything else, so no query tells them apart. An intent id
+        # or a body field may name a run that does not exist yet (a start): only a foreign one is refused.
+        keys = [(str(params[p]), p != "intent_id") for p in RUN_PARAMS if p in params]
         if "wid" in request.query_params:
-            keys.append(request.query_params["wid"])
+            keys.append((request.query_params["wid"], True))
         if rule.run_field is not None and isinstance(_field(body, (rule.run_field,)), str):
-            keys.append(_field(body, (rule.run_field,)))
+            keys.append((_field(body, (rule.run_field,)), False))
         if "uri" in params:
             run_id = await run_in_threadpool(_artifact_run, self.engine, str(params["uri"]))
             if run_id is not None:
-                keys.append(run_id)
-        for key in keys:
-            if await run_in_threadpool(_visible, self.engine, who, key) is False:
+                keys.append((run_id, True))
+        for key, must_exist in keys:
+            visible = await run_in_threadpool(_visible, self.engine, who, key)
+            if visible is False or (must_exist and visible is None):
                 answer = rule.hidden(key, request)
                 return answer if isinstance(answer, Response) else _json(*answer)
         return None
