@@ -86,7 +86,7 @@ def _recent(conn: sa.Connection, limit: int = 25, partition_like: list[str] | No
 def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
     """Everything the live run panel shows."""
     run = require_run(conn, key)
-    made = artifacts.list_for_run(conn, run.id)
+    made = artifacts.refs_for_run(conn, run.id)
     interactions = {i.gate_key: i.origin for i in gate_store.interactions(conn, run.id, 500)}
     return {
         "diagnosis": diagnosis.diagnose(ops_of(ctx), run.workflow_id),
