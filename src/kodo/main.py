@@ -274,6 +274,7 @@ def admin_app(settings: Settings, engine: sa.Engine) -> FastAPI:
                 "role": "worker",
                 "appVersion": settings.app_version,
                 "executorId": settings.executor_for("worker"),
+                **({"unisolatedSandboxAllowed": True} if settings.unisolated_allowed else {}),
             }
         )
 
@@ -314,6 +315,11 @@ def serve(settings: Settings, role: Role) -> None:
             log.warning("no KODO_API_TOKENS: no authentication, serving on loopback only", host=settings.host)
         else:
             log.info("bearer tokens required on every route but /healthz", tokens="KODO_API_TOKENS")
+        if settings.allowed_hosts is None and not is_loopback(settings.host):
+            log.warning(
+                "KODO_ALLOWED_HOSTS is unset: requests must name one of these hosts (else 400)",
+                hosts=sorted(settings.host_names),
+            )
         log.info("serving", role=role, host=settings.host, port=port, reuse_port=settings.reuse_port)
         if settings.reuse_port and role == "api":
             config = uvicorn.Config(app, log_level="warning", access_log=False)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from helpers import make_settings
 from kodo.errors import ConfigurationError
-from kodo.main import build_sandbox, create_app, dbos_client
+from kodo.main import admin_app, build_sandbox, create_app, dbos_client
 from kodo.settings import Settings
 
 
@@ -75,3 +75,12 @@ def test_health_header_and_console_show_unisolated(client: TestClient, unisolate
     assert unisolated_api.get(f"/api/runs/{intent}").json()["sbxUnisolatedAllowed"] is True
     assert 'data-kodo="unisolated"' in unisolated_api.get("/").text
     assert 'data-kodo="unisolated"' not in client.get("/").text
+
+
+def test_worker_health_shows_unisolated(settings: Settings, engine: sa.Engine) -> None:
+    """A worker's admin /healthz says so too."""
+    flagged = settings.model_copy(update={"sbx_mode": "live", "sbx_provider": "local", "sbx_allow_unisolated": True})
+    with TestClient(admin_app(flagged, engine), base_url="http://127.0.0.1") as admin:
+        assert admin.get("/healthz").json()["unisolatedSandboxAllowed"] is True
+    with TestClient(admin_app(settings, engine), base_url="http://127.0.0.1") as admin:
+        assert "unisolatedSandboxAllowed" not in admin.get("/healthz").json()

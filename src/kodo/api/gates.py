@@ -283,5 +283,5 @@ def legacy_retry(run_key: str, request: Request) -> JSONResponse:
         raise InvalidInput("retry takes no query parameters")
     with ctx.transaction() as conn:
         run = require_run(conn, run_key)
-        answer = retry_run(conn, ctx.client, ctx.settings, run, requested_by=actor(request, "api"))
+        answer = retry_run(conn, ctx.client, ctx.settings, run, requested_by=actor(request))
     return JSONResponse(answer, status_code=202, headers=DEPRECATION)
