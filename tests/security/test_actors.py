@@ -36,7 +36,9 @@ class _As:
 
 def _ledger(engine: sa.Engine) -> list[tuple[Any, ...]]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT actor, origin, payload FROM app.human_interactions ORDER BY id")).all()
+        rows = conn.execute(
+            sa.text("SELECT actor, origin, payload FROM app.human_interactions ORDER BY created_at")
+        ).all()
     return [tuple(row) for row in rows]
 
 
@@ -106,7 +108,8 @@ def test_with_tokens_the_subject_is_the_actor_of_every_decision(client: TestClie
     assert client.post("/api/events/hitl", json=event, headers=auth).status_code == 200
     ledger = _ledger(engine)
     assert [actor for actor, _, _ in ledger] == ["anna", "anna"]
-    assert ledger[0][2]["claimedBy"] == "the-ceo"  # the body's name survives only as a note
+    approval = next(payload for _, origin, payload in ledger if origin == "legacy-approve")
+    assert approval["claimedBy"] == "the-ceo"  # the body's name survives only as a note
     with engine.connect() as conn:
         approvers = conn.execute(sa.text("SELECT approved_by FROM app.plan_approvals")).scalars().all()
     assert approvers == ["anna"]

@@ -14,7 +14,7 @@ from helpers import make_settings, table_counts
 from kodo.settings import Settings
 
 ACME = {"Authorization": "Bearer approver-acme-token-01"}
-BETA = {"Authorization": "Bearer operator-beta-token-01"}
+BETA = {"Authorization": "Bearer operator-beta-token-01"}  # an approver too: operator includes it
 
 
 @pytest.fixture
@@ -64,5 +64,28 @@ def test_foreign_and_missing_runs_answer_alike(
         answers.append((response.status_code, text))
     assert answers[0] == answers[1], answers
     assert answers[0][0] in {200, 404}
+    with engine.connect() as conn:
+        assert table_counts(conn) == before
+
+
+def test_an_event_naming_a_foreign_run_answers_like_a_missing_one(
+    client: TestClient, engine: sa.Engine, foreign: str
+) -> None:
+    """POST /api/events/hitl with a malformed event for acme's run answers beta as for a run that does not exist."""
+    with engine.connect() as conn:
+        before = table_counts(conn)
+    answers = []
+    for wid in (foreign, "run_does_not_exist"):
+        event = {
+            "workflowId": wid,
+            "gateKey": "BAD KEY",
+            "topic": "nope",
+            "payload": {},
+            "dedupeKey": "",
+            "origin": "x",
+        }
+        response = client.post("/api/events/hitl", json=event, headers=BETA)
+        answers.append((response.status_code, response.text.replace(wid, "<wid>")))
+    assert answers[0] == answers[1] and answers[0][0] == 404, answers
     with engine.connect() as conn:
         assert table_counts(conn) == before

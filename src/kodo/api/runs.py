@@ -214,6 +214,7 @@ async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tupl
 @requires(
     "approver",
     run_field="intentId",
+    run_field_may_be_new=True,
     partition_field=("queuePartitionKey",),
     hidden=not_found("Intent not found: {key}"),
 )
