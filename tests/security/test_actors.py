@@ -115,3 +115,20 @@ def test_with_tokens_the_subject_is_the_actor_of_every_decision(client: TestClie
     assert approvers == ["anna"]
     interactions = client.get(f"/api/runs/{other}/interactions", headers=auth).json()
     assert [i["actor"] for i in interactions] == ["anna"]
+
+
+def test_the_ledger_refuses_rewrites(client: TestClient, engine: sa.Engine) -> None:
+    """Even straight SQL cannot rewrite who decided: UPDATE and DELETE on the reply ledger and on plan approvals
+    are refused by Postgres."""
+    wid = _run(client, {})
+    wait_status(client, wid, {"WAITING_INPUT"})
+    assert client.post(f"/api/runs/{wid}/approve-plan", json={"approvedBy": "po"}).status_code == 202
+    for statement in (
+        "UPDATE app.human_interactions SET actor = 'mallory'",
+        "DELETE FROM app.human_interactions",
+        "UPDATE app.plan_approvals SET approved_by = 'mallory'",
+        "DELETE FROM app.plan_approvals",
+    ):
+        with pytest.raises(sa.exc.ProgrammingError, match="append-only"), engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    assert [actor for actor, _, _ in _ledger(engine)] == ["local:po"]
