@@ -55,6 +55,10 @@ class Principal:
             return True
         return partition is not None and any(fnmatchcase(partition, pattern) for pattern in self.partitions)
 
+    def owns(self, partition: str) -> bool:
+        """Whether a run may be started in ``partition``: the tenant's own name or ``<tenant>:<suffix>``."""
+        return self.everywhere or partition == self.tenant or partition.startswith(f"{self.tenant}:")
+
     def like_patterns(self) -> list[str] | None:
         """The partitions as SQL ``LIKE`` patterns (``None``: no restriction)."""
         if self.everywhere:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -30,12 +31,26 @@ SERVER_SETTINGS = {"max_connections": "300"}
 _INCLUDE = "include_if_exists = 'kodo.conf'"
 
 
+def redacted_url(url: str) -> str:
+    """``url`` fit to print: its password (and any ``password=`` query parameter) replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***"
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        credentials, _, host = authority.rpartition("@")
+        user, colon, _password = credentials.partition(":")
+        authority = f"{user}{':***' if colon else ''}@{host}"
+    tail = re.sub(r"(?i)(password=)[^&]*", r"\1***", tail)
+    return f"{scheme}://{authority}{slash}{tail}"
+
+
 def sqlalchemy_url(url: str) -> str:
     """The same URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
-    raise ConfigurationError(f"DATABASE_URL: not a PostgreSQL URL: {url!r}")
+    raise ConfigurationError(f"DATABASE_URL: not a PostgreSQL URL: {redacted_url(url)!r}")
 
 
 def libpq_url(url: str) -> str:

@@ -34,7 +34,7 @@ from kodo.adapters.agent import CodingAgent
 from kodo.adapters.agent.replay import ReplayAgent
 from kodo.adapters.sandbox import Sandbox
 from kodo.adapters.sandbox.mock import MockSandbox
-from kodo.api import access, create_api, metrics
+from kodo.api import access, create_api, hygiene, metrics
 from kodo.api.deps import ApiContext
 from kodo.api.health import unhealthy
 from kodo.api.observe import Observe
@@ -84,9 +84,27 @@ def build_sandbox(settings: Settings) -> Sandbox:
     if settings.sbx_mode == "mock":
         return MockSandbox()
     if settings.sbx_provider == "local":
-        from kodo.adapters.sandbox.local import LocalSandbox
+        from kodo.adapters.sandbox.local import LocalSandbox, SandboxLimits
 
-        return LocalSandbox()
+        if settings.sbx_default_net:
+            raise ConfigurationError(
+                "SBX_DEFAULT_NET=true is refused with SBX_PROVIDER=local: the sandbox would share the host's "
+                "loopback, where kodo's API and Postgres listen; use SBX_PROVIDER=e2b for tasks that need the network"
+            )
+        limits = SandboxLimits(
+            processes=settings.sbx_max_processes,
+            file_mb=settings.sbx_max_file_mb,
+            tmp_mb=settings.sbx_tmp_mb,
+            workspace_growth_mb=settings.sbx_workspace_growth_mb,
+        )
+        local = LocalSandbox(limits=limits)
+        if local.isolation != "bwrap" and not settings.sbx_allow_unisolated:
+            raise ConfigurationError(
+                "SBX_PROVIDER=local needs a working bubblewrap (bwrap) to isolate commands: install it "
+                "(apt-get install bubblewrap) and allow unprivileged user namespaces, or set SBX_ALLOW_UNISOLATED=true "
+                "to run commands unisolated as the kodo user"
+            )
+        return local
     if settings.sbx_provider == "e2b":
         from kodo.adapters.sandbox.e2b import E2BSandbox
 
@@ -272,10 +290,12 @@ def admin_app(settings: Settings, engine: sa.Engine) -> FastAPI:
                 "role": "worker",
                 "appVersion": settings.app_version,
                 "executorId": settings.executor_for("worker"),
+                **({"unisolatedSandboxAllowed": True} if settings.unisolated_allowed else {}),
             }
         )
 
     access.install(app, engine=engine, tokens=parse_tokens(settings.api_tokens), max_body=settings.max_body_bytes)
+    hygiene.install(app, settings)
     app.add_middleware(Observe, metrics=app.state.metrics, tracing=settings.dbos_enable_otlp)
     return app
 
@@ -311,6 +331,11 @@ def serve(settings: Settings, role: Role) -> None:
             log.warning("no KODO_API_TOKENS: no authentication, serving on loopback only", host=settings.host)
         else:
             log.info("bearer tokens required on every route but /healthz", tokens="KODO_API_TOKENS")
+        if settings.allowed_hosts is None and not is_loopback(settings.host):
+            log.warning(
+                "KODO_ALLOWED_HOSTS is unset: requests must name one of these hosts (else 400)",
+                hosts=sorted(settings.host_names),
+            )
         log.info("serving", role=role, host=settings.host, port=port, reuse_port=settings.reuse_port)
         if settings.reuse_port and role == "api":
             config = uvicorn.Config(app, log_level="warning", access_log=False)

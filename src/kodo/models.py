@@ -19,7 +19,7 @@ QUEUE_NAMES: tuple[str, ...] = ("compileQ", "sbxQ", "controlQ", "intentQ")
 Lane = Literal["interactive", "batch"]
 LANE_PRIORITY: dict[str, int] = {"interactive": 1, "batch": 1000}
 SandboxErrorCode = Literal[
-    "NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL"
+    "NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL", "DISK_QUOTA"
 ]
 # Not a sandbox's own failure: the task's installed template did not build (kodo.workflows.environments).
 TemplateErrorCode = Literal["TEMPLATE_BUILD_FAIL"]

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # --- storage
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     kodo_home: Path = Field(Path(".kodo"), validation_alias="KODO_HOME")
+    # Directories a run's ``inputs.repo`` may be cloned from (``:``-separated, as PATH); unset = no repo inputs.
+    repo_roots: str | None = Field(None, validation_alias="KODO_REPO_ROOTS")
 
     # --- coding agent
     oc_mode: Literal["replay", "record", "live"] = Field("replay", validation_alias="OC_MODE")
@@ -67,6 +69,13 @@ class Settings(BaseSettings):
     sbx_default_timeout_ms: int = Field(300_000, validation_alias="SBX_DEFAULT_TIMEOUT_MS")
     sbx_default_net: bool = Field(False, validation_alias="SBX_DEFAULT_NET")
     e2b_api_key: SecretStr | None = Field(None, validation_alias="E2B_API_KEY")
+    # SBX_PROVIDER=local without a working bwrap refuses to start unless this says commands may run unisolated.
+    sbx_allow_unisolated: bool = Field(False, validation_alias="SBX_ALLOW_UNISOLATED")
+    # The local sandbox's limits beyond memory and CPU (kodo.adapters.sandbox.local.SandboxLimits).
+    sbx_max_processes: int = Field(256, validation_alias="SBX_MAX_PROCESSES")
+    sbx_max_file_mb: int = Field(1024, validation_alias="SBX_MAX_FILE_MB")
+    sbx_tmp_mb: int = Field(256, validation_alias="SBX_TMP_MB")
+    sbx_workspace_growth_mb: int = Field(1024, validation_alias="SBX_WORKSPACE_GROWTH_MB")
 
     # --- human gates
     hitl_plan_approval_timeout_s: int = Field(3600, validation_alias="HITL_PLAN_APPROVAL_TIMEOUT_S")
@@ -89,6 +98,8 @@ class Settings(BaseSettings):
     queue_polling_interval_sec: float = Field(0.1, validation_alias="KODO_QUEUE_POLLING_INTERVAL_SEC")
     control_queue_polling_interval_sec: float = Field(0.5, validation_alias="KODO_CONTROL_QUEUE_POLLING_INTERVAL_SEC")
     max_executor_threads: int = Field(64, validation_alias="KODO_MAX_EXECUTOR_THREADS")
+    # Sandbox tasks one run may fan out to, at admission and at runtime, whatever its budget (kodo.workflows.limits).
+    max_fanout: int = Field(64, validation_alias="KODO_MAX_FANOUT")
 
     # --- proofs and chaos
     wf_sleep_ms: int = Field(5000, validation_alias="WF_SLEEP_MS")
@@ -117,6 +128,12 @@ class Settings(BaseSettings):
     claim_scope: str = Field("demo", validation_alias="CLAIM_SCOPE")
     api_tokens: str | None = Field(None, validation_alias="KODO_API_TOKENS")
     max_body_bytes: int = Field(1_048_576, validation_alias="KODO_MAX_BODY_BYTES")
+    # Request hygiene (kodo.api.hygiene): Host names and browser Origins accepted; unset = loopback + KODO_HOST,
+    # and same-origin.
+    allowed_hosts: str | None = Field(None, validation_alias="KODO_ALLOWED_HOSTS")
+    allowed_origins: str | None = Field(None, validation_alias="KODO_ALLOWED_ORIGINS")
+    # Event streams and long-polls open at once in one API process (kodo.api.streams); past it: 503 + Retry-After.
+    max_streams: int = Field(256, validation_alias="KODO_MAX_STREAMS")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", validation_alias="KODO_LOG_LEVEL")
     # Set by ``kodo api --processes N``: every API process binds PORT with SO_REUSEPORT (the kernel spreads
     # connections over them).
@@ -148,6 +165,12 @@ class Settings(BaseSettings):
         "sbx_queue_rate_limit_per_period",
         "sbx_queue_rate_limit_period_sec",
         "max_executor_threads",
+        "max_fanout",
+        "max_streams",
+        "sbx_max_processes",
+        "sbx_max_file_mb",
+        "sbx_tmp_mb",
+        "sbx_workspace_growth_mb",
         "max_body_bytes",
     )
     @classmethod
@@ -263,6 +286,31 @@ class Settings(BaseSettings):
     def templates_dir(self) -> Path:
         """Installed sandbox templates: one virtual environment per deps hash (kodo.adapters.toolchains)."""
         return self.home / "templates"
+
+    @property
+    def unisolated_allowed(self) -> bool:
+        """Whether live local sandbox commands may run without bubblewrap (shown in health, headers, console)."""
+        return self.sbx_mode == "live" and self.sbx_provider == "local" and self.sbx_allow_unisolated
+
+    @property
+    def repository_roots(self) -> tuple[Path, ...]:
+        """``KODO_REPO_ROOTS`` as absolute real paths."""
+        parts = [part.strip() for part in (self.repo_roots or "").split(os.pathsep) if part.strip()]
+        return tuple(Path(part).expanduser().resolve() for part in parts)
+
+    @property
+    def host_names(self) -> frozenset[str]:
+        """The ``Host`` names requests may carry (lower case, no port, no brackets); ``*`` allows any."""
+        listed = _split(self.allowed_hosts)
+        if not listed:
+            listed = ["localhost", "127.0.0.1", "::1"] + ([] if self.host in {"0.0.0.0", "::", "[::]"} else [self.host])
+        return frozenset(name.strip("[]").lower() for name in listed)
+
+    @property
+    def origins(self) -> frozenset[str] | None:
+        """The browser ``Origin`` values accepted on writes (``None``: same origin only; ``*``: any)."""
+        listed = _split(self.allowed_origins)
+        return frozenset(origin.rstrip("/").lower() for origin in listed) if listed else None
 
     @property
     def agent_base_url(self) -> str:

@@ -20,6 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
+from kodo.database import redacted_url
 from kodo.settings import Settings
 
 log = structlog.get_logger("kodo.telemetry")
@@ -61,7 +62,7 @@ def configure(settings: Settings) -> bool:
         if key not in _EXPORTING:
             add(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=1000))
             _EXPORTING.add(key)
-    log.info("exporting traces", endpoints=settings.otlp_traces_endpoints)
+    log.info("exporting traces", endpoints=[redacted_url(url) for url in settings.otlp_traces_endpoints])
     return True
 
 

@@ -29,7 +29,9 @@ from kodo.adapters.sandbox.local import LocalSandbox
 from kodo.adapters.sandbox.mock import MockSandbox
 from kodo.models import RETRYABLE_SANDBOX_CODES
 
-ERR_CODES = {"NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL"}
+ERR_CODES = {
+    "NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL", "DISK_QUOTA"
+}  # fmt: skip
 SBXRES_KEYS = {"exit", "stdout", "stderr", "filesOut", "metrics", "sandboxRef", "errCode", "taskKey", "raw"}
 
 

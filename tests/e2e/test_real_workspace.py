@@ -89,7 +89,9 @@ def test_patched_repository_passes_its_tests_in_the_local_sandbox(
 ) -> None:
     """The patch fixes the clone, the repo's own unittest runs under bwrap and the run succeeds; unpatched it fails."""
     repo = make_repo(tmp_path / "repo")
-    server = spawn("up", SBX_MODE="live", SBX_PROVIDER="local", SBX_DEFAULT_TIMEOUT_MS="60000")
+    server = spawn(
+        "up", SBX_MODE="live", SBX_PROVIDER="local", SBX_DEFAULT_TIMEOUT_MS="60000", KODO_REPO_ROOTS=str(tmp_path)
+    )
     base = f"http://127.0.0.1:{server.port}"  # type: ignore[attr-defined]
 
     fixed = run_intent(base, repo, patched=True)

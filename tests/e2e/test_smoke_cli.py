@@ -72,9 +72,12 @@ def test_sbx_smoke_with_the_local_provider() -> None:
 
 
 def test_sbx_smoke_without_isolation_fails_its_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where bwrap is missing the probe connects, so the smoke check fails (exit 1) and says NOT isolated."""
+    """Where bwrap is missing the local provider refuses (naming SBX_ALLOW_UNISOLATED); allowed unisolated, the
+    probe connects, so the smoke check fails (exit 1) and says NOT isolated."""
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "bwrap" else _which(name, *a, **k))
-    done = invoke(monkeypatch, ["sbx", "smoke"], SBX_PROVIDER="local")
+    refused = invoke(monkeypatch, ["sbx", "smoke"], SBX_PROVIDER="local")
+    assert refused.exit_code == 1 and "SBX_ALLOW_UNISOLATED=true" in refused.output, refused.output
+    done = invoke(monkeypatch, ["sbx", "smoke"], SBX_PROVIDER="local", SBX_ALLOW_UNISOLATED="true")
     assert done.exit_code == 1, done.output
     assert "'isolation': 'none'" in done.output and "FAIL network without net: connected: NOT isolated" in done.output
 

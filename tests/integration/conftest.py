@@ -39,7 +39,7 @@ def client(settings: Settings, engine: sa.Engine, worker: Worker) -> Iterator[Te
     changes = RunChanges(settings.database_url).start()
     app = create_app(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith", changes=changes))
     try:
-        with TestClient(app) as http:
+        with TestClient(app, base_url="http://127.0.0.1") as http:
             yield http
     finally:
         changes.stop()

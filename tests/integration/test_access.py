@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 from helpers import make_settings, table_counts, wait_status
 from kodo.settings import Settings
 
+JSON = "application/json"
+
 TOKENS = {
     "viewer": ("viewer-acme-token-0001", "vera", "acme", "viewer"),
     "approver": ("approver-acme-token-01", "anna", "acme", "approver"),
@@ -206,10 +208,11 @@ def test_oversized_bodies_are_refused_before_anything_runs(client: TestClient, e
     with engine.connect() as conn:
         before = table_counts(conn)
     big = json.dumps({"goal": "x" * (1024 * 1024), "inputs": {}, "constraints": {}})
-    response = client.post("/api/intents", content=big, headers=_auth("approver"))
+    response = client.post("/api/intents", content=big, headers={**_auth("approver"), "content-type": JSON})
     assert response.status_code == 413
     assert response.json() == {"error": "request body larger than 1048576 bytes"}
-    streamed = client.post("/api/intents", content=iter([big.encode()[:600_000], big.encode()[600_000:]]))
+    chunks = iter([big.encode()[:600_000], big.encode()[600_000:]])
+    streamed = client.post("/api/intents", content=chunks, headers={"content-type": JSON})
     assert streamed.status_code == 413
     with engine.connect() as conn:
         assert table_counts(conn) == before

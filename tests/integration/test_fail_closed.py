@@ -114,7 +114,9 @@ def test_legacy_run_bad_body_and_unknown_intent(client: TestClient, engine: sa.E
     cap = {"recipeName": "sandbox-default", "workload": {"concurrency": 999, "steps": 1, "sandboxMinutes": 1}}
     capped = client.post(f"/intents/{intent}/run", json=cap)
     assert capped.status_code == 400 and capped.json()["code"] == "queue_policy_violation"
-    missing = client.post("/intents/it_0000000000000000/run", content="{bad")
+    missing = client.post(
+        "/intents/it_0000000000000000/run", content="{bad", headers={"content-type": "application/json"}
+    )
     assert missing.status_code == 404 and missing.json() == {"error": "intent not found"}
     with engine.connect() as conn:
         assert table_counts(conn) == before
@@ -177,7 +179,7 @@ def legacy_off_client(settings: Settings, engine: sa.Engine, client: TestClient)
     context = client.app.state.kodo  # type: ignore[attr-defined]
     off = settings.model_copy(update={"enable_legacy_run_routes": False})
     app = create_api(ApiContext(settings=off, engine=engine, client=context.client, role="monolith"))
-    with TestClient(app) as http:
+    with TestClient(app, base_url="http://127.0.0.1") as http:
         yield http
 
 

@@ -63,7 +63,7 @@ def test_metrics_after_runs(client: TestClient, settings: Settings, engine: sa.E
         _sample(text, "kodo_http_request_duration_seconds_count", method="POST", route="/api/runs", status="201") == 2
     )
     assert _sample(text, "kodo_metrics_database_up") == 1
-    with TestClient(admin_app(settings, engine)) as admin:
+    with TestClient(admin_app(settings, engine), base_url="http://127.0.0.1") as admin:
         assert admin.get("/healthz").status_code == 200
         worker_text = admin.get("/metrics").text
     assert _sample(worker_text, "kodo_runs", status="succeeded") == 1

@@ -37,7 +37,7 @@ def test_cancel_during_the_slow_step_sleep_holds_s2_until_resume(client: TestCli
     refused = client.post("/api/ops/wf/slow-1/resume", json={"actor": "qa", "reason": "again"})
     assert refused.status_code == 409 and "SUCCESS" in refused.json()["error"]
     audit = [(a["op"], a["actor"], a["reason"], a["targetWorkflowID"]) for a in ops_audit(engine, "slow-1")]
-    assert audit == [("cancel", "qa", "boundary-proof", "slow-1"), ("resume", "qa", "continue", "slow-1")]
+    assert audit == [("cancel", "local:qa", "boundary-proof", "slow-1"), ("resume", "local:qa", "continue", "slow-1")]
     newest_first = client.get("/api/ops/wf/slow-1").json()["audit"]
     assert [a["op"] for a in newest_first] == ["resume", "cancel"]
 

@@ -55,8 +55,11 @@ def test_waiting_on_a_gate_then_cancelled_by_whom_and_why(client: TestClient, en
     assert client.post(f"/api/ops/wf/{wid}/cancel", json=body).status_code == 202
     found = why(client, wid)
     assert found["code"] == "CANCELLED"
-    assert "cancelled by alice at" in found["reason"] and "for reason: customer withdrew the request" in found["reason"]
-    assert found["details"]["actor"] == "alice"
+    assert (
+        "cancelled by local:alice at" in found["reason"]
+        and "for reason: customer withdrew the request" in found["reason"]
+    )
+    assert found["details"]["actor"] == "local:alice"
 
 
 def test_no_live_worker_for_the_run_version(client: TestClient, engine: sa.Engine, settings: Settings) -> None:
@@ -68,7 +71,9 @@ def test_no_live_worker_for_the_run_version(client: TestClient, engine: sa.Engin
     v9 = settings.model_copy(update={"app_version": "v9"})
     dbos = dbos_client(v9, engine)
     try:
-        with TestClient(create_api(ApiContext(settings=v9, engine=engine, client=dbos, role="api"))) as shim:
+        with TestClient(
+            create_api(ApiContext(settings=v9, engine=engine, client=dbos, role="api")), base_url="http://127.0.0.1"
+        ) as shim:
             wid = new_run(shim, partition="d-version")
     finally:
         dbos.destroy()

@@ -24,7 +24,9 @@ def api(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
     from kodo.main import dbos_client
 
     dbos = dbos_client(settings, engine)
-    with TestClient(create_api(ApiContext(settings=settings, engine=engine, client=dbos, role="api"))) as http:
+    with TestClient(
+        create_api(ApiContext(settings=settings, engine=engine, client=dbos, role="api")), base_url="http://127.0.0.1"
+    ) as http:
         yield http
     dbos.destroy()
 

@@ -338,6 +338,8 @@ def test_fixtures_run_fans_out_and_reports(client: TestClient, engine: sa.Engine
         engine,
         "SELECT string_agg(DISTINCT queue_partition_key, ',') FROM dbos.workflow_status WHERE queue_name = 'intentQ'",
     )
-    assert partitions == "fixtures:json-report"
+    assert partitions == "fixtures"  # the DBOS partition is the key's tenant (one concurrency cap per tenant)
+    keys = scalar(engine, "SELECT string_agg(DISTINCT queue_partition_key, ',') FROM app.runs")
+    assert keys == "fixtures:json-report"
     lanes = scalar(engine, "SELECT string_agg(DISTINCT options->>'lane', ',') FROM app.runs")
     assert lanes == "batch"

@@ -113,7 +113,7 @@ def unwoken(settings: Settings, engine: sa.Engine, worker: Worker) -> Iterator[T
     """The monolith's API with no run-change listener: its waits re-read on a timer."""
     dbos = dbos_client(settings, engine)
     app = create_app(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith"))
-    with TestClient(app) as http:
+    with TestClient(app, base_url="http://127.0.0.1") as http:
         yield http
     dbos.destroy()
 

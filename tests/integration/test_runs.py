@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from helpers import oracle_violations, wait_status
+from helpers import oracle_violations, table_counts, wait_status
 from kodo.settings import Settings
 
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
@@ -117,12 +117,19 @@ def test_flaky_infrastructure_succeeds_on_the_third_attempt(client: TestClient, 
     assert codes == ["BOOT_FAIL", "BOOT_FAIL", "NONE"]
 
 
-def test_approval_sent_before_the_gate_opens_is_consumed(client: TestClient) -> None:
-    """An approve-plan that arrives before the workflow reaches its gate is kept and consumed."""
-    intent = new_intent(client)
+def test_approval_sent_before_the_gate_opens_is_409(client: TestClient, engine: sa.Engine) -> None:
+    """An approve-plan on a run that is not waiting at its plan gate (here: parked at its ask-user gate first)
+    is a 409 and writes nothing; decisions are never recorded ahead of their gate."""
+    intent = new_intent(client, "please ask me first")
     start(client, intent)
-    assert client.post(f"/api/runs/{intent}/approve-plan", json={"approvedBy": "early"}).status_code == 202
-    assert wait_status(client, intent, TERMINAL)["status"] == "SUCCESS"
+    waiting = wait_status(client, intent, {"WAITING_INPUT"})
+    assert waiting["nextAction"] == "ANSWER_QUESTION"
+    with engine.connect() as conn:
+        before = table_counts(conn)
+    early = client.post(f"/api/runs/{intent}/approve-plan", json={"approvedBy": "early"})
+    assert early.status_code == 409 and "not waiting at its plan gate" in early.json()["error"]
+    with engine.connect() as conn:
+        assert table_counts(conn) == before
 
 
 def test_ten_parallel_starts_make_one_run(client: TestClient, engine: sa.Engine) -> None:

@@ -114,13 +114,13 @@ def test_posture_says_bwrap(sandbox: LocalSandbox, workspace: Path) -> None:
 
 @needs_bwrap
 def test_no_network_without_net(sandbox: LocalSandbox, workspace: Path, listener: int) -> None:
-    """A sandboxed command cannot reach a listener on the host's loopback; with net=true it can."""
+    """A sandboxed command cannot reach a listener on the host's loopback; net=true is refused, saying why."""
     blocked = sandbox.run(SandboxRequest(task_key="n1", cmd=connect_cmd(listener), workdir=str(workspace)))
     assert blocked.err_code == "CMD_NONZERO" and "hello" not in blocked.stdout
     assert "Error" in blocked.stderr
-    allowed = sandbox.run(SandboxRequest(task_key="n2", cmd=connect_cmd(listener), workdir=str(workspace), net=True))
-    assert allowed.err_code == "NONE", allowed.stderr
-    assert allowed.stdout.strip() == "hello"
+    refused = sandbox.run(SandboxRequest(task_key="n2", cmd=connect_cmd(listener), workdir=str(workspace), net=True))
+    assert refused.err_code == "CMD_NONZERO" and refused.raw["netRefused"] is True
+    assert "hello" not in refused.stdout and "reach kodo's API and Postgres on loopback" in refused.stderr
 
 
 def test_without_bwrap_the_network_is_open_and_posture_says_none(workspace: Path, listener: int) -> None:

@@ -94,3 +94,14 @@ def test_refused_creation_is_classified_and_sent_with_the_key(control_plane: tup
     assert headers.get("x-api-key") == "e2b_secret"
     assert seen[0]["body"]["metadata"] == {"kodoTaskKey": "task-1"}
     assert seen[0]["body"].get("allow_internet_access") is False or seen[0]["body"].get("allowInternetAccess") is False
+
+
+def test_e2b_output_is_capped_like_the_local_sandbox() -> None:
+    """A command that prints without end keeps only the first MAX_OUTPUT_BYTES (1 MiB), the rest counted."""
+    from kodo.adapters.sandbox.e2b import capped
+    from kodo.adapters.sandbox.local import MAX_OUTPUT_BYTES
+
+    flood = "é" * MAX_OUTPUT_BYTES  # 2 bytes each in UTF-8
+    kept, dropped = capped(flood)
+    assert len(kept.encode()) == MAX_OUTPUT_BYTES and dropped == MAX_OUTPUT_BYTES
+    assert capped("small") == ("small", 0)

@@ -76,5 +76,5 @@ def test_memory_exhaustion_is_oom() -> None:
 def test_retryable_and_terminal_split() -> None:
     """BOOT/NET/UPLOAD/DOWNLOAD are retried; CMD_NONZERO, TIMEOUT, OOM are terminal."""
     assert {c for c in ERR_CODES if is_retryable(c)} == {"BOOT_FAIL", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL"}
-    assert {"CMD_NONZERO", "TIMEOUT", "OOM"} == TERMINAL_CODES
+    assert {"CMD_NONZERO", "TIMEOUT", "OOM", "DISK_QUOTA"} == TERMINAL_CODES
     assert not is_retryable("NONE")

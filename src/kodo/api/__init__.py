@@ -12,6 +12,7 @@ from kodo.api import (
     events,
     gates,
     health,
+    hygiene,
     intents,
     metrics,
     ops,
@@ -20,6 +21,7 @@ from kodo.api import (
     review,
     run_evidence,
     runs,
+    streams,
     webhooks,
     whoami,
 )
@@ -56,5 +58,7 @@ def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
     access.install(
         app, engine=context.engine, tokens=parse_tokens(settings.api_tokens), max_body=settings.max_body_bytes
     )
+    streams.install(app, settings.max_streams)  # inside hygiene: a refused Host never takes a slot
+    hygiene.install(app, settings)
     app.add_middleware(Observe, metrics=app.state.metrics, tracing=context.settings.dbos_enable_otlp)
     return app

@@ -63,6 +63,7 @@ class Rule:
     scoping: Scoping = "run"
     hidden: Hidden = RUN_NOT_FOUND
     run_field: str | None = None  # a JSON body field naming a run (or an intent, whose id is its run's)
+    run_field_may_be_new: bool = False  # the field may name a run that does not exist yet (a start's intent)
     partition_field: tuple[str, ...] | None = None  # where a start names its queuePartitionKey
     public: bool = False
 
@@ -74,11 +75,12 @@ def requires(
     hidden: Hidden | None = None,
     run_field: str | None = None,
     partition_field: tuple[str, ...] | None = None,
+    run_field_may_be_new: bool = False,
 ) -> Callable[[F], F]:
     """Declare what a route needs: the role, and how it is scoped to a tenant — ``run`` (the run it
     addresses must be the tenant's), ``cluster`` (tenant ``*`` only), ``shared`` (tenant-independent data:
     recipes, intents) or ``filtered`` (the route filters its list by :func:`partition_patterns` itself)."""
-    rule = Rule(role, scoping, hidden or not_found(), run_field, partition_field)
+    rule = Rule(role, scoping, hidden or not_found(), run_field, run_field_may_be_new, partition_field)
 
     def mark(endpoint: F) -> F:
         endpoint.__kodo_access__ = rule  # type: ignore[attr-defined]
@@ -102,10 +104,13 @@ def principal(request: Request) -> Principal | None:
     return found
 
 
-def actor(request: Request, claimed: str) -> str:
-    """Who the audit records: the token's subject when there is one, else the actor the body claims."""
+def actor(request: Request, claimed: str | None = None) -> str:
+    """Who the audit records: the token's subject when there is one (whatever the body claims); without
+    tokens ``local`` (a caller on this machine), plus the name the body gives as ``local:<name>``."""
     found = principal(request)
-    return found.subject if found is not None else claimed
+    if found is not None:
+        return found.subject
+    return f"local:{claimed}" if claimed else "local"
 
 
 def partition_patterns(request: Request) -> list[str] | None:
@@ -262,19 +267,27 @@ class AccessMiddleware:
     ) -> Response | None:
         if rule.partition_field is not None:
             partition = _field(body, rule.partition_field)
-            if not isinstance(partition, str) or not who.sees(partition):
-                return _json(403, {"error": f"forbidden: name a queuePartitionKey of tenant {who.tenant}"})
-        keys = [str(params[p]) for p in RUN_PARAMS if p in params]
+            if not isinstance(partition, str) or not who.owns(partition):
+                owned = f"{who.tenant} or {who.tenant}:<suffix>"
+                return _json(403, {"error": f"forbidden: name a queuePartitionKey of tenant {who.tenant} ({owned})"})
+            tenant = _field(body, (*rule.partition_field[:-1], "tenantId"))
+            if tenant is not None and tenant != who.tenant:
+                return _json(403, {"error": f"forbidden: tenantId must be your token's tenant {who.tenant}"})
+        # A run the path or query names must exist *and* be the tenant's: a missing one gets the same answer as a
+        # foreign one here, before the route validates anything else, so no query tells them apart. An intent id
+        # (a start's) may name a run that does not exist yet: only a foreign one is refused.
+        keys = [(str(params[p]), p != "intent_id") for p in RUN_PARAMS if p in params]
         if "wid" in request.query_params:
-            keys.append(request.query_params["wid"])
+            keys.append((request.query_params["wid"], True))
         if rule.run_field is not None and isinstance(_field(body, (rule.run_field,)), str):
-            keys.append(_field(body, (rule.run_field,)))
+            keys.append((_field(body, (rule.run_field,)), not rule.run_field_may_be_new))
         if "uri" in params:
             run_id = await run_in_threadpool(_artifact_run, self.engine, str(params["uri"]))
             if run_id is not None:
-                keys.append(run_id)
-        for key in keys:
-            if await run_in_threadpool(_visible, self.engine, who, key) is False:
+                keys.append((run_id, True))
+        for key, must_exist in keys:
+            visible = await run_in_threadpool(_visible, self.engine, who, key)
+            if visible is False or (must_exist and visible is None):
                 answer = rule.hidden(key, request)
                 return answer if isinstance(answer, Response) else _json(*answer)
         return None

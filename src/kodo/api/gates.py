@@ -139,11 +139,13 @@ async def get_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
     return JSONResponse(view)
 
 
-def _reply(ctx: ApiContext, wid: str, key: str, body: GateReplyBody | ExternalEventBody, topic: str | None) -> bool:
+def _reply(
+    ctx: ApiContext, wid: str, key: str, body: GateReplyBody | ExternalEventBody, topic: str | None, who: str
+) -> bool:
     with ctx.transaction() as conn:
         run = require_run(conn, wid)
         return gates.reply(
-            conn, run, key, payload=body.payload, dedupe_key=body.dedupeKey, origin=body.origin, topic=topic
+            conn, run, key, payload=body.payload, dedupe_key=body.dedupeKey, origin=body.origin, topic=topic, actor=who
         )
 
 
@@ -158,7 +160,7 @@ async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONRespon
     """Answer a gate: 200 ``{ok, isReplay}``; the same dedupeKey with another payload is 409."""
     key = _gate_key(gate_key)
     body = await parse_body(request, GateReplyBody)
-    replay = await run_in_threadpool(_reply, context(request), wid, key, body, None)
+    replay = await run_in_threadpool(_reply, context(request), wid, key, body, None, actor(request))
     return JSONResponse({"ok": True, "isReplay": replay})
 
 
@@ -171,13 +173,13 @@ async def external_event(request: Request) -> JSONResponse:
         raise Conflict(f"topic {body.topic} does not match gate {body.gateKey}")
     ctx = context(request)
     if body.topic.startswith("sys:"):
-        await run_in_threadpool(_ledger_only, ctx, body)
+        await run_in_threadpool(_ledger_only, ctx, body, actor(request))
         return JSONResponse({"ok": True})
-    await run_in_threadpool(_reply, ctx, body.workflowId, body.gateKey, body, body.topic)
+    await run_in_threadpool(_reply, ctx, body.workflowId, body.gateKey, body, body.topic, actor(request))
     return JSONResponse({"ok": True})
 
 
-def _ledger_only(ctx: ApiContext, body: ExternalEventBody) -> None:
+def _ledger_only(ctx: ApiContext, body: ExternalEventBody, who: str) -> None:
     """A ``sys:*`` event: ledgered against its gate, never sent to the run."""
     with ctx.transaction() as conn:
         run = require_run(conn, body.workflowId)
@@ -192,6 +194,7 @@ def _ledger_only(ctx: ApiContext, body: ExternalEventBody) -> None:
             dedupe_key=body.dedupeKey,
             payload=body.payload,
             origin=body.origin,
+            actor=who,
         )
 
 
@@ -217,6 +220,7 @@ def list_interactions(wid: str, request: Request) -> JSONResponse:
                 "dedupeKey": i.dedupe_key,
                 "payloadHash": i.payload_hash,
                 "origin": i.origin,
+                "actor": i.actor,
                 "createdAt": _ms(i.created_at),
             }
             for i in rows
@@ -273,11 +277,12 @@ async def legacy_event(run_key: str, request: Request) -> JSONResponse:
         raise Gone("legacy route disabled; use POST /api/runs/{wid}/gates/{gateKey}/reply")
     run = await run_in_threadpool(read_by_key, ctx, require_run, run_key)
     body = await parse_body(request, RunEventBody)
+    who = actor(request)
 
     def _send() -> tuple[str, bool]:
         with ctx.transaction() as conn:
             event = {"type": body.type, "payload": body.payload}
-            return gates.legacy_event(conn, run, event, body.gateKey)
+            return gates.legacy_event(conn, run, event, body.gateKey, who)
 
     key, replay = await run_in_threadpool(_send)
     return JSONResponse({"accepted": True, "isReplay": replay, "gateKey": key}, status_code=202, headers=DEPRECATION)
@@ -294,5 +299,5 @@ def legacy_retry(run_key: str, request: Request) -> JSONResponse:
         raise InvalidInput("retry takes no query parameters")
     with ctx.transaction() as conn:
         run = require_run(conn, run_key)
-        answer = retry_run(conn, ctx.client, ctx.settings, run, requested_by=actor(request, "api"))
+        answer = retry_run(conn, ctx.client, ctx.settings, run, requested_by=actor(request))
     return JSONResponse(answer, status_code=202, headers=DEPRECATION)

@@ -34,6 +34,7 @@ def healthz(request: Request) -> JSONResponse:
             "runtimeMode": ctx.settings.mode_for(ctx.role),
             "appVersion": ctx.settings.app_version,
             "pid": os.getpid(),
+            **({"unisolatedSandboxAllowed": True} if ctx.settings.unisolated_allowed else {}),
         }
     )
 

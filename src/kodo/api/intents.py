@@ -14,6 +14,7 @@ from kodo.api.schemas import IntentBody, parse_body
 from kodo.identity import new_intent_id
 from kodo.models import Intent
 from kodo.store import intents
+from kodo.workflows import limits, repositories
 
 router = APIRouter()
 
@@ -21,6 +22,8 @@ router = APIRouter()
 async def _create(request: Request) -> JSONResponse:
     body = await parse_body(request, IntentBody)
     ctx = context(request)
+    repositories.check_inputs(body.inputs, ctx.settings)
+    limits.check_intent(body.constraints, ctx.settings)
 
     def _insert() -> Intent:
         with ctx.transaction() as conn:

@@ -71,6 +71,8 @@ _OTHER_TENANT = "a run with this identity exists outside your tenant (change for
 
 def _start(ctx: ApiContext, body: RunStartBody, who: Principal | None) -> tuple[dict[str, Any], bool]:
     opts = body.opts.model_dump(exclude_none=True) if body.opts else {}
+    if who is not None and not who.everywhere:  # with tokens, a run's tenant is its token's
+        opts["tenantId"] = who.tenant
     with ctx.transaction() as conn:
         try:
             run, replay = recipes.start(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from kodo import telemetry
-from kodo.api.access import actor, not_found, requires
+from kodo.api.access import actor, not_found, principal, requires
 from kodo.api.answers import ApprovalAnswer, RunHeaderAnswer, answers
 from kodo.api.artifacts import ref_media_type
 from kodo.api.deps import ApiContext, context
@@ -22,8 +23,9 @@ from kodo.api.openapi import body, integer, query
 from kodo.api.run_changes import read_until
 from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse_body
 from kodo.errors import Gone, InvalidInput, NotFound
-from kodo.models import RUN_STATUSES, TERMINAL_HEADER_STATUSES, Artifact, Run, StepRecord, header_status
+from kodo.models import RUN_STATUSES, TERMINAL_HEADER_STATUSES, Run, StepRecord, header_status
 from kodo.store import artifacts, budgets, durable_status, eval_results, intents, runs, steps
+from kodo.store.artifacts import ArtifactRef
 from kodo.store.durable_status import RunDurability
 from kodo.workflows import gates
 from kodo.workflows.queue_policy import admit
@@ -84,6 +86,7 @@ def header(ctx: ApiContext, conn: sa.Connection, run: Run, facts: RunDurability 
         "ocStrictMode": settings.oc_strict_mode,
         "sbxMode": settings.sbx_mode,
         "sbxProvider": settings.sbx_provider,
+        "sbxUnisolatedAllowed": settings.unisolated_allowed,
         "appVersion": settings.app_version,
         "workflowVersion": durable.application_version if durable else None,
         "claimScope": settings.claim_scope,
@@ -98,9 +101,7 @@ def header(ctx: ApiContext, conn: sa.Connection, run: Run, facts: RunDurability 
     return body
 
 
-def artifact_ref(run: Run, artifact: Artifact) -> dict[str, Any]:
-    import json
-
+def artifact_ref(run: Run, artifact: ArtifactRef) -> dict[str, Any]:
     return {
         "id": artifact.uri,
         "workflowID": run.workflow_id,
@@ -110,14 +111,14 @@ def artifact_ref(run: Run, artifact: Artifact) -> dict[str, Any]:
         "attempt": artifact.attempt,
         "kind": artifact.kind,
         "mime": ref_media_type(artifact.kind),
-        "size": len(json.dumps(artifact.inline)),
+        "size": artifact.size,
         "sha256": artifact.sha256,
         "storageKey": artifact.uri,
     }
 
 
 def step_rows(
-    run: Run, records: list[StepRecord], made: list[Artifact], trace_base_url: str | None = None
+    run: Run, records: list[StepRecord], made: list[ArtifactRef], trace_base_url: str | None = None
 ) -> list[dict[str, Any]]:
     """StepRow[]: every attempt with its artifacts (same step and attempt), by startedAt then stepID, and a
     ``traceUrl`` (``TRACE_BASE_URL`` made concrete) when the attempt was traced."""
@@ -142,7 +143,7 @@ def step_rows(
     return rows
 
 
-def run_view(run: Run, latest: list[StepRecord], made: list[Artifact]) -> dict[str, Any]:
+def run_view(run: Run, latest: list[StepRecord], made: list[ArtifactRef]) -> dict[str, Any]:
     """The legacy RunView of ``GET /runs/{id}``."""
     view: dict[str, Any] = {
         "runId": run.id,
@@ -165,7 +166,8 @@ def run_view(run: Run, latest: list[StepRecord], made: list[Artifact]) -> dict[s
             }
             for s in latest
         ],
-        "artifacts": [{"kind": a.kind, "uri": a.uri, "inline": a.inline, "sha256": a.sha256} for a in made],
+        # No content: an artifact is fetched by its URI (GET /api/artifacts/{uri}).
+        "artifacts": [{"kind": a.kind, "uri": a.uri, "sha256": a.sha256, "size": a.size} for a in made],
         "traceId": run.trace_id,
         "lastStep": run.last_step,
         "retryCount": run.retry_count,
@@ -193,6 +195,9 @@ def require_run(conn: sa.Connection, key: str) -> Run:
 async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tuple[dict[str, Any], bool]:
     ctx = context(request)
     fields = body.model_dump(exclude_none=True, exclude={"intentId"})
+    who = principal(request)
+    if who is not None and not who.everywhere:  # with tokens, a run's tenant is its token's
+        fields["tenantId"] = who.tenant
 
     def _transaction() -> tuple[dict[str, Any], bool]:
         with ctx.transaction() as conn:
@@ -215,6 +220,7 @@ async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tupl
 @requires(
     "approver",
     run_field="intentId",
+    run_field_may_be_new=True,
     partition_field=("queuePartitionKey",),
     hidden=not_found("Intent not found: {key}"),
 )
@@ -314,15 +320,39 @@ async def get_run_header(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(view)
 
 
-@router.get("/api/runs/{wid}/steps")
+STEP_PAGE = 200
+
+
+def _page(request: Request) -> tuple[int, int]:
+    """``?limit=`` (1..500, default 200) and ``?offset=`` (0.., default 0) of a paginated list."""
+    values = []
+    for name, default, high in (("limit", STEP_PAGE, 500), ("offset", 0, 10**9)):
+        raw = request.query_params.getlist(name)
+        if len(raw) > 1 or (raw and not raw[0].isdecimal()) or not 0 <= int(raw[0] if raw else default) <= high:
+            raise InvalidInput(f"{name} must be one integer from {0 if name == 'offset' else 1} to {high}")
+        values.append(int(raw[0]) if raw else default)
+    if values[0] < 1:
+        raise InvalidInput("limit must be one integer from 1 to 500")
+    return values[0], values[1]
+
+
+@router.get("/api/runs/{wid}/steps", openapi_extra=query(("limit", integer(1, 500)), ("offset", integer(0, 10**9))))
 @requires("viewer")
 def get_run_steps(wid: str, request: Request) -> JSONResponse:
-    """Every step attempt with its artifact refs, in a stable order; 404 for an unknown run."""
+    """Step attempts with their artifact refs (never content), in a stable order, ``?limit=`` (default 200) at a
+    time from ``?offset=``; a ``Link: <…>; rel="next"`` header names the next page. 404 for an unknown run."""
     ctx = context(request)
+    unknown = set(request.query_params) - {"limit", "offset"}
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    limit, offset = _page(request)
     with ctx.read() as conn:
         run = require_run(conn, wid)
-        records, made = steps.list_for_run(conn, run.id), artifacts.list_for_run(conn, run.id)
-        return JSONResponse(step_rows(run, records, made, ctx.settings.trace_base_url))
+        records = steps.list_for_run(conn, run.id, limit=limit + 1, offset=offset)
+        made = artifacts.refs_for_run(conn, run.id)
+    rows = step_rows(run, records[:limit], made, ctx.settings.trace_base_url)
+    more = {"Link": f'</api/runs/{quote(wid, safe="")}/steps?limit={limit}&offset={offset + limit}>; rel="next"'}
+    return JSONResponse(rows, headers=more if len(records) > limit else None)
 
 
 @router.get("/runs/{run_key}")
@@ -332,7 +362,7 @@ def get_run_view(run_key: str, request: Request) -> JSONResponse:
     ctx = context(request)
     with ctx.read() as conn:
         run = require_run(conn, run_key)
-        return JSONResponse(run_view(run, steps.latest_for_run(conn, run.id), artifacts.list_for_run(conn, run.id)))
+        return JSONResponse(run_view(run, steps.latest_for_run(conn, run.id), artifacts.refs_for_run(conn, run.id)))
 
 
 async def _approve(request: Request, key: str, headers: dict[str, str] | None) -> JSONResponse:
@@ -344,7 +374,9 @@ async def _approve(request: Request, key: str, headers: dict[str, str] | None) -
     def _transaction() -> tuple[Run, datetime]:
         with ctx.transaction() as conn:
             run = require_run(conn, key)
-            approved_at, _woken = gates.approve_plan_legacy(conn, run, approved_by=approved_by, notes=body.notes)
+            approved_at, _woken = gates.approve_plan_legacy(
+                conn, run, approved_by=approved_by, claimed_by=body.approvedBy, notes=body.notes
+            )
             return run, approved_at
 
     run, approved_at = await run_in_threadpool(_transaction)

@@ -233,11 +233,11 @@ def db_down() -> None:
 @db.command("status")
 def db_status() -> None:
     """Say whether the database is up, and where."""
-    from kodo.database import EmbeddedPostgres
+    from kodo.database import EmbeddedPostgres, redacted_url
 
     settings = _settings()
     if settings.database_url:
-        click.echo(f"external: {settings.database_url}")
+        click.echo(f"external: {redacted_url(settings.database_url)}")
         return
     server = EmbeddedPostgres(settings.home)
     status = server.status()

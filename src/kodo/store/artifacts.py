@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -91,6 +92,33 @@ def list_for_run(conn: sa.Connection, run_id: str) -> list[Artifact]:
         {"r": run_id},
     )
     return [_row_to_artifact(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRef:
+    """An artifact without its content: what lists show (the content is fetched by its URI)."""
+
+    run_id: str
+    step_id: str
+    task_key: str
+    idx: int
+    attempt: int
+    kind: str
+    uri: str
+    sha256: str
+    size: int  # characters of its JSON text
+
+
+def refs_for_run(conn: sa.Connection, run_id: str) -> list[ArtifactRef]:
+    """Every artifact of a run, in ``list_for_run``'s order, without reading its content out of Postgres."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT run_id, step_id, task_key, idx, attempt, kind, uri, sha256, length(inline::text) AS size "
+            "FROM app.artifacts WHERE run_id = :r ORDER BY step_id, task_key, idx, attempt"
+        ),
+        {"r": run_id},
+    )
+    return [ArtifactRef(**dict(row._mapping)) for row in rows]
 
 
 def get_by_uri(conn: sa.Connection, uri: str) -> Artifact | None:

@@ -47,6 +47,7 @@ class Interaction:
     payload: dict[str, Any]
     origin: str
     created_at: datetime
+    actor: str | None = None
 
 
 _INTERACTION = "workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, payload, origin, created_at"
@@ -148,8 +149,9 @@ def record_interaction(
     dedupe_key: str,
     payload: dict[str, Any],
     origin: str,
+    actor: str | None = None,
 ) -> bool:
-    """Ledger a reply once per dedupe key. Returns True when it was already recorded (a replay).
+    """Ledger a reply once per dedupe key, with who sent it. Returns True when it was already recorded (a replay).
 
     The same dedupe key with a different payload or topic is a conflict.
     """
@@ -157,7 +159,7 @@ def record_interaction(
     inserted = conn.execute(
         sa.text(
             "INSERT INTO app.human_interactions (workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, "
-            "payload, origin) VALUES (:w, :r, :g, :t, :d, :h, CAST(:p AS jsonb), :o) "
+            "payload, origin, actor) VALUES (:w, :r, :g, :t, :d, :h, CAST(:p AS jsonb), :o, :a) "
             "ON CONFLICT (workflow_id, gate_key, topic, dedupe_key) DO NOTHING RETURNING id"
         ),
         {
@@ -169,6 +171,7 @@ def record_interaction(
             "h": payload_hash,
             "p": to_json(payload),
             "o": origin,
+            "a": actor,
         },
     ).first()
     existing = conn.execute(
@@ -211,7 +214,8 @@ def first_reply(conn: sa.Connection, workflow_id: str, gate_key: str) -> Interac
     """The reply that answers a gate: the first one ledgered on its human topic."""
     row = conn.execute(
         sa.text(
-            "SELECT workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, payload, origin, created_at "
+            "SELECT workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, payload, origin, created_at, "
+            "actor "
             "FROM app.human_interactions WHERE workflow_id = :w AND gate_key = :g AND topic = :t "
             "ORDER BY created_at, id LIMIT 1"
         ),
@@ -223,7 +227,8 @@ def first_reply(conn: sa.Connection, workflow_id: str, gate_key: str) -> Interac
 def interactions(conn: sa.Connection, run_id: str, limit: int = 200) -> list[Interaction]:
     rows = conn.execute(
         sa.text(
-            "SELECT workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, payload, origin, created_at "
+            "SELECT workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, payload, origin, created_at, "
+            "actor "
             "FROM app.human_interactions WHERE run_id = :r ORDER BY created_at, dedupe_key LIMIT :n"
         ),
         {"r": run_id, "n": limit},
@@ -232,12 +237,13 @@ def interactions(conn: sa.Connection, run_id: str, limit: int = 200) -> list[Int
 
 
 def approve_plan(conn: sa.Connection, *, run_id: str, approved_by: str, notes: str | None) -> datetime:
-    """Upsert the legacy plan-approval record; returns its time."""
-    return conn.execute(  # type: ignore[no-any-return]
+    """Record the legacy plan approval once (append-only: a later approval, of a repaired run's new plan gate,
+    never rewrites the first); returns when this approval was recorded."""
+    inserted = conn.execute(
         sa.text(
             "INSERT INTO app.plan_approvals (run_id, approved_by, notes) VALUES (:r, :b, :n) "
-            "ON CONFLICT (run_id) DO UPDATE SET approved_at = now(), approved_by = EXCLUDED.approved_by, "
-            "notes = EXCLUDED.notes RETURNING approved_at"
+            "ON CONFLICT (run_id) DO NOTHING RETURNING approved_at"
         ),
         {"r": run_id, "b": approved_by, "n": notes},
-    ).scalar_one()
+    ).scalar_one_or_none()
+    return inserted or conn.execute(sa.text("SELECT now()")).scalar_one()  # type: ignore[no-any-return]

@@ -67,11 +67,13 @@ def record(
             raise Conflict(f"determinism violation: {step_id} attempt {attempt} of {run_id} recorded differently")
 
 
-def list_for_run(conn: sa.Connection, run_id: str) -> list[StepRecord]:
-    """Every attempt, in a stable order: startedAt, then stepId, then attempt."""
+def list_for_run(conn: sa.Connection, run_id: str, *, limit: int | None = None, offset: int = 0) -> list[StepRecord]:
+    """Every attempt (or one page of them), in a stable order: startedAt, then stepId, then attempt."""
     rows = conn.execute(
-        sa.text("SELECT * FROM app.run_steps WHERE run_id = :r ORDER BY started_at, step_id, attempt"),
-        {"r": run_id},
+        sa.text(
+            "SELECT * FROM app.run_steps WHERE run_id = :r ORDER BY started_at, step_id, attempt LIMIT :n OFFSET :o"
+        ),
+        {"r": run_id, "n": limit, "o": offset},
     )
     return [_row_to_step(row) for row in rows]
 

@@ -69,6 +69,7 @@ def render(name: str, request: Request, **values: Any) -> HTMLResponse:
         "sandbox": settings.sbx_mode + (f"/{settings.sbx_provider}" if settings.sbx_mode == "live" else ""),
         "appVersion": settings.app_version,
         "claimScope": settings.claim_scope,
+        "unisolated": settings.unisolated_allowed,
     }
     html = _ENV.get_template(name).render(request=request, posture=posture, **values)
     return HTMLResponse(html)
@@ -89,7 +90,7 @@ def _recent(conn: sa.Connection, limit: int = 25, partition_like: list[str] | No
 def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
     """Everything the live run panel shows."""
     run = require_run(conn, key)
-    made = artifacts.list_for_run(conn, run.id)
+    made = artifacts.refs_for_run(conn, run.id)
     interactions = {i.gate_key: i.origin for i in gate_store.interactions(conn, run.id, 500)}
     gate_rows = gate_store.list_for_run(conn, run.id)
     max_lines = ctx.settings.review_diff_max_lines

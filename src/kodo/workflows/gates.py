@@ -25,6 +25,7 @@ from kodo.errors import Conflict, InvalidInput, NotFound
 from kodo.identity import gate_key_for, sha256_hex
 from kodo.models import Run
 from kodo.store import durable_status, gates, runs
+from kodo.workflows.queues import queue_partition
 from kodo.workflows.runtime import services, transact
 
 APPROVE_FORM = {
@@ -106,7 +107,7 @@ def _park(
     if not answered:
         options["delay_seconds"] = float(ttl_s)
     if ctx.get("partitionKey") and svc.settings.intent_queue_partition:
-        options["queue_partition_key"] = ctx["partitionKey"]
+        options["queue_partition_key"] = queue_partition(ctx["partitionKey"])
     trace_context = telemetry.current_context()
     if trace_context is not None:  # the continuation stays on the run's trace
         options["otel_context"] = trace_context
@@ -158,9 +159,11 @@ def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, 
                 "payload": reply.payload,
                 "payloadHash": reply.payload_hash,
                 "origin": reply.origin,
+                "actor": reply.actor,
                 "at": at,
             }
             decision = normalize_decision(reply.payload) if gate.purpose == "approve-plan" else None
+            decision = None if decision is None else {**decision, "actor": reply.actor}
         if decision is not None:
             decision = {**decision, "schemaVersion": 1, "at": at}
         gates.resolve(conn, ctx["runId"], key, result=result, decision=decision)
@@ -199,6 +202,7 @@ def _auto(conn: sa.Connection, ctx: dict[str, Any], key: str) -> None:
         dedupe_key=f"auto:{ctx['workflowId']}:{key}",
         payload=payload,
         origin="auto",
+        actor="auto",
     )
     at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().isoformat()
     result = {"schemaVersion": 1, "state": "RECEIVED", "payload": payload, "origin": "auto", "at": at}
@@ -255,6 +259,7 @@ def reply(
     dedupe_key: str,
     origin: str,
     topic: str | None = None,
+    actor: str | None = None,
 ) -> bool:
     """Ledger a reply to an open gate; returns ``isReplay``. Call ``wake`` after commit.
 
@@ -286,6 +291,7 @@ def reply(
         dedupe_key=dedupe_key,
         payload=payload,
         origin=origin,
+        actor=actor,
     )
     wake(conn, run.workflow_id, key)
     return replay
@@ -304,22 +310,27 @@ def legacy_dedupe_key(origin: str, run: Run, key: str, payload: Any) -> str:
 
 
 def approve_plan_legacy(
-    conn: sa.Connection, run: Run, *, approved_by: str, notes: str | None
+    conn: sa.Connection, run: Run, *, approved_by: str, claimed_by: str, notes: str | None
 ) -> tuple[Any, str | None]:
-    """The legacy approve-plan: recorded always; for a live run, a "yes" to its plan gate (open or not yet).
+    """The legacy approve-plan: a "yes" to the plan gate the run is waiting at, recorded with its actor
+    (``approved_by``; the body's own ``approvedBy`` is kept as ``claimedBy``, a note).
 
-    Returns (approvedAt, gate key to wake or None). An approval sent before the gate opens stays in
-    the ledger and is consumed when the run parks there.
+    Returns (approvedAt, the gate key to wake). A run that is not waiting at its plan gate (finished, not
+    there yet, or the gate already answered) is a 409 and nothing is written: decisions are append-only.
     """
     run = _locked(conn, run.id)
-    approved_at = gates.approve_plan(conn, run_id=run.id, approved_by=approved_by, notes=notes)
-    if run.is_terminal:
-        return approved_at, None
     key = gate_key(run, "approve-plan")
     gate = gates.get(conn, run.id, key, lock=True)
+    if run.is_terminal:
+        raise Conflict(f"run is finished (status {run.status}): its plan can no longer be approved", status=run.status)
     if gate is not None and gate.resolved_at is not None:
         raise Conflict(f"plan gate {key} is already resolved", status=run.status)
-    payload = {"approved": True, "approvedBy": approved_by, "notes": notes}
+    if gate is None or run.status != "waiting_input":
+        raise Conflict(f"run is not waiting at its plan gate (status {run.status})", status=run.status)
+    if gates.first_reply(conn, run.workflow_id, key) is not None:
+        raise Conflict(f"plan gate {key} is already answered", status=run.status)
+    approved_at = gates.approve_plan(conn, run_id=run.id, approved_by=approved_by, notes=notes)
+    payload = {"approved": True, "approvedBy": approved_by, "claimedBy": claimed_by, "notes": notes}
     gates.record_interaction(
         conn,
         workflow_id=run.workflow_id,
@@ -329,13 +340,15 @@ def approve_plan_legacy(
         dedupe_key=legacy_dedupe_key("legacy-approve", run, key, payload),
         payload=payload,
         origin="legacy-approve",
+        actor=approved_by,
     )
-    if gate is not None:
-        wake(conn, run.workflow_id, key)
-    return approved_at, key if gate is not None else None
+    wake(conn, run.workflow_id, key)
+    return approved_at, key
 
 
-def legacy_event(conn: sa.Connection, run: Run, event: dict[str, Any], key: str | None = None) -> tuple[str, bool]:
+def legacy_event(
+    conn: sa.Connection, run: Run, event: dict[str, Any], key: str | None = None, actor: str | None = None
+) -> tuple[str, bool]:
     """``POST /runs/{id}/events``: returns (the gate the event answers, isReplay).
 
     An event is bound to the gate it names (``key``) or else to the run's newest open gate when it is
@@ -371,6 +384,7 @@ def legacy_event(conn: sa.Connection, run: Run, event: dict[str, Any], key: str 
         gate.gate_key,
         payload=payload,
         origin="legacy-event",
+        actor=actor,
         dedupe_key=legacy_dedupe_key("legacy-event", run, gate.gate_key, payload),
     )
     return gate.gate_key, False

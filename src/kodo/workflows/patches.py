@@ -35,8 +35,8 @@ NEW_FILE_MODE = 0o644
 CLONE_TIMEOUT_S = 120
 
 
-def prepare_workspace(workspace: Path, repo: str | None) -> None:
-    """Create the workspace; start it as a clone of ``repo`` when that names a local git repository.
+def prepare_workspace(workspace: Path, repo: Path | None) -> None:
+    """Create the workspace; start it as a clone of ``repo`` (checked by ``kodo.workflows.repositories``).
 
     Slow (a clone takes up to ``CLONE_TIMEOUT_S``): call it outside any transaction that holds row locks.
     The clone lands in a staging directory renamed into place, so a crash mid-clone leaves no workspace.
@@ -44,12 +44,12 @@ def prepare_workspace(workspace: Path, repo: str | None) -> None:
     if workspace.exists():
         return
     workspace.parent.mkdir(parents=True, exist_ok=True)
-    if repo and (Path(repo) / ".git").exists():
+    if repo is not None:
         staging = workspace.with_name(workspace.name + ".cloning")
         subprocess.run(["rm", "-rf", "--", str(staging)], check=True)
         faults.hit("workspace.before_clone")
         subprocess.run(
-            ["git", "clone", "--quiet", "--no-hardlinks", "--", repo, str(staging)],
+            ["git", "clone", "--quiet", "--no-hardlinks", "--", str(repo), str(staging)],
             check=True,
             timeout=CLONE_TIMEOUT_S,
         )

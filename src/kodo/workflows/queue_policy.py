@@ -18,6 +18,7 @@ from kodo.errors import PolicyViolation
 from kodo.models import LANE_PRIORITY, RunStart, Workload
 from kodo.settings import Settings
 from kodo.store import recipes
+from kodo.workflows import limits
 
 _BUDGET_CHECKS = (
     ("maxFanout", "steps", "count"),
@@ -69,6 +70,7 @@ def admit(
         raise PolicyViolation(f"parent intent workflow must use intentQ (got {queue_name})")
 
     workload_json = request.get("workload")
+    limits.check_workload(workload_json, settings)
     workload = (
         Workload(
             concurrency=workload_json["concurrency"],

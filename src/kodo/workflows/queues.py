@@ -63,8 +63,15 @@ def register_queues(settings: Settings) -> None:
         DBOS.register_queue(name, on_conflict="always_update", **limits)
 
 
+def queue_partition(key: str) -> str:
+    """The DBOS queue partition of a run's ``queuePartitionKey``: its tenant, the part before the first ``:``.
+    So ``acme``, ``acme:ci`` and ``acme:1`` … ``acme:N`` share one partition and its concurrency cap: a tenant
+    cannot multiply its share by opening partitions (the run keeps its full key for scoping and display)."""
+    return key.split(":", 1)[0] or key
+
+
 def partition_for(settings: Settings, key: str | None) -> str | None:
-    """The partition key a child carries on sbxQ: the parent's, or a default one when sbxQ is partitioned."""
+    """The partition key a child carries on sbxQ: the parent's tenant, or a default one when sbxQ is partitioned."""
     if not settings.sbx_queue_partition:
         return None
-    return key or DEFAULT_PARTITION
+    return queue_partition(key) if key else DEFAULT_PARTITION

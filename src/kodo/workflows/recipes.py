@@ -30,7 +30,7 @@ from kodo.settings import Settings
 from kodo.store import intents
 from kodo.store import recipe_versions as versions
 from kodo.store.recipe_versions import RecipeVersion
-from kodo.workflows import schema_check
+from kodo.workflows import limits, repositories, schema_check
 from kodo.workflows.queue_policy import QueueCaps, admit
 from kodo.workflows.recipe_spec import RecipeBundle, RecipeSpec
 from kodo.workflows.runs import start_run
@@ -275,6 +275,8 @@ def start(
             status=version.status,
         )
     body = instantiate(version.spec, form_data)
+    repositories.check_inputs(body["inputs"], settings)
+    limits.check_intent(body["constraints"], settings)
     if fixture is not None:  # fixture trials are distinct runs: the trial is part of the intent
         body = {**body, "inputs": {**body["inputs"], "fixture": fixture}}
     intent_id = recipe_intent_id(body)

@@ -26,7 +26,21 @@ from kodo.settings import Settings
 from kodo.store import artifacts, durable_status, intents, repairs, runs, sandbox_runs, steps
 from kodo.store import gates as gate_store
 from kodo.store import patches as patch_store
-from kodo.workflows import agents, budgets, delivery, escalation, gates, observe, patches, review, tasks, templates
+from kodo.workflows import (
+    agents,
+    budgets,
+    delivery,
+    escalation,
+    gates,
+    limits,
+    observe,
+    patches,
+    repositories,
+    review,
+    tasks,
+    templates,
+)
+from kodo.workflows.queues import queue_partition
 from kodo.workflows.runtime import services, transact
 
 WORKFLOW_NAME = "RunIntent"
@@ -86,7 +100,7 @@ def start_run(conn: sa.Connection, client: DBOSClient, settings: Settings, start
             "app_version": settings.app_version,
         }
         if settings.intent_queue_partition and start.queue_partition_key:
-            options["queue_partition_key"] = start.queue_partition_key
+            options["queue_partition_key"] = queue_partition(start.queue_partition_key)
         elif start.deduplication_id:
             options["deduplication_id"] = start.deduplication_id
         if start.timeout_ms:
@@ -353,6 +367,7 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
         if "error" in template:
             raise StepFailure(template["error"]["code"], template["error"]["message"])
         planned = tasks.plan_tasks(ctx, build, template)
+        limits.check_planned(len(planned), services().settings)
         _within_budget(ctx, "fanout", {"maxFanout": len(planned)})
         results = tasks.fan_out(ctx, planned)
         _within_budget(ctx, "completion", budgets.completion_usage(results))
@@ -376,7 +391,7 @@ def _begin(
     phase_id: str,
     starting: bool,
     gate_key: str | None,
-    workspace_error: str | None = None,
+    workspace_error: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A phase's first transaction: its context, the parked gate resolved (a continuation), its progress,
     and, for a local agent, the phase's next steps as far as they are pure (see ``_ahead``). A workspace
@@ -384,9 +399,8 @@ def _begin(
     ctx = _context(conn, workflow_id, phase_id, starting)
     resolved = gates.resolve_in(conn, ctx, gate_key) if gate_key is not None else None
     done = _progress(conn, ctx)
-    if workspace_error is not None:
-        failed = {"code": "WORKSPACE_CLONE_FAILED", "message": f"WORKSPACE_CLONE_FAILED:{workspace_error}"}
-        return {"ctx": ctx, "resolved": resolved, "done": {**done, "failed": failed}}
+    if workspace_error is not None:  # no workspace could be made: the phase fails the run with the reason
+        return {"ctx": ctx, "resolved": resolved, "done": {**done, "failed": workspace_error}}
     if agents.is_local():
         with observe.bound(ctx["runId"], ctx["workflowId"]):
             taken, outcome = _ahead(conn, ctx, done)
@@ -436,21 +450,31 @@ def _ahead(conn: sa.Connection, ctx: dict[str, Any], done: dict[str, Any]) -> tu
         return taken, {}
 
 
-def _prepare_workspace(workflow_id: str) -> str | None:
+def _prepare_workspace(workflow_id: str) -> dict[str, str] | None:
     """Make the run's workspace (a clone of ``inputs.repo``) before the phase's first transaction, so no row
     lock is held while it clones: approvals and cancels of the run answer at once. Idempotent (a finished
-    clone is kept), so it needs no checkpoint of its own; ``_begin`` reports a missing run or intent.
-    Returns why the clone failed (the phase then fails with WORKSPACE_CLONE_FAILED; a retry clones again)."""
+    clone is kept, and a recovered run keeps the clone it made), so it needs no checkpoint of its own;
+    ``_begin`` reports a missing run or intent. The repository is checked again here (``REPO_NOT_ALLOWED``)
+    and cloned from its checked real path. Returns why no workspace could be made (``{code, message}``: the
+    phase then fails with it; a retry tries again)."""
+    settings = services().settings
     with services().engine.connect() as conn:
         run = runs.get(conn, workflow_id)
         intent = intents.get(conn, run.intent_id) if run is not None else None
     if run is None or intent is None:
         return None
-    repo = intent.inputs.get("repo")
+    workspace = settings.workspaces_dir / run.id
+    if workspace.exists():
+        return None
     try:
-        patches.prepare_workspace(services().settings.workspaces_dir / run.id, repo if isinstance(repo, str) else None)
+        source = repositories.workspace_source(intent.inputs, settings)
+    except StepFailure as failure:  # nothing cloned
+        return {"code": failure.code, "message": failure.message}
+    try:
+        patches.prepare_workspace(workspace, source)
     except (OSError, subprocess.SubprocessError) as error:
-        return f"{type(error).__name__}: {error}"
+        message = f"{type(error).__name__}: {error}"
+        return {"code": "WORKSPACE_CLONE_FAILED", "message": f"WORKSPACE_CLONE_FAILED:{message}"}
     return None
 
 
@@ -527,7 +551,7 @@ def retry_run(
         "app_version": settings.app_version,
     }
     if settings.intent_queue_partition and run.queue_partition_key:
-        options["queue_partition_key"] = run.queue_partition_key
+        options["queue_partition_key"] = queue_partition(run.queue_partition_key)
     trace_context = telemetry.context_from_traceparent(durable_status.traceparent(conn, run.workflow_id))
     if trace_context is not None:  # a repair stays on the run's trace
         options["otel_context"] = trace_context

@@ -44,7 +44,9 @@ class SandboxResult:
     exit: int
     stdout: str
     stderr: str
-    err_code: str  # NONE | BOOT_FAIL | CMD_NONZERO | TIMEOUT | OOM | NET_FAIL | UPLOAD_FAIL | DOWNLOAD_FAIL
+    err_code: (
+        str  # NONE | BOOT_FAIL | CMD_NONZERO | TIMEOUT | OOM | NET_FAIL | UPLOAD_FAIL | DOWNLOAD_FAIL | DISK_QUOTA
+    )
     sandbox_ref: str
     wall_ms: int = 0
     cpu_ms: int = 0

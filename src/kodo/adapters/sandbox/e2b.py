@@ -17,6 +17,7 @@ from typing import Any
 
 from kodo.adapters.sandbox import ChunkSink, SandboxRequest, SandboxResult
 from kodo.adapters.sandbox.failures import classify_exception, classify_exit
+from kodo.adapters.sandbox.local import MAX_OUTPUT_BYTES
 from kodo.errors import ConfigurationError
 
 
@@ -72,9 +73,13 @@ class E2BSandbox:
         sequence = iter(range(1 << 62))
         out: dict[str, list[str]] = {"stdout": [], "stderr": []}
 
+        kept = {"stdout": 0, "stderr": 0}
+
         def sink(stream: str) -> Any:
             def take(text: str) -> None:
-                out[stream].append(text)
+                if kept[stream] < MAX_OUTPUT_BYTES:  # what is kept in memory is capped as the local sandbox's
+                    out[stream].append(text)
+                    kept[stream] += len(text.encode("utf-8", errors="replace"))
                 if on_chunk is not None:
                     on_chunk(stream, next(sequence), text)
 
@@ -126,6 +131,11 @@ class E2BSandbox:
                 except Exception as error:
                     raw["killed"] = False
                     raw["killError"] = f"{type(error).__name__}: {error}"
+        stdout, dropped_out = capped(stdout)
+        stderr, dropped_err = capped(stderr)
+        dropped = {name: n for name, n in (("stdout", dropped_out), ("stderr", dropped_err)) if n}
+        if dropped:
+            raw["truncatedBytes"] = dropped
         return SandboxResult(
             exit=exit_code,
             stdout=stdout,
@@ -135,6 +145,14 @@ class E2BSandbox:
             wall_ms=int((time.monotonic() - started) * 1000),
             raw=raw,
         )
+
+
+def capped(text: str) -> tuple[str, int]:
+    """The first MAX_OUTPUT_BYTES of ``text`` (UTF-8) and how many bytes were dropped."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= MAX_OUTPUT_BYTES:
+        return text, 0
+    return data[:MAX_OUTPUT_BYTES].decode("utf-8", errors="ignore"), len(data) - MAX_OUTPUT_BYTES
 
 
 def _with(text: str, line: str) -> str:

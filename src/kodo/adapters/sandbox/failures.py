@@ -22,8 +22,10 @@ import signal
 
 from kodo.models import RETRYABLE_SANDBOX_CODES
 
-ERR_CODES = ("NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL")
-TERMINAL_CODES = frozenset({"CMD_NONZERO", "TIMEOUT", "OOM"})
+ERR_CODES = (
+    "NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL", "DISK_QUOTA"
+)  # fmt: skip
+TERMINAL_CODES = frozenset({"CMD_NONZERO", "TIMEOUT", "OOM", "DISK_QUOTA"})
 
 _RULES = (
     ("TIMEOUT", re.compile(r"timed? ?out|timeout|deadline exceeded")),

@@ -2,20 +2,28 @@
 
 ``bash -lc <cmd>`` runs with the workspace as its working directory and:
 
-* **isolation** (``bwrap``): every namespace unshared (``--unshare-all``; the network is shared
-  only when the request says ``net``), read-only ``/usr``, ``/etc`` and the ``/bin``, ``/lib*``
-  links, a private ``/tmp``, its own ``/proc`` and ``/dev``, the workspace bound read-write and
-  nothing else of the host, ``--die-with-parent``, ``--new-session``, a clean environment
-  (``PATH``, ``HOME=/tmp``, ``LANG`` and the request's ``env``);
+* **isolation** (``bwrap``): every namespace unshared (``--unshare-all``; the network too, always:
+  sharing it would share the host's loopback, where kodo's API and Postgres listen, so a request
+  with ``net`` is refused, see ``NET_REFUSED``), read-only ``/usr`` and the ``/bin``, ``/lib*``
+  links, a minimal read-only ``/etc`` (``ETC_FILES``), a private size-limited ``/tmp``, its own
+  ``/proc`` and ``/dev``, the workspace bound read-write and nothing else of the host,
+  ``--die-with-parent``, ``--new-session``, a clean environment (``PATH``, ``HOME=/tmp``, ``LANG``
+  and the request's ``env``);
 * **limits** via ``prlimit``: memory (``RLIMIT_DATA``: heap and private writable mappings) from
-  ``mem_mb``, CPU seconds (``RLIMIT_CPU``) from the timeout times ``cpu``. ``RLIMIT_AS`` is not
-  used: runtimes that reserve address space up front (Node's V8 reserves gigabytes it never
+  ``mem_mb``, CPU seconds (``RLIMIT_CPU``) from the timeout times ``cpu``, the size of any one file
+  (``RLIMIT_FSIZE``: a bigger write fails at once with ``SIGXFSZ``) and the number of processes
+  (``RLIMIT_NPROC``: the kernel counts every process of the user, so the limit is the user's count
+  at start plus ``SandboxLimits.processes``; it does not bind a sandbox run as root). ``RLIMIT_AS``
+  is not used: runtimes that reserve address space up front (Node's V8 reserves gigabytes it never
   touches) cannot even start under an address-space limit of a few hundred MB;
+* a **workspace growth limit**: the workspace's size is sampled every second; growing by more than
+  ``SandboxLimits.workspace_growth_mb`` kills the tree → ``DISK_QUOTA``;
 * a **wall-clock timeout** after which the whole tree is killed (the sandbox's PID namespace dies
   with it) → ``TIMEOUT``; ``kill(task_key)`` does the same on demand (operator cancel).
 
-Without ``bwrap`` on PATH the command still runs, with the same limits and process-group kill but no
-isolation, and every result says ``raw.isolation = "none"`` (``posture()`` says so too).
+Without a working ``bwrap`` (on PATH, and able to create its namespaces) the command still runs, with
+the same limits and process-group kill but no isolation, and every result says ``raw.isolation = "none"``
+(``posture()`` says so too); ``kodo.main`` refuses that at start-up unless ``SBX_ALLOW_UNISOLATED=true``.
 """
 
 from __future__ import annotations
@@ -37,8 +45,29 @@ from kodo.adapters.sandbox import ChunkSink, SandboxRequest, SandboxResult
 from kodo.adapters.sandbox.failures import classify_exit
 
 MAX_OUTPUT_BYTES = 1024 * 1024
+MB = 1024 * 1024
+NET_REFUSED = (
+    "kodo: net=true is refused by the local sandbox: sharing the host's network would let the command reach "
+    "kodo's API and Postgres on loopback; use SBX_PROVIDER=e2b for tasks that need the network\n"
+)
+# All of /etc a command needs: users and groups, name resolution, certificates, the dynamic linker, time
+# zone, and Debian's alternatives (tools on PATH that are links into /etc/alternatives).
+ETC_FILES = (
+    "passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "host.conf", "gai.conf", "ssl", "ca-certificates",
+    "ca-certificates.conf", "pki", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives",
+)  # fmt: skip
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    """What one command may use beyond memory and CPU (``SBX_MAX_*`` settings)."""
+
+    processes: int = 256  # RLIMIT_NPROC headroom over the user's processes at start
+    file_mb: int = 1024  # RLIMIT_FSIZE: the largest file a command may write
+    tmp_mb: int = 256  # the private /tmp (a tmpfs, in memory)
+    workspace_growth_mb: int = 1024  # how much the workspace may grow during one command
 
 
 @dataclass
@@ -46,6 +75,7 @@ class _Running:
     proc: subprocess.Popen[bytes]
     canceled: bool = False
     timed_out: bool = False
+    over_quota: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,8 +96,16 @@ class LocalSandbox:
 
     provider = "local"
 
-    def __init__(self, *, bwrap: str | None = None, prlimit: str | None = None, use_bwrap: bool = True) -> None:
-        self.bwrap = (bwrap or shutil.which("bwrap")) if use_bwrap else None
+    def __init__(
+        self,
+        *,
+        bwrap: str | None = None,
+        prlimit: str | None = None,
+        use_bwrap: bool = True,
+        limits: SandboxLimits | None = None,
+    ) -> None:
+        self.limits = limits or SandboxLimits()
+        self.bwrap = _working(bwrap or shutil.which("bwrap")) if use_bwrap else None
         self.prlimit = prlimit or shutil.which("prlimit")
         self.isolation = "bwrap" if self.bwrap else "none"
         self._running: dict[str, _Running] = {}
@@ -80,7 +118,11 @@ class LocalSandbox:
             "isolation": self.isolation,
             "bwrap": self.bwrap,
             "limits": "prlimit" if self.prlimit else "none",
-            "network": "unshared unless net" if self.bwrap else "host",
+            "network": "unshared (net refused)" if self.bwrap else "host",
+            "processes": "unlimited (root)" if os.getuid() == 0 else self.limits.processes,
+            "fileMB": self.limits.file_mb,
+            "tmpMB": self.limits.tmp_mb,
+            "workspaceGrowthMB": self.limits.workspace_growth_mb,
         }
 
     # --- cancellation --------------------------------------------------------------------------
@@ -111,18 +153,19 @@ class LocalSandbox:
         if self.prlimit:
             timeout_s = max(1, -(-request.timeout_ms // 1000))
             cpu_s = timeout_s * max(1, request.cpu) + 1
-            argv += [self.prlimit, f"--data={request.mem_mb * 1024 * 1024}", f"--cpu={cpu_s}", "--"]
+            argv += [self.prlimit, f"--data={request.mem_mb * MB}", f"--cpu={cpu_s}"]
+            argv += [f"--fsize={self.limits.file_mb * MB}", f"--nproc={_user_tasks() + self.limits.processes}", "--"]
         if self.bwrap:
-            argv += [self.bwrap, "--unshare-all"]
-            argv += ["--share-net"] if request.net else []
-            argv += ["--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+            argv += [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
+            for name in ETC_FILES:
+                argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
             for name in _SYSTEM_LINKS:
                 path = Path("/") / name
                 if path.is_symlink():
                     argv += ["--symlink", os.readlink(path), str(path)]
                 elif path.is_dir():
                     argv += ["--ro-bind", str(path), str(path)]
-            argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.limits.tmp_mb * MB), "--tmpfs", "/tmp"]
             if request.toolchain:  # the installed template, read-only
                 argv += ["--ro-bind", request.toolchain, request.toolchain]
             argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
@@ -171,6 +214,15 @@ class LocalSandbox:
     def _run(self, request: SandboxRequest, workdir: Path, on_chunk: ChunkSink | None) -> SandboxResult:
         if not workdir.is_dir():
             return self._boot_fail(request, f"workdir does not exist: {workdir}")
+        if request.net and self.bwrap:
+            return SandboxResult(
+                exit=126,
+                stdout="",
+                stderr=NET_REFUSED,
+                err_code="CMD_NONZERO",
+                sandbox_ref=f"local:{self.isolation}",
+                raw=self._raw(request, workdir, netRefused=True),
+            )
         started = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -195,7 +247,7 @@ class LocalSandbox:
         ]
         for reader in readers:
             reader.start()
-        status, usage = self._wait(running, request.timeout_ms / 1000)
+        status, usage = self._wait(running, request.timeout_ms / 1000, workdir)
         wall_ms = int((time.monotonic() - started) * 1000)
         for reader in readers:
             reader.join(timeout=5)
@@ -204,8 +256,9 @@ class LocalSandbox:
                 del self._running[request.task_key]
         return self._result(request, workdir, running, streams, status, usage, wall_ms)
 
-    def _wait(self, running: _Running, timeout_s: float) -> tuple[int, Any]:
-        """Wait for the command; kill the tree at the deadline; reap it with its resource usage.
+    def _wait(self, running: _Running, timeout_s: float, workdir: Path) -> tuple[int, Any]:
+        """Wait for the command; kill the tree at the deadline or past the workspace growth limit; reap it
+        with its resource usage.
 
         The leader is watched without being reaped (``WNOWAIT``), so its pid (= its process group)
         stays reserved while kodo kills what is left of the group.
@@ -219,10 +272,18 @@ class LocalSandbox:
             exited.set()
 
         threading.Thread(target=watch, daemon=True).start()
-        if not exited.wait(timeout_s):
-            running.timed_out = not running.canceled
+        deadline = time.monotonic() + timeout_s
+        baseline, allowed = _tree_size(workdir), self.limits.workspace_growth_mb * MB
+        while not exited.wait(max(0.0, min(1.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                running.timed_out = not running.canceled
+            elif _tree_size(workdir) - baseline > allowed:
+                running.over_quota = True
+            else:
+                continue
             _kill_tree(pid)
             exited.wait(30)
+            break
         with running.lock:
             # Whatever the command left behind in its process group goes too (no process left behind).
             _kill_tree(pid, group_only=True)
@@ -250,6 +311,8 @@ class LocalSandbox:
         if running.timed_out:
             exit_code = 124
             stderr += f"\nkodo: killed after the {request.timeout_ms} ms time limit\n"
+        elif running.over_quota:
+            stderr += f"\nkodo: killed: the workspace grew by more than {self.limits.workspace_growth_mb} MB\n"
         elif running.canceled:
             stderr += "\nkodo: canceled; the process tree was killed\n"
         if self.bwrap and exit_code == 1 and stderr.startswith("bwrap: ") and not stdout:
@@ -259,10 +322,12 @@ class LocalSandbox:
             stderr=stderr,
             timed_out=running.timed_out,
             signal_number=signal_number,
-            killed_by_kodo=running.canceled or running.timed_out,
+            killed_by_kodo=running.canceled or running.timed_out or running.over_quota,
         )
         if running.canceled and code == "NONE":
             code = "CMD_NONZERO"
+        if running.over_quota:
+            code = "DISK_QUOTA"
         cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000) if usage is not None else 0
         mem_peak_mb = int(usage.ru_maxrss / 1024) if usage is not None else 0
         return SandboxResult(
@@ -284,6 +349,39 @@ class LocalSandbox:
                 truncatedBytes={name: s.dropped for name, s in streams.items() if s.dropped},
             ),
         )
+
+
+def _user_tasks() -> int:
+    """Processes and threads of this user now: what RLIMIT_NPROC counts (every one of the user's tasks)."""
+    uid, count = os.getuid(), 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid:
+                    count += sum(1 for _ in (entry / "task").iterdir())
+    return count
+
+
+def _tree_size(root: Path) -> int:
+    """Bytes of the regular files under ``root`` (links not followed)."""
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
+
+
+def _working(bwrap: str | None) -> str | None:
+    """``bwrap`` when it can create its namespaces here (a container may forbid user namespaces), else None."""
+    if bwrap is None:
+        return None
+    probe = [bwrap, "--unshare-all", "--ro-bind", "/", "/", "--", "/bin/sh", "-c", "exit 0"]
+    try:
+        done = subprocess.run(probe, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return bwrap if done.returncode == 0 else None
 
 
 class _Counter:
