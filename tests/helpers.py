@@ -90,6 +90,8 @@ def table_counts(conn: sa.Connection) -> dict[str, int]:
         "app.human_interactions",
         "app.sbx_runs",
         "app.mock_receipts",
+        "app.sbx_executions",
+        "app.mock_sandbox_results",
         "app.marks",
         "app.recipe_versions",
         "app.recipe_fixtures",

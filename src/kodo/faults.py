@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from kodo.errors import ConfigurationError
 
 # Every fault point that the code marks, with what a hit there interrupts. Add a name here with its hit().
-POINTS: dict[str, str] = {}
+POINTS: dict[str, str] = {
+    "sandbox.before_command": "an execution's started row is committed; its command has not run",
+    "sandbox.during_command": "the command is running (local) or has run (mock); its result is not kept yet",
+    "sandbox.after_command": "the command ended and its result is kept; the step's checkpoint is not written",
+    "sandbox.before_settle": "the command's step is checkpointed; the transaction settling its execution is not",
+}
 
 
 class FaultInjected(RuntimeError):

@@ -20,7 +20,7 @@ from dbos import DBOSClient, DBOSPortableJSONSerializer
 
 from kodo.database import resolve_database_url
 from kodo.errors import KodoError
-from kodo.ops import batch, diagnosis, evidence, executors, workflows
+from kodo.ops import batch, diagnosis, evidence, executions, executors, workflows
 from kodo.ops.context import Ops
 from kodo.settings import load_settings
 from kodo.store import create_engine
@@ -174,6 +174,26 @@ def repro_command(key: str, out: str | None) -> None:
         return
     Path(out).write_text(text + "\n", encoding="utf-8")
     click.echo(f"wrote {out} ({len(text)} bytes)")
+
+
+@ops.command("executions")
+@click.argument("key")
+@click.option("--limit", type=click.IntRange(1, executions.MAX_LIMIT), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+def executions_command(key: str, limit: int, as_json: bool) -> None:
+    """A run's sandbox executions from the execution ledger: one line each (started|finished|interrupted|reused)."""
+    with _ops() as context:
+        rows = executions.for_run(context, key, limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    click.echo("EXECUTION                         ATTEMPT STATUS       EXIT ERR          TASK")
+    for item in rows:
+        exit_text = "-" if item["exit"] is None else str(item["exit"])
+        click.echo(
+            f"{item['executionId']:<33} {item['attempt']:>7} {item['status']:<12} {exit_text:>4} "
+            f"{item['errCode'] or '-':<12} {item['taskKey']}"
+        )
 
 
 @ops.command("executors")

@@ -20,7 +20,8 @@ from kodo.api.ops import ops_of
 from kodo.api.runs import header, require_run, step_rows
 from kodo.errors import NotFound
 from kodo.ops import diagnosis
-from kodo.store import artifacts, patches, runs, steps
+from kodo.ops import executions as execution_view
+from kodo.store import artifacts, executions, patches, runs, steps
 from kodo.store import gates as gate_store
 
 router = APIRouter(include_in_schema=False)
@@ -96,6 +97,7 @@ def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
         ],
         "artifacts": made,
         "patches": patches.list_for_run(conn, run.id),
+        "executions": [execution_view.row(e) for e in executions.list_for_run(conn, run.id, limit=200)],
         "interactions": gate_store.interactions(conn, run.id, 200),
     }
 
