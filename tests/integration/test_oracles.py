@@ -7,7 +7,10 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from kodo.cli import cli
+from kodo.settings import Settings
 from kodo.store import executions, gates, ops_audit, oracles, receipts, sandbox_runs
 
 RUN, WORKFLOW = "run-1", "wf-1"
@@ -164,3 +167,14 @@ def test_a_planted_violation_is_reported(scratch: sa.Engine, name: str) -> None:
     with scratch.connect() as conn:
         found = oracles.violations(conn)
     assert name in found, found
+
+
+def test_kodo_ops_oracles_prints_each_oracle_and_fails_on_a_violation(scratch: sa.Engine, settings: Settings) -> None:
+    """`kodo ops oracles`: one `ok` line per oracle on a clean database (exit 0); a planted one is VIOLATED (exit 1)."""
+    env = {"DATABASE_URL": str(settings.database_url), "KODO_HOME": str(settings.home)}
+    clean = CliRunner().invoke(cli, ["ops", "oracles"], env=env)
+    assert clean.exit_code == 0 and clean.output.count("ok ") == len(oracles.ORACLES)
+    with scratch.begin() as conn:
+        _receipt_twice(conn)
+    broken = CliRunner().invoke(cli, ["ops", "oracles"], env=env)
+    assert broken.exit_code == 1 and "VIOLATED duplicate receipts: 1 row(s)" in broken.output

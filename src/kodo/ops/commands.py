@@ -23,7 +23,7 @@ from kodo.errors import KodoError
 from kodo.ops import batch, diagnosis, evidence, executions, executors, workflows
 from kodo.ops.context import Ops
 from kodo.settings import load_settings
-from kodo.store import create_engine
+from kodo.store import create_engine, oracles
 from kodo.store.dbos_workflows import Filter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -194,6 +194,20 @@ def executions_command(key: str, limit: int, as_json: bool) -> None:
             f"{item['executionId']:<33} {item['attempt']:>7} {item['status']:<12} {exit_text:>4} "
             f"{item['errCode'] or '-':<12} {item['taskKey']}"
         )
+
+
+@ops.command("oracles")
+def oracles_command() -> None:
+    """Check every SQL oracle (kodo.store.oracles): one line each, ``ok`` or its rows; exit 1 if any has rows."""
+    with _ops() as context, context.engine.connect() as conn:
+        found = oracles.violations(conn, dead_after_s=context.settings.executor_dead_after_sec)
+    for name in oracles.ORACLES:
+        rows = found.get(name, [])
+        click.echo(f"{'ok' if not rows else 'VIOLATED':<8} {name}: {len(rows)} row(s)")
+        for row in rows[:20]:
+            click.echo(f"         {row}")
+    if found:
+        raise SystemExit(1)
 
 
 @ops.command("executors")
