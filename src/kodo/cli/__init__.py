@@ -581,5 +581,10 @@ def sbx_template_register(ref: str, template_id: str, boot_ms: int | None) -> No
     click.echo(f"{row.template_key}\t{row.template_id}\t{'registered' if created else 'already registered'}")
 
 
+from kodo.cli.chaos import chaos  # noqa: E402  (a command group of its own module)
+
+cli.add_command(chaos)
+
+
 def main() -> None:
     cli()
