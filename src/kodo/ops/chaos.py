@@ -53,6 +53,7 @@ class Iteration:
     kind: str
     point: str  # the armed fault point, or "postgres restart"
     hit: bool = False
+    crashed: bool = False
     lost: int = 0
     findings: chaos_load.Findings = field(default_factory=chaos_load.Findings)
 
@@ -119,8 +120,28 @@ def _topology(kind: str) -> str:
     return "monolith" if kind == "monolith" else "split"
 
 
+@dataclass
+class _Api:
+    """The API of the cluster; when it does not answer, a process that died (the armed point fired) is noted
+    and everything that died is restarted unarmed."""
+
+    cluster: Cluster
+    item: Iteration
+
+    @property
+    def url(self) -> str:
+        return self.cluster.base_url
+
+    def recover(self) -> None:
+        if self.item.kind != "postgres" and not self.cluster.process_for(self.item.kind).alive():
+            self.item.hit = self.item.crashed = True
+        self.cluster.revive()
+
+
 def _crash(cluster: Cluster, item: Iteration, chooser: random.Random) -> None:
-    """Bring about the iteration's crash while its load runs."""
+    """Bring about the iteration's crash while its load runs (unless the armed point has already fired)."""
+    if item.crashed:
+        return
     window_end = time.monotonic() + chooser.uniform(*KILL_WINDOW_S)
     if item.kind == "postgres":
         while time.monotonic() < window_end:
@@ -135,6 +156,7 @@ def _crash(cluster: Cluster, item: Iteration, chooser: random.Random) -> None:
     while time.monotonic() < window_end and target.alive():
         time.sleep(0.05)
     item.hit = not target.alive()
+    item.crashed = True
     target.kill9()
 
 
@@ -147,17 +169,14 @@ def run_iteration(
         target.stop()
         target.start(faults=f"{item.point}:kill")
     deadline = time.monotonic() + SETTLE_S
-
-    def base() -> str:
-        return cluster.base_url
-
-    load = chaos_load.submit(base, repo, fan_out=fan_out, deadline=deadline)
+    api = _Api(cluster, item)
+    load = chaos_load.submit(api, repo, fan_out=fan_out, deadline=deadline)
     _crash(cluster, item, chooser)
     cluster.revive()
-    chaos_load.operate(base, load, deadline)
+    chaos_load.operate(api, load, deadline)
     for _ in range(3):  # a process that died of the outage (or of a point on its start-up path) comes back
         cluster.revive()
-        lost = chaos_load.settle(base, load, time.monotonic() + SETTLE_S / 3)
+        lost = chaos_load.settle(api, load, time.monotonic() + SETTLE_S / 3)
         if not lost:
             break
     item.lost = len(lost)

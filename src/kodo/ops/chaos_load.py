@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import sqlalchemy as sa
@@ -41,6 +40,15 @@ def make_repository(path: Path) -> Path:
     return path
 
 
+class Endpoint(Protocol):
+    """Where the API is, and what to do when it does not answer (restart whatever died)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def recover(self) -> None: ...
+
+
 @dataclass
 class Load:
     """The runs one iteration started, by the workflow id; which of them wait for approval or a cancel."""
@@ -50,67 +58,68 @@ class Load:
     cancelled: list[str] = field(default_factory=list)
 
 
-def _call(base: Callable[[], str], method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response | None:
+def _call(api: Endpoint, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response | None:
     """One HTTP call, retried while the API is down (it may be the process being killed) until ``deadline``."""
     while time.monotonic() < deadline:
         try:
-            return httpx.request(method, base() + path, timeout=10, **kwargs)
+            return httpx.request(method, api.url + path, timeout=10, **kwargs)
         except httpx.HTTPError:
+            api.recover()
             time.sleep(0.2)
     return None
 
 
-def _start(base: Callable[[], str], repo: Path, deadline: float, *, tests: list[str], sleep: float, auto: bool) -> str:
+def _start(api: Endpoint, repo: Path, deadline: float, *, tests: list[str], sleep: float, auto: bool) -> str:
     constraints = {"testCommand": TRACE_COMMAND.format(sleep=sleep), "tests": tests}
     body = {"goal": "chaos", "inputs": {"repo": str(repo)}, "constraints": constraints}
-    intent = _call(base, "POST", "/api/intents", deadline, json=body)
+    intent = _call(api, "POST", "/api/intents", deadline, json=body)
     if intent is None or intent.status_code != 201:
         raise RuntimeError(f"chaos: POST /api/intents failed: {intent.text if intent else 'API down'}")
     wid = str(intent.json()["intentId"])
     run = {"intentId": wid, "queuePartitionKey": "chaos", "autoApprove": auto}
-    started = _call(base, "POST", "/api/runs", deadline, json=run)
+    started = _call(api, "POST", "/api/runs", deadline, json=run)
     if started is None or started.status_code not in {200, 201}:
         raise RuntimeError(f"chaos: POST /api/runs failed: {started.text if started else 'API down'}")
     return wid
 
 
-def submit(base: Callable[[], str], repo: Path, *, fan_out: int, deadline: float) -> Load:
+def submit(api: Endpoint, repo: Path, *, fan_out: int, deadline: float) -> Load:
     """Start the iteration's runs (they then proceed on their own)."""
     load = Load()
     for _ in range(fan_out):
-        load.runs.append(_start(base, repo, deadline, tests=["t1", "t2"], sleep=0.3, auto=True))
-    gated = _start(base, repo, deadline, tests=["g1"], sleep=0.1, auto=False)
+        load.runs.append(_start(api, repo, deadline, tests=["t1", "t2"], sleep=0.3, auto=True))
+    gated = _start(api, repo, deadline, tests=["g1"], sleep=0.1, auto=False)
     load.runs.append(gated)
     load.gated.append(gated)
-    cancelled = _start(base, repo, deadline, tests=["c1"], sleep=2.0, auto=True)
+    cancelled = _start(api, repo, deadline, tests=["c1"], sleep=2.0, auto=True)
     load.runs.append(cancelled)
     load.cancelled.append(cancelled)
     return load
 
 
-def status(base: Callable[[], str], wid: str, deadline: float) -> str:
-    response = _call(base, "GET", f"/api/runs/{wid}", deadline)
+def status(api: Endpoint, wid: str, deadline: float) -> str:
+    response = _call(api, "GET", f"/api/runs/{wid}", deadline)
     return str(response.json().get("status")) if response is not None and response.status_code == 200 else "UNKNOWN"
 
 
-def operate(base: Callable[[], str], load: Load, deadline: float) -> None:
+def operate(api: Endpoint, load: Load, deadline: float) -> None:
     """The human and the operator: approve the gated runs, cancel the cancellable one and resume it."""
     for wid in load.gated:
-        while time.monotonic() < deadline and status(base, wid, deadline) not in AT_REST:
+        while time.monotonic() < deadline and status(api, wid, deadline) not in AT_REST:
             time.sleep(0.2)
-        if status(base, wid, deadline) == "WAITING_INPUT":
-            _call(base, "POST", f"/api/runs/{wid}/approve-plan", deadline, json={"approvedBy": "kodo-chaos"})
+        if status(api, wid, deadline) == "WAITING_INPUT":
+            _call(api, "POST", f"/api/runs/{wid}/approve-plan", deadline, json={"approvedBy": "kodo-chaos"})
     for wid in load.cancelled:
-        _call(base, "POST", f"/api/ops/wf/{wid}/cancel", deadline, json=ACTOR)
-        if status(base, wid, deadline) == "CANCELLED":
-            _call(base, "POST", f"/api/ops/wf/{wid}/resume", deadline, json=ACTOR)
+        _call(api, "POST", f"/api/ops/wf/{wid}/cancel", deadline, json=ACTOR)
+        if status(api, wid, deadline) == "CANCELLED":
+            _call(api, "POST", f"/api/ops/wf/{wid}/resume", deadline, json=ACTOR)
 
 
-def settle(base: Callable[[], str], load: Load, deadline: float) -> list[str]:
+def settle(api: Endpoint, load: Load, deadline: float) -> list[str]:
     """Wait until every run is at rest (terminal or waiting for a human); returns the ones that never got there."""
     pending = list(load.runs)
     while pending and time.monotonic() < deadline:
-        pending = [wid for wid in pending if status(base, wid, deadline) not in AT_REST]
+        pending = [wid for wid in pending if status(api, wid, deadline) not in AT_REST]
         if pending:
             time.sleep(0.3)
     return pending
