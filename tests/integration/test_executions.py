@@ -4,6 +4,7 @@ stores (local workspace file, mock receipt table) and the restarted executor's s
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,17 @@ def test_local_sandbox_keeps_the_result_in_the_workspace_and_recalls_it(tmp_path
     assert stored is not None and stored.execution_id == "e-1" and stored.result.stdout == "out\n"
     assert stored.result.exit == 0 and (tmp_path / "trace.log").read_text() == "e-1\n"
     assert not list((tmp_path / ".kodo/executions").glob("*.tmp"))
+
+
+def test_kept_results_stay_out_of_a_git_workspace_status(tmp_path: Path) -> None:
+    """In a git workspace, .kodo/ is excluded (.git/info/exclude): git status shows only the command's own file."""
+    subprocess.run(["git", "init", "--quiet", str(tmp_path)], check=True)
+    request = SandboxRequest(
+        task_key="t", cmd="echo hi > made.txt", workdir=str(tmp_path), idempotency_key="k", execution_id="e"
+    )
+    assert LocalSandbox(use_bwrap=False).run(request).err_code == "NONE"
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert status.stdout.splitlines() == ["?? made.txt"] and (tmp_path / ".kodo/executions/k.json").is_file()
 
 
 def test_mock_sandbox_keeps_results_in_its_receipt_table(engine: sa.Engine) -> None:

@@ -169,6 +169,7 @@ class LocalSandbox:
         if path is None or not keeps_result(request, result):
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        _exclude_from_git(Path(str(request.workdir)).resolve())
         finished = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
         data = json.dumps(stored_document(request, result, finished), ensure_ascii=False).encode()
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -335,6 +336,16 @@ class LocalSandbox:
                 truncatedBytes={name: s.dropped for name, s in streams.items() if s.dropped},
             ),
         )
+
+
+def _exclude_from_git(workdir: Path) -> None:
+    """Keep ``.kodo/`` out of the workspace's ``git status`` and diffs (its .git/info/exclude), once."""
+    exclude = workdir / ".git" / "info" / "exclude"
+    if not exclude.parent.is_dir():
+        return
+    text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+    if "/.kodo/" not in text.splitlines():
+        exclude.write_text(text + ("" if text.endswith("\n") or not text else "\n") + "/.kodo/\n", encoding="utf-8")
 
 
 class _Counter:
