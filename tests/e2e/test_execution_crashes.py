@@ -4,11 +4,13 @@ and the commands' own trace files in the workspace agree with the execution ledg
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from helpers import oracle_violations, wait_until
@@ -72,6 +74,7 @@ def test_kill_after_the_command_reuses_its_result(
         assert conn.execute(sa.text("SELECT count(*) FROM app.sbx_runs")).scalar_one() == 1
 
 
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="without bubblewrap a command outlives its killed worker")
 def test_kill_during_the_command_reruns_it_once_visibly(
     spawn: Callable[..., KodoProcess], engine: sa.Engine, tmp_path: Path
 ) -> None:
