@@ -24,6 +24,7 @@ POINTS: dict[str, str] = {
     "sandbox.during_command": "the command is running (local) or has run (mock); its result is not kept yet",
     "sandbox.after_command": "the command ended and its result is kept; the step's checkpoint is not written",
     "sandbox.before_settle": "the command's step is checkpointed; the transaction settling its execution is not",
+    "gate.reply_recorded": "a reply (or legacy approval) is ledgered in the API's transaction, not yet committed",
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from dbos import EnqueueOptions
 
-from kodo import telemetry
+from kodo import faults, telemetry
 from kodo.errors import Conflict, InvalidInput, NotFound
 from kodo.identity import gate_key_for, sha256_hex
 from kodo.models import Run
@@ -255,6 +255,7 @@ def reply(
         payload=payload,
         origin=origin,
     )
+    faults.hit("gate.reply_recorded")
     wake(conn, run.workflow_id, key)
     return replay
 
@@ -298,6 +299,7 @@ def approve_plan_legacy(
         payload=payload,
         origin="legacy-approve",
     )
+    faults.hit("gate.reply_recorded")
     if gate is not None:
         wake(conn, run.workflow_id, key)
     return approved_at, key if gate is not None else None
