@@ -10,42 +10,12 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from kodo.settings import Settings, load_settings
-
-ORACLES = {
-    "duplicate run_steps": "SELECT run_id, step_id, attempt FROM app.run_steps GROUP BY 1,2,3 HAVING count(*) > 1",
-    "duplicate artifacts": (
-        "SELECT run_id, step_id, task_key, attempt, idx FROM app.artifacts GROUP BY 1,2,3,4,5 HAVING count(*) > 1"
-    ),
-    "duplicate interactions": (
-        "SELECT workflow_id, gate_key, topic, dedupe_key FROM app.human_interactions GROUP BY 1,2,3,4 "
-        "HAVING count(*) > 1"
-    ),
-    "duplicate decisions": (
-        "SELECT workflow_uuid, key FROM dbos.workflow_events WHERE key LIKE 'decision:%' "
-        "GROUP BY 1,2 HAVING count(*) > 1"
-    ),
-    "duplicate prompts": (
-        "SELECT workflow_uuid, key FROM dbos.workflow_events WHERE key LIKE 'ui:%' GROUP BY 1,2 HAVING count(*) > 1"
-    ),
-    "duplicate escalations": (
-        "SELECT workflow_uuid FROM dbos.workflow_status WHERE workflow_uuid LIKE 'esc:%' GROUP BY 1 HAVING count(*) > 1"
-    ),
-    "bad payload hash": "SELECT id FROM app.human_interactions WHERE payload_hash !~ '^[a-f0-9]{64}$'",
-    "blank origin": "SELECT id FROM app.human_interactions WHERE origin IS NULL OR btrim(origin) = ''",
-    "interaction without run": "SELECT id FROM app.human_interactions WHERE run_id IS NULL",
-    "duplicate receipts": "SELECT receipt_key FROM app.mock_receipts WHERE seen_count > 1",
-    "duplicate eval results": "SELECT run_id, check_id FROM app.eval_results GROUP BY 1,2 HAVING count(*) > 1",
-}
+from kodo.store import oracles
 
 
 def oracle_violations(conn: sa.Connection) -> dict[str, list[Any]]:
-    """Every SQL exactly-once oracle that returns rows (an empty dict means all hold)."""
-    found = {}
-    for name, query in ORACLES.items():
-        rows = conn.execute(sa.text(query)).all()
-        if rows:
-            found[name] = [tuple(r) for r in rows]
-    return found
+    """Every SQL oracle (``kodo.store.oracles``) that returns rows; an empty dict means all hold."""
+    return dict(oracles.violations(conn))
 
 
 class Getter(Protocol):
@@ -90,6 +60,8 @@ def table_counts(conn: sa.Connection) -> dict[str, int]:
         "app.human_interactions",
         "app.sbx_runs",
         "app.mock_receipts",
+        "app.sbx_executions",
+        "app.mock_sandbox_results",
         "app.marks",
         "app.recipe_versions",
         "app.recipe_fixtures",

@@ -23,6 +23,11 @@ POINTS: dict[str, str] = {
     "delivery.after_branch": "a delivery created branch kodo/<runId> in the source but has not closed its ledger row",
     "webhooks.dispatch": "a worker fanning webhook events out to deliveries, before that transaction commits",
     "webhooks.after_send": "a webhook delivery after the receiver answered, before the attempt is checkpointed",
+    "sandbox.before_command": "an execution's started row is committed; its command has not run",
+    "sandbox.during_command": "the command is running (local) or has run (mock); its result is not kept yet",
+    "sandbox.after_command": "the command ended and its result is kept; the step's checkpoint is not written",
+    "sandbox.before_settle": "the command's step is checkpointed; the transaction settling its execution is not",
+    "gate.reply_recorded": "a reply (or legacy approval) is ledgered in the API's transaction, not yet committed",
 }
 
 

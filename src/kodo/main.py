@@ -13,6 +13,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -43,7 +44,7 @@ from kodo.database import resolve_database_url, sqlalchemy_url
 from kodo.errors import ConfigurationError
 from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
-from kodo.store import completion_trigger, create_engine
+from kodo.store import completion_trigger, create_engine, executions
 from kodo.store.migrate import migrate
 from kodo.workflows import completions, outage_retry, runtime, webhooks
 from kodo.workflows.queues import register_queues
@@ -79,10 +80,26 @@ def build_agent(settings: Settings) -> CodingAgent:
     )
 
 
-def build_sandbox(settings: Settings) -> Sandbox:
-    """``SBX_MODE`` mock → the magic-command mock; live → ``SBX_PROVIDER`` local|e2b (microsandbox: refused)."""
+class MockResultBook:
+    """The mock sandbox's idempotency store, ``app.mock_sandbox_results`` (each call its own transaction)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def keep(self, idempotency_key: str, execution_id: str, document: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            executions.keep_mock_result(conn, idempotency_key, execution_id, document)
+
+    def find(self, idempotency_key: str) -> dict[str, Any] | None:
+        with self.engine.begin() as conn:
+            return executions.find_mock_result(conn, idempotency_key)
+
+
+def build_sandbox(settings: Settings, engine: sa.Engine | None = None) -> Sandbox:
+    """``SBX_MODE`` mock → the magic-command mock (keeping results in ``engine``'s database when given);
+    live → ``SBX_PROVIDER`` local|e2b (microsandbox: refused)."""
     if settings.sbx_mode == "mock":
-        return MockSandbox()
+        return MockSandbox(MockResultBook(engine) if engine is not None else None)
     if settings.sbx_provider == "local":
         from kodo.adapters.sandbox.local import LocalSandbox, SandboxLimits
 
@@ -209,7 +226,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
             datasource=datasource,
             client=dbos_client(settings, engine, wait_out_outages=True),
             agent=build_agent(settings),
-            sandbox=build_sandbox(settings),
+            sandbox=build_sandbox(settings, engine),
         )
     )
     # Heartbeat in app.executors + the bid for dead-executor recovery leadership (kodo.ops.executors).

@@ -126,6 +126,7 @@ def test_a_tenant_never_sees_another_tenants_runs(client: TestClient, engine: sa
         for path, status, body in [
             (f"/api/runs/{key}", 404, missing),
             (f"/api/runs/{key}/steps", 404, missing),
+            (f"/api/runs/{key}/executions", 404, missing),
             (f"/runs/{key}", 404, missing),
             (f"/api/runs/{key}/gates", 200, []),
             (f"/api/runs/{key}/interactions", 200, []),

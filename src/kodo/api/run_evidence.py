@@ -1,4 +1,5 @@
-"""Per-run evidence routes: why it is not moving, its repro pack and its proof cards (all read-only)."""
+"""Per-run evidence routes: why it is not moving, its repro pack, its proof cards and its sandbox executions
+(all read-only)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from fastapi.responses import JSONResponse, Response
 from kodo.api.access import empty_list, not_found, requires
 from kodo.api.answers import DiagnosisAnswer, answers
 from kodo.api.deps import context
-from kodo.api.ops import ops_of, strict_query
-from kodo.ops import diagnosis, evidence
+from kodo.api.openapi import integer, query
+from kodo.api.ops import ops_of, query_int, strict_query
+from kodo.ops import diagnosis, evidence, executions
 
 router = APIRouter()
 
@@ -37,3 +39,17 @@ def run_proofs(wid: str, request: Request) -> JSONResponse:
     """ProofCard[], newest evidence first; an unknown run has none (``[]``)."""
     strict_query(request, set())
     return JSONResponse(evidence.proofs(ops_of(context(request)), wid))
+
+
+@router.get(
+    "/api/runs/{wid}/executions",
+    openapi_extra=query(("limit", integer(1, executions.MAX_LIMIT)), ("offset", integer(0, 1_000_000))),
+)
+@requires("viewer")
+def run_executions(wid: str, request: Request) -> JSONResponse:
+    """ExecutionRow[] of the run's execution ledger, in the order they started (``limit`` 1..500, default 100,
+    ``offset``); 404 ``run not found``."""
+    found = strict_query(request, {"limit", "offset"})
+    limit = query_int(found, "limit", 100, 1, executions.MAX_LIMIT)
+    offset = query_int(found, "offset", 0, 0, 1_000_000)
+    return JSONResponse(executions.for_run(ops_of(context(request)), wid, limit=limit, offset=offset))

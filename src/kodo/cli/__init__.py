@@ -588,6 +588,9 @@ def sbx_template_register(ref: str, template_id: str, boot_ms: int | None) -> No
 
 
 cli.add_command(_LazyGroup("runs", "kodo.cli.runs:runs", "A run's change: kodo runs diff|deliver <run>."))
+from kodo.cli.chaos import chaos  # noqa: E402  (a command group of its own module)
+
+cli.add_command(chaos)
 
 
 def main() -> None:

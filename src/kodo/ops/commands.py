@@ -20,10 +20,10 @@ from dbos import DBOSClient, DBOSPortableJSONSerializer
 
 from kodo.database import resolve_database_url
 from kodo.errors import KodoError
-from kodo.ops import batch, diagnosis, evidence, executors, workflows
+from kodo.ops import batch, diagnosis, evidence, executions, executors, workflows
 from kodo.ops.context import Ops
 from kodo.settings import load_settings
-from kodo.store import create_engine
+from kodo.store import create_engine, oracles
 from kodo.store.dbos_workflows import Filter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -177,6 +177,40 @@ def repro_command(key: str, out: str | None) -> None:
         return
     Path(out).write_text(text + "\n", encoding="utf-8")
     click.echo(f"wrote {out} ({len(text)} bytes)")
+
+
+@ops.command("executions")
+@click.argument("key")
+@click.option("--limit", type=click.IntRange(1, executions.MAX_LIMIT), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+def executions_command(key: str, limit: int, as_json: bool) -> None:
+    """A run's sandbox executions from the execution ledger: one line each (started|finished|interrupted|reused)."""
+    with _ops() as context:
+        rows = executions.for_run(context, key, limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    click.echo("EXECUTION                         ATTEMPT STATUS       EXIT ERR          TASK")
+    for item in rows:
+        exit_text = "-" if item["exit"] is None else str(item["exit"])
+        click.echo(
+            f"{item['executionId']:<33} {item['attempt']:>7} {item['status']:<12} {exit_text:>4} "
+            f"{item['errCode'] or '-':<12} {item['taskKey']}"
+        )
+
+
+@ops.command("oracles")
+def oracles_command() -> None:
+    """Check every SQL oracle (kodo.store.oracles): one line each, ``ok`` or its rows; exit 1 if any has rows."""
+    with _ops() as context, context.engine.connect() as conn:
+        found = oracles.violations(conn, dead_after_s=context.settings.executor_dead_after_sec)
+    for name in oracles.ORACLES:
+        rows = found.get(name, [])
+        click.echo(f"{'ok' if not rows else 'VIOLATED':<8} {name}: {len(rows)} row(s)")
+        for row in rows[:20]:
+            click.echo(f"         {row}")
+    if found:
+        raise SystemExit(1)
 
 
 @ops.command("executors")

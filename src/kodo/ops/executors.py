@@ -35,6 +35,7 @@ from kodo.ops.context import Ops
 from kodo.ops.targets import audit, resolve
 from kodo.settings import Settings
 from kodo.store import dbos_control, dbos_workflows, executors
+from kodo.store import executions as sandbox_executions
 from kodo.store import stranded as stranded_store
 
 LEADER_LOCK = 0x6B6F646F_0002  # "kodo" + 2: the recovery leader
@@ -116,6 +117,8 @@ class Heartbeat:
                 hostname=socket.gethostname(),
                 pid=os.getpid(),
             )
+            # Its executions left `started` by its previous life (a kill -9) were cut off: say so, and by whom.
+            sandbox_executions.interrupt_owned(conn, self.executor_id, found_by=f"{self.executor_id} (start)")
         self._registered = True
 
     def start(self) -> Heartbeat:

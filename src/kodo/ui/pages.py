@@ -21,7 +21,8 @@ from kodo.api.review import change_view, gate_review
 from kodo.api.runs import header, require_run, step_rows
 from kodo.errors import NotFound
 from kodo.ops import diagnosis
-from kodo.store import artifacts, patches, runs, steps
+from kodo.ops import executions as execution_view
+from kodo.store import artifacts, executions, patches, runs, steps
 from kodo.store import gates as gate_store
 
 router = APIRouter(include_in_schema=False)
@@ -103,6 +104,7 @@ def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
         "change": change_view(conn, run, max_lines),
         "artifacts": made,
         "patches": patches.list_for_run(conn, run.id),
+        "executions": [execution_view.row(e) for e in executions.list_for_run(conn, run.id, limit=200)],
         "interactions": gate_store.interactions(conn, run.id, 200),
     }
 

@@ -1,10 +1,10 @@
 """The DBOS ceiling: a run's durable skeleton with empty bodies, the baseline of ``kodo bench ceiling``.
 
-A kodo run (approve-on-appear, one task) is three workflows and six DBOS operations:
+A kodo run (approve-on-appear, one task) is three workflows and seven DBOS operations:
 
     RunIntent:   begin (transaction)                                            → parks
     ResumeRun:   resume (transaction) → enqueue ExecuteTask → its result → ExecuteST (transaction)
-    ExecuteTask: executeTask (step)
+    ExecuteTask: executeTask (step) → settleExecution (transaction)
 
 ``CeilingBegin``, ``CeilingResume`` and ``CeilingTask`` are the same shape, on the same queues
 (intentQ and sbxQ, with their partitions and limits), through the same datasource transactions and
@@ -56,5 +56,6 @@ def _task_step(key: str) -> dict[str, Any]:
 
 @DBOS.workflow(name=TASK_WORKFLOW, max_recovery_attempts=10)
 def ceiling_task(task: dict[str, Any]) -> dict[str, Any]:
-    """ExecuteTask's skeleton: one step."""
-    return _task_step(str(task["runId"]))
+    """ExecuteTask's skeleton: one step, then the transaction that settles its execution."""
+    done = _task_step(str(task["runId"]))
+    return transact("ceiling.settle", _empty, str(done["key"]))

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from dbos import EnqueueOptions
 
-from kodo import telemetry
+from kodo import faults, telemetry
 from kodo.errors import Conflict, InvalidInput, NotFound
 from kodo.identity import gate_key_for, sha256_hex
 from kodo.models import Run
@@ -293,6 +293,7 @@ def reply(
         origin=origin,
         actor=actor,
     )
+    faults.hit("gate.reply_recorded")
     wake(conn, run.workflow_id, key)
     return replay
 
@@ -342,6 +343,7 @@ def approve_plan_legacy(
         origin="legacy-approve",
         actor=approved_by,
     )
+    faults.hit("gate.reply_recorded")
     wake(conn, run.workflow_id, key)
     return approved_at, key
 

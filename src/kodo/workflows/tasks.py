@@ -1,13 +1,16 @@
 """``ExecuteTask``: one fan-out child per test on sbxQ (workflow id = taskKey), one sandbox run each.
 
-The step retries only infrastructure failures (BOOT/NET/UPLOAD/DOWNLOAD), three attempts with backoff;
-every attempt writes its own ``app.sbx_runs`` row and artifact index, keyed by attempt, so a replayed
-attempt writes nothing new.
+The task retries only infrastructure failures (BOOT/NET/UPLOAD/DOWNLOAD), three attempts with backoff.
+Each attempt is two steps: ``executeTask`` commits the execution's ledger row and runs the command (or
+returns the result its sandbox kept under the attempt's idempotency key: ``reused``), and
+``settleExecution`` records the result (``app.sbx_runs``, the artifact index, the ledger row) in one
+transaction with its own DBOS checkpoint. See :mod:`kodo.workflows.execution_ledger`.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -15,15 +18,15 @@ import sqlalchemy as sa
 from dbos import DBOS, EnqueueOptions
 from dbos._error import DBOSWorkflowCancelledError
 
-from kodo import telemetry
+from kodo import faults, telemetry
 from kodo.adapters.sandbox import SandboxRequest, SandboxResult
 from kodo.errors import Conflict, StepFailure
 from kodo.identity import artifact_uri, task_key_for
 from kodo.models import RETRYABLE_SANDBOX_CODES, STEP_PHASES, NewArtifact
 from kodo.store import artifacts, receipts, runs, sandbox_runs, steps
-from kodo.workflows import cancellation, completions, delivery, environments, evals, observe
+from kodo.workflows import cancellation, completions, delivery, environments, evals, execution_ledger, observe
 from kodo.workflows.queues import partition_for
-from kodo.workflows.runtime import own_transaction, services, transact
+from kodo.workflows.runtime import Services, services, transact
 from kodo.workflows.templates import default_resolution
 
 STEP_ID = "ExecuteST"
@@ -83,86 +86,121 @@ def boot_record(template: dict[str, Any], result: SandboxResult, booting: float,
 
 
 class SandboxInfrastructureFailure(StepFailure):
-    """The sandbox failed for an infrastructure reason; the step is retried."""
+    """The sandbox failed for an infrastructure reason on every attempt."""
 
 
-def _record_sandbox_run(
-    conn: sa.Connection,
-    run_id: str,
-    task_key: str,
-    attempt: int,
-    provider: str,
-    request: dict[str, Any],
-    response: dict[str, Any],
-    made: list[NewArtifact],
-) -> None:
-    """The sandbox ledger row and the task's artifacts (both insert-once: safe to run again)."""
-    sandbox_runs.record(
-        conn, run_id=run_id, task_key=task_key, attempt=attempt, provider=provider, request=request, response=response
-    )
-    artifacts.add_all(conn, run_id, made)
+MAX_ATTEMPTS = 3  # infrastructure failures (BOOT/NET/UPLOAD/DOWNLOAD) are retried, with backoff
+RETRY_INTERVAL_S = 1.0
+RETRY_BACKOFF = 2.0
 
 
-@DBOS.step(name="executeTask", retries_allowed=True, max_attempts=3, interval_seconds=1.0, backoff_rate=2.0)
-def run_sandbox(task: dict[str, Any]) -> dict[str, Any]:
-    svc = services()
-    status = DBOS.step_status
-    attempt = (status.current_attempt or 0) + 1 if status is not None else 1
-    booting = time.monotonic()
-    toolchain, build_failed = environments.prepare(svc.settings, svc.sandbox.provider, task.get("template"))
-    request = SandboxRequest(
+def sandbox_request(
+    task: dict[str, Any], attempt: int, execution_id: str, toolchain: str | None = None
+) -> SandboxRequest:
+    """The request of one execution: the task's command, with the execution's ids (also in the command's env)
+    and the installed template it runs with (``toolchain``), if any."""
+    settings = services().settings
+    return SandboxRequest(
         task_key=task["taskKey"],
         cmd=task["cmd"],
         workdir=task.get("workdir"),
-        timeout_ms=task.get("timeoutMs", svc.settings.sbx_default_timeout_ms),
-        net=bool(task.get("net", svc.settings.sbx_default_net)),
+        env={"KODO_EXECUTION_ID": execution_id, "KODO_TASK_KEY": task["taskKey"], "KODO_ATTEMPT": str(attempt)},
+        timeout_ms=task.get("timeoutMs", settings.sbx_default_timeout_ms),
+        net=bool(task.get("net", settings.sbx_default_net)),
         env_ref=str((task.get("template") or {}).get("templateRef") or "local-python-3.11"),
-        toolchain=str(toolchain.path) if toolchain else None,
+        idempotency_key=execution_ledger.idempotency_key(task["taskKey"], attempt),
+        execution_id=execution_id,
+        toolchain=toolchain,
     )
-    # An operator cancel kills the running command (see kodo.workflows.cancellation) and records nothing.
+
+
+@DBOS.step(name="executeTask")
+def run_sandbox(task: dict[str, Any], attempt: int) -> dict[str, Any]:
+    """One execution of the task's command: its ledger row is committed first, then the sandbox's kept result
+    is returned (``reused``) or the command runs. The result is recorded by :func:`settle`, with its checkpoint."""
+    svc = services()
+    booting = time.monotonic()
+    # An installed template (a virtual environment built once per deps hash), or why it could not be built.
+    toolchain, build_failed = environments.prepare(svc.settings, svc.sandbox.provider, task.get("template"))
+    request = sandbox_request(task, attempt, uuid.uuid4().hex, str(toolchain.path) if toolchain else None)
+    stored = execution_ledger.open_execution(svc, task["runId"], request, attempt)
+    faults.hit("sandbox.before_command")
+    if stored is not None:
+        result = stored.result
+    elif build_failed is not None:
+        result = build_failed
+    else:
+        result = _run_command(svc, request, attempt)
+    faults.hit("sandbox.after_command")
+    response = result.as_json(request.task_key)
+    if task.get("template"):
+        response["template"] = boot_record(task["template"], result, booting, svc.settings.chaos_sleep_execute)
+        if toolchain is not None:  # an installed template: cold (built for this task) or warm
+            response["template"] |= environments.describe(toolchain)
+    response["attempt"] = attempt
+    response["execution"] = execution_ledger.reference(request, stored)
+    return response
+
+
+def _run_command(svc: Services, request: SandboxRequest, attempt: int) -> SandboxResult:
+    # An operator cancel kills the running command (see kodo.workflows.cancellation) and records nothing
+    # but the execution's end (interrupted).
     with cancellation.watching(request.task_key) as watch:
         if svc.settings.chaos_sleep_execute:
             watch.sleep(svc.settings.chaos_sleep_execute / 1000)
-        result: SandboxResult | None = build_failed
-        if result is None and not watch.canceled:
+        result: SandboxResult | None = None
+        if not watch.canceled:
             with observe.external_call(
                 "sandbox", "run", provider=svc.sandbox.provider, task_key=request.task_key, attempt=attempt
             ) as outcome:
                 result = svc.sandbox.run(request)
                 outcome.report(err_code=result.err_code, exit=result.exit, wall_ms=result.wall_ms)
     if result is None or watch.canceled:
+        execution_ledger.cancelled(request)
         raise DBOSWorkflowCancelledError(f"task {request.task_key} was cancelled; its sandbox was stopped")
-    response = result.as_json(request.task_key)
-    if task.get("template"):
-        response["template"] = boot_record(task["template"], result, booting, svc.settings.chaos_sleep_execute)
-        if toolchain is not None:  # an installed template: cold (built for this task) or warm
-            response["template"] |= environments.describe(toolchain)
-    made = artifact_set(task["runId"], request.task_key, attempt, svc.sandbox.provider, response)
-    response["attempt"] = attempt
+    return result
+
+
+def _settle(conn: sa.Connection, task: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    svc = services()
+    made = artifact_set(task["runId"], task["taskKey"], response["attempt"], svc.sandbox.provider, response)
     response["artifactIndexRef"] = made[0].uri
-    own_transaction(
-        "executeTask.record",
-        _record_sandbox_run,
-        task["runId"],
-        request.task_key,
-        attempt,
-        svc.sandbox.provider,
-        request.as_json() | dict(task.get("template") or {}),
-        response,
-        made,
+    sandbox_runs.record(
+        conn,
+        run_id=task["runId"],
+        task_key=task["taskKey"],
+        attempt=response["attempt"],
+        provider=svc.sandbox.provider,
+        request=sandbox_request(task, response["attempt"], response["execution"]["executionId"]).as_json()
+        | dict(task.get("template") or {}),
+        response=response,
     )
-    if result.err_code in RETRYABLE_SANDBOX_CODES:
-        raise SandboxInfrastructureFailure(
-            result.err_code, f"sandbox {result.err_code} on attempt {attempt}: {result.stderr.strip()}"
-        )
+    artifacts.add_all(conn, task["runId"], made)
+    execution_ledger.settle(conn, response)
     return response
+
+
+def settle(task: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """The execution's result: its ``sbx_runs`` row, artifacts and ledger row, with this step's checkpoint."""
+    return transact("settleExecution", _settle, task, response)
 
 
 @DBOS.workflow(name=TASK_WORKFLOW, max_recovery_attempts=10)
 def execute_task(task: dict[str, Any]) -> dict[str, Any]:
     """Run one fan-out task; returns the sandbox response of its last attempt."""
     with observe.bound(task["runId"], None):  # the task's own DBOS workflow id is bound too
-        return run_sandbox(task)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            response = run_sandbox(task, attempt)
+            faults.hit("sandbox.before_settle")
+            response = settle(task, response)
+            execution_ledger.release(services(), task, response)
+            if response["errCode"] not in RETRYABLE_SANDBOX_CODES:
+                return response
+            if attempt < MAX_ATTEMPTS:
+                DBOS.sleep(RETRY_INTERVAL_S * RETRY_BACKOFF ** (attempt - 1))
+        raise SandboxInfrastructureFailure(
+            response["errCode"], f"sandbox {response['errCode']} on attempt {attempt}: {response['stderr'].strip()}"
+        )
 
 
 # --- the parent's side: plan the tasks, fan them out, aggregate them as ExecuteST ---------------

@@ -2,7 +2,13 @@
 
 Per task: ``Sandbox.create`` (the ``template`` given to the constructor, else the SDK's default),
 ``commands.run`` with the request's env and timeout and stdout/stderr streamed to the chunk sink,
-then the sandbox is **always** killed. Network access follows ``request.net``.
+then the sandbox is killed. Network access follows ``request.net``.
+
+**Idempotency**: with an idempotency key, the sandbox is created with the metadata ``kodoIdempotencyKey``;
+once the command has ended its result is written into the sandbox's own filesystem
+(``/home/user/.kodo/executions/<key>.json``) and the sandbox is kept (until its own timeout) instead of
+killed; ``release`` kills it once kodo has recorded the result. ``recall`` finds a kept sandbox by that
+metadata (a worker that died after the command leaves it alive), reads the result back and kills it.
 Nothing is uploaded: the request carries no input files yet (the run's workspace stays local).
 SDK exceptions go through the failure classifier (``failures.classify_exception``); a command that
 ran and exited non-zero is ``CMD_NONZERO`` (``OOM`` on an allocation failure), a command over its
@@ -11,14 +17,27 @@ time limit is ``TIMEOUT``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import time
 from typing import Any
 
-from kodo.adapters.sandbox import ChunkSink, SandboxRequest, SandboxResult
+from kodo.adapters.sandbox import (
+    ChunkSink,
+    SandboxRequest,
+    SandboxResult,
+    StoredResult,
+    keeps_result,
+    stored_document,
+    stored_result,
+)
 from kodo.adapters.sandbox.failures import classify_exception, classify_exit
 from kodo.adapters.sandbox.local import MAX_OUTPUT_BYTES
 from kodo.errors import ConfigurationError
+
+RESULT_DIRECTORY = "/home/user/.kodo/executions"
+KEY_METADATA = "kodoIdempotencyKey"
 
 
 class E2BSandbox:
@@ -49,6 +68,7 @@ class E2BSandbox:
         if domain:
             self._connection["domain"] = domain
         self._live: dict[str, Any] = {}
+        self._kept: dict[str, Any] = {}  # idempotency key → the sandbox holding its result
         self._lock = threading.Lock()
 
     def posture(self) -> dict[str, Any]:
@@ -64,6 +84,70 @@ class E2BSandbox:
             return bool(sandbox.kill())
         except Exception:
             return False
+
+    # --- idempotency ---------------------------------------------------------------------------
+
+    def _find(self, idempotency_key: str) -> list[Any]:
+        """Sandboxes kept for ``idempotency_key``: this process's own, else those E2B lists by metadata."""
+        from e2b import Sandbox, SandboxQuery
+
+        with self._lock:
+            mine = self._kept.get(idempotency_key)
+        if mine is not None:
+            return [mine]
+        query = SandboxQuery(metadata={KEY_METADATA: idempotency_key})
+        found = []
+        for info in Sandbox.list(query=query, **self._connection).next_items():
+            with contextlib.suppress(Exception):
+                found.append(Sandbox.connect(info.sandbox_id, **self._connection))
+        return found
+
+    def recall(self, request: SandboxRequest) -> StoredResult | None:
+        """The result kept in a sandbox's filesystem under the idempotency key (that sandbox is then killed)."""
+        key = request.idempotency_key
+        if not key:
+            return None
+        try:
+            candidates = self._find(key)
+        except Exception:
+            return None  # E2B unreachable: nothing can be recalled; the command runs (a visible re-execution)
+        for sandbox in candidates:
+            try:
+                text = sandbox.files.read(f"{RESULT_DIRECTORY}/{key}.json")
+            except Exception:
+                continue
+            self.release(request)
+            return stored_result(json.loads(text))
+        return None
+
+    def release(self, request: SandboxRequest) -> None:
+        """kodo has recorded the result: kill the sandbox kept for it."""
+        key = request.idempotency_key
+        if not key:
+            return
+        with self._lock:
+            kept = self._kept.pop(key, None)
+        try:
+            for sandbox in [kept] if kept is not None else self._find(key):
+                sandbox.kill()
+        except Exception:
+            return  # the sandbox's own timeout reaps it
+
+    def _keep(self, sandbox: Any, request: SandboxRequest, result: SandboxResult) -> bool:
+        """Write the result into the sandbox and keep the sandbox; False if it could not be written."""
+        if not keeps_result(request, result) or result.err_code in {"BOOT_FAIL", "NET_FAIL"}:
+            return False
+        finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            sandbox.files.write(
+                f"{RESULT_DIRECTORY}/{request.idempotency_key}.json",
+                json.dumps(stored_document(request, result, finished), ensure_ascii=False),
+            )
+        except Exception:
+            return False
+        with self._lock:
+            self._kept[str(request.idempotency_key)] = sandbox
+        return True
 
     def run(self, request: SandboxRequest, on_chunk: ChunkSink | None = None) -> SandboxResult:
         from e2b import CommandExitException, Sandbox, TimeoutException
@@ -88,10 +172,13 @@ class E2BSandbox:
         raw: dict[str, Any] = {"provider": self.provider, "template": self.template, "net": request.net}
         sandbox: Any = None
         try:
+            metadata = {"kodoTaskKey": request.task_key[:64]}
+            if request.idempotency_key:
+                metadata[KEY_METADATA] = request.idempotency_key
             sandbox = Sandbox.create(
                 template=self.template,
                 timeout=int(timeout_s) + 60,
-                metadata={"kodoTaskKey": request.task_key[:64]},
+                metadata=metadata,
                 allow_internet_access=request.net,
                 **self._connection,
             )
@@ -124,19 +211,12 @@ class E2BSandbox:
         finally:
             with self._lock:
                 self._live.pop(request.task_key, None)
-            if sandbox is not None:
-                try:
-                    sandbox.kill()
-                    raw["killed"] = True
-                except Exception as error:
-                    raw["killed"] = False
-                    raw["killError"] = f"{type(error).__name__}: {error}"
         stdout, dropped_out = capped(stdout)
         stderr, dropped_err = capped(stderr)
         dropped = {name: n for name, n in (("stdout", dropped_out), ("stderr", dropped_err)) if n}
         if dropped:
             raw["truncatedBytes"] = dropped
-        return SandboxResult(
+        result = SandboxResult(
             exit=exit_code,
             stdout=stdout,
             stderr=stderr,
@@ -145,6 +225,14 @@ class E2BSandbox:
             wall_ms=int((time.monotonic() - started) * 1000),
             raw=raw,
         )
+        if sandbox is not None and not self._keep(sandbox, request, result):
+            try:
+                sandbox.kill()
+                raw["killed"] = True
+            except Exception as error:
+                raw["killed"] = False
+                raw["killError"] = f"{type(error).__name__}: {error}"
+        return result
 
 
 def capped(text: str) -> tuple[str, int]:

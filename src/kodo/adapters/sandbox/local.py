@@ -21,6 +21,11 @@
 * a **wall-clock timeout** after which the whole tree is killed (the sandbox's PID namespace dies
   with it) → ``TIMEOUT``; ``kill(task_key)`` does the same on demand (operator cancel).
 
+**Idempotency**: a request with an idempotency key has its completed result written, once the command has
+ended, to ``<workspace>/.kodo/executions/<key>.json`` (a temporary file, fsync, rename), and ``recall``
+reads it back, so a re-execution after a crash returns it instead of running the command again. The
+command sees ``KODO_EXECUTION_ID`` in its environment (the task's step puts it there).
+
 Without a working ``bwrap`` (on PATH, and able to create its namespaces) the command still runs, with
 the same limits and process-group kill but no isolation, and every result says ``raw.isolation = "none"``
 (``posture()`` says so too); ``kodo.main`` refuses that at start-up unless ``SBX_ALLOW_UNISOLATED=true``.
@@ -29,6 +34,7 @@ the same limits and process-group kill but no isolation, and every result says `
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -41,7 +47,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kodo.adapters.sandbox import ChunkSink, SandboxRequest, SandboxResult
+from kodo import faults
+from kodo.adapters.sandbox import (
+    ChunkSink,
+    SandboxRequest,
+    SandboxResult,
+    StoredResult,
+    keeps_result,
+    stored_document,
+    stored_result,
+)
 from kodo.adapters.sandbox.failures import classify_exit
 
 MAX_OUTPUT_BYTES = 1024 * 1024
@@ -56,6 +71,7 @@ ETC_FILES = (
     "passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "host.conf", "gai.conf", "ssl", "ca-certificates",
     "ca-certificates.conf", "pki", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives",
 )  # fmt: skip
+EXECUTIONS_DIRECTORY = ".kodo/executions"  # under the workspace: one <idempotency key>.json per result
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
@@ -178,6 +194,46 @@ class LocalSandbox:
     def environment(self, request: SandboxRequest) -> dict[str, str]:
         return {"PATH": SANDBOX_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp", **request.env}
 
+    # --- idempotency ---------------------------------------------------------------------------
+
+    @staticmethod
+    def result_path(request: SandboxRequest) -> Path | None:
+        """Where the result of ``request`` is kept: only with a workspace and an idempotency key."""
+        if not request.workdir or not request.idempotency_key:
+            return None
+        return Path(request.workdir).resolve() / EXECUTIONS_DIRECTORY / f"{request.idempotency_key}.json"
+
+    def release(self, request: SandboxRequest) -> None:
+        """Nothing to release: the kept result stays (it is the execution's record on this side)."""
+        del request
+
+    def recall(self, request: SandboxRequest) -> StoredResult | None:
+        path = self.result_path(request)
+        if path is None or not path.is_file():
+            return None
+        return stored_result(json.loads(path.read_text(encoding="utf-8")))
+
+    def _keep(self, request: SandboxRequest, result: SandboxResult) -> None:
+        """Write the result atomically (temporary file, fsync, rename, fsync of the directory)."""
+        path = self.result_path(request)
+        if path is None or not keeps_result(request, result):
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _exclude_from_git(Path(str(request.workdir)).resolve())
+        finished = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        data = json.dumps(stored_document(request, result, finished), ensure_ascii=False).encode()
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
     def run(self, request: SandboxRequest, on_chunk: ChunkSink | None = None) -> SandboxResult:
         scratch = None
         if request.workdir:
@@ -186,7 +242,9 @@ class LocalSandbox:
             scratch = tempfile.mkdtemp(prefix="kodo-sbx-")
             workdir = Path(scratch)
         try:
-            return self._run(request, workdir, on_chunk)
+            result = self._run(request, workdir, on_chunk)
+            self._keep(request, result)
+            return result
         finally:
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -247,6 +305,7 @@ class LocalSandbox:
         ]
         for reader in readers:
             reader.start()
+        faults.hit("sandbox.during_command")
         status, usage = self._wait(running, request.timeout_ms / 1000, workdir)
         wall_ms = int((time.monotonic() - started) * 1000)
         for reader in readers:
@@ -382,6 +441,16 @@ def _working(bwrap: str | None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return bwrap if done.returncode == 0 else None
+
+
+def _exclude_from_git(workdir: Path) -> None:
+    """Keep ``.kodo/`` out of the workspace's ``git status`` and diffs (its .git/info/exclude), once."""
+    exclude = workdir / ".git" / "info" / "exclude"
+    if not exclude.parent.is_dir():
+        return
+    text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+    if "/.kodo/" not in text.splitlines():
+        exclude.write_text(text + ("" if text.endswith("\n") or not text else "\n") + "/.kodo/\n", encoding="utf-8")
 
 
 class _Counter:

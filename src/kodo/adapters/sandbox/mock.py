@@ -5,6 +5,9 @@
 * ``FAIL_ME`` → ``CMD_NONZERO``, exit 1 (terminal)
 * ``TIMEOUT_ME`` → ``TIMEOUT`` (terminal)
 * anything else → success, stdout ``OK: <cmd>`` (also streamed as chunk 0), one output file ``out.json``
+
+With a :class:`ResultBook` (kodo gives it ``app.mock_sandbox_results``), a request with an idempotency key
+has its result kept there when the "command" ends, and ``recall`` returns it, as a real sandbox's disk would.
 """
 
 from __future__ import annotations
@@ -12,23 +15,52 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
+from datetime import UTC, datetime
 
-from kodo.adapters.sandbox import ChunkSink, SandboxRequest, SandboxResult
+from kodo import faults
+from kodo.adapters.sandbox import (
+    ChunkSink,
+    ResultBook,
+    SandboxRequest,
+    SandboxResult,
+    StoredResult,
+    keeps_result,
+    stored_document,
+    stored_result,
+)
 
 
 class MockSandbox:
     provider = "mock"
 
-    def __init__(self) -> None:
+    def __init__(self, book: ResultBook | None = None) -> None:
         self._flaky_calls: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self.book = book
+
+    def release(self, request: SandboxRequest) -> None:
+        """Nothing to release: the kept result stays (it is the execution's record on this side)."""
+        del request
+
+    def recall(self, request: SandboxRequest) -> StoredResult | None:
+        if self.book is None or not request.idempotency_key:
+            return None
+        return stored_result(self.book.find(request.idempotency_key))
+
+    def run(self, request: SandboxRequest, on_chunk: ChunkSink | None = None) -> SandboxResult:
+        result = self._run(request, on_chunk)
+        faults.hit("sandbox.during_command")  # the command has run; its result is not kept yet
+        if self.book is not None and request.idempotency_key and request.execution_id and keeps_result(request, result):
+            finished = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            self.book.keep(request.idempotency_key, request.execution_id, stored_document(request, result, finished))
+        return result
 
     def kill(self, task_key: str) -> bool:
         """Mock commands finish at once: there is never anything running to kill."""
         del task_key
         return False
 
-    def run(self, request: SandboxRequest, on_chunk: ChunkSink | None = None) -> SandboxResult:
+    def _run(self, request: SandboxRequest, on_chunk: ChunkSink | None) -> SandboxResult:
         words = request.cmd.split()
         first = words[0] if words else ""
         raw = {"mock": True, "provider": self.provider, "cmd": request.cmd}
