@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from kodo.errors import ConfigurationError
 
 # Every fault point that the code marks, with what a hit there interrupts. Add a name here with its hit().
-POINTS: dict[str, str] = {}
+POINTS: dict[str, str] = {
+    "spend.between_reserve_and_settle": "a live agent call's budget is reserved, the call not yet made nor settled",
+}
 
 
 class FaultInjected(RuntimeError):

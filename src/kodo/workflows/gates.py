@@ -36,6 +36,7 @@ QUESTION_FORM = {"v": 1, "title": "Question", "fields": [{"k": "answer", "t": "s
 RESUME_WORKFLOW = "ResumeRun"
 GATE_STEPS = {"ask-user": "CompileST", "approve-plan": "ApplyPatchST"}
 _YES = {"yes", "approve", "approved"}
+DECIDED = frozenset({"approve-plan", "budget"})  # gates whose reply is a yes/no decision
 
 
 def gate_key(run: Run | dict[str, Any], purpose: str, generation: int | None = None) -> str:
@@ -68,7 +69,15 @@ def normalize_decision(payload: Any) -> dict[str, Any]:
 
 
 def _park(
-    conn: sa.Connection, ctx: dict[str, Any], key: str, purpose: str, form: dict[str, Any], ttl_s: int, next_action: str
+    conn: sa.Connection,
+    ctx: dict[str, Any],
+    key: str,
+    purpose: str,
+    form: dict[str, Any],
+    ttl_s: int,
+    next_action: str,
+    step_id: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Open the gate, mark the run waiting and enqueue its continuation, all in one transaction.
 
@@ -80,12 +89,14 @@ def _park(
     _locked(conn, ctx["runId"])
     continuation = resume_id(ctx["workflowId"], key)
     prompt: dict[str, Any] = {"schemaVersion": 1, "formSchema": form, "ttlS": ttl_s, "uiHints": None, "defaults": None}
+    if details is not None:
+        prompt["details"] = details
     gates.open_gate(
         conn,
         run_id=ctx["runId"],
         gate_key=key,
         purpose=purpose,
-        step_id=GATE_STEPS[purpose],
+        step_id=step_id or GATE_STEPS[purpose],
         generation=ctx["generation"],
         next_action=next_action,
         prompt=prompt,
@@ -134,6 +145,20 @@ def park_in(
     return _park(conn, ctx, gate_key(ctx, purpose), purpose, form, ttl_s, next_action)
 
 
+def park_budget_in(
+    conn: sa.Connection,
+    ctx: dict[str, Any],
+    key: str,
+    step_id: str,
+    ttl_s: int,
+    form: dict[str, Any],
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """Park the run at a ``budget`` gate (a spend limit reached before ``step_id``'s agent call), inside the
+    caller's transaction; ``details`` (spend by step and model, the limit, a proposed top-up) go in its prompt."""
+    return _park(conn, ctx, key, "budget", form, ttl_s, "APPROVE_BUDGET", step_id, details)
+
+
 def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, Any]:
     """Resolve a parked gate from the ledger: the first reply, or TIMED_OUT when there is none.
 
@@ -149,7 +174,7 @@ def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, 
         at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().isoformat()
         if reply is None:
             result: dict[str, Any] = {"schemaVersion": 1, "state": "TIMED_OUT", "at": at}
-            decision = {"decision": "no", "rationale": "timeout"} if gate.purpose == "approve-plan" else None
+            decision = {"decision": "no", "rationale": "timeout"} if gate.purpose in DECIDED else None
         else:
             result = {
                 "schemaVersion": 1,
@@ -159,7 +184,7 @@ def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, 
                 "origin": reply.origin,
                 "at": at,
             }
-            decision = normalize_decision(reply.payload) if gate.purpose == "approve-plan" else None
+            decision = normalize_decision(reply.payload) if gate.purpose in DECIDED else None
         if decision is not None:
             decision = {**decision, "schemaVersion": 1, "at": at}
         gates.resolve(conn, ctx["runId"], key, result=result, decision=decision)
@@ -172,7 +197,15 @@ def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, 
         )
         gate = gates.get(conn, ctx["runId"], key)
         assert gate is not None
-    return {"gateKey": key, "purpose": gate.purpose, "result": gate.result, "decision": gate.decision}
+    # A tenant's spend window that rolled over is not a human's silence: no escalation for it.
+    window = gate.purpose == "budget" and ((gate.prompt or {}).get("details") or {}).get("scope") == "tenant"
+    return {
+        "gateKey": key,
+        "purpose": gate.purpose,
+        "result": gate.result,
+        "decision": gate.decision,
+        "escalate": not window,
+    }
 
 
 def _auto(conn: sa.Connection, ctx: dict[str, Any], key: str) -> None:

@@ -1,0 +1,164 @@
+"""Spend budgets with the shipped fake model (OpenAI-compatible) behind a live worker: usage in the ledger,
+reservations, the budget gate, and the run header's spend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from helpers import make_settings, wait_status, wait_until
+from kodo.adapters.agent.fake_model import FakeModelServer
+from kodo.settings import Settings
+
+TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
+BUDGET = {"maxFanout": 10, "maxSBXMinutes": 5, "maxArtifactsMB": 100, "maxRetriesPerStep": 1, "maxWallClockMS": 600_000}
+# kodo-fake costs $1 per million input tokens and $2 per million output tokens (kodo.pricing.DEFAULT_PRICES).
+BIG = "kodo-fake: usage=100000x20000"  # each call: $0.10 + $0.04 = $0.14
+
+
+@pytest.fixture
+def fake_model() -> Iterator[FakeModelServer]:
+    with FakeModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, fake_model: FakeModelServer) -> Settings:
+    return make_settings(
+        database_url,
+        tmp_path / "home",
+        OC_MODE="live",
+        OC_PROVIDER="openai",
+        OC_STRICT_MODE="true",
+        OPENAI_BASE_URL=fake_model.base_url,
+        OPENAI_MODEL="kodo-fake",
+        KODO_BUDGET_GATE_TIMEOUT_S="600",
+    )
+
+
+def start(client: TestClient, goal: str, **fields: Any) -> str:
+    intent = client.post("/api/intents", json={"goal": goal, "inputs": {}, "constraints": {}}).json()
+    body = {"intentId": intent["intentId"], "queuePartitionKey": "spend", "autoApprove": True, **fields}
+    response = client.post("/api/runs", json=body)
+    assert response.status_code == 201, response.text
+    return str(intent["intentId"])
+
+
+def ledger(engine: sa.Engine, wid: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.step_id, c.mode, c.model, c.input_tokens, c.output_tokens, c.cost_usd, c.priced_usd "
+                "FROM app.opencode_calls c JOIN app.runs r ON r.id = c.run_id WHERE r.workflow_id = :w "
+                "ORDER BY c.created_at"
+            ),
+            {"w": wid},
+        )
+        return [dict(row._mapping) for row in rows]
+
+
+def reservations(engine: sa.Engine, wid: str) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT s.state, count(*) AS n FROM app.spend_reservations s JOIN app.runs r ON r.id = s.run_id "
+                "WHERE r.workflow_id = :w GROUP BY s.state"
+            ),
+            {"w": wid},
+        )
+        return {row.state: int(row.n) for row in rows}
+
+
+def budget_gate(client: TestClient, wid: str) -> dict[str, Any]:
+    def pending() -> dict[str, Any] | None:
+        found = [g for g in client.get(f"/api/runs/{wid}/gates").json() if g["purpose"] == "budget"]
+        return next((g for g in found if g["state"] == "PENDING"), None)
+
+    gate = dict(wait_until(pending, what=f"budget gate of {wid}"))
+    wait_until(lambda: client.get(f"/api/runs/{wid}").json()["dbosStatus"] == "DELAYED", what="parked")
+    return gate
+
+
+def test_every_live_call_ledgers_its_usage_and_cost(client: TestClient, engine: sa.Engine) -> None:
+    """Each live call's tokens, model and cost (priced at the table) are in the ledger; its hold is settled."""
+    wid = start(client, "ledger usage kodo-fake: usage=1000x500")
+    done = wait_status(client, wid, TERMINAL)
+    assert done["status"] == "SUCCESS", done
+    calls = ledger(engine, wid)
+    assert [c["step_id"] for c in calls] == ["CompileST", "DecideST"]
+    for call in calls:
+        assert (call["mode"], call["model"], call["input_tokens"], call["output_tokens"]) == (
+            "live",
+            "kodo-fake",
+            1000,
+            500,
+        )
+        assert call["cost_usd"] == call["priced_usd"] == Decimal("0.002")  # 1000 * $1/M + 500 * $2/M
+    assert reservations(engine, wid) == {"settled": 2}
+    spend = done["spend"]
+    assert (spend["costUsd"], spend["tokens"], spend["reservedUsd"]) == (0.004, 3000, 0.0)
+
+
+def test_crossing_max_cost_parks_at_a_budget_gate_and_approval_finishes(client: TestClient, engine: sa.Engine) -> None:
+    """maxCostUsd crossed at the second call: the run parks (spend by step, limit, top-up); approved → finishes."""
+    wid = start(client, f"pricey {BIG}", budget={**BUDGET, "maxCostUsd": 0.15})
+    gate = budget_gate(client, wid)
+    details = gate["prompt"]["details"]
+    assert (gate["stepID"], details["metric"], details["limit"], details["scope"]) == (
+        "DecideST",
+        "maxCostUsd",
+        0.15,
+        "run",
+    )
+    assert details["spend"]["byStep"] == [
+        {
+            "step": "CompileST",
+            "model": "kodo-fake",
+            "calls": 1,
+            "inputTokens": 100000,
+            "outputTokens": 20000,
+            "costUsd": 0.14,
+        }
+    ]
+    assert details["proposedTopUp"]["maxCostUsd"] >= details["observed"]
+    header = client.get(f"/api/runs/{wid}").json()
+    assert header["status"] == "WAITING_INPUT" and header["nextAction"] == "APPROVE_BUDGET"
+    assert reservations(engine, wid) == {"settled": 1}  # nothing held while parked
+    answer = {"payload": {"choice": "yes", "maxCostUsd": 1.0}, "dedupeKey": "topup", "origin": "manual"}
+    assert client.post(f"/api/runs/{wid}/gates/{gate['gateKey']}/reply", json=answer).status_code == 200
+    done = wait_status(client, wid, TERMINAL)
+    assert done["status"] == "SUCCESS", done
+    total = sum(Decimal(c["cost_usd"]) for c in ledger(engine, wid))
+    assert total == Decimal("0.28") and done["spend"]["costUsd"] == float(total)
+    assert done["spend"]["maxCostUsd"] == 1.0 and done["spend"]["remainingUsd"] == pytest.approx(0.72)
+
+
+def test_rejected_budget_gate_ends_the_run_with_the_budget_artifact(client: TestClient, engine: sa.Engine) -> None:
+    """A "no" to the budget gate ends the run retries_exceeded (BUDGET_EXCEEDED) with one BUDGET artifact."""
+    wid = start(client, f"too pricey {BIG}", budget={**BUDGET, "maxCostUsd": 0.15})
+    gate = budget_gate(client, wid)
+    answer = {"payload": {"choice": "no"}, "dedupeKey": "no", "origin": "manual"}
+    assert client.post(f"/api/runs/{wid}/gates/{gate['gateKey']}/reply", json=answer).status_code == 200
+    done = wait_status(client, wid, TERMINAL)
+    assert done["durableStatus"] == "retries_exceeded" and done["error"]["code"] == "BUDGET_EXCEEDED", done
+    with engine.connect() as conn:
+        inline = (
+            conn.execute(
+                sa.text(
+                    "SELECT inline FROM app.artifacts a JOIN app.runs r ON r.id = a.run_id "
+                    "WHERE r.workflow_id = :w AND a.step_id = 'BUDGET'"
+                ),
+                {"w": wid},
+            )
+            .scalars()
+            .all()
+        )
+    assert len(inline) == 1 and inline[0]["metric"] == "maxCostUsd" and inline[0]["outcome"] == "blocked"
+    assert reservations(engine, wid) == {"settled": 1}
+    assert len(ledger(engine, wid)) == 1  # the second call was never made
