@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from helpers import make_settings, wait_status, wait_until
+from helpers import make_settings, table_counts, wait_status, wait_until
 from kodo.adapters.agent.fake_model import FakeModelServer
 from kodo.settings import Settings
 
@@ -29,7 +29,10 @@ def fake_model() -> Iterator[FakeModelServer]:
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path, fake_model: FakeModelServer) -> Settings:
+def settings(
+    database_url: str, tmp_path: Path, fake_model: FakeModelServer, request: pytest.FixtureRequest
+) -> Settings:
+    model = getattr(request, "param", "kodo-fake")  # a test may ask for another model (indirect parametrize)
     return make_settings(
         database_url,
         tmp_path / "home",
@@ -37,7 +40,7 @@ def settings(database_url: str, tmp_path: Path, fake_model: FakeModelServer) -> 
         OC_PROVIDER="openai",
         OC_STRICT_MODE="true",
         OPENAI_BASE_URL=fake_model.base_url,
-        OPENAI_MODEL="kodo-fake",
+        OPENAI_MODEL=model,
         KODO_BUDGET_GATE_TIMEOUT_S="600",
     )
 
@@ -162,3 +165,72 @@ def test_rejected_budget_gate_ends_the_run_with_the_budget_artifact(client: Test
     assert len(inline) == 1 and inline[0]["metric"] == "maxCostUsd" and inline[0]["outcome"] == "blocked"
     assert reservations(engine, wid) == {"settled": 1}
     assert len(ledger(engine, wid)) == 1  # the second call was never made
+
+
+def test_bad_spend_budgets_are_400_and_write_nothing(client: TestClient, engine: sa.Engine) -> None:
+    """maxTokens/maxCostUsd of the wrong type, sign or name are 400 with zero rows written, on both start routes."""
+    intent = client.post("/api/intents", json={"goal": "bad budgets", "inputs": {}, "constraints": {}}).json()
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("zero cost", {**BUDGET, "maxCostUsd": 0}),
+        ("negative cost", {**BUDGET, "maxCostUsd": -1.5}),
+        ("cost as string", {**BUDGET, "maxCostUsd": "1"}),
+        ("cost as bool", {**BUDGET, "maxCostUsd": True}),
+        ("cost too large", {**BUDGET, "maxCostUsd": 1e12}),
+        ("zero tokens", {**BUDGET, "maxTokens": 0}),
+        ("fractional tokens", {**BUDGET, "maxTokens": 1.5}),
+        ("tokens as string", {**BUDGET, "maxTokens": "100"}),
+        ("misspelt", {**BUDGET, "maxCostUSD": 1}),
+        ("spend without the rest", {"maxCostUsd": 1}),
+    ]
+    for case, budget in cases:
+        with engine.connect() as conn:
+            before = table_counts(conn)
+        legacy = client.post(
+            "/api/runs", json={"intentId": intent["intentId"], "queuePartitionKey": "p", "budget": budget}
+        )
+        recipe = client.post(
+            "/api/run",
+            json={
+                "recipeRef": {"id": "compile-default", "v": "v1"},
+                "formData": {"goal": "g"},
+                "opts": {"queuePartitionKey": "p", "budget": budget},
+            },
+        )
+        assert legacy.status_code == 400 and recipe.status_code == 400, (case, legacy.text, recipe.text)
+        with engine.connect() as conn:
+            assert table_counts(conn) == before, case
+
+
+def test_a_spend_budget_is_part_of_run_identity(client: TestClient, engine: sa.Engine) -> None:
+    """The same intent started again with another maxCostUsd is a 409 with the budget drift, and writes nothing."""
+    intent = client.post("/api/intents", json={"goal": "drift spend", "inputs": {}, "constraints": {}}).json()
+    first = {
+        "intentId": intent["intentId"],
+        "queuePartitionKey": "p",
+        "autoApprove": True,
+        "budget": {**BUDGET, "maxCostUsd": 1.0},
+    }
+    assert client.post("/api/runs", json=first).status_code == 201
+    assert client.post("/api/runs", json=first).status_code == 200  # the same start is a replay
+    with engine.connect() as conn:
+        before = table_counts(conn)
+    other = client.post("/api/runs", json={**first, "budget": {**BUDGET, "maxCostUsd": 2.0}})
+    assert other.status_code == 409 and [d["field"] for d in other.json()["drift"]] == ["budget"], other.text
+    with engine.connect() as conn:
+        assert table_counts(conn) == before
+    wait_status(client, intent["intentId"], TERMINAL)
+
+
+@pytest.mark.parametrize("settings", ["gpt-unpriced"], indirect=True)
+def test_a_usd_limit_on_an_unpriced_model_is_a_clear_400(client: TestClient, engine: sa.Engine) -> None:
+    """maxCostUsd with a live model that has no price: 400 naming KODO_MODEL_PRICES, nothing written."""
+    intent = client.post("/api/intents", json={"goal": "unpriced", "inputs": {}, "constraints": {}}).json()
+    with engine.connect() as conn:
+        before = table_counts(conn)
+    body = {"intentId": intent["intentId"], "queuePartitionKey": "p", "budget": {**BUDGET, "maxCostUsd": 1.0}}
+    refused = client.post("/api/runs", json=body)
+    assert refused.status_code == 400 and "KODO_MODEL_PRICES" in refused.text and "gpt-unpriced" in refused.text
+    with engine.connect() as conn:
+        assert table_counts(conn) == before
+    tokens_only = client.post("/api/runs", json={**body, "budget": {**BUDGET, "maxTokens": 10_000_000}})
+    assert tokens_only.status_code == 201, tokens_only.text  # a token limit needs no price
