@@ -3,13 +3,17 @@ reservations, the budget gate, and the run header's spend."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from helpers import make_settings, table_counts, wait_status, wait_until
@@ -234,3 +238,68 @@ def test_a_usd_limit_on_an_unpriced_model_is_a_clear_400(client: TestClient, eng
         assert table_counts(conn) == before
     tokens_only = client.post("/api/runs", json={**body, "budget": {**BUDGET, "maxTokens": 10_000_000}})
     assert tokens_only.status_code == 201, tokens_only.text  # a token limit needs no price
+
+
+def cli(settings: Settings, *args: str) -> Any:
+    from kodo.cli import cli as kodo
+
+    env = {"DATABASE_URL": settings.database_url or "", "KODO_HOME": str(settings.home)}
+    return CliRunner().invoke(kodo, list(args), env=env, catch_exceptions=False)
+
+
+def budget_set(settings: Settings, tenant: str, *limits: str) -> Any:
+    return cli(settings, "tenants", "budget", "set", tenant, *limits, "--actor", "ops", "--reason", "cap")
+
+
+def test_tenant_budget_cli_sets_audits_and_refuses_bad_values(settings: Settings, engine: sa.Engine) -> None:
+    """`kodo tenants budget set` stores the limits with an audit row; bad amounts exit 2 and write nothing."""
+    done = budget_set(settings, "acme", "--daily", "5", "--monthly", "100.5")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["dailyUsd"] == "5" and json.loads(done.output)["monthlyUsd"] == "100.5"
+    with engine.connect() as conn:
+        before = table_counts(conn)
+    for bad in ("0", "-1", "abc", "NaN", "Infinity", "0.000000001", "2000000"):
+        refused = budget_set(settings, "acme", "--daily", bad)
+        assert refused.exit_code == 2, (bad, refused.output)
+    assert budget_set(settings, "acme").exit_code == 2  # neither limit given
+    with engine.connect() as conn:
+        assert table_counts(conn) == before
+    shown = json.loads(cli(settings, "tenants", "budget", "show", "acme").output)
+    assert shown["budget"]["dailyUsd"] == "5" and shown["spentTodayUsd"] == "0"
+    assert [(a["actor"], a["reason"], a["before"]) for a in shown["audit"]] == [("ops", "cap", None)]
+    cleared = budget_set(settings, "acme", "--daily", "none", "--monthly", "7")
+    assert json.loads(cleared.output)["dailyUsd"] is None
+    assert len(json.loads(cli(settings, "tenants", "budget", "show", "acme").output)["audit"]) == 2
+
+
+def test_tenant_daily_limit_parks_its_runs_until_the_window_rolls_over(
+    client: TestClient, engine: sa.Engine, settings: Settings
+) -> None:
+    """A tenant's spent daily limit parks two of its runs at budget gates; the next UTC day resumes both."""
+    from kodo.workflows import runtime
+
+    now = datetime.now(UTC)
+    clock = {"now": now.replace(hour=23, minute=59, second=57)}  # the window rolls over in three seconds
+    runtime.install(dataclasses.replace(runtime.services(), clock=lambda: clock["now"]))
+    assert (
+        cli(settings, "tenants", "budget", "set", "t1", "--daily", "0.10", "--actor", "a", "--reason", "r").exit_code
+        == 0
+    )
+    first = start(client, f"tenant one {BIG}", tenantId="t1", queuePartitionKey="t1a")
+    second = start(client, f"tenant two {BIG}", tenantId="t1", queuePartitionKey="t1b")
+    gates = [budget_gate(client, wid) for wid in (first, second)]
+    assert {g["prompt"]["details"]["metric"] for g in gates} == {"tenantDailyUsd"}
+    assert all(g["prompt"]["details"]["scope"] == "tenant" for g in gates)
+    assert client.get(f"/api/runs/{first}").json()["spend"]["tenantTodayUsd"] >= 0.14
+    clock["now"] = now.replace(hour=0, minute=0, second=5) + timedelta(days=1)  # the next UTC day
+    for wid in (first, second):
+        done = wait_status(client, wid, TERMINAL)
+        assert done["status"] == "SUCCESS", done
+    with engine.connect() as conn:
+        escalated = conn.execute(
+            sa.text("SELECT count(*) FROM app.artifacts WHERE step_id = 'EscalateTimeout'")
+        ).scalar()
+    assert escalated == 0  # a window that rolled over is not a human's silence
+    report = json.loads(cli(settings, "ops", "spend", "--tenant", "t1").output)
+    assert [(r["tenantId"], r["model"], r["calls"]) for r in report] == [("t1", "kodo-fake", 4)]
+    assert Decimal(report[0]["costUsd"]) == Decimal("0.56")

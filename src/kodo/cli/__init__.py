@@ -581,5 +581,8 @@ def sbx_template_register(ref: str, template_id: str, boot_ms: int | None) -> No
     click.echo(f"{row.template_key}\t{row.template_id}\t{'registered' if created else 'already registered'}")
 
 
+cli.add_command(_LazyGroup("tenants", "kodo.cli.tenants:tenants", "Tenants: spend limits (kodo tenants budget …)."))
+
+
 def main() -> None:
     cli()
