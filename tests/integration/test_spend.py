@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -303,3 +305,44 @@ def test_tenant_daily_limit_parks_its_runs_until_the_window_rolls_over(
     report = json.loads(cli(settings, "ops", "spend", "--tenant", "t1").output)
     assert [(r["tenantId"], r["model"], r["calls"]) for r in report] == [("t1", "kodo-fake", 4)]
     assert Decimal(report[0]["costUsd"]) == Decimal("0.56")
+
+
+def test_concurrent_reservations_of_one_run_cannot_overspend_together(client: TestClient, engine: sa.Engine) -> None:
+    """Two agent calls of one run reserving at once: the run row serialises them, so only the one that fits holds."""
+    from kodo.adapters.agent import BUILD_SCHEMA
+    from kodo.workflows import spend
+
+    wid = start(client, "two at once", autoApprove=False, budget={**BUDGET, "maxCostUsd": 0.025})
+    wait_until(lambda: client.get(f"/api/runs/{wid}").json()["nextAction"] == "APPROVE_PLAN", what="plan gate")
+    header = client.get(f"/api/runs/{wid}").json()  # CompileST spent a little; the run is idle at its plan gate
+    ctx = {"runId": header["runId"], "workflowId": wid, "generation": 1, "budget": header["budget"], "priority": 1}
+    first_held, second_done = threading.Event(), threading.Event()
+
+    def reserve(index: int) -> dict[str, Any]:
+        call = {"run_id": header["runId"], "step_id": "DecideST", "attempt": index, "agent": "build"}
+        call |= {"prompt": f"child {index}", "schema": BUILD_SCHEMA, "context": {}}
+        if index == 2:
+            first_held.wait(30)
+        with engine.begin() as conn:
+            outcome = dict(spend.reserve_in(conn, {**ctx, "partitionKey": f"child-{index}"}, call))
+            if index == 1:  # keep the first hold uncommitted while the second tries (it waits on the run row)
+                first_held.set()
+                second_done.wait(2)
+        if index == 2:
+            second_done.set()
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(reserve, [1, 2]))
+    assert [next(iter(o)) for o in outcomes] == ["reserved", "parked"], outcomes
+    with engine.connect() as conn:
+        held = conn.execute(
+            sa.text(
+                "SELECT count(*), sum(cost_usd) FROM app.spend_reservations WHERE run_id = :r AND state = 'reserved'"
+            ),
+            {"r": header["runId"]},
+        ).one()
+        spent = conn.execute(
+            sa.text("SELECT sum(cost_usd) FROM app.opencode_calls WHERE run_id = :r"), {"r": header["runId"]}
+        ).scalar_one()
+    assert held[0] == 1 and spent + held[1] <= Decimal("0.025")
