@@ -38,17 +38,17 @@ def fake_model() -> Iterator[FakeModelServer]:
 def settings(
     database_url: str, tmp_path: Path, fake_model: FakeModelServer, request: pytest.FixtureRequest
 ) -> Settings:
-    model = getattr(request, "param", "kodo-fake")  # a test may ask for another model (indirect parametrize)
-    return make_settings(
-        database_url,
-        tmp_path / "home",
-        OC_MODE="live",
-        OC_PROVIDER="openai",
-        OC_STRICT_MODE="true",
-        OPENAI_BASE_URL=fake_model.base_url,
-        OPENAI_MODEL=model,
-        KODO_BUDGET_GATE_TIMEOUT_S="600",
-    )
+    """A live worker on the fake model; a test may change the environment (indirect parametrize with a dict)."""
+    env = {
+        "OC_MODE": "live",
+        "OC_PROVIDER": "openai",
+        "OC_STRICT_MODE": "true",
+        "OPENAI_BASE_URL": fake_model.base_url,
+        "OPENAI_MODEL": "kodo-fake",
+        "KODO_BUDGET_GATE_TIMEOUT_S": "600",
+        **getattr(request, "param", {}),
+    }
+    return make_settings(database_url, tmp_path / "home", **env)
 
 
 def start(client: TestClient, goal: str, **fields: Any) -> str:
@@ -227,7 +227,7 @@ def test_a_spend_budget_is_part_of_run_identity(client: TestClient, engine: sa.E
     wait_status(client, intent["intentId"], TERMINAL)
 
 
-@pytest.mark.parametrize("settings", ["gpt-unpriced"], indirect=True)
+@pytest.mark.parametrize("settings", [{"OPENAI_MODEL": "gpt-unpriced"}], indirect=True)
 def test_a_usd_limit_on_an_unpriced_model_is_a_clear_400(client: TestClient, engine: sa.Engine) -> None:
     """maxCostUsd with a live model that has no price: 400 naming KODO_MODEL_PRICES, nothing written."""
     intent = client.post("/api/intents", json={"goal": "unpriced", "inputs": {}, "constraints": {}}).json()
@@ -346,3 +346,31 @@ def test_concurrent_reservations_of_one_run_cannot_overspend_together(client: Te
             sa.text("SELECT sum(cost_usd) FROM app.opencode_calls WHERE run_id = :r"), {"r": header["runId"]}
         ).scalar_one()
     assert held[0] == 1 and spent + held[1] <= Decimal("0.025")
+
+
+@pytest.mark.parametrize("settings", [{"OC_MODE": "replay"}], indirect=True)
+def test_a_replayed_run_shows_what_it_would_have_cost_and_costs_nothing(
+    client: TestClient, engine: sa.Engine, settings: Settings
+) -> None:
+    """A replay fixture's recorded usage is ledgered and priced; the run is charged nothing and holds nothing."""
+    from kodo.adapters.agent import PLAN_SCHEMA, AgentRequest, Usage
+    from kodo.adapters.agent.replay import ReplayAgent
+    from kodo.workflows.agents import compile_prompt
+
+    goal = "replayed spend"
+    prompt = compile_prompt({"goal": goal, "inputs": {}, "constraints": {}}, None)
+    request = AgentRequest(run_id="-", step_id="CompileST", attempt=1, agent="plan", prompt=prompt, schema=PLAN_SCHEMA)
+    sidecar = ReplayAgent(settings.home / "fixtures" / "agent").fixture_path(request).with_suffix(".usage.json")
+    sidecar.parent.mkdir(parents=True)
+    sidecar.write_text(json.dumps(Usage(model="gpt-4o", input_tokens=10_000, output_tokens=1_000).as_json()))
+    wid = start(client, goal, budget={**BUDGET, "maxCostUsd": 0.01})  # the recorded call priced above the limit
+    done = wait_status(client, wid, TERMINAL)
+    assert done["status"] == "SUCCESS", done
+    calls = ledger(engine, wid)
+    assert [(c["step_id"], c["mode"], c["model"]) for c in calls] == [
+        ("CompileST", "replay", "gpt-4o"),
+        ("DecideST", "replay", None),
+    ]
+    assert calls[0]["priced_usd"] == Decimal("0.035") and calls[0]["cost_usd"] == 0  # 10k x $2.50/M + 1k x $10/M
+    assert (done["spend"]["pricedUsd"], done["spend"]["costUsd"], done["spend"]["tokens"]) == (0.035, 0.0, 0)
+    assert reservations(engine, wid) == {}

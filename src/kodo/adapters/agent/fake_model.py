@@ -12,7 +12,7 @@ The JSON comes from the replay producer (``replay.produce``) applied to the requ
 that is neither the plan nor the build schema gets a minimal instance of itself.
 
 Scripted behaviour, by a line ``kodo-fake: <directive>`` in the prompt (tests use these):
-``usage=<input>x<output>`` report that usage (else about one token per four bytes asked and answered);
+``usage=<input>x<output>`` report that usage (else 11 input and 7 output tokens);
 ``sleep=<ms>`` answer late; ``sleep-unless-concise=<ms>`` answer late unless the prompt carries the
 stall-retry suffix; ``no-structured`` answer text only; ``tool=<name>`` call that tool first and
 answer on the next request; ``status=<code>`` fail with that HTTP status; ``missing=<key>`` drop a key.
@@ -137,16 +137,12 @@ class FakeModelServer:
             self.requests.append({"path": path, "body": body})
 
     @staticmethod
-    def usage(body: dict[str, Any], message: dict[str, Any]) -> dict[str, int]:
-        """The ``usage`` object of an answer: scripted by ``usage=<input>x<output>``, else ~4 bytes a token."""
+    def usage(body: dict[str, Any]) -> dict[str, int]:
+        """The ``usage`` object of an answer: scripted by ``usage=<input>x<output>``, else 11 in and 7 out."""
         users = [_text_of(m) for m in body.get("messages") or [] if m.get("role") == "user"]
         scripted = [value for name, value in _DIRECTIVE.findall("\n".join(users)) if name == "usage"]
         found = re.match(r"(\d+)x(\d+)", scripted[0]) if scripted else None
-        if found:
-            prompt, completion = int(found.group(1)), int(found.group(2))
-        else:
-            prompt = len(json.dumps(body.get("messages") or []).encode()) // 4 + 1
-            completion = len(json.dumps(message).encode()) // 4 + 1
+        prompt, completion = (int(found.group(1)), int(found.group(2))) if found else (11, 7)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def reply(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -231,7 +227,7 @@ class FakeModelServer:
                     elif body.get("stream"):
                         self._stream(body, message)
                     else:
-                        self._json(200, _completion(body, message, server.usage(body, message)))
+                        self._json(200, _completion(body, message, server.usage(body)))
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (an abort): nothing to answer
 
@@ -242,7 +238,7 @@ class FakeModelServer:
                 self.send_header("connection", "close")
                 self.end_headers()
                 self.close_connection = True
-                for chunk in _chunks(body, message, server.usage(body, message)):
+                for chunk in _chunks(body, message, server.usage(body)):
                     self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                     self.wfile.flush()
                 self.wfile.write(b"data: [DONE]\n\n")
