@@ -96,7 +96,7 @@ def budget_gate(client: TestClient, wid: str) -> dict[str, Any]:
 
 def test_every_live_call_ledgers_its_usage_and_cost(client: TestClient, engine: sa.Engine) -> None:
     """Each live call's tokens, model and cost (priced at the table) are in the ledger; its hold is settled."""
-    wid = start(client, "ledger usage kodo-fake: usage=1000x500")
+    wid = start(client, "ledger usage kodo-fake: usage=1000x500", tenantId="acme")
     done = wait_status(client, wid, TERMINAL)
     assert done["status"] == "SUCCESS", done
     calls = ledger(engine, wid)
@@ -112,6 +112,11 @@ def test_every_live_call_ledgers_its_usage_and_cost(client: TestClient, engine: 
     assert reservations(engine, wid) == {"settled": 2}
     spend = done["spend"]
     assert (spend["costUsd"], spend["tokens"], spend["reservedUsd"]) == (0.004, 3000, 0.0)
+    assert spend["tenantTodayUsd"] == 0.004
+    metrics = client.get("/metrics").text
+    assert 'kodo_agent_tokens_total{kind="input",model="kodo-fake",tenant="acme"} 2000.0' in metrics
+    assert 'kodo_agent_tokens_total{kind="output",model="kodo-fake",tenant="acme"} 1000.0' in metrics
+    assert 'kodo_agent_cost_usd_total{model="kodo-fake",tenant="acme"} 0.004' in metrics
 
 
 def test_crossing_max_cost_parks_at_a_budget_gate_and_approval_finishes(client: TestClient, engine: sa.Engine) -> None:
