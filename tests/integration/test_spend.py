@@ -144,7 +144,14 @@ def test_crossing_max_cost_parks_at_a_budget_gate_and_approval_finishes(client: 
     header = client.get(f"/api/runs/{wid}").json()
     assert header["status"] == "WAITING_INPUT" and header["nextAction"] == "APPROVE_BUDGET"
     assert reservations(engine, wid) == {"settled": 1}  # nothing held while parked
-    answer = {"payload": {"choice": "yes", "maxCostUsd": 1.0}, "dedupeKey": "topup", "origin": "manual"}
+    panel = client.get(f"/ui/runs/{wid}/panel").text  # the console shows the gate with its spend and top-up
+    assert "Spend limit reached" in panel and f'value="{details["proposedTopUp"]["maxCostUsd"]}"' in panel
+    assert "<td>CompileST</td><td>kodo-fake</td>" in panel and 'id="run-spend">$0.14' in panel
+    answer = {
+        "payload": {"choice": "yes", "maxCostUsd": "1.0"},
+        "dedupeKey": "topup",
+        "origin": "manual",
+    }  # as the form sends it
     assert client.post(f"/api/runs/{wid}/gates/{gate['gateKey']}/reply", json=answer).status_code == 200
     done = wait_status(client, wid, TERMINAL)
     assert done["status"] == "SUCCESS", done

@@ -87,7 +87,7 @@ class Limits(_Strict):
     maxSteps: PositiveInt
     maxFanout: PositiveInt
     maxSbxMin: PositiveInt
-    maxTokens: PositiveInt  # per call: the output ceiling of each agent call (docs/budgets.md)
+    maxTokens: PositiveInt  # stored, not enforced (docs/budgets.md: a run's maxTokens is its budget's)
     # The default of a run's budget.maxCostUsd when its start gives none (docs/budgets.md).
     maxCostUsd: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)] | None = None
 

@@ -116,10 +116,21 @@ def limits_of(
     given.update(spend_store.approved_limits(conn, run_id, generation))
     found: dict[str, Decimal] = {}
     for key in RUN_LIMITS:
-        value = given.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            found[key] = Decimal(str(value))
+        value = _positive(given.get(key))
+        if value is not None:
+            found[key] = value
     return found
+
+
+def _positive(value: Any) -> Decimal | None:
+    """A limit as given (a number, or a number as text from a form); None unless finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except ArithmeticError:
+        return None
+    return number if number.is_finite() and number > 0 else None
 
 
 def _limits(conn: sa.Connection, ctx: dict[str, Any]) -> dict[str, Decimal]:
