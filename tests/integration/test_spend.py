@@ -386,3 +386,20 @@ def test_a_replayed_run_shows_what_it_would_have_cost_and_costs_nothing(
     assert calls[0]["priced_usd"] == Decimal("0.035") and calls[0]["cost_usd"] == 0  # 10k x $2.50/M + 1k x $10/M
     assert (done["spend"]["pricedUsd"], done["spend"]["costUsd"], done["spend"]["tokens"]) == (0.035, 0.0, 0)
     assert reservations(engine, wid) == {}
+
+
+@pytest.mark.parametrize("settings", [{"KODO_BUDGET_GATE_TIMEOUT_S": "1"}], indirect=True)
+def test_an_unanswered_budget_gate_ends_the_run_with_one_escalation(client: TestClient, engine: sa.Engine) -> None:
+    """No answer by the budget gate's TTL: retries_exceeded with the BUDGET artifact and exactly one escalation."""
+    wid = start(client, f"nobody answers {BIG}", budget={**BUDGET, "maxCostUsd": 0.15})
+    done = wait_status(client, wid, TERMINAL)
+    assert done["durableStatus"] == "retries_exceeded" and done["error"]["code"] == "BUDGET_EXCEEDED", done
+    gates = [g for g in client.get(f"/api/runs/{wid}/gates").json() if g["purpose"] == "budget"]
+    assert [g["state"] for g in gates] == ["TIMED_OUT"]
+    with engine.connect() as conn:
+        query = (
+            "SELECT a.step_id, count(*) FROM app.artifacts a JOIN app.runs r ON r.id = a.run_id "
+            "WHERE r.workflow_id = :w AND a.step_id IN ('BUDGET', 'EscalateTimeout') GROUP BY a.step_id"
+        )
+        wait_until(lambda: len(conn.execute(sa.text(query), {"w": wid}).all()) == 2, what="escalation")
+        assert dict(conn.execute(sa.text(query), {"w": wid}).all()) == {"BUDGET": 1, "EscalateTimeout": 1}
