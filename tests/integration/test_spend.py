@@ -403,3 +403,38 @@ def test_an_unanswered_budget_gate_ends_the_run_with_one_escalation(client: Test
         )
         wait_until(lambda: len(conn.execute(sa.text(query), {"w": wid}).all()) == 2, what="escalation")
         assert dict(conn.execute(sa.text(query), {"w": wid}).all()) == {"BUDGET": 1, "EscalateTimeout": 1}
+
+
+def test_a_recipes_max_cost_is_the_default_of_its_runs(client: TestClient) -> None:
+    """A recipe's limits.maxCostUsd holds for a run started without one, and parks it at a budget gate."""
+    spec = {
+        "id": "pricey",
+        "v": "v1",
+        "name": "pricey",
+        "formSchema": {"type": "object", "properties": {"goal": {"type": "string"}}},
+        "intentTmpl": {"goal": "{{formData.goal}}", "inputs": {}, "constraints": {}},
+        "wfEntry": "RunIntent",
+        "queue": "intentQ",
+        "limits": {"maxSteps": 8, "maxFanout": 4, "maxSbxMin": 5, "maxTokens": 100, "maxCostUsd": 0.15},
+        "eval": [],
+        "fixtures": [{"id": "f", "formData": {"goal": "g"}}],
+    }
+    assert client.post("/api/recipes/import", json={"id": "pricey", "versions": [spec]}).status_code == 201
+    body = {
+        "recipeRef": {"id": "pricey", "v": "v1"},
+        "formData": {"goal": f"recipe default {BIG}"},
+        "opts": {"queuePartitionKey": "recipe", "allowDraft": True, "autoApprove": True},
+    }
+    started = client.post("/api/run", json=body)
+    assert started.status_code == 201, started.text
+    wid = started.json()["workflowID"]
+    gate = budget_gate(client, wid)
+    assert (gate["prompt"]["details"]["metric"], gate["prompt"]["details"]["limit"]) == ("maxCostUsd", 0.15)
+    assert client.get(f"/api/runs/{wid}").json()["spend"]["maxCostUsd"] == 0.15
+
+
+def test_ops_spend_refuses_a_bad_since(settings: Settings) -> None:
+    """`kodo ops spend --since` takes an ISO-8601 time or an age; anything else is an error naming the option."""
+    refused = cli(settings, "ops", "spend", "--since", "yesterday")
+    assert refused.exit_code == 1 and "--since" in refused.output
+    assert json.loads(cli(settings, "ops", "spend", "--since", "2h").output) == []
