@@ -438,3 +438,16 @@ def test_ops_spend_refuses_a_bad_since(settings: Settings) -> None:
     refused = cli(settings, "ops", "spend", "--since", "yesterday")
     assert refused.exit_code == 1 and "--since" in refused.output
     assert json.loads(cli(settings, "ops", "spend", "--since", "2h").output) == []
+
+
+def test_cancelling_a_run_mid_call_releases_its_reservation(client: TestClient, engine: sa.Engine) -> None:
+    """A run cancelled while its agent call is in flight holds nothing afterwards; a failed run neither."""
+    wid = start(client, "slow call kodo-fake: sleep=3000", budget={**BUDGET, "maxCostUsd": 1})
+    wait_until(lambda: reservations(engine, wid) == {"reserved": 1}, what="the call's hold")
+    action = {"actor": "ops", "reason": "stop spending"}
+    assert client.post(f"/api/ops/wf/{wid}/cancel", json=action).status_code == 202
+    assert reservations(engine, wid) == {"released": 1}
+    failing = start(client, "broken call kodo-fake: status=500", budget={**BUDGET, "maxCostUsd": 1})
+    done = wait_status(client, failing, TERMINAL)
+    assert done["durableStatus"] == "retries_exceeded", done
+    assert reservations(engine, failing) == {"released": 1}

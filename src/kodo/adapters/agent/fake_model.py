@@ -37,7 +37,7 @@ from kodo.adapters.agent.prompting import CONCISE_SUFFIX, extract_context
 from kodo.adapters.agent.replay import produce
 
 MODEL_ID = "kodo-fake"
-_DIRECTIVE = re.compile(r"kodo-fake:\s*([a-z-]+)(?:=(\S+))?")
+_DIRECTIVE = re.compile(r"kodo-fake:\s*([a-z-]+)(?:=([^\s\"\\,]+))?")  # a value ends at a quote: a goal in JSON
 _TOOL_ARGS: dict[str, dict[str, Any]] = {
     "bash": {"command": "echo from-fake", "description": "print a word"},
     "read": {"filePath": "README.md"},
