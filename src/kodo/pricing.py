@@ -9,6 +9,7 @@ own. ``kodo-fake`` is the shipped fake model's, so demos and tests have a non-ze
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -55,8 +56,10 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 }
 
 
+@functools.lru_cache(maxsize=16)
 def parse(text: str | None) -> dict[str, ModelPrice]:
-    """``KODO_MODEL_PRICES`` as a table laid over the defaults; a malformed value raises ValueError."""
+    """``KODO_MODEL_PRICES`` as a table laid over the defaults (parsed once per value: do not change the
+    dictionary it returns); a malformed value raises ValueError."""
     table = dict(DEFAULT_PRICES)
     if not text or not text.strip():
         return table
