@@ -451,3 +451,25 @@ def test_cancelling_a_run_mid_call_releases_its_reservation(client: TestClient, 
     done = wait_status(client, failing, TERMINAL)
     assert done["durableStatus"] == "retries_exceeded", done
     assert reservations(engine, failing) == {"released": 1}
+
+
+def test_a_bad_answer_to_a_budget_gate_is_400_and_writes_nothing(client: TestClient, engine: sa.Engine) -> None:
+    """No decision, or a top-up that is not a number > 0 (tokens: whole), is 400; the gate stays open."""
+    wid = start(client, f"bad answers {BIG}", budget={**BUDGET, "maxCostUsd": 0.15})
+    gate = budget_gate(client, wid)
+    url = f"/api/runs/{wid}/gates/{gate['gateKey']}/reply"
+    with engine.connect() as conn:
+        before = table_counts(conn)
+    for payload in (
+        {"maxCostUsd": 1},
+        {"choice": "yes", "maxCostUsd": -1},
+        {"choice": "yes", "maxCostUsd": "lots"},
+        {"choice": "yes", "maxCostUsd": True},
+        {"choice": "yes", "maxTokens": 1.5},
+        {"choice": "yes", "maxTokens": "NaN"},
+    ):
+        refused = client.post(url, json={"payload": payload, "dedupeKey": "bad", "origin": "manual"})
+        assert refused.status_code == 400, (payload, refused.text)
+    with engine.connect() as conn:
+        assert table_counts(conn) == before
+    assert client.get(f"/api/runs/{wid}").json()["nextAction"] == "APPROVE_BUDGET"

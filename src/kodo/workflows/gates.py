@@ -15,6 +15,7 @@ continuation or the park sees the reply.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -271,6 +272,7 @@ def reply(
     gate = gates.get(conn, run.id, key, lock=True)
     if gate is None:
         raise NotFound("gate not found")
+    require_budget_answer(gate, payload)
     expected = f"human:{key}"
     if topic is not None and topic != expected:
         raise Conflict(f"topic {topic} does not match gate topic {expected}")
@@ -290,6 +292,27 @@ def reply(
     )
     wake(conn, run.workflow_id, key)
     return replay
+
+
+def require_budget_answer(gate: gates.Gate, payload: dict[str, Any]) -> None:
+    """A budget gate takes a decision and, optionally, new limits that are numbers > 0 (400 otherwise)."""
+    if gate.purpose != "budget":
+        return
+    if not any(field in payload for field in ("choice", "approved", "decision")):
+        raise InvalidInput(f'budget gate {gate.gate_key} takes a decision, e.g. {{"choice": "yes", "maxCostUsd": 2}}')
+    for name, whole in (("maxCostUsd", False), ("maxTokens", True)):
+        if name in payload and not _positive_limit(payload[name], whole):
+            raise InvalidInput(f"{name}: want a {'whole ' if whole else ''}number > 0 (got {payload[name]!r})")
+
+
+def _positive_limit(value: Any, whole: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return False
+    try:
+        number = Decimal(str(value).strip())
+    except ArithmeticError:
+        return False
+    return number.is_finite() and number > 0 and (not whole or number == number.to_integral_value())
 
 
 def legacy_dedupe_key(origin: str, run: Run, key: str, payload: Any) -> str:
