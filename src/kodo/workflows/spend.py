@@ -307,6 +307,9 @@ def reserve_in(conn: sa.Connection, ctx: dict[str, Any], call: dict[str, Any]) -
     runs.get(conn, ctx["runId"], lock=True)  # serialise the run's reservations (lock order: run row first)
     if agent_calls.find(conn, request.op_key) is not None or spend_store.open_reservation(conn, request.op_key):
         return {"reserved": False}  # ledgered already (or held by an earlier try of this step)
+    earlier = _budget_gates(conn, ctx)  # newest first
+    if earlier and _ended(earlier[0]):  # answered "no", or a run limit's gate timed out: the run ends here
+        return _fail_with_artifact(conn, ctx, dict((earlier[0].prompt or {}).get("details") or {}))
     settings = services().settings
     model = reservation_model() or "unknown"
     price = pricing.lookup(settings.price_table, model)
@@ -336,9 +339,6 @@ def reserve_in(conn: sa.Connection, ctx: dict[str, Any], call: dict[str, Any]) -
         )
         return {"reserved": True}
     details = _details(conn, ctx, request.step_id, breach)
-    earlier = _budget_gates(conn, ctx)
-    if earlier and _ended(earlier[0]):  # list_for_run: newest first
-        return _fail_with_artifact(conn, ctx, details)
     key = gate_key_for(ctx["runId"], request.step_id, f"budget:{len(earlier) + 1}", ctx["generation"])
     ttl = breach.get("waitS") or settings.budget_gate_timeout_s
     return {"parked": gates.park_budget_in(conn, ctx, key, request.step_id, int(ttl), BUDGET_FORM, details)}
