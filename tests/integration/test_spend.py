@@ -254,6 +254,18 @@ def test_a_usd_limit_on_an_unpriced_model_is_a_clear_400(client: TestClient, eng
     assert tokens_only.status_code == 201, tokens_only.text  # a token limit needs no price
 
 
+@pytest.mark.parametrize("settings", [{"OPENAI_MODEL": "gpt-unpriced"}], indirect=True)
+def test_a_tenant_usd_limit_on_an_unpriced_model_fails_the_run_before_any_call(
+    client: TestClient, engine: sa.Engine, settings: Settings
+) -> None:
+    """A tenant's USD limit with an unpriced live model: the run fails MODEL_UNPRICED and no call is made."""
+    assert budget_set(settings, "cheap", "--daily", "1").exit_code == 0
+    wid = start(client, "unpriced tenant", tenantId="cheap")
+    done = wait_status(client, wid, TERMINAL)
+    assert done["error"]["code"] == "MODEL_UNPRICED" and "KODO_MODEL_PRICES" in done["error"]["message"], done
+    assert ledger(engine, wid) == [] and reservations(engine, wid) == {}
+
+
 def cli(settings: Settings, *args: str) -> Any:
     from kodo.cli import cli as kodo
 
