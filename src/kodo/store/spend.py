@@ -124,46 +124,39 @@ def open_reservation(conn: sa.Connection, op_key: str) -> bool:
 
 
 def run_spend(conn: sa.Connection, run_id: str) -> RunSpend:
+    """A run's settled spend and open holds, in one statement (the run header reads it on every GET)."""
     row = conn.execute(
         sa.text(
-            "SELECT coalesce(sum(input_tokens + output_tokens) FILTER (WHERE mode = 'live'), 0) "
-            "AS tokens, coalesce(sum(cost_usd), 0) AS cost, coalesce(sum(priced_usd), 0) AS priced "
-            "FROM app.opencode_calls WHERE run_id = :r"
-        ),
-        {"r": run_id},
-    ).one()
-    held = conn.execute(
-        sa.text(
-            "SELECT coalesce(sum(tokens), 0) AS tokens, coalesce(sum(cost_usd), 0) AS cost "
-            "FROM app.spend_reservations WHERE run_id = :r AND state = 'reserved'"
+            "SELECT c.tokens, c.cost, c.priced, h.tokens AS held_tokens, h.cost AS held_cost FROM "
+            "(SELECT coalesce(sum(input_tokens + output_tokens) FILTER (WHERE mode = 'live'), 0) AS tokens, "
+            "coalesce(sum(cost_usd), 0) AS cost, coalesce(sum(priced_usd), 0) AS priced "
+            "FROM app.opencode_calls WHERE run_id = :r) c, "
+            "(SELECT coalesce(sum(tokens), 0) AS tokens, coalesce(sum(cost_usd), 0) AS cost "
+            "FROM app.spend_reservations WHERE run_id = :r AND state = 'reserved') h"
         ),
         {"r": run_id},
     ).one()
     return RunSpend(
         tokens=int(row.tokens),
         cost_usd=Decimal(row.cost),
-        reserved_tokens=int(held.tokens),
-        reserved_usd=Decimal(held.cost),
+        reserved_tokens=int(row.held_tokens),
+        reserved_usd=Decimal(row.held_cost),
         priced_usd=Decimal(row.priced),
     )
 
 
 def tenant_spend(conn: sa.Connection, tenant_id: str, since: datetime) -> tuple[Decimal, Decimal]:
-    """(charged since ``since``, held by open reservations) of a tenant."""
-    spent = conn.execute(
+    """(charged since ``since``, held by open reservations) of a tenant, in one statement."""
+    row = conn.execute(
         sa.text(
-            "SELECT coalesce(sum(cost_usd), 0) FROM app.opencode_calls "
-            "WHERE tenant_id = :t AND cost_usd > 0 AND created_at >= :since"
+            "SELECT (SELECT coalesce(sum(cost_usd), 0) FROM app.opencode_calls "
+            "WHERE tenant_id = :t AND cost_usd > 0 AND created_at >= :since) AS spent, "
+            "(SELECT coalesce(sum(cost_usd), 0) FROM app.spend_reservations "
+            "WHERE tenant_id = :t AND state = 'reserved') AS held"
         ),
         {"t": tenant_id, "since": since},
-    ).scalar_one()
-    held = conn.execute(
-        sa.text(
-            "SELECT coalesce(sum(cost_usd), 0) FROM app.spend_reservations WHERE tenant_id = :t AND state = 'reserved'"
-        ),
-        {"t": tenant_id},
-    ).scalar_one()
-    return Decimal(spent), Decimal(held)
+    ).one()
+    return Decimal(row.spent), Decimal(row.held)
 
 
 def tenant_budget(conn: sa.Connection, tenant_id: str, *, lock: bool = False) -> TenantBudget | None:

@@ -113,7 +113,8 @@ def limits_of(
         default = version.spec.get("limits", {}).get("maxCostUsd") if version else None
         if default is not None:
             given["maxCostUsd"] = default
-    given.update(spend_store.approved_limits(conn, run_id, generation))
+    if any(key in given for key in RUN_LIMITS):  # top-ups raise a limit in force, so there is one to raise
+        given.update(spend_store.approved_limits(conn, run_id, generation))
     found: dict[str, Decimal] = {}
     for key in RUN_LIMITS:
         value = _positive(given.get(key))
