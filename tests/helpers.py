@@ -82,6 +82,9 @@ def table_counts(conn: sa.Connection) -> dict[str, int]:
     """Row counts of every app table and of DBOS's workflow table: the zero-write oracle."""
     names = [
         "app.intents",
+        "app.opencode_calls",
+        "app.spend_reservations",
+        "app.tenant_budgets",
         "app.runs",
         "app.run_steps",
         "app.artifacts",
@@ -96,9 +99,6 @@ def table_counts(conn: sa.Connection) -> dict[str, int]:
         "app.recipe_active",
         "app.eval_results",
         "app.sbx_templates",
-        "app.opencode_calls",
-        "app.spend_reservations",
-        "app.tenant_budgets",
         "dbos.workflow_status",
     ]
     counts = conn.execute(sa.text("SELECT " + ", ".join(f"(SELECT count(*) FROM {name})" for name in names))).one()

@@ -74,8 +74,8 @@ class Settings(BaseSettings):
     e2b_api_key: SecretStr | None = Field(None, validation_alias="E2B_API_KEY")
 
     # --- human gates
-    hitl_plan_approval_timeout_s: int = Field(3600, validation_alias="HITL_PLAN_APPROVAL_TIMEOUT_S")
     budget_gate_timeout_s: int = Field(86_400, validation_alias="KODO_BUDGET_GATE_TIMEOUT_S")
+    hitl_plan_approval_timeout_s: int = Field(3600, validation_alias="HITL_PLAN_APPROVAL_TIMEOUT_S")
 
     # --- queues (predecessor defaults)
     intent_queue_worker_concurrency: int = Field(5, validation_alias="INTENT_QUEUE_WORKER_CONCURRENCY")

@@ -144,6 +144,9 @@ def test_crossing_max_cost_parks_at_a_budget_gate_and_approval_finishes(client: 
     header = client.get(f"/api/runs/{wid}").json()
     assert header["status"] == "WAITING_INPUT" and header["nextAction"] == "APPROVE_BUDGET"
     assert reservations(engine, wid) == {"settled": 1}  # nothing held while parked
+    inbox = next(row for row in client.get("/api/hitl/inbox").json() if row["gateKey"] == gate["gateKey"])
+    assert inbox["nextAction"] == "APPROVE_BUDGET" and inbox["details"] == details
+    assert "maxCostUsd 0.1" in client.get("/inbox").text  # the console's inbox names the limit hit
     panel = client.get(f"/ui/runs/{wid}/panel").text  # the console shows the gate with its spend and top-up
     assert "Spend limit reached" in panel and f'value="{details["proposedTopUp"]["maxCostUsd"]}"' in panel
     assert "<td>CompileST</td><td>kodo-fake</td>" in panel and 'id="run-spend">$0.14' in panel

@@ -432,6 +432,7 @@ class _LazyGroup(click.Group):
 _OPS_HELP = "Operate workflows and runs: list, inspect, cancel/resume/fork by filter (audited), diagnose, repro."
 cli.add_command(_LazyGroup("ops", "kodo.ops.commands:ops", _OPS_HELP))
 cli.add_command(_LazyGroup("otlp", "kodo.otlp:otlp", "Traces: check OTLP export end to end (kodo otlp smoke)."))
+cli.add_command(_LazyGroup("tenants", "kodo.cli.tenants:tenants", "Tenants: spend limits (kodo tenants budget …)."))
 
 
 # --- recipes: kodo recipes list|import|export|promote|fixtures run, kodo sbx template register --------
@@ -579,9 +580,6 @@ def sbx_template_register(ref: str, template_id: str, boot_ms: int | None) -> No
     with _recipe_db() as engine, engine.begin() as conn:
         row, created = templates.register(conn, recipe_id, v, template_id, boot_ms=boot_ms, by="cli")
     click.echo(f"{row.template_key}\t{row.template_id}\t{'registered' if created else 'already registered'}")
-
-
-cli.add_command(_LazyGroup("tenants", "kodo.cli.tenants:tenants", "Tenants: spend limits (kodo tenants budget …)."))
 
 
 def main() -> None:

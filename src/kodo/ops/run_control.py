@@ -21,9 +21,10 @@ from kodo.errors import Conflict
 from kodo.models import Run
 from kodo.ops.context import Ops
 from kodo.ops.targets import Target, audit
-from kodo.store import dbos_workflows, gates, ops_audit, spend
+from kodo.store import dbos_workflows, gates, ops_audit
 from kodo.store import run_control as run_rows
 from kodo.store.dbos_workflows import ACTIVE, WorkflowRow
+from kodo.store.spend import release_run
 
 INTERNAL_QUEUE = "_dbos_internal_queue"
 
@@ -46,8 +47,8 @@ def cancel_run(ops: Ops, target: Target, actor: str, reason: str) -> dict[str, A
     elif active_children:
         ops.client.cancel_workflows(active_children, cancel_children=True)
     with ops.engine.begin() as conn:
+        release_run(conn, run.id)  # a call cancelled between reserve and settle holds nothing
         changed = run_rows.cancel(conn, run.id)
-        spend.release_run(conn, run.id)  # a call cancelled between reserve and settle holds nothing
         audit(
             conn,
             target,

@@ -23,7 +23,7 @@ from kodo.identity import artifact_uri
 from kodo.models import STEP_PHASES, NewArtifact
 from kodo.store import agent_calls, artifacts, runs, steps
 from kodo.store import spend as spend_store
-from kodo.workflows import observe, spend
+from kodo.workflows import gates, observe, spend
 from kodo.workflows.runtime import services, transact
 
 
@@ -156,7 +156,7 @@ def _turn(
     if not is_local():
         held = transact(f"spend.reserve.{step_id}", spend.reserve_in, ctx, call)
         if "parked" in held:
-            raise spend.BudgetParked(held["parked"])
+            raise gates.Parked(held["parked"])
         if "failed" in held:
             raise StepFailure(held["failed"]["code"], held["failed"]["message"])
         answer = agent_turn(call)
@@ -172,6 +172,11 @@ def _turn(
     if "failed" in outcome:
         raise StepFailure(outcome["failed"]["code"], outcome["failed"]["error"])
     return dict(outcome["saved"])
+
+
+def release_holds(conn: sa.Connection, run_id: str) -> None:
+    """Let go of the run's open agent-call reservations (it failed: their calls will not be made)."""
+    spend_store.release_run(conn, run_id)
 
 
 def _require(structured: Any, schema: dict[str, Any], step_id: str) -> dict[str, Any]:

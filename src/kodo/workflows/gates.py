@@ -173,8 +173,11 @@ def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, 
         reply = gates.first_reply(conn, ctx["workflowId"], key)
         decision: dict[str, Any] | None
         at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().isoformat()
-        if reply is None:
-            result: dict[str, Any] = {"schemaVersion": 1, "state": "TIMED_OUT", "at": at}
+        if reply is None and _window(gate):  # a tenant's spend window rolled over: not a human's silence
+            result: dict[str, Any] = {"schemaVersion": 1, "state": "WINDOW_ROLLED_OVER", "at": at}
+            decision = None
+        elif reply is None:
+            result = {"schemaVersion": 1, "state": "TIMED_OUT", "at": at}
             decision = {"decision": "no", "rationale": "timeout"} if gate.purpose in DECIDED else None
         else:
             result = {
@@ -198,15 +201,21 @@ def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, 
         )
         gate = gates.get(conn, ctx["runId"], key)
         assert gate is not None
-    # A tenant's spend window that rolled over is not a human's silence: no escalation for it.
-    window = gate.purpose == "budget" and ((gate.prompt or {}).get("details") or {}).get("scope") == "tenant"
-    return {
-        "gateKey": key,
-        "purpose": gate.purpose,
-        "result": gate.result,
-        "decision": gate.decision,
-        "escalate": not window,
-    }
+    return {"gateKey": key, "purpose": gate.purpose, "result": gate.result, "decision": gate.decision}
+
+
+def _window(gate: gates.Gate) -> bool:
+    """A budget gate of a tenant's spend limit: its deadline is the window's roll-over."""
+    return gate.purpose == "budget" and ((gate.prompt or {}).get("details") or {}).get("scope") == "tenant"
+
+
+class Parked(Exception):
+    """A step parked the run at a gate (a spend limit reached before an agent call): the phase ends with
+    ``parked``, its park result."""
+
+    def __init__(self, parked: dict[str, Any]) -> None:
+        super().__init__(parked.get("gateKey"))
+        self.parked = parked
 
 
 def _auto(conn: sa.Connection, ctx: dict[str, Any], key: str) -> None:

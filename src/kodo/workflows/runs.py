@@ -25,8 +25,7 @@ from kodo.settings import Settings
 from kodo.store import artifacts, durable_status, intents, repairs, runs, sandbox_runs, steps
 from kodo.store import gates as gate_store
 from kodo.store import patches as patch_store
-from kodo.store import spend as spend_store
-from kodo.workflows import agents, budgets, escalation, gates, observe, patches, spend, tasks, templates
+from kodo.workflows import agents, budgets, escalation, gates, observe, patches, tasks, templates
 from kodo.workflows.runtime import services, transact
 
 WORKFLOW_NAME = "RunIntent"
@@ -242,7 +241,7 @@ def _fail(conn: sa.Connection, ctx: dict[str, Any], code: str, message: str) -> 
             "APPLY_PATCH_ROLLBACK_FAILED",
             f"APPLY_PATCH_ROLLBACK_FAILED:{rollback_error};source={message}",
         )
-    spend_store.release_run(conn, run_id)  # a hold whose call will not be made is let go
+    agents.release_holds(conn, run_id)
     runs.update(
         conn,
         run_id,
@@ -357,7 +356,7 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
         if merged["errCode"] != "NONE":
             raise StepFailure(merged["errCode"], f"SBX execution failed [{merged['errCode']}]")
         return {"runId": ctx["runId"], "status": "succeeded", "tasks": len(planned)}
-    except spend.BudgetParked as parked:
+    except gates.Parked as parked:
         return parked.parked
     except StepFailure as failure:
         transact("fail", _fail, ctx, failure.code, failure.message)
@@ -435,8 +434,7 @@ def run_intent(workflow_id: str) -> dict[str, Any]:
 def resume_run(workflow_id: str, gate_key: str) -> dict[str, Any]:
     """A parked run's continuation: resolve the gate from the ledger (or as timed out), then go on."""
     phase = transact("resume", _begin, workflow_id, gates.resume_id(workflow_id, gate_key), False, gate_key)
-    resolved = phase["resolved"]
-    if (resolved["result"] or {}).get("state") == "TIMED_OUT" and resolved.get("escalate", True):
+    if (phase["resolved"]["result"] or {}).get("state") == "TIMED_OUT":
         escalation.escalate(phase["ctx"], gate_key)
     return drive(phase["ctx"], phase["done"])
 

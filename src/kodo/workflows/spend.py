@@ -51,14 +51,6 @@ BUDGET_FORM = {
 CENT = Decimal("0.01")
 
 
-class BudgetParked(Exception):
-    """The run parked at a budget gate; the phase workflow ends with ``parked``."""
-
-    def __init__(self, parked: dict[str, Any]) -> None:
-        super().__init__(parked.get("gateKey"))
-        self.parked = parked
-
-
 def money(value: Decimal | float | str) -> float:
     """A USD amount for JSON (8 decimal places, as the ledger keeps it)."""
     return float(Decimal(str(value)).quantize(pricing.QUANTUM))
@@ -276,6 +268,8 @@ def _ended(gate: gate_store.Gate) -> bool:
         return False
     scope = ((gate.prompt or {}).get("details") or {}).get("scope")
     state = (gate.result or {}).get("state")
+    if state == "WINDOW_ROLLED_OVER":  # a tenant's window: try again
+        return False
     if state == "TIMED_OUT":
         return scope != "tenant"
     return (gate.decision or {}).get("decision") != "yes"
