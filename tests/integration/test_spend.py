@@ -329,6 +329,8 @@ def test_tenant_daily_limit_parks_its_runs_until_the_window_rolls_over(
             sa.text("SELECT count(*) FROM app.artifacts WHERE step_id = 'EscalateTimeout'")
         ).scalar()
     assert escalated == 0  # a window that rolled over is not a human's silence
+    states = {g["result"]["state"] for wid in (first, second) for g in client.get(f"/api/runs/{wid}/gates").json()}
+    assert "WINDOW_ROLLED_OVER" in states and "TIMED_OUT" not in states
     report = json.loads(cli(settings, "ops", "spend", "--tenant", "t1").output)
     assert [(r["tenantId"], r["model"], r["calls"]) for r in report] == [("t1", "kodo-fake", 4)]
     assert Decimal(report[0]["costUsd"]) == Decimal("0.56")
