@@ -52,6 +52,9 @@ def table_counts(conn: sa.Connection) -> dict[str, int]:
     """Row counts of every app table and of DBOS's workflow table: the zero-write oracle."""
     names = [
         "app.intents",
+        "app.opencode_calls",
+        "app.spend_reservations",
+        "app.tenant_budgets",
         "app.runs",
         "app.run_steps",
         "app.artifacts",

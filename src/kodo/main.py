@@ -67,6 +67,7 @@ def build_agent(settings: Settings) -> CodingAgent:
             api_key=key.get_secret_value() if key else None,
             timeout_ms=settings.oc_timeout_ms,
             strict=settings.oc_strict_mode,
+            max_output_tokens=settings.agent_max_output_tokens,
         )
     from kodo.adapters.agent.opencode import OpenCodeAgent
 

@@ -13,7 +13,7 @@ RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "retries_exceeded"})
 HeaderStatus = Literal["ENQUEUED", "PENDING", "WAITING_INPUT", "SUCCESS", "ERROR", "CANCELLED"]
 TERMINAL_HEADER_STATUSES: frozenset[str] = frozenset({"SUCCESS", "ERROR", "CANCELLED"})
-NextAction = Literal["APPROVE_PLAN", "ANSWER_QUESTION", "REPAIR", "NONE"]
+NextAction = Literal["APPROVE_PLAN", "ANSWER_QUESTION", "APPROVE_BUDGET", "REPAIR", "NONE"]
 QueueName = Literal["compileQ", "sbxQ", "controlQ", "intentQ"]
 QUEUE_NAMES: tuple[str, ...] = ("compileQ", "sbxQ", "controlQ", "intentQ")
 Lane = Literal["interactive", "batch"]
@@ -123,7 +123,7 @@ class RunStart:
     recipe_name: str | None = None
     recipe_version: int | None = None
     workload: Workload | None = None
-    budget: dict[str, int] | None = None
+    budget: dict[str, int | float] | None = None
     auto_approve: bool = False
     intent_hash: str | None = None
     recipe_id: str | None = None
@@ -163,7 +163,7 @@ class Run:
     recipe_id: str | None = None
     recipe_v: str | None = None
     recipe_hash: str | None = None
-    budget: dict[str, int] | None = None
+    budget: dict[str, int | float] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     current_workflow_id: str | None = None
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from kodo import pricing
 from kodo.errors import ConfigurationError
 
 RuntimeMode = Literal["inproc-worker", "api-shim"]
@@ -61,6 +62,10 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_model: str = Field("gpt-4o-mini", validation_alias="OPENAI_MODEL")
+    # Spend (docs/budgets.md): prices laid over kodo.pricing.DEFAULT_PRICES, and each call's output ceiling.
+    model_prices: str | None = Field(None, validation_alias="KODO_MODEL_PRICES")
+    agent_max_output_tokens: int = Field(8192, validation_alias="KODO_AGENT_MAX_OUTPUT_TOKENS")
+    oc_model: str | None = Field(None, validation_alias="OC_MODEL")
 
     # --- sandbox
     sbx_mode: Literal["mock", "live"] = Field("mock", validation_alias="SBX_MODE")
@@ -78,6 +83,7 @@ class Settings(BaseSettings):
     sbx_workspace_growth_mb: int = Field(1024, validation_alias="SBX_WORKSPACE_GROWTH_MB")
 
     # --- human gates
+    budget_gate_timeout_s: int = Field(86_400, validation_alias="KODO_BUDGET_GATE_TIMEOUT_S")
     hitl_plan_approval_timeout_s: int = Field(3600, validation_alias="HITL_PLAN_APPROVAL_TIMEOUT_S")
     # The plan gate's card shows at most this many diff lines, then links to the full diff artifact.
     review_diff_max_lines: int = Field(1500, ge=1, validation_alias="REVIEW_DIFF_MAX_LINES")
@@ -172,6 +178,8 @@ class Settings(BaseSettings):
         "sbx_tmp_mb",
         "sbx_workspace_growth_mb",
         "max_body_bytes",
+        "agent_max_output_tokens",
+        "budget_gate_timeout_s",
     )
     @classmethod
     def _positive(cls, value: int) -> int:
@@ -246,6 +254,16 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+    @field_validator("model_prices")
+    @classmethod
+    def _model_prices(cls, value: str | None) -> str | None:
+        pricing.parse(value)  # raises ValueError with what is wrong
+        return value
+
+    @property
+    def price_table(self) -> dict[str, pricing.ModelPrice]:
+        return pricing.parse(self.model_prices)
 
     @field_validator("trace_base_url")
     @classmethod

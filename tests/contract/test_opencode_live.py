@@ -79,3 +79,10 @@ def test_stall_then_tightened_retry_succeeds(opencode_server: OpenCodeServer, fa
     assert result.structured["design"] == ["Design for: fix it"]
     texts = [str(m.get("content")) for body in fake_model.completions()[before:] for m in body["messages"]]
     assert any(CONCISE_SUFFIX in text for text in texts)
+
+
+def test_usage_and_model_come_from_the_turns_step_finish_parts(opencode_server: OpenCodeServer) -> None:
+    """The model's reported usage reaches kodo through OpenCode: tokens from step-finish, the model's id."""
+    result = client(opencode_server).structured(request("Plan it.\nkodo-fake: usage=1000x500"))
+    assert result.usage is not None
+    assert (result.usage.model, result.usage.input_tokens, result.usage.output_tokens) == ("kodo-fake", 1000, 500)

@@ -170,3 +170,32 @@ def test_an_existing_tracer_provider_is_kept(settings: Settings, sink: OtlpSink)
         getattr(getattr(getattr(p, "_batch_processor", None), "_exporter", None), "_endpoint", None) for p in processors
     ]
     assert endpoints.count(sink.traces_endpoint) == 1
+
+
+def test_an_agent_calls_span_carries_its_usage(client: TestClient, settings: Settings, sink: OtlpSink) -> None:
+    """The agent call's span has the GenAI semantic-convention usage attributes (here: a replayed call's)."""
+    import json
+
+    from kodo.adapters.agent import PLAN_SCHEMA, AgentRequest, Usage
+    from kodo.adapters.agent.replay import ReplayAgent
+    from kodo.workflows.agents import compile_prompt
+
+    goal = "trace my usage"
+    prompt = compile_prompt({"goal": goal, "inputs": {}, "constraints": {}}, None)
+    request = AgentRequest(run_id="-", step_id="CompileST", attempt=1, agent="plan", prompt=prompt, schema=PLAN_SCHEMA)
+    sidecar = ReplayAgent(settings.home / "fixtures" / "agent").fixture_path(request).with_suffix(".usage.json")
+    sidecar.parent.mkdir(parents=True)
+    sidecar.write_text(
+        json.dumps(Usage(model="gpt-4o", input_tokens=1234, output_tokens=56, cached_tokens=7).as_json())
+    )
+    header = wait_status(client, _start(client, goal), {"SUCCESS"})
+
+    def agent_span() -> dict[str, Any] | None:
+        telemetry.flush()
+        return next((s for s in sink.trace(header["otelTraceId"]) if s["name"] == "agent.plan"), None)
+
+    span = wait_until(agent_span, timeout=20, interval=0.2, what="agent.plan span")
+    attributes = span["attributes"]
+    assert attributes["gen_ai.usage.input_tokens"] == 1234 and attributes["gen_ai.usage.output_tokens"] == 56
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 7
+    assert attributes["gen_ai.response.model"] == "gpt-4o" and attributes["gen_ai.operation.name"] == "chat"

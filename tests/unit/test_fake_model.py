@@ -65,3 +65,16 @@ def test_other_schemas_get_a_minimal_instance() -> None:
     """A schema that is neither plan nor build is answered with its required keys, empty."""
     schema = {"type": "object", "required": ["a", "b"], "properties": {"a": {"type": "string"}, "b": {"type": "array"}}}
     assert minimal_instance(schema) == {"a": "", "b": []}
+
+
+def test_usage_directive_scripts_the_reported_usage(fake: FakeModelServer) -> None:
+    """kodo-fake: usage=<in>x<out> sets the usage of plain and streamed answers; else 11 in, 7 out."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": PLAN_SCHEMA, "strict": True}}
+    scripted = chat(fake, "Plan.\nkodo-fake: usage=1200x340\n" + CONTEXT, response_format=fmt).json()["usage"]
+    assert (scripted["prompt_tokens"], scripted["completion_tokens"], scripted["total_tokens"]) == (1200, 340, 1540)
+    plain = chat(fake, "Plan.\n" + CONTEXT, response_format=fmt).json()["usage"]
+    assert (plain["prompt_tokens"], plain["completion_tokens"]) == (11, 7)
+    tool = {"type": "function", "function": {"name": "StructuredOutput", "parameters": BUILD_SCHEMA}}
+    streamed = chat(fake, "Build.\nkodo-fake: usage=5x6\n" + CONTEXT, tools=[tool], stream=True)
+    last = json.loads([line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")][-2])
+    assert (last["usage"]["prompt_tokens"], last["usage"]["completion_tokens"]) == (5, 6)

@@ -261,6 +261,8 @@ def inbox(request: Request) -> JSONResponse:
                     "slaStatus": sla,
                     "mismatchRisk": gate.topic != f"human:{gate.gate_key}",
                     "createdAt": _ms(gate.created_at),
+                    # a budget gate: the limit hit, spend by step and model, the proposed top-up
+                    "details": (gate.prompt or {}).get("details"),
                 }
             )
     return JSONResponse(rows)

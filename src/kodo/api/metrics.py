@@ -68,6 +68,7 @@ class SqlCollector(Collector):
             queue_rows = queries.queue_rows(conn)
             open_gates = queries.open_gates(conn)
             sandbox = queries.sandbox_usage(conn)
+            spend = queries.agent_spend(conn)
         runs = GaugeMetricFamily("kodo_runs", "Runs by app.runs status.", labels=["status"])
         for status in sorted(set(RUN_STATUSES) | set(by_status)):
             runs.add_metric([status], float(by_status.get(status, 0)))
@@ -124,6 +125,21 @@ class SqlCollector(Collector):
             minutes.add_metric([provider], used)
         yield minutes
         yield sbx_runs
+        yield from _spend(spend)
+
+
+def _spend(rows: list[tuple[str, str, int, int, int, float]]) -> Iterator[Metric]:
+    """Agent tokens (by kind) and USD charged, per tenant and model, from the agent-call ledger."""
+    tokens = CounterMetricFamily(
+        "kodo_agent_tokens", "Agent-call tokens, per tenant, model and kind.", labels=["tenant", "model", "kind"]
+    )
+    cost = CounterMetricFamily("kodo_agent_cost_usd", "USD charged for agent calls.", labels=["tenant", "model"])
+    for tenant, model, input_tokens, output_tokens, cached_tokens, usd in rows:
+        for kind, count in (("input", input_tokens), ("output", output_tokens), ("cached", cached_tokens)):
+            tokens.add_metric([tenant, model, kind], float(count))
+        cost.add_metric([tenant, model], usd)
+    yield tokens
+    yield cost
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -27,7 +27,7 @@ from kodo.models import RUN_STATUSES, TERMINAL_HEADER_STATUSES, Run, StepRecord,
 from kodo.store import artifacts, budgets, durable_status, eval_results, intents, runs, steps
 from kodo.store.artifacts import ArtifactRef
 from kodo.store.durable_status import RunDurability
-from kodo.workflows import gates
+from kodo.workflows import gates, spend
 from kodo.workflows.queue_policy import admit
 from kodo.workflows.runs import WORKFLOW_NAME, start_run
 
@@ -74,6 +74,7 @@ def header(ctx: ApiContext, conn: sa.Connection, run: Run, facts: RunDurability 
         "tenantId": run.tenant_id,
         "budget": run.budget,
         "budgetViolation": budgets.latest_violation(conn, run.id) if run.budget else None,
+        "spend": spend.header(conn, run, datetime.now(UTC)),
         "evalSummary": eval_results.summary(conn, run.id) if run.recipe_id else None,
         "nextAction": run.next_action,
         "lastStep": run.last_step,

@@ -49,6 +49,9 @@ class BudgetBody(Strict):
     # Seed runbook 000 spells it maxWallClockMs: both spellings are accepted (not both at once) and stored
     # as maxWallClockMS, so either spelling gives the same run identity.
     maxWallClockMS: Annotated[int, Field(ge=1, validation_alias=AliasChoices("maxWallClockMS", "maxWallClockMs"))]
+    # Spend (docs/budgets.md): tokens (input + output) and USD over all of the run's live agent calls.
+    maxTokens: Annotated[int, Field(ge=1)] | None = None
+    maxCostUsd: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)] | None = None
 
 
 class _RunFields(Strict):

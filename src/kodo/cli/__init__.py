@@ -437,6 +437,7 @@ _OPS_HELP = "Operate workflows and runs: list, inspect, cancel/resume/fork by fi
 cli.add_command(_LazyGroup("ops", "kodo.ops.commands:ops", _OPS_HELP))
 cli.add_command(_LazyGroup("otlp", "kodo.otlp:otlp", "Traces: check OTLP export end to end (kodo otlp smoke)."))
 cli.add_command(check_gate)
+cli.add_command(_LazyGroup("tenants", "kodo.cli.tenants:tenants", "Tenants: spend limits (kodo tenants budget …)."))
 
 
 @sbx.group("template")

@@ -341,3 +341,19 @@ def slow_command(min_ms: int, limit: int) -> None:
     with _ops() as context:
         rows = queues.slow_steps(context, min_ms=min_ms, limit=limit)
     click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
+
+
+@ops.command("spend")
+@click.option("--tenant", default=None, help="Only this tenant's spend.")
+@click.option("--since", default=None, help="Only calls since this ISO-8601 time, or this long ago (2h, 7d).")
+def spend_command(tenant: str | None, since: str | None) -> None:
+    """Agent spend by tenant and model: calls, tokens, USD charged (and priced, for replayed calls), as JSON."""
+    from datetime import UTC, datetime
+
+    from kodo.ops import spend
+
+    with _ops() as context:
+        start = spend.parse_since(since, datetime.now(UTC))
+        with context.engine.connect() as conn:
+            rows = spend.report(conn, tenant_id=tenant, since=start)
+    click.echo(json.dumps(rows, indent=2, sort_keys=True))

@@ -28,6 +28,7 @@ from kodo.ops.targets import Target, audit
 from kodo.store import dbos_control, dbos_workflows, gates, ops_audit, runs
 from kodo.store import run_control as run_rows
 from kodo.store.dbos_workflows import ACTIVE, WorkflowRow
+from kodo.store.spend import release_run
 
 INTERNAL_QUEUE = dbos_control.INTERNAL_QUEUE
 
@@ -53,6 +54,7 @@ def cancel_run(ops: Ops, target: Target, actor: str, reason: str) -> dict[str, A
             changed_workflows = dbos_control.cancel(conn, [phase])
         else:
             changed_workflows = dbos_control.cancel(conn, active_children)
+        release_run(conn, run.id)  # a call cancelled between reserve and settle holds nothing
         changed = run_rows.cancel(conn, run.id)
         faults.hit("ops.between_change_and_audit")
         audit(

@@ -96,3 +96,14 @@ def sandbox_usage(conn: sa.Connection) -> list[tuple[str, str, int, float]]:
         )
     )
     return [(str(p), str(code), int(n), float(minutes)) for p, code, n, minutes in rows]
+
+
+def agent_spend(conn: sa.Connection) -> list[tuple[str, str, int, int, int, float]]:
+    """(tenant, model, input tokens, output tokens, cached tokens, USD charged) over every ledgered agent call."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT coalesce(tenant_id, ''), coalesce(model, ''), sum(input_tokens), sum(output_tokens), "
+            "sum(cached_tokens), sum(cost_usd) FROM app.opencode_calls GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+    )
+    return [(str(t), str(m), int(i), int(o), int(c), float(cost)) for t, m, i, o, c, cost in rows]

@@ -16,12 +16,14 @@ from typing import Any
 import sqlalchemy as sa
 from dbos import DBOS
 
+from kodo import faults, telemetry
 from kodo.adapters.agent import BUILD_SCHEMA, PLAN_SCHEMA, AgentRequest, AgentResult
 from kodo.errors import StepFailure
 from kodo.identity import artifact_uri
 from kodo.models import STEP_PHASES, NewArtifact
 from kodo.store import agent_calls, artifacts, runs, steps
-from kodo.workflows import observe
+from kodo.store import spend as spend_store
+from kodo.workflows import gates, observe, spend
 from kodo.workflows.runtime import own_transaction, services, transact
 
 
@@ -65,6 +67,17 @@ def _prompt(request: AgentRequest) -> tuple[AgentResult | None, dict[str, Any]]:
             code = str(getattr(exc, "code", "") or "AGENT_ERROR")  # the adapter's own failure class
             result = None
         outcome.report(ok=result is not None, session_id=result.session_id if result else None, failure=error)
+        usage = result.usage if result else None
+        if usage is not None:  # the OpenTelemetry GenAI semantic-convention attributes of the call
+            outcome.report(
+                **{
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.response.model": usage.model or "",
+                    "gen_ai.usage.input_tokens": usage.input_tokens,
+                    "gen_ai.usage.output_tokens": usage.output_tokens,
+                    "gen_ai.usage.cache_read.input_tokens": usage.cached_tokens,
+                }
+            )
     call = {
         "agent": request.agent,
         "mode": svc.agent.mode,
@@ -84,7 +97,9 @@ def _prompt(request: AgentRequest) -> tuple[AgentResult | None, dict[str, Any]]:
 def _ledger(
     conn: sa.Connection, request: AgentRequest, result: AgentResult | None, call: dict[str, Any]
 ) -> dict[str, Any]:
-    """Ledger the call; the turn's answer, or ``{"error", "code"}`` when the agent failed."""
+    """Ledger the call with its usage and settle its reservation (released if the call failed); the turn's
+    answer, or ``{"error", "code"}`` when the agent failed."""
+    charge = spend.charge_of(result, call["mode"])
     agent_calls.record(
         conn,
         op_key=request.op_key,
@@ -92,7 +107,11 @@ def _ledger(
         step_id=request.step_id,
         attempt=request.attempt,
         call={key: value for key, value in call.items() if key != "errorCode"},
+        charge=charge,
     )
+    spend_store.close(conn, request.op_key, "settled" if result is not None else "released")
+    if charge is not None:
+        telemetry.annotate(**{"kodo.cost_usd": float(charge.cost_usd), "kodo.priced_usd": float(charge.priced_usd)})
     if result is None:
         return {"error": f"{request.step_id}: agent call failed: {call['error']}", "code": call["errorCode"]}
     return {"structured": result.structured, "sessionId": result.session_id, "cached": False}
@@ -105,6 +124,7 @@ def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
     cached = own_transaction("agentTurn.cached", _cached, request)
     if cached is not None:
         return cached
+    faults.hit("spend.between_reserve_and_settle")
     result, entry = _prompt(request)
     answer = own_transaction("agentTurn.ledger", _ledger, request, result, entry)
     if "error" in answer:
@@ -132,6 +152,11 @@ def _turn(
     runs inside the step's transaction and its ledger row commits with the step: one DBOS operation.
     """
     if not is_local():
+        held = transact(f"spend.reserve.{step_id}", spend.reserve_in, ctx, call)
+        if "parked" in held:
+            raise gates.Parked(held["parked"])
+        if "failed" in held:
+            raise StepFailure(held["failed"]["code"], held["failed"]["message"])
         answer = agent_turn(call)
         return transact(step_id, save, ctx, answer, *args)
 
@@ -145,6 +170,11 @@ def _turn(
     if "failed" in outcome:
         raise StepFailure(outcome["failed"]["code"], outcome["failed"]["error"])
     return dict(outcome["saved"])
+
+
+def release_holds(conn: sa.Connection, run_id: str) -> None:
+    """Let go of the run's open agent-call reservations (it failed: their calls will not be made)."""
+    spend_store.release_run(conn, run_id)
 
 
 def _require(structured: Any, schema: dict[str, Any], step_id: str) -> dict[str, Any]:

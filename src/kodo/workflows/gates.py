@@ -15,6 +15,7 @@ continuation or the park sees the reply.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +39,7 @@ QUESTION_FORM = {"v": 1, "title": "Question", "fields": [{"k": "answer", "t": "s
 RESUME_WORKFLOW = "ResumeRun"
 GATE_STEPS = {"ask-user": "CompileST", "approve-plan": "ApplyPatchST"}
 _YES = {"yes", "approve", "approved"}
+DECIDED = frozenset({"approve-plan", "budget"})  # gates whose reply is a yes/no decision
 
 
 def gate_key(run: Run | dict[str, Any], purpose: str, generation: int | None = None) -> str:
@@ -70,7 +72,15 @@ def normalize_decision(payload: Any) -> dict[str, Any]:
 
 
 def _park(
-    conn: sa.Connection, ctx: dict[str, Any], key: str, purpose: str, form: dict[str, Any], ttl_s: int, next_action: str
+    conn: sa.Connection,
+    ctx: dict[str, Any],
+    key: str,
+    purpose: str,
+    form: dict[str, Any],
+    ttl_s: int,
+    next_action: str,
+    step_id: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Open the gate, mark the run waiting and enqueue its continuation, all in one transaction.
 
@@ -82,12 +92,14 @@ def _park(
     _locked(conn, ctx["runId"])
     continuation = resume_id(ctx["workflowId"], key)
     prompt: dict[str, Any] = {"schemaVersion": 1, "formSchema": form, "ttlS": ttl_s, "uiHints": None, "defaults": None}
+    if details is not None:
+        prompt["details"] = details
     gates.open_gate(
         conn,
         run_id=ctx["runId"],
         gate_key=key,
         purpose=purpose,
-        step_id=GATE_STEPS[purpose],
+        step_id=step_id or GATE_STEPS[purpose],
         generation=ctx["generation"],
         next_action=next_action,
         prompt=prompt,
@@ -136,6 +148,20 @@ def park_in(
     return _park(conn, ctx, gate_key(ctx, purpose), purpose, form, ttl_s, next_action)
 
 
+def park_budget_in(
+    conn: sa.Connection,
+    ctx: dict[str, Any],
+    key: str,
+    step_id: str,
+    ttl_s: int,
+    form: dict[str, Any],
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """Park the run at a ``budget`` gate (a spend limit reached before ``step_id``'s agent call), inside the
+    caller's transaction; ``details`` (spend by step and model, the limit, a proposed top-up) go in its prompt."""
+    return _park(conn, ctx, key, "budget", form, ttl_s, "APPROVE_BUDGET", step_id, details)
+
+
 def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, Any]:
     """Resolve a parked gate from the ledger: the first reply, or TIMED_OUT when there is none.
 
@@ -149,9 +175,12 @@ def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, 
         reply = gates.first_reply(conn, ctx["workflowId"], key)
         decision: dict[str, Any] | None
         at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().isoformat()
-        if reply is None:
-            result: dict[str, Any] = {"schemaVersion": 1, "state": "TIMED_OUT", "at": at}
-            decision = {"decision": "no", "rationale": "timeout"} if gate.purpose == "approve-plan" else None
+        if reply is None and _window(gate):  # a tenant's spend window rolled over: not a human's silence
+            result: dict[str, Any] = {"schemaVersion": 1, "state": "WINDOW_ROLLED_OVER", "at": at}
+            decision = None
+        elif reply is None:
+            result = {"schemaVersion": 1, "state": "TIMED_OUT", "at": at}
+            decision = {"decision": "no", "rationale": "timeout"} if gate.purpose in DECIDED else None
         else:
             result = {
                 "schemaVersion": 1,
@@ -162,7 +191,7 @@ def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, 
                 "actor": reply.actor,
                 "at": at,
             }
-            decision = normalize_decision(reply.payload) if gate.purpose == "approve-plan" else None
+            decision = normalize_decision(reply.payload) if gate.purpose in DECIDED else None
             decision = None if decision is None else {**decision, "actor": reply.actor}
         if decision is not None:
             decision = {**decision, "schemaVersion": 1, "at": at}
@@ -177,6 +206,20 @@ def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, 
         gate = gates.get(conn, ctx["runId"], key)
         assert gate is not None
     return {"gateKey": key, "purpose": gate.purpose, "result": gate.result, "decision": gate.decision}
+
+
+def _window(gate: gates.Gate) -> bool:
+    """A budget gate of a tenant's spend limit: its deadline is the window's roll-over."""
+    return gate.purpose == "budget" and ((gate.prompt or {}).get("details") or {}).get("scope") == "tenant"
+
+
+class Parked(Exception):
+    """A step parked the run at a gate (a spend limit reached before an agent call): the phase ends with
+    ``parked``, its park result."""
+
+    def __init__(self, parked: dict[str, Any]) -> None:
+        super().__init__(parked.get("gateKey"))
+        self.parked = parked
 
 
 def _auto(conn: sa.Connection, ctx: dict[str, Any], key: str) -> None:
@@ -233,7 +276,7 @@ def require_decision(gate: gates.Gate, payload: dict[str, Any]) -> None:
     A reply with a decision field is normalised (an unrecognised value is "no", fail closed); a reply
     with none of them (an answer to a question, a note) is not a "no" but a mistake, refused.
     """
-    if gate.purpose == "approve-plan" and not any(field in payload for field in DECISION_FIELDS):
+    if gate.purpose in DECIDED and not any(field in payload for field in DECISION_FIELDS):
         raise InvalidInput(
             f"gate {gate.gate_key} takes a decision: the payload needs one of {', '.join(DECISION_FIELDS)} "
             '(e.g. {"choice": "yes"})'
@@ -272,6 +315,7 @@ def reply(
     gate = gates.get(conn, run.id, key, lock=True)
     if gate is None:
         raise NotFound("gate not found")
+    require_budget_answer(gate, payload)
     expected = f"human:{key}"
     if topic is not None and topic != expected:
         raise Conflict(f"topic {topic} does not match gate topic {expected}")
@@ -296,6 +340,27 @@ def reply(
     faults.hit("gate.reply_recorded")
     wake(conn, run.workflow_id, key)
     return replay
+
+
+def require_budget_answer(gate: gates.Gate, payload: dict[str, Any]) -> None:
+    """A budget gate takes a decision and, optionally, new limits that are numbers > 0 (400 otherwise)."""
+    if gate.purpose != "budget":
+        return
+    if not any(field in payload for field in ("choice", "approved", "decision")):
+        raise InvalidInput(f'budget gate {gate.gate_key} takes a decision, e.g. {{"choice": "yes", "maxCostUsd": 2}}')
+    for name, whole in (("maxCostUsd", False), ("maxTokens", True)):
+        if name in payload and not _positive_limit(payload[name], whole):
+            raise InvalidInput(f"{name}: want a {'whole ' if whole else ''}number > 0 (got {payload[name]!r})")
+
+
+def _positive_limit(value: Any, whole: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return False
+    try:
+        number = Decimal(str(value).strip())
+    except ArithmeticError:
+        return False
+    return number.is_finite() and number > 0 and (not whole or number == number.to_integral_value())
 
 
 def legacy_dedupe_key(origin: str, run: Run, key: str, payload: Any) -> str:

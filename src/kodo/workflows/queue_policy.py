@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kodo import pricing
 from kodo.errors import PolicyViolation
 from kodo.models import LANE_PRIORITY, RunStart, Workload
 from kodo.settings import Settings
@@ -53,6 +54,18 @@ def legacy_caps(conn: sa.Connection, request: dict[str, Any]) -> QueueCaps:
     )
 
 
+def _priced_for(settings: Settings, budget: dict[str, Any]) -> None:
+    """A USD limit needs the live model's price (docs/budgets.md); replay and record calls cost nothing."""
+    if budget.get("maxCostUsd") is None or settings.oc_mode != "live":
+        return
+    model = settings.openai_model if settings.oc_provider == "openai" else settings.oc_model
+    if pricing.lookup(settings.price_table, model) is None:
+        raise PolicyViolation(
+            f"budget:maxCostUsd: model {model!r} has no price; add it to KODO_MODEL_PRICES"
+            + ("" if model else " and name it in OC_MODEL")
+        )
+
+
 def admit(
     conn: sa.Connection,
     settings: Settings,
@@ -88,6 +101,7 @@ def admit(
                 raise PolicyViolation(
                     f"budget:{limit_name}: observed {observed} > limit {budget[limit_name]} (ingress)"
                 )
+        _priced_for(settings, budget)
         timeout = request.get("timeoutMS")
         if timeout is not None and timeout > budget["maxWallClockMS"]:
             raise PolicyViolation(

@@ -87,7 +87,9 @@ class Limits(_Strict):
     maxSteps: PositiveInt
     maxFanout: PositiveInt
     maxSbxMin: PositiveInt
-    maxTokens: PositiveInt
+    maxTokens: PositiveInt  # stored, not enforced (docs/budgets.md: a run's maxTokens is its budget's)
+    # The default of a run's budget.maxCostUsd when its start gives none (docs/budgets.md).
+    maxCostUsd: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)] | None = None
 
 
 class Fixture(_Strict):

@@ -152,6 +152,7 @@ def _context(conn: sa.Connection, workflow_id: str, phase_id: str, starting: boo
         "recipeId": run.recipe_id,
         "recipeV": run.recipe_v,
         "budget": run.budget,
+        "tenantId": run.tenant_id,
         "workspace": str(workspace),
         "planApprovalTimeoutS": ttl if isinstance(ttl, int) and ttl > 0 else settings.hitl_plan_approval_timeout_s,
     }
@@ -260,6 +261,7 @@ def _fail(conn: sa.Connection, ctx: dict[str, Any], code: str, message: str) -> 
             "APPLY_PATCH_ROLLBACK_FAILED",
             f"APPLY_PATCH_ROLLBACK_FAILED:{rollback_error};source={message}",
         )
+    agents.release_holds(conn, run_id)
     runs.update(
         conn,
         run_id,
@@ -377,6 +379,8 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
         if delivery.requested(ctx):  # the reviewed change leaves kodo (a failed delivery does not fail the run)
             delivery.deliver_step(ctx["runId"])
         return {"runId": ctx["runId"], "status": "succeeded", "tasks": len(planned)}
+    except gates.Parked as parked:
+        return parked.parked
     except StepFailure as failure:
         transact("fail", _fail, ctx, failure.code, failure.message)
         raise

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -25,6 +26,8 @@ class Services:
     client: DBOSClient  # enqueues inside a datasource transaction (a parked run's continuation)
     agent: CodingAgent
     sandbox: Sandbox
+    # The wall clock of tenant spend windows (UTC day and month); tests inject another to roll a window over.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 class _Holder:

@@ -79,6 +79,43 @@ class AgentRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """What one call used, as the provider reported it: tokens, and the provider's own cost if it gives one."""
+
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    provider_cost_usd: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "inputTokens": self.input_tokens,
+            "outputTokens": self.output_tokens,
+            "cachedTokens": self.cached_tokens,
+            "providerCostUsd": self.provider_cost_usd,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> Usage | None:
+        """The usage written by ``as_json`` (a replay fixture's, or a ledger row's); None if absent or malformed."""
+        if not isinstance(value, dict):
+            return None
+        try:
+            cost = value.get("providerCostUsd")
+            return cls(
+                model=str(value["model"]) if value.get("model") else None,
+                input_tokens=max(0, int(value.get("inputTokens", 0) or 0)),
+                output_tokens=max(0, int(value.get("outputTokens", 0) or 0)),
+                cached_tokens=max(0, int(value.get("cachedTokens", 0) or 0)),
+                provider_cost_usd=float(cost) if cost is not None else None,
+            )
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentResult:
     structured: dict[str, Any]
     mode: str
@@ -86,6 +123,7 @@ class AgentResult:
     duration_ms: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     raw: dict[str, Any] | None = None
+    usage: Usage | None = None
 
 
 class CodingAgent(Protocol):

@@ -12,6 +12,7 @@ The JSON comes from the replay producer (``replay.produce``) applied to the requ
 that is neither the plan nor the build schema gets a minimal instance of itself.
 
 Scripted behaviour, by a line ``kodo-fake: <directive>`` in the prompt (tests use these):
+``usage=<input>x<output>`` report that usage (else 11 input and 7 output tokens);
 ``sleep=<ms>`` answer late; ``sleep-unless-concise=<ms>`` answer late unless the prompt carries the
 stall-retry suffix; ``no-structured`` answer text only; ``tool=<name>`` call that tool first and
 answer on the next request; ``status=<code>`` fail with that HTTP status; ``missing=<key>`` drop a key.
@@ -36,7 +37,7 @@ from kodo.adapters.agent.prompting import CONCISE_SUFFIX, extract_context
 from kodo.adapters.agent.replay import produce
 
 MODEL_ID = "kodo-fake"
-_DIRECTIVE = re.compile(r"kodo-fake:\s*([a-z-]+)(?:=(\S+))?")
+_DIRECTIVE = re.compile(r"kodo-fake:\s*([a-z-]+)(?:=([^\s\"\\,]+))?")  # a value ends at a quote: a goal in JSON
 _TOOL_ARGS: dict[str, dict[str, Any]] = {
     "bash": {"command": "echo from-fake", "description": "print a word"},
     "read": {"filePath": "README.md"},
@@ -135,6 +136,15 @@ class FakeModelServer:
         with self._lock:
             self.requests.append({"path": path, "body": body})
 
+    @staticmethod
+    def usage(body: dict[str, Any]) -> dict[str, int]:
+        """The ``usage`` object of an answer: scripted by ``usage=<input>x<output>``, else 11 in and 7 out."""
+        users = [_text_of(m) for m in body.get("messages") or [] if m.get("role") == "user"]
+        scripted = [value for name, value in _DIRECTIVE.findall("\n".join(users)) if name == "usage"]
+        found = re.match(r"(\d+)x(\d+)", scripted[0]) if scripted else None
+        prompt, completion = (int(found.group(1)), int(found.group(2))) if found else (11, 7)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
     def reply(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Decide the reply to one chat-completion request: (HTTP status, a completion message)."""
         messages = body.get("messages") or []
@@ -217,7 +227,7 @@ class FakeModelServer:
                     elif body.get("stream"):
                         self._stream(body, message)
                     else:
-                        self._json(200, _completion(body, message))
+                        self._json(200, _completion(body, message, server.usage(body)))
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (an abort): nothing to answer
 
@@ -228,7 +238,7 @@ class FakeModelServer:
                 self.send_header("connection", "close")
                 self.end_headers()
                 self.close_connection = True
-                for chunk in _chunks(body, message):
+                for chunk in _chunks(body, message, server.usage(body)):
                     self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                     self.wfile.flush()
                 self.wfile.write(b"data: [DONE]\n\n")
@@ -237,10 +247,7 @@ class FakeModelServer:
         return Handler
 
 
-_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
-
-
-def _completion(body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+def _completion(body: dict[str, Any], message: dict[str, Any], usage: dict[str, int]) -> dict[str, Any]:
     finish = "tool_calls" if message.get("tool_calls") else "stop"
     return {
         "id": "chatcmpl-" + secrets.token_hex(8),
@@ -248,11 +255,11 @@ def _completion(body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]
         "created": int(time.time()),
         "model": body.get("model", MODEL_ID),
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": _USAGE,
+        "usage": usage,
     }
 
 
-def _chunks(body: dict[str, Any], message: dict[str, Any]) -> list[dict[str, Any]]:
+def _chunks(body: dict[str, Any], message: dict[str, Any], usage: dict[str, int]) -> list[dict[str, Any]]:
     """The SSE chunks of one answer; tool-call arguments are split in two to exercise reassembly."""
     base = {"id": "chatcmpl-" + secrets.token_hex(8), "object": "chat.completion.chunk", "created": int(time.time())}
     base["model"] = body.get("model", MODEL_ID)
@@ -275,7 +282,7 @@ def _chunks(body: dict[str, Any], message: dict[str, Any]) -> list[dict[str, Any
     else:
         out.append(chunk({"content": message.get("content") or ""}))
         out.append(chunk({}, "stop"))
-    out.append({**base, "choices": [], "usage": _USAGE})
+    out.append({**base, "choices": [], "usage": usage})
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from kodo.adapters.agent import AgentRequest, AgentResult
+from kodo.adapters.agent import AgentRequest, AgentResult, Usage
 from kodo.adapters.agent.policy import (
     AgentUnavailable,
     StructuredOutputFailure,
@@ -70,6 +70,23 @@ def drop_optional_nulls(value: Any, schema: dict[str, Any]) -> Any:
     return value
 
 
+def usage_of(usage: Any, model: str) -> Usage:
+    """The chat-completions ``usage`` object as kodo's Usage: prompt tokens include the cached ones."""
+    body = usage if isinstance(usage, dict) else {}
+    details = body.get("prompt_tokens_details")
+    cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
+
+    def count(value: Any) -> int:
+        return value if isinstance(value, int) and value > 0 else 0
+
+    return Usage(
+        model=model,
+        input_tokens=count(body.get("prompt_tokens")),
+        output_tokens=count(body.get("completion_tokens")),
+        cached_tokens=count(cached),
+    )
+
+
 class OpenAICompatibleAgent:
     """A structured-output client for one model behind an OpenAI-compatible endpoint."""
 
@@ -85,9 +102,11 @@ class OpenAICompatibleAgent:
         timeout_ms: int = 300_000,
         strict: bool = False,
         transport: httpx.BaseTransport | None = None,
+        max_output_tokens: int | None = None,
     ) -> None:
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.model = model
+        self.max_output_tokens = max_output_tokens
         self.strict = strict
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
@@ -103,8 +122,8 @@ class OpenAICompatibleAgent:
         return live_or_fallback(request, self._call, strict=self.strict, provider=self.provider)
 
     def body(self, request: AgentRequest) -> dict[str, Any]:
-        """The chat-completions request for one structured call."""
-        return {
+        """The chat-completions request for one structured call (``max_tokens``: the reservation's ceiling)."""
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": [
                 {"role": "system", "content": system_prompt(request.agent)},
@@ -119,6 +138,9 @@ class OpenAICompatibleAgent:
                 },
             },
         }
+        if self.max_output_tokens:
+            body["max_tokens"] = self.max_output_tokens
+        return body
 
     def _call(self, request: AgentRequest) -> AgentResult:
         started = time.monotonic()
@@ -151,6 +173,7 @@ class OpenAICompatibleAgent:
         return AgentResult(
             structured=structured,
             mode=self.mode,
+            usage=usage_of(payload.get("usage"), str(payload.get("model") or self.model)),
             duration_ms=int((time.monotonic() - started) * 1000),
             raw={
                 "provider": self.provider,

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from kodo.adapters.agent import AgentRequest, AgentResult
+from kodo.adapters.agent import AgentRequest, AgentResult, Usage
 from kodo.adapters.agent.policy import (
     AgentTimeout,
     AgentUnavailable,
@@ -180,7 +180,15 @@ class OpenCodeAgent:
             raise StructuredOutputFailure("the turn ended without a structured answer")
         structured = require_keys(info["structured"], request.schema, request.step_id)
         steps = [part for part in parts if part.get("type") == "step-finish"]
+        tokens = _sum_tokens(steps)
         return AgentResult(
+            usage=Usage(
+                model=str(info.get("modelID")) if info.get("modelID") else None,
+                input_tokens=tokens["input"],
+                output_tokens=tokens["output"] + tokens["reasoning"],
+                cached_tokens=tokens["cacheRead"],
+                provider_cost_usd=sum(float(step.get("cost", 0) or 0) for step in steps),
+            ),
             structured=structured,
             mode=self.mode,
             session_id=finished.session_id,
@@ -200,7 +208,7 @@ class OpenCodeAgent:
                 "stallRetry": retried,
                 "finish": info.get("finish"),
                 "cost": info.get("cost", 0),
-                "tokens": _sum_tokens(steps),
+                "tokens": tokens,
                 "permissionsRejected": finished.rejected,
             },
         )

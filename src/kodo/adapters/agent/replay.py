@@ -9,6 +9,9 @@ The producer's rules (SPEC §5) make the runbooks reproducible:
   yields no tests, so exactly one task runs the command as is.
 
 Fixtures live in ``<fixtures>/<agent>/<sha256(agent, prompt, schemaHash)>.json``; ``record`` mode writes them.
+A fixture may carry the usage of the live call it was taken from in ``<same name>.usage.json``
+(``Usage.as_json``): a replayed call reports it, so the ledger shows what the call would have cost, and
+kodo charges nothing for it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kodo.adapters.agent import AgentRequest, AgentResult
+from kodo.adapters.agent import AgentRequest, AgentResult, Usage
 from kodo.identity import sha256_hex
 
 _ASK = re.compile(r"\bask\b", re.IGNORECASE)
@@ -88,6 +91,8 @@ class ReplayAgent:
     def structured(self, request: AgentRequest) -> AgentResult:
         started = time.monotonic()
         path = self.fixture_path(request)
+        usage_path = path.with_suffix(".usage.json")
+        usage = Usage.from_json(json.loads(usage_path.read_text(encoding="utf-8"))) if usage_path.is_file() else None
         if not self.record and path.is_file():
             structured = json.loads(path.read_text(encoding="utf-8"))
             source = "fixture"
@@ -102,4 +107,5 @@ class ReplayAgent:
             mode=self.mode,
             duration_ms=int((time.monotonic() - started) * 1000),
             raw={"source": source, "fixture": str(path)},
+            usage=usage,
         )
