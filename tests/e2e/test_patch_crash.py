@@ -52,7 +52,7 @@ def test_kill_9_after_a_patch_write_recovers_to_the_original_then_patches(
     recovery before its first write: the original bytes are back and the created file is gone. A clean
     restart then finishes the run fully patched, rows applied, disk equal to the ledger."""
     repo = make_repo(tmp_path / "repo")
-    up = spawn("up", KODO_FAULT_POINTS="patch.after_write:kill:2")
+    up = spawn("up", KODO_REPO_ROOTS=str(tmp_path), KODO_FAULT_POINTS="patch.after_write:kill:2")
     base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
     plan = [
         {"targetPath": "a.txt", "postimageContent": "patched\n", "diffText": "+patched"},
@@ -97,7 +97,7 @@ def test_kill_9_before_the_clone_leaves_no_workspace_and_the_restart_clones(
     """Killed as the clone starts (outside any transaction): no workspace and no run step exist; the restarted
     process clones the repository and the run succeeds with its patch applied to the clone."""
     repo = make_repo(tmp_path / "repo")
-    up = spawn("up", KODO_FAULT_POINTS="workspace.before_clone:kill")
+    up = spawn("up", KODO_REPO_ROOTS=str(tmp_path), KODO_FAULT_POINTS="workspace.before_clone:kill")
     base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
     plan = [{"targetPath": "a.txt", "postimageContent": "patched\n", "diffText": "+patched"}]
     body = {"goal": "clone", "inputs": {"repo": str(repo)}, "constraints": {"patchPlan": plan}}

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from helpers import wait_status, wait_until
+from helpers import make_settings, wait_status, wait_until
 from kodo.settings import Settings
 
 GATED_GIT = """#!/bin/sh
@@ -24,6 +24,12 @@ if [ "$1" = "clone" ]; then
 fi
 exec {git} "$@"
 """
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """This module's runs clone repositories made under the test's tmp dir: that is their KODO_REPO_ROOTS."""
+    return make_settings(database_url, tmp_path / "home", KODO_REPO_ROOTS=str(tmp_path))
 
 
 def lock_waiters(engine: sa.Engine) -> int:

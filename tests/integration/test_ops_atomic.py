@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from helpers import table_counts, wait_status, wait_until
 from kodo import faults
 from kodo.ops import workflows
-from kodo.store import ops_audit
+from kodo.store import ops_audit, oracles
 from ops_helpers import dbos_status, new_run
 
 FAULT = "ops.between_change_and_audit"
@@ -101,6 +101,12 @@ def test_the_ops_invariant_reports_planted_violations(client: TestClient, engine
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE dbos.workflow_status SET status = 'CANCELLED' WHERE workflow_uuid = 'plant-1'"))
     assert violations(engine) == [("fork_not_applied", "never-forked"), ("resume_not_applied", "plant-1")]
+    with engine.connect() as conn:  # the oracle registry (kodo ops oracles, kodo chaos) reports them too
+        reported = oracles.violations(conn)[oracles.OPS_AUDIT_CHECK]
+    assert sorted((row[0], row[2]) for row in reported) == [
+        ("fork_not_applied", "never-forked"),
+        ("resume_not_applied", "plant-1"),
+    ]
 
 
 def test_concurrent_cancels_of_one_run_make_one_change_and_one_audit_row(client: TestClient, engine: sa.Engine) -> None:

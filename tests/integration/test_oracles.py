@@ -173,7 +173,7 @@ def test_kodo_ops_oracles_prints_each_oracle_and_fails_on_a_violation(scratch: s
     """`kodo ops oracles`: one `ok` line per oracle on a clean database (exit 0); a planted one is VIOLATED (exit 1)."""
     env = {"DATABASE_URL": str(settings.database_url), "KODO_HOME": str(settings.home)}
     clean = CliRunner().invoke(cli, ["ops", "oracles"], env=env)
-    assert clean.exit_code == 0 and clean.output.count("ok ") == len(oracles.ORACLES)
+    assert clean.exit_code == 0 and clean.output.count("ok ") == len(oracles.NAMES)
     with scratch.begin() as conn:
         _receipt_twice(conn)
     broken = CliRunner().invoke(cli, ["ops", "oracles"], env=env)

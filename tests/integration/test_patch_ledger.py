@@ -9,17 +9,24 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from helpers import wait_status, wait_until
+from helpers import make_settings, wait_status, wait_until
 from kodo import faults
 from kodo.settings import Settings
-from kodo.store import patches
+from kodo.store import oracles, patches
 
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED"}
 ORIGINAL = b"line one\nline two\n"
 BINARY = bytes(range(256)) + b"\xff\xfe\x00not utf-8\x80"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """This module's runs clone repositories made under the test's tmp dir: that is their KODO_REPO_ROOTS."""
+    return make_settings(database_url, tmp_path / "home", KODO_REPO_ROOTS=str(tmp_path))
 
 
 def make_repo(path: Path) -> Path:
@@ -121,6 +128,10 @@ def test_the_workspace_invariant_reports_a_planted_violation(
         (found,) = patches.workspace_violations(conn, settings.workspaces_dir)
     assert (found.run_id, found.target_path, found.states) == (run["runId"], "a.txt", ("applied",))
     assert found.found == patches.content_hash(ORIGINAL) and found.allowed == (patches.content_hash(b"patched\n"),)
+    with engine.connect() as conn:  # the oracle registry reports it when given the workspaces
+        assert oracles.WORKSPACE_CHECK not in oracles.violations(conn)
+        (row,) = oracles.violations(conn, workspaces_dir=settings.workspaces_dir)[oracles.WORKSPACE_CHECK]
+    assert row[:2] == (run["runId"], "a.txt")
     with engine.begin() as conn:  # pending (a crash mid-step): the original is one of the allowed images
         conn.execute(sa.text("UPDATE app.patch_history SET applied_at = NULL WHERE run_id = :r"), {"r": run["runId"]})
         assert patches.workspace_violations(conn, settings.workspaces_dir) == []

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from kodo import faults
 from kodo.database import resolve_database_url
 from kodo.ops import chaos_load
-from kodo.ops.chaos_cluster import Cluster, kodo
+from kodo.ops.chaos_cluster import Cluster, kodo, sources
 from kodo.store import create_engine
 
 KINDS = ("worker", "api", "monolith", "postgres")
@@ -206,7 +206,7 @@ def run(
     if up.returncode != 0:
         raise RuntimeError(f"chaos: kodo db up failed: {up.stderr.strip()}")
     engine = create_engine(resolve_database_url(None, home), pool_size=2)
-    repo = chaos_load.make_repository(home / "chaos-repo")
+    repo = chaos_load.make_repository(sources(home) / "chaos-repo")
     cluster = Cluster(home)
     chooser = random.Random(seed + 1)
     try:

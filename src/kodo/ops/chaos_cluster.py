@@ -27,12 +27,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def sources(home: Path) -> Path:
+    """Where chaos keeps the repository its runs clone: beside ``home``, since kodo refuses a repository inside
+    its own KODO_HOME; it is the one KODO_REPO_ROOTS of the processes chaos starts."""
+    return home.parent / f"{home.name}.sources"
+
+
 def base_environment(home: Path) -> dict[str, str]:
-    """The environment of every process chaos starts: its own home, the local sandbox, fast queue polling."""
+    """The environment of every process chaos starts: its own home, the local sandbox, fast queue polling,
+    and the one repository root it clones from."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES)}
     return {
         **inherited,
         "KODO_HOME": str(home),
+        "KODO_REPO_ROOTS": str(sources(home)),
         "SBX_MODE": "live",
         "SBX_PROVIDER": "local",
         "KODO_QUEUE_POLLING_INTERVAL_SEC": "0.05",

@@ -203,8 +203,10 @@ def executions_command(key: str, limit: int, as_json: bool) -> None:
 def oracles_command() -> None:
     """Check every SQL oracle (kodo.store.oracles): one line each, ``ok`` or its rows; exit 1 if any has rows."""
     with _ops() as context, context.engine.connect() as conn:
-        found = oracles.violations(conn, dead_after_s=context.settings.executor_dead_after_sec)
-    for name in oracles.ORACLES:
+        found = oracles.violations(
+            conn, dead_after_s=context.settings.executor_dead_after_sec, workspaces_dir=context.settings.workspaces_dir
+        )
+    for name in oracles.NAMES:
         rows = found.get(name, [])
         click.echo(f"{'ok' if not rows else 'VIOLATED':<8} {name}: {len(rows)} row(s)")
         for row in rows[:20]:

@@ -7,14 +7,24 @@ plants a violation in a scratch database and sees it reported (tests/integration
 
 Adding an oracle is one entry in :data:`ORACLES`. A query may use ``:dead_after_s`` (how long a silent
 executor counts as alive).
+
+Two invariants are not one query each, and :func:`violations` adds them: "ops audit and DBOS disagree"
+(:func:`kodo.store.ops_audit.violations`, which also sees a fork DBOS shows without its audit row) and, when
+the caller names the workspaces folder, "workspace file matches neither image" (every ledgered file whose bytes
+are neither the preimage nor the postimage its run's patch ledger allows:
+:func:`kodo.store.patches.workspace_violations`). Their planted-violation tests are in
+tests/integration/test_ops_atomic.py and tests/integration/test_patch_ledger.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from kodo.store import ops_audit, patches
 
 ACTIVE_DBOS = "('PENDING', 'ENQUEUED', 'DELAYED')"
 TERMINAL_RUNS = "('succeeded', 'failed', 'canceled', 'retries_exceeded')"
@@ -118,9 +128,24 @@ ORACLES: dict[str, Oracle] = {
 }
 
 
-def violations(conn: sa.Connection, *, dead_after_s: float = 30.0) -> dict[str, list[tuple[Any, ...]]]:
-    """Every oracle that returns rows, with its rows (an empty dict means every invariant holds)."""
+OPS_AUDIT_CHECK = "ops audit and DBOS disagree"
+WORKSPACE_CHECK = "workspace file matches neither image"
+NAMES = (*ORACLES, OPS_AUDIT_CHECK, WORKSPACE_CHECK)  # everything violations() can report
+
+
+def violations(
+    conn: sa.Connection, *, dead_after_s: float = 30.0, workspaces_dir: Path | None = None
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Every oracle that returns rows, with its rows (an empty dict means every invariant holds); with
+    ``workspaces_dir``, the workspaces on disk are held against their patch ledger too."""
     found: dict[str, list[tuple[Any, ...]]] = {}
+    disagreements = [astuple(row) for row in ops_audit.violations(conn)]
+    if disagreements:
+        found[OPS_AUDIT_CHECK] = disagreements
+    if workspaces_dir is not None:
+        mismatched = [astuple(row) for row in patches.workspace_violations(conn, workspaces_dir)]
+        if mismatched:
+            found[WORKSPACE_CHECK] = mismatched
     for name, oracle in ORACLES.items():
         params = {"dead_after_s": dead_after_s} if ":dead_after_s" in oracle.query else {}
         rows = conn.execute(sa.text(oracle.query), params).all()
