@@ -33,7 +33,8 @@ WRITE_ROLES = frozenset({"approver", "operator", "admin"})
 INSTRUCTIONS = (
     "kodo runs coding intents durably. Start a run from a recipe (list_recipes, start_recipe_run), follow it "
     "with wait_for_run (until='input' stops when a human must answer, until='end' when it is over), read why "
-    "it is stuck with run_diagnosis, find open gates with list_inbox, and answer a gate with answer_gate "
+    "it is stuck with run_diagnosis, review its change with run_diff, find open gates with list_inbox, and "
+    "answer a gate with answer_gate "
     '(a plan gate takes {"choice": "yes"} or {"choice": "no"}).'
 )
 
@@ -58,6 +59,11 @@ class InboxEntry(TypedDict):
     purpose: str
     nextAction: str | None
     slaStatus: str
+
+
+class DiffView(TypedDict):
+    diff: str
+    truncated: bool  # the diff was cut at max_chars (the whole one: GET /api/runs/{wid}/diff)
 
 
 class DiagnosisView(TypedDict):
@@ -166,6 +172,20 @@ def build_server(kodo: AsyncKodoClient | ClientSource, role: str) -> MCPServer:
         async with source(ctx) as kodo:
             found = await _kodo(kodo.diagnosis(workflow_id))
         return {"code": found.code, "reason": found.reason, "details": found.raw.get("details")}
+
+    @tool()
+    async def run_diff(
+        workflow_id: WorkflowId,
+        ctx: Context[Any, Any],
+        max_chars: Annotated[
+            int, Field(ge=1, le=200_000, description="Cut the diff at this many characters.")
+        ] = 50_000,
+    ) -> DiffView:
+        """The change a run makes to its workspace, as a unified diff against its base commit (what the plan
+        gate's reviewer sees); empty when it changes nothing."""
+        async with source(ctx) as kodo:
+            text = await _kodo(kodo.diff(workflow_id))
+        return {"diff": text[:max_chars], "truncated": len(text) > max_chars}
 
     @tool()
     async def list_inbox(

@@ -131,3 +131,17 @@ def test_access_denied_is_its_own_error(settings: Settings, database_url: str, t
     finally:
         dbos.destroy()
         engine.dispose()
+
+
+def test_diff_returns_the_reviewed_change_as_text(base_url: str) -> None:
+    """client.diff: the run's change as the text the diff route serves (a patch plan's new file is in it)."""
+    plan = [{"targetPath": "notes/new.txt", "postimageContent": "hello\n", "diffText": "+hello\n"}]
+    with KodoClient(base_url) as kodo:
+        intent = kodo.create_intent("diff via the client", constraints={"patchPlan": plan})
+        run = kodo.start_run(intent.intent_id, queue_partition_key="tenant-1")
+        run = kodo.wait_for_input(run.workflow_id)
+        assert run.next_action == "APPROVE_PLAN"
+        text = kodo.diff(run.workflow_id)
+        assert "notes/new.txt" in text and "+hello" in text
+        with pytest.raises(NotFound):
+            kodo.diff("no-such-run")

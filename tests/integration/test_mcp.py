@@ -36,8 +36,8 @@ def test_an_assistant_starts_follows_approves_and_sees_success(base_url: str) ->
         async with AsyncKodoClient(base_url) as kodo, Client(build_server(kodo, "admin")) as assistant:
             tools = {tool.name: tool for tool in (await assistant.list_tools()).tools}
             assert set(tools) == {
-                "get_run", "wait_for_run", "run_diagnosis", "list_inbox", "list_recipes", "start_recipe_run",
-                "answer_gate",
+                "get_run", "wait_for_run", "run_diagnosis", "run_diff", "list_inbox", "list_recipes",
+                "start_recipe_run", "answer_gate",
             }  # fmt: skip
             assert tools["start_recipe_run"].input_schema["required"] == [
                 "recipe_id", "version", "form_data", "queue_partition_key",
@@ -59,6 +59,8 @@ def test_an_assistant_starts_follows_approves_and_sees_success(base_url: str) ->
             assert [entry["workflowId"] for entry in inbox] == [wid]
             why = await call(assistant, "run_diagnosis", workflow_id=wid)
             assert why["code"] and why["reason"]
+            change = await call(assistant, "run_diff", workflow_id=wid)  # no repository, no patch: nothing to review
+            assert change == {"diff": "", "truncated": False}
             answered = await call(assistant, "answer_gate", workflow_id=wid, answer={"choice": "yes"})
             assert answered["accepted"] and answered["gateKey"] == inbox[0]["gateKey"]
             done = await call(assistant, "wait_for_run", workflow_id=wid, until="end", timeout_s=60)
@@ -78,7 +80,7 @@ def test_errors_are_tool_errors_and_a_viewer_gets_read_only_tools(base_url: str)
         async with AsyncKodoClient(base_url) as kodo:
             async with Client(build_server(kodo, "viewer")) as viewer:
                 names = {tool.name for tool in (await viewer.list_tools()).tools}
-                assert names == {"get_run", "wait_for_run", "run_diagnosis", "list_inbox", "list_recipes"}
+                assert names == {"get_run", "wait_for_run", "run_diagnosis", "run_diff", "list_inbox", "list_recipes"}
                 missing = await viewer.call_tool("get_run", {"workflow_id": "it_nope"})
                 assert missing.is_error and "NotFound: run not found" in missing.content[0].text  # type: ignore[union-attr]
                 bad = await viewer.call_tool("wait_for_run", {"workflow_id": "it_x", "until": "forever"})

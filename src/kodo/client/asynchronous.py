@@ -53,6 +53,8 @@ class AsyncKodoClient:
             )
         except httpx.HTTPError as error:
             raise InfrastructureError(f"kodo is not reachable: {type(error).__name__}: {error}") from error
+        if call.text and response.status_code < 400:
+            return call.read(response.text)
         body: Any = response.json() if response.content else None
         if response.status_code >= 400:
             raise calls.error_for(response.status_code, body)
@@ -121,6 +123,10 @@ class AsyncKodoClient:
 
     async def diagnosis(self, workflow_id: str) -> records.Diagnosis:
         return await self._send(calls.diagnosis(workflow_id))
+
+    async def diff(self, workflow_id: str) -> str:
+        """The run's change as a unified diff against its base commit (empty when it changed nothing)."""
+        return await self._send(calls.diff(workflow_id))
 
     async def list_recipes(self) -> list[records.Recipe]:
         return await self._send(calls.list_recipes())

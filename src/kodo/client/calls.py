@@ -33,6 +33,7 @@ class Call(Generic[T]):
     params: Mapping[str, str | int] = field(default_factory=dict)
     body: Mapping[str, Any] | None = None
     timeout_s: float | None = None  # None: the client's default
+    text: bool = False  # the answer is text (read gets the body as a string), not JSON
 
 
 def _segment(value: str) -> str:
@@ -137,6 +138,11 @@ def inbox(limit: int) -> Call[list[records.InboxItem]]:
 
 def diagnosis(workflow_id: str) -> Call[records.Diagnosis]:
     return Call("GET", f"/api/runs/{_segment(workflow_id)}/diagnosis", records.Diagnosis.from_json)
+
+
+def diff(workflow_id: str) -> Call[str]:
+    """The run's change as a unified diff against its base commit (``text/x-diff``; empty: no change)."""
+    return Call("GET", f"/api/runs/{_segment(workflow_id)}/diff", str, text=True)
 
 
 def list_recipes() -> Call[list[records.Recipe]]:
