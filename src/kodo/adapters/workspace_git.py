@@ -45,7 +45,10 @@ def _git(
     done = subprocess.run(
         ["git", *_SAFE, *location, *args],
         capture_output=True,
-        text=True,
+        # Non-UTF-8 file content in a diff shows as U+FFFD rather than failing the step (a binary file is a
+        # "GIT binary patch", which is ASCII); what is stored must be valid text for the artifact's JSON.
+        encoding="utf-8",
+        errors="replace",
         env=full_env,
         timeout=_TIMEOUT_S,
         check=False,
