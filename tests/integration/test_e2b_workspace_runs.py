@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+import git_repos
 from e2b_standin import StandInSandbox, install
 from helpers import make_settings, wait_status
 from kodo.settings import Settings
@@ -112,3 +113,22 @@ def test_a_workspace_over_the_limit_fails_the_run_and_nothing_runs(
     with engine.connect() as conn:
         attempts = [(row["attempt"], row["err_code"]) for row in sandbox_runs.list_for_run(conn, done["runId"])]
     assert attempts == [(1, "WORKSPACE_TOO_LARGE")]
+
+
+def test_delivery_commits_the_reviewed_tree_not_what_the_sandbox_wrote(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    """The sandbox's files land in the workspace, but the delivered branch holds only the reviewed patch."""
+    repo = git_repos.make_repo(tmp_path / "repo")
+    command = f"{git_repos.TEST_COMMAND} && echo cache > made-by-tests.txt"
+    constraints = {"testCommand": command, "patchPlan": git_repos.fix_plan(), "deliver": "branch"}
+    intent = {"goal": "fix add", "inputs": {"repo": str(repo)}, "constraints": constraints}
+    wid = client.post("/api/intents", json=intent).json()["intentId"]
+    started = client.post("/api/runs", json={"intentId": wid, "queuePartitionKey": "e2b", "autoApprove": True})
+    assert started.status_code == 201, started.text
+    done = wait_status(client, wid, {"SUCCESS", "ERROR", "CANCELLED"})
+    assert done["status"] == "SUCCESS", done
+    assert (settings.workspaces_dir / done["runId"] / "made-by-tests.txt").read_text() == "cache\n"
+    files = git_repos.git(repo, "ls-tree", "-r", "--name-only", f"kodo/{done['runId']}").split()
+    assert "made-by-tests.txt" not in files and "calc.py" in files
+    assert git_repos.git(repo, "show", f"kodo/{done['runId']}:calc.py") == git_repos.FIXED
