@@ -5,7 +5,8 @@
 sandbox's filesystem is a real directory under ``root`` (sandbox path ``/home/user/x`` → ``<root>/<id>/home/user/x``)
 and ``commands.run`` really runs the command with ``bash -c`` in the mapped ``cwd``: a command that edits or
 creates files changes that directory, as it would change an E2B sandbox's. Signatures follow e2b 2.x:
-``files.write(path, data)``, ``files.read(path, format="text"|"bytes")``, ``files.make_dir(path)``,
+``files.write(path, data)``, ``files.write_files([{"path": …, "data": …}])``,
+``files.read(path, format="text"|"bytes")``, ``files.make_dir(path)``,
 ``commands.run(cmd, envs=, cwd=, on_stdout=, on_stderr=, timeout=)`` (a non-zero exit raises
 ``CommandExitException``), ``Sandbox.create/list/connect``, ``sandbox.kill()``.
 """
@@ -51,6 +52,7 @@ class Calls:
 
     commands: list[tuple[str, str | None]] = field(default_factory=list)  # (cmd, cwd)
     writes: list[str] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)  # files per write_files request
     created: int = 0
 
 
@@ -63,6 +65,11 @@ class _Files:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         StandInSandbox.calls.writes.append(path)
+
+    def write_files(self, files: list[dict[str, Any]], **_: Any) -> None:
+        StandInSandbox.calls.batches.append(len(files))
+        for entry in files:
+            self.write(entry["path"], entry["data"])
 
     def read(self, path: str, format: str = "text", **_: Any) -> str | bytearray:
         data = self.owner.host_path(path).read_bytes()  # FileNotFoundError: the SDK raises its NotFound

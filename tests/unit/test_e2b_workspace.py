@@ -52,6 +52,18 @@ def test_the_workspace_is_uploaded_and_the_command_runs_in_it(sdk: type[StandInS
     assert sdk.calls.commands[0] == ("cat a.txt sub/b.txt && pwd", WORKSPACE_DIRECTORY)
     assert result.stdout.startswith("original\nuntouched\n") and result.stdout.rstrip().endswith("/home/user/workspace")
     assert result.files_out == [] and result.raw["uploadedFiles"] == 2
+    assert sdk.calls.batches == [2] and result.raw["uploadBatches"] == 1  # one write_files request
+
+
+def test_a_large_workspace_is_uploaded_in_batches(
+    sdk: type[StandInSandbox], workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files go up in write_files requests of about UPLOAD_BATCH_BYTES each, every file exactly once."""
+    monkeypatch.setattr("kodo.adapters.sandbox.e2b_workspace.UPLOAD_BATCH_BYTES", 1)
+    (workspace / "c.txt").write_text("third file\n")
+    result = E2BSandbox("e2b_x", limits=limits()).run(request(workspace, "cat c.txt"))
+    assert result.err_code == "NONE" and result.stdout == "third file\n"
+    assert sdk.calls.batches == [1, 1, 1] and len(set(sdk.calls.writes)) == 3
 
 
 def test_a_changed_and_a_new_file_come_back_with_their_exact_bytes(sdk: type[StandInSandbox], workspace: Path) -> None:
@@ -103,7 +115,7 @@ def test_an_upload_failure_is_upload_fail_and_retryable(
     def refuse(*_: object, **__: object) -> None:
         raise ConnectionError("envd went away")
 
-    monkeypatch.setattr("e2b_standin._Files.write", refuse)
+    monkeypatch.setattr("e2b_standin._Files.write_files", refuse)
     result = E2BSandbox("e2b_x", limits=limits()).run(request(workspace, "touch ran"))
     assert result.err_code == "UPLOAD_FAIL" and "UPLOAD_FAIL" in RETRYABLE_SANDBOX_CODES
     assert sdk.calls.commands == [] and sdk.live == {}

@@ -209,7 +209,7 @@ class E2BSandbox:
             with self._lock:
                 self._live[request.task_key] = sandbox
             if uploaded is not None:
-                _stage(upload, sandbox, uploaded, code="UPLOAD_FAIL")
+                raw["uploadBatches"] = _stage(upload, sandbox, uploaded, code="UPLOAD_FAIL")
             result = sandbox.commands.run(
                 request.cmd,
                 envs=request.env or None,

@@ -2,8 +2,8 @@
 
 * **Upload**: every regular file under the request's ``workdir`` (``.git`` and symbolic links are skipped: the
   repository's history is not needed to run a command, and a link may point outside the workspace) is written to
-  ``WORKSPACE_DIRECTORY`` with ``files.write``. A workspace over the size limit is refused before any sandbox is
-  created (``WORKSPACE_TOO_LARGE``, terminal).
+  ``WORKSPACE_DIRECTORY`` with ``files.write_files`` (batched). A workspace over the size limit is refused
+  before any sandbox is created (``WORKSPACE_TOO_LARGE``, terminal).
 * **Files out**: after the command, one listing command (``find`` + ``sha256sum`` in the sandbox) hashes every
   file of the sandbox's workspace; a file whose hash differs from the uploaded one, or that was not uploaded, is
   read back with ``files.read(format="bytes")``. More files or bytes than the bounds allow is
@@ -21,6 +21,7 @@ from typing import Any
 
 WORKSPACE_DIRECTORY = "/home/user/workspace"
 SKIPPED_DIRECTORIES = frozenset({".git"})
+UPLOAD_BATCH_BYTES = 8 << 20  # files per write_files request: about this many bytes
 # Hash every file of the sandbox's workspace (``.git`` skipped, as on upload): ``<sha256>  ./<path>`` per line.
 LISTING_COMMAND = "find . -path ./.git -prune -o -type f -print0 | xargs -0 -r sha256sum"
 
@@ -79,11 +80,23 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def upload(sandbox: Any, files: list[LocalFile]) -> None:
-    """Write every file into the sandbox's workspace (the directory itself is made first)."""
+def upload(sandbox: Any, files: list[LocalFile]) -> int:
+    """Write every file into the sandbox's workspace (the directory itself is made first), in batches of up to
+    ``UPLOAD_BATCH_BYTES`` per ``files.write_files`` request (one multipart upload each); returns the batches."""
     sandbox.files.make_dir(WORKSPACE_DIRECTORY)
+    batches = 0
+    batch: list[dict[str, Any]] = []
+    size = 0
     for item in files:
-        sandbox.files.write(f"{WORKSPACE_DIRECTORY}/{item.relative_path}", item.path.read_bytes())
+        batch.append({"path": f"{WORKSPACE_DIRECTORY}/{item.relative_path}", "data": item.path.read_bytes()})
+        size += item.size
+        if size >= UPLOAD_BATCH_BYTES:
+            sandbox.files.write_files(batch)
+            batches, batch, size = batches + 1, [], 0
+    if batch:
+        sandbox.files.write_files(batch)
+        batches += 1
+    return batches
 
 
 def parse_listing(text: str) -> dict[str, str]:
