@@ -38,8 +38,8 @@ class FaultInjected(RuntimeError):
 
 POINTS.update(  # crash-safe patches, workspaces and atomic ops (issue 18 part B)
     {
-        "patch.before_write": "a patch's preimage is committed, its file not yet written (workflows/patches.py)",
-        "patch.after_write": "a patch's file is written, the step's commit (applied) not yet made",
+        "patch.before_write": "a patch's (or an E2B filesOut file's) preimage is committed, its file not yet written",
+        "patch.after_write": "a patch's (or an E2B filesOut file's) file is written, the step's commit not yet made",
         "workspace.before_clone": "a run's workspace is about to be cloned, outside any row lock",
         "ops.between_change_and_audit": "an ops change is made in its transaction, its audit row not yet written",
     }

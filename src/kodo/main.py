@@ -125,9 +125,15 @@ def build_sandbox(settings: Settings, engine: sa.Engine | None = None) -> Sandbo
         return local
     if settings.sbx_provider == "e2b":
         from kodo.adapters.sandbox.e2b import E2BSandbox
+        from kodo.adapters.sandbox.e2b_workspace import WorkspaceLimits
 
         key = settings.e2b_api_key
-        return E2BSandbox(key.get_secret_value() if key else None)
+        bounds = WorkspaceLimits(
+            upload_max_bytes=settings.sbx_e2b_upload_max_mb << 20,
+            files_out_max_count=settings.sbx_e2b_files_out_max_count,
+            files_out_max_bytes=settings.sbx_e2b_files_out_max_mb << 20,
+        )
+        return E2BSandbox(key.get_secret_value() if key else None, limits=bounds)
     raise ConfigurationError(
         f"SBX_PROVIDER={settings.sbx_provider} is not supported by kodo; use SBX_PROVIDER=local or SBX_PROVIDER=e2b"
     )

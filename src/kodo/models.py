@@ -19,7 +19,17 @@ QUEUE_NAMES: tuple[str, ...] = ("compileQ", "sbxQ", "controlQ", "intentQ")
 Lane = Literal["interactive", "batch"]
 LANE_PRIORITY: dict[str, int] = {"interactive": 1, "batch": 1000}
 SandboxErrorCode = Literal[
-    "NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL", "DISK_QUOTA"
+    "NONE",
+    "BOOT_FAIL",
+    "CMD_NONZERO",
+    "TIMEOUT",
+    "OOM",
+    "NET_FAIL",
+    "UPLOAD_FAIL",
+    "DOWNLOAD_FAIL",
+    "DISK_QUOTA",
+    "WORKSPACE_TOO_LARGE",
+    "FILES_OUT_TOO_LARGE",
 ]
 # Not a sandbox's own failure: the task's installed template did not build (kodo.workflows.environments).
 TemplateErrorCode = Literal["TEMPLATE_BUILD_FAIL"]

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     sbx_default_timeout_ms: int = Field(300_000, validation_alias="SBX_DEFAULT_TIMEOUT_MS")
     sbx_default_net: bool = Field(False, validation_alias="SBX_DEFAULT_NET")
     e2b_api_key: SecretStr | None = Field(None, validation_alias="E2B_API_KEY")
+    # The E2B workspace's bounds (kodo.adapters.sandbox.e2b_workspace): what is uploaded, what comes back.
+    sbx_e2b_upload_max_mb: int = Field(50, ge=1, validation_alias="SBX_E2B_UPLOAD_MAX_MB")
+    sbx_e2b_files_out_max_count: int = Field(200, ge=1, validation_alias="SBX_E2B_FILES_OUT_MAX_COUNT")
+    sbx_e2b_files_out_max_mb: int = Field(10, ge=1, validation_alias="SBX_E2B_FILES_OUT_MAX_MB")
     # SBX_PROVIDER=local without a working bwrap refuses to start unless this says commands may run unisolated.
     sbx_allow_unisolated: bool = Field(False, validation_alias="SBX_ALLOW_UNISOLATED")
     # The local sandbox's limits beyond memory and CPU (kodo.adapters.sandbox.local.SandboxLimits).

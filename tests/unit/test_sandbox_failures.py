@@ -74,7 +74,9 @@ def test_memory_exhaustion_is_oom() -> None:
 
 
 def test_retryable_and_terminal_split() -> None:
-    """BOOT/NET/UPLOAD/DOWNLOAD are retried; CMD_NONZERO, TIMEOUT, OOM are terminal."""
+    """BOOT/NET/UPLOAD/DOWNLOAD are retried; CMD_NONZERO, TIMEOUT, OOM, DISK_QUOTA and E2B's workspace bounds
+    are terminal."""
     assert {c for c in ERR_CODES if is_retryable(c)} == {"BOOT_FAIL", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL"}
-    assert {"CMD_NONZERO", "TIMEOUT", "OOM", "DISK_QUOTA"} == TERMINAL_CODES
+    terminal = {"CMD_NONZERO", "TIMEOUT", "OOM", "DISK_QUOTA", "WORKSPACE_TOO_LARGE", "FILES_OUT_TOO_LARGE"}
+    assert terminal == TERMINAL_CODES
     assert not is_retryable("NONE")

@@ -35,6 +35,8 @@ class PatchImage:
     preimage_mode: int | None
     postimage: bytes
     diff_hash: str
+    # ApplyPatchST (a patch plan) or ExecuteST (files a sandbox changed: kodo.workflows.patches.apply_files).
+    step_id: str = APPLY_STEP
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,7 +112,7 @@ def record(conn: sa.Connection, image: PatchImage) -> PatchRecord:
         ),
         {
             "run_id": image.run_id,
-            "step_id": APPLY_STEP,
+            "step_id": image.step_id,
             "patch_index": image.patch_index,
             "target_path": image.target_path,
             "preimage_hash": content_hash(image.preimage),
@@ -180,11 +182,13 @@ def _current_hash(path: Path) -> str:
 
 def workspace_violations(conn: sa.Connection, workspaces_dir: Path, run_id: str | None = None) -> list[PatchViolation]:
     """Every ledgered file (of ``run_id``, or of every run whose workspace is still on disk) whose bytes match
-    neither the preimage nor the postimage its run's ledger state allows. Empty when disk and SQL agree."""
+    neither the preimage nor the postimage its run's ledger state allows. Empty when disk and SQL agree.
+    A file's rows are read in the order they were written: the patch plan's, then those of files a sandbox
+    brought back (ExecuteST)."""
     rows = conn.execute(
         sa.text(
-            "SELECT * FROM app.patch_history WHERE step_id = :s AND (CAST(:r AS text) IS NULL OR run_id = :r) "
-            "ORDER BY run_id, target_path, patch_index"
+            "SELECT * FROM app.patch_history WHERE CAST(:r AS text) IS NULL OR run_id = :r "
+            "ORDER BY run_id, target_path, step_id <> :s, patch_index"
         ),
         {"s": APPLY_STEP, "r": run_id},
     )

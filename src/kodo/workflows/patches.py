@@ -136,7 +136,11 @@ def _restore_and_mark(engine: sa.Engine, workspace: Path, records: list[PatchRec
         restore(workspace, record)
         with engine.begin() as conn:
             patches.mark(
-                conn, run_id=record.run_id, step_id=APPLY_STEP, patch_index=record.patch_index, column="rolled_back_at"
+                conn,
+                run_id=record.run_id,
+                step_id=record.step_id,
+                patch_index=record.patch_index,
+                column="rolled_back_at",
             )
     return len(records)
 
@@ -144,10 +148,10 @@ def _restore_and_mark(engine: sa.Engine, workspace: Path, records: list[PatchRec
 # --- the ledger side ---------------------------------------------------------------------------------
 
 
-def settle(engine: sa.Engine, *, run_id: str, workspace: Path) -> int:
-    """Recovery: restore the items a crashed attempt left ``pending``; returns how many."""
+def settle(engine: sa.Engine, *, run_id: str, workspace: Path, step_id: str = APPLY_STEP) -> int:
+    """Recovery: restore the items a crashed attempt of ``step_id`` left ``pending``; returns how many."""
     with engine.connect() as conn:
-        pending = [r for r in patches.list_for_run(conn, run_id, APPLY_STEP) if r.state == "pending"]
+        pending = [r for r in patches.list_for_run(conn, run_id, step_id) if r.state == "pending"]
     return _restore_and_mark(engine, workspace, pending)
 
 
@@ -163,20 +167,49 @@ def apply_plan(
     ``conn`` is the step's transaction (it marks the items applied, with the step's checkpoint); ``engine``
     commits each preimage before its file is touched. On failure every item written is restored first.
     """
-    settle(engine, run_id=run_id, workspace=workspace)
+    changes = [(str(item["targetPath"]), _postimage(item), str(item.get("diffText", ""))) for item in items]
+    return _apply(conn, engine, run_id=run_id, workspace=workspace, step_id=APPLY_STEP, changes=changes)
+
+
+def apply_files(
+    conn: sa.Connection,
+    engine: sa.Engine,
+    *,
+    run_id: str,
+    workspace: Path,
+    step_id: str,
+    files: list[tuple[str, bytes]],
+) -> list[dict[str, Any]]:
+    """Write files a sandbox changed or created (path relative to the workspace, exact bytes) into the workspace,
+    write-ahead as :func:`apply_plan` does, under ``step_id``'s ledger rows, so a failed run restores them."""
+    changes = [(path, content, "") for path, content in files]
+    return _apply(conn, engine, run_id=run_id, workspace=workspace, step_id=step_id, changes=changes)
+
+
+def _apply(
+    conn: sa.Connection,
+    engine: sa.Engine,
+    *,
+    run_id: str,
+    workspace: Path,
+    step_id: str,
+    changes: list[tuple[str, bytes, str]],  # (target path, postimage, diff text)
+) -> list[dict[str, Any]]:
+    settle(engine, run_id=run_id, workspace=workspace, step_id=step_id)
     written: list[PatchRecord] = []
     try:
-        targets = [resolve_target(workspace, str(item["targetPath"])) for item in items]
-        for index, (item, path) in enumerate(zip(items, targets, strict=True)):
+        targets = [resolve_target(workspace, target) for target, _, _ in changes]
+        for index, ((target, postimage, diff_text), path) in enumerate(zip(changes, targets, strict=True)):
             preimage, mode = _read(path)
             image = PatchImage(
                 run_id=run_id,
                 patch_index=index,
-                target_path=str(item["targetPath"]),
+                target_path=target,
                 preimage=preimage,
                 preimage_mode=mode,
-                postimage=_postimage(item),
-                diff_hash=sha256_hex(str(item.get("diffText", ""))),
+                postimage=postimage,
+                diff_hash=sha256_hex(diff_text),
+                step_id=step_id,
             )
             with engine.begin() as ledger:
                 written.append(patches.record(ledger, image))
@@ -189,7 +222,7 @@ def apply_plan(
             raise StepFailure("PATCH_WRITE_FAILED", f"PATCH_WRITE_FAILED:{error}") from error
         raise
     for record in written:
-        patches.mark(conn, run_id=run_id, step_id=APPLY_STEP, patch_index=record.patch_index, column="applied_at")
+        patches.mark(conn, run_id=run_id, step_id=step_id, patch_index=record.patch_index, column="applied_at")
     return [
         {
             "patchIndex": record.patch_index,
@@ -203,12 +236,16 @@ def apply_plan(
 
 
 def rollback_all(conn: sa.Connection, *, run_id: str, workspace: Path) -> int:
-    """Restore every applied (or pending) item, newest first, marked in ``conn``; returns how many."""
+    """Restore every applied (or pending) item, newest first (files a sandbox brought back, then the patch plan),
+    marked in ``conn``; returns how many."""
     restored = 0
-    for record in reversed(patches.list_for_run(conn, run_id, APPLY_STEP)):
+    records = patches.list_for_run(conn, run_id)
+    for record in sorted(records, key=lambda r: (r.step_id != APPLY_STEP, r.patch_index), reverse=True):
         if record.state == "rolled_back":
             continue
         restore(workspace, record)
-        patches.mark(conn, run_id=run_id, step_id=APPLY_STEP, patch_index=record.patch_index, column="rolled_back_at")
+        patches.mark(
+            conn, run_id=run_id, step_id=record.step_id, patch_index=record.patch_index, column="rolled_back_at"
+        )
         restored += 1
     return restored

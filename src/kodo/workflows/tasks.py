@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,11 +21,21 @@ from dbos._error import DBOSWorkflowCancelledError
 
 from kodo import faults, telemetry
 from kodo.adapters.sandbox import SandboxRequest, SandboxResult
+from kodo.adapters.sandbox.e2b_workspace import workspace_files
 from kodo.errors import Conflict, StepFailure
 from kodo.identity import artifact_uri, task_key_for
 from kodo.models import RETRYABLE_SANDBOX_CODES, STEP_PHASES, NewArtifact
 from kodo.store import artifacts, receipts, runs, sandbox_runs, steps
-from kodo.workflows import cancellation, completions, delivery, environments, evals, execution_ledger, observe
+from kodo.workflows import (
+    cancellation,
+    completions,
+    delivery,
+    environments,
+    evals,
+    execution_ledger,
+    observe,
+    patches,
+)
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import Services, services, transact
 from kodo.workflows.templates import default_resolution
@@ -327,6 +338,14 @@ def _save_execution(
 ) -> dict[str, Any]:
     run_id = ctx["runId"]
     merged = _merge(tasks, results)
+    # Files a sandbox changed in its copy of the workspace (E2B) land in the local one through the patch ledger
+    # (write-ahead preimages, atomic writes) with this step's checkpoint; a failed run restores them.
+    files = workspace_files(merged["filesOut"])
+    if files:
+        applied = patches.apply_files(
+            conn, services().engine, run_id=run_id, workspace=Path(ctx["workspace"]), step_id=STEP_ID, files=files
+        )
+        merged["raw"]["filesApplied"] = [item["targetPath"] for item in applied]
     attempt = steps.next_attempt(conn, run_id, "ExecuteST")
     seen = receipts.record(
         conn,

@@ -48,9 +48,9 @@ class SandboxResult:
     exit: int
     stdout: str
     stderr: str
-    err_code: (
-        str  # NONE | BOOT_FAIL | CMD_NONZERO | TIMEOUT | OOM | NET_FAIL | UPLOAD_FAIL | DOWNLOAD_FAIL | DISK_QUOTA
-    )
+    # NONE | BOOT_FAIL | CMD_NONZERO | TIMEOUT | OOM | NET_FAIL | UPLOAD_FAIL | DOWNLOAD_FAIL | DISK_QUOTA
+    # | WORKSPACE_TOO_LARGE | FILES_OUT_TOO_LARGE (E2B's workspace bounds)
+    err_code: str
     sandbox_ref: str
     wall_ms: int = 0
     cpu_ms: int = 0

@@ -9,7 +9,10 @@ once the command has ended its result is written into the sandbox's own filesyst
 (``/home/user/.kodo/executions/<key>.json``) and the sandbox is kept (until its own timeout) instead of
 killed; ``release`` kills it once kodo has recorded the result. ``recall`` finds a kept sandbox by that
 metadata (a worker that died after the command leaves it alive), reads the result back and kills it.
-Nothing is uploaded: the request carries no input files yet (the run's workspace stays local).
+**Workspace** (:mod:`kodo.adapters.sandbox.e2b_workspace`): with a ``workdir``, its files are uploaded to
+``/home/user/workspace`` before the command (over ``SBX_E2B_UPLOAD_MAX_MB``: ``WORKSPACE_TOO_LARGE`` and no
+sandbox is created), the command runs there, and the files it changed or created come back as ``filesOut``
+(the workflow writes them into the local workspace through the patch ledger).
 SDK exceptions go through the failure classifier (``failures.classify_exception``); a command that
 ran and exited non-zero is ``CMD_NONZERO`` (``OOM`` on an allocation failure), a command over its
 time limit is ``TIMEOUT``.
@@ -21,6 +24,7 @@ import contextlib
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from kodo.adapters.sandbox import (
@@ -31,6 +35,15 @@ from kodo.adapters.sandbox import (
     keeps_result,
     stored_document,
     stored_result,
+)
+from kodo.adapters.sandbox.e2b_workspace import (
+    WORKSPACE_DIRECTORY,
+    LocalFile,
+    WorkspaceLimits,
+    WorkspaceRefused,
+    download,
+    local_files,
+    upload,
 )
 from kodo.adapters.sandbox.failures import classify_exception, classify_exit
 from kodo.adapters.sandbox.local import MAX_OUTPUT_BYTES
@@ -54,10 +67,14 @@ class E2BSandbox:
         domain: str | None = None,
         request_timeout_s: float = 30.0,
         retries: int = 0,
+        limits: WorkspaceLimits | None = None,
     ) -> None:
         if not api_key:
             raise ConfigurationError("SBX_PROVIDER=e2b needs E2B_API_KEY (an E2B API key); it is not set")
         self.template = template
+        self.limits = limits or WorkspaceLimits(
+            upload_max_bytes=50 << 20, files_out_max_count=200, files_out_max_bytes=10 << 20
+        )
         self._connection: dict[str, Any] = {
             "api_key": api_key,
             "request_timeout": request_timeout_s,
@@ -171,7 +188,12 @@ class E2BSandbox:
 
         raw: dict[str, Any] = {"provider": self.provider, "template": self.template, "net": request.net}
         sandbox: Any = None
+        uploaded: list[LocalFile] | None = None
+        files_out: list[dict[str, Any]] = []
         try:
+            if request.workdir:  # refused before any sandbox exists: nothing is uploaded or run
+                uploaded = local_files(Path(request.workdir), self.limits.upload_max_bytes)
+                raw["uploadedFiles"] = len(uploaded)
             metadata = {"kodoTaskKey": request.task_key[:64]}
             if request.idempotency_key:
                 metadata[KEY_METADATA] = request.idempotency_key
@@ -186,9 +208,12 @@ class E2BSandbox:
             raw["bootMs"] = int((time.monotonic() - started) * 1000)
             with self._lock:
                 self._live[request.task_key] = sandbox
+            if uploaded is not None:
+                raw["uploadBatches"] = _stage(upload, sandbox, uploaded, code="UPLOAD_FAIL")
             result = sandbox.commands.run(
                 request.cmd,
                 envs=request.env or None,
+                cwd=WORKSPACE_DIRECTORY if uploaded is not None else None,
                 on_stdout=sink("stdout"),
                 on_stderr=sink("stderr"),
                 timeout=timeout_s,
@@ -199,6 +224,12 @@ class E2BSandbox:
             exit_code = int(error.exit_code)
             stdout, stderr = error.stdout or "".join(out["stdout"]), error.stderr or "".join(out["stderr"])
             code = classify_exit(exit_code, stderr=stderr)
+        except WorkspaceRefused as error:
+            exit_code = 1
+            stdout, stderr = "".join(out["stdout"]), _with("".join(out["stderr"]), str(error))
+            code = error.code
+            raw["error"] = str(error)
+            uploaded = None
         except TimeoutException as error:
             exit_code = 124
             stdout, stderr = "".join(out["stdout"]), _with("".join(out["stderr"]), str(error))
@@ -211,6 +242,14 @@ class E2BSandbox:
         finally:
             with self._lock:
                 self._live.pop(request.task_key, None)
+        if uploaded is not None and sandbox is not None and code in {"NONE", "CMD_NONZERO"}:
+            try:  # the command ran to its end: what it changed comes back, even when it exited non-zero
+                files_out = _stage(download, sandbox, uploaded, self.limits, code="DOWNLOAD_FAIL")
+            except WorkspaceRefused as error:
+                code = error.code if code == "NONE" else code
+                stderr = _with(stderr, str(error))
+                raw["filesOutError"] = str(error)
+            raw["filesOut"] = len(files_out)
         stdout, dropped_out = capped(stdout)
         stderr, dropped_err = capped(stderr)
         dropped = {name: n for name, n in (("stdout", dropped_out), ("stderr", dropped_err)) if n}
@@ -223,6 +262,7 @@ class E2BSandbox:
             err_code=code,
             sandbox_ref=f"e2b:{raw.get('sandboxId', 'none')}",
             wall_ms=int((time.monotonic() - started) * 1000),
+            files_out=files_out,
             raw=raw,
         )
         if sandbox is not None and not self._keep(sandbox, request, result):
@@ -233,6 +273,16 @@ class E2BSandbox:
                 raw["killed"] = False
                 raw["killError"] = f"{type(error).__name__}: {error}"
         return result
+
+
+def _stage(action: Any, *arguments: Any, code: str) -> Any:
+    """Run an upload or download; an SDK failure becomes ``WorkspaceRefused(code)`` (retryable codes)."""
+    try:
+        return action(*arguments)
+    except WorkspaceRefused:
+        raise
+    except Exception as error:
+        raise WorkspaceRefused(code, f"{code}: {type(error).__name__}: {error}") from error
 
 
 def capped(text: str) -> tuple[str, int]:

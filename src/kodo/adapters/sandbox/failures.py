@@ -23,9 +23,13 @@ import signal
 from kodo.models import RETRYABLE_SANDBOX_CODES
 
 ERR_CODES = (
-    "NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL", "DISK_QUOTA"
+    "NONE", "BOOT_FAIL", "CMD_NONZERO", "TIMEOUT", "OOM", "NET_FAIL", "UPLOAD_FAIL", "DOWNLOAD_FAIL", "DISK_QUOTA",
+    "WORKSPACE_TOO_LARGE", "FILES_OUT_TOO_LARGE",
 )  # fmt: skip
-TERMINAL_CODES = frozenset({"CMD_NONZERO", "TIMEOUT", "OOM", "DISK_QUOTA"})
+# WORKSPACE_TOO_LARGE / FILES_OUT_TOO_LARGE: the E2B workspace over its bounds (kodo.adapters.sandbox.e2b_workspace).
+TERMINAL_CODES = frozenset(
+    {"CMD_NONZERO", "TIMEOUT", "OOM", "DISK_QUOTA", "WORKSPACE_TOO_LARGE", "FILES_OUT_TOO_LARGE"}
+)
 
 _RULES = (
     ("TIMEOUT", re.compile(r"timed? ?out|timeout|deadline exceeded")),

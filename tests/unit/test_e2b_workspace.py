@@ -1,0 +1,136 @@
+"""The E2B provider with the run's workspace, against the SDK stand-in (``tests/e2b_standin.py``: sandboxes are
+directories, commands really run): upload before the command, the command in the workspace, changed and new
+files back as ``filesOut``, the size bounds refused with terminal codes, and the idempotent recall keeping them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from e2b_standin import StandInSandbox, install
+from kodo.adapters.sandbox import SandboxRequest
+from kodo.adapters.sandbox.e2b import E2BSandbox
+from kodo.adapters.sandbox.e2b_workspace import WORKSPACE_DIRECTORY, WorkspaceLimits, workspace_files
+from kodo.models import RETRYABLE_SANDBOX_CODES
+
+BINARY = b"\x00\x01\xff not text"
+
+
+@pytest.fixture
+def sdk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[StandInSandbox]:
+    return install(monkeypatch, tmp_path / "e2b")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A workspace as a run's clone looks: files, a sub-directory and ``.git`` internals."""
+    root = tmp_path / "workspace"
+    (root / "sub").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (root / "a.txt").write_text("original\n")
+    (root / "sub" / "b.txt").write_text("untouched\n")
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    return root
+
+
+def limits(upload: int = 1 << 20, count: int = 10, size: int = 1 << 20) -> WorkspaceLimits:
+    return WorkspaceLimits(upload_max_bytes=upload, files_out_max_count=count, files_out_max_bytes=size)
+
+
+def request(workspace: Path, cmd: str, **fields: str) -> SandboxRequest:
+    return SandboxRequest(task_key="task", cmd=cmd, workdir=str(workspace), **fields)
+
+
+def test_the_workspace_is_uploaded_and_the_command_runs_in_it(sdk: type[StandInSandbox], workspace: Path) -> None:
+    """Every file but ``.git`` is written under /home/user/workspace first; the command's cwd is that directory."""
+    result = E2BSandbox("e2b_x", limits=limits()).run(request(workspace, "cat a.txt sub/b.txt && pwd"))
+    assert result.err_code == "NONE", result
+    assert sorted(sdk.calls.writes) == [f"{WORKSPACE_DIRECTORY}/a.txt", f"{WORKSPACE_DIRECTORY}/sub/b.txt"]
+    assert sdk.calls.commands[0] == ("cat a.txt sub/b.txt && pwd", WORKSPACE_DIRECTORY)
+    assert result.stdout.startswith("original\nuntouched\n") and result.stdout.rstrip().endswith("/home/user/workspace")
+    assert result.files_out == [] and result.raw["uploadedFiles"] == 2
+    assert sdk.calls.batches == [2] and result.raw["uploadBatches"] == 1  # one write_files request
+
+
+def test_a_large_workspace_is_uploaded_in_batches(
+    sdk: type[StandInSandbox], workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files go up in write_files requests of about UPLOAD_BATCH_BYTES each, every file exactly once."""
+    monkeypatch.setattr("kodo.adapters.sandbox.e2b_workspace.UPLOAD_BATCH_BYTES", 1)
+    (workspace / "c.txt").write_text("third file\n")
+    result = E2BSandbox("e2b_x", limits=limits()).run(request(workspace, "cat c.txt"))
+    assert result.err_code == "NONE" and result.stdout == "third file\n"
+    assert sdk.calls.batches == [1, 1, 1] and len(set(sdk.calls.writes)) == 3
+
+
+def test_a_changed_and_a_new_file_come_back_with_their_exact_bytes(sdk: type[StandInSandbox], workspace: Path) -> None:
+    """filesOut holds what the command changed or created (text inline, binary as base64), not the rest."""
+    cmd = "echo changed > a.txt && mkdir -p made && printf '\\000\\001\\377 not text' > made/new.bin"
+    result = E2BSandbox("e2b_x", limits=limits()).run(request(workspace, cmd))
+    assert result.err_code == "NONE", result
+    assert [entry["path"] for entry in result.files_out] == ["a.txt", "made/new.bin"]
+    changed, created = result.files_out
+    assert changed["inline"] == "changed\n" and changed["sha256"] == hashlib.sha256(b"changed\n").hexdigest()
+    assert base64.b64decode(created["contentBase64"]) == BINARY and created["bytes"] == len(BINARY)
+    assert workspace_files(result.files_out) == [("a.txt", b"changed\n"), ("made/new.bin", BINARY)]
+    assert (workspace / "a.txt").read_text() == "original\n"  # the adapter never writes the local workspace
+
+
+def test_a_failing_command_still_brings_its_changes_back(sdk: type[StandInSandbox], workspace: Path) -> None:
+    """A non-zero exit is CMD_NONZERO and the files it changed still come back (the run's rollback restores them)."""
+    result = E2BSandbox("e2b_x", limits=limits()).run(request(workspace, "echo half > a.txt; exit 3"))
+    assert (result.err_code, result.exit) == ("CMD_NONZERO", 3)
+    assert workspace_files(result.files_out) == [("a.txt", b"half\n")]
+
+
+def test_a_workspace_over_the_limit_is_refused_and_nothing_runs(sdk: type[StandInSandbox], workspace: Path) -> None:
+    """WORKSPACE_TOO_LARGE (terminal): no sandbox is created, nothing is uploaded, no command runs."""
+    result = E2BSandbox("e2b_x", limits=limits(upload=12)).run(request(workspace, "touch ran"))
+    assert result.err_code == "WORKSPACE_TOO_LARGE" and "SBX_E2B_UPLOAD_MAX_MB" in result.stderr
+    assert "WORKSPACE_TOO_LARGE" not in RETRYABLE_SANDBOX_CODES
+    assert (sdk.calls.created, sdk.calls.writes, sdk.calls.commands) == (0, [], [])
+
+
+def test_too_many_changed_files_bring_none_back(sdk: type[StandInSandbox], workspace: Path) -> None:
+    """Over SBX_E2B_FILES_OUT_MAX_COUNT: FILES_OUT_TOO_LARGE (terminal) and filesOut stays empty."""
+    result = E2BSandbox("e2b_x", limits=limits(count=2)).run(request(workspace, "touch x y z"))
+    assert result.err_code == "FILES_OUT_TOO_LARGE" and result.files_out == []
+    assert "FILES_OUT_TOO_LARGE" not in RETRYABLE_SANDBOX_CODES and sdk.live == {}
+
+
+def test_changed_files_over_the_byte_bound_bring_none_back(sdk: type[StandInSandbox], workspace: Path) -> None:
+    """Over SBX_E2B_FILES_OUT_MAX_MB (here 100 bytes): FILES_OUT_TOO_LARGE and filesOut stays empty."""
+    result = E2BSandbox("e2b_x", limits=limits(size=100)).run(request(workspace, "head -c 200 /dev/zero > big"))
+    assert result.err_code == "FILES_OUT_TOO_LARGE" and result.files_out == []
+
+
+def test_an_upload_failure_is_upload_fail_and_retryable(
+    sdk: type[StandInSandbox], workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK failing to write a file is UPLOAD_FAIL (the task retries it); the command does not run."""
+
+    def refuse(*_: object, **__: object) -> None:
+        raise ConnectionError("envd went away")
+
+    monkeypatch.setattr("e2b_standin._Files.write_files", refuse)
+    result = E2BSandbox("e2b_x", limits=limits()).run(request(workspace, "touch ran"))
+    assert result.err_code == "UPLOAD_FAIL" and "UPLOAD_FAIL" in RETRYABLE_SANDBOX_CODES
+    assert sdk.calls.commands == [] and sdk.live == {}
+
+
+def test_a_recalled_result_keeps_its_files_and_the_command_runs_once(
+    sdk: type[StandInSandbox], workspace: Path
+) -> None:
+    """With an idempotency key, a restarted worker recalls the kept result, filesOut included, without a rerun."""
+    keyed = request(workspace, "echo changed > a.txt", idempotency_key="key-ws", execution_id="e-1")
+    first = E2BSandbox("e2b_x", limits=limits()).run(keyed)
+    assert first.err_code == "NONE" and len(sdk.live) == 1
+    restarted = E2BSandbox("e2b_x", limits=limits())
+    stored = restarted.recall(request(workspace, "echo changed > a.txt", idempotency_key="key-ws", execution_id="e-2"))
+    assert stored is not None and stored.execution_id == "e-1"
+    assert workspace_files(stored.result.files_out) == [("a.txt", b"changed\n")]
+    user_commands = [cmd for cmd, _ in sdk.calls.commands if cmd == "echo changed > a.txt"]
+    assert user_commands == ["echo changed > a.txt"] and sdk.live == {}
