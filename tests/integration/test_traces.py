@@ -18,9 +18,10 @@ from kodo.settings import Settings
 TEMPLATE = "https://trace.example/trace/{traceId}/span/{spanId}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sink() -> Iterator[OtlpSink]:
-    # One sink for the module: the process's tracer provider keeps one exporter per endpoint.
+    # One sink for the session: the process's tracer provider keeps one exporter per endpoint, and an exporter
+    # whose endpoint is gone makes every later flush (each worker's stop) wait for its retries.
     server = OtlpSink().start()
     yield server
     server.stop()
