@@ -144,6 +144,12 @@ def test_crossing_max_cost_parks_at_a_budget_gate_and_approval_finishes(client: 
     header = client.get(f"/api/runs/{wid}").json()
     assert header["status"] == "WAITING_INPUT" and header["nextAction"] == "APPROVE_BUDGET"
     assert reservations(engine, wid) == {"settled": 1}  # nothing held while parked
+    with engine.connect() as conn:  # the budget.exceeded webhook event, written with the park
+        (event,) = conn.execute(
+            sa.text("SELECT data FROM app.webhook_events WHERE type = 'budget.exceeded' AND data->>'workflowId' = :w"),
+            {"w": wid},
+        ).scalars()
+    assert (event["gateKey"], event["metric"], event["limit"]) == (gate["gateKey"], "maxCostUsd", 0.15)
     inbox = next(row for row in client.get("/api/hitl/inbox").json() if row["gateKey"] == gate["gateKey"])
     assert inbox["nextAction"] == "APPROVE_BUDGET" and inbox["details"] == details
     assert "maxCostUsd 0.1" in client.get("/inbox").text  # the console's inbox names the limit hit

@@ -29,7 +29,7 @@ from kodo import pricing
 from kodo.adapters.agent import AgentRequest, AgentResult
 from kodo.identity import artifact_uri, gate_key_for
 from kodo.models import NewArtifact, Run
-from kodo.store import agent_calls, artifacts, recipe_versions, runs
+from kodo.store import agent_calls, artifacts, recipe_versions, runs, webhooks
 from kodo.store import gates as gate_store
 from kodo.store import spend as spend_store
 from kodo.store.spend import Charge
@@ -336,4 +336,14 @@ def reserve_in(conn: sa.Connection, ctx: dict[str, Any], call: dict[str, Any]) -
     details = _details(conn, ctx, request.step_id, breach)
     key = gate_key_for(ctx["runId"], request.step_id, f"budget:{len(earlier) + 1}", ctx["generation"])
     ttl = breach.get("waitS") or settings.budget_gate_timeout_s
-    return {"parked": gates.park_budget_in(conn, ctx, key, request.step_id, int(ttl), BUDGET_FORM, details)}
+    parked = gates.park_budget_in(conn, ctx, key, request.step_id, int(ttl), BUDGET_FORM, details)
+    # The webhook event, in the transaction that parks the run (the outbox: kodo.store.webhooks).
+    event = {name: details[name] for name in ("scope", "metric", "unit", "step", "limit", "observed")}
+    webhooks.record_event(
+        conn,
+        "budget.exceeded",
+        {"workflowId": ctx["workflowId"], "runId": ctx["runId"], "gateKey": key, **event},
+        run_id=ctx["runId"],
+        partition_key=ctx.get("partitionKey"),
+    )
+    return {"parked": parked}
