@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from kodo.cli.database import migrated
 from kodo.errors import KodoError
 from kodo.settings import Settings, load_settings
 
@@ -26,19 +27,8 @@ def _settings() -> Settings:
 @contextlib.contextmanager
 def recipe_database() -> Iterator[Any]:
     """An engine on the migrated database; kodo errors become clean CLI errors."""
-    from kodo.main import prepare_database
-
-    settings = _settings()
-    try:
-        _url, engine = prepare_database(settings)
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-    try:
+    with migrated() as (_settings, engine):
         yield engine
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-    finally:
-        engine.dispose()
 
 
 @click.group()

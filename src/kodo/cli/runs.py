@@ -3,33 +3,11 @@ run's change to its source repository (branch ``kodo/<runId>``, or a format-patc
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 
 import click
-import sqlalchemy as sa
 
-from kodo.errors import KodoError
-from kodo.settings import Settings, load_settings
-
-
-@contextlib.contextmanager
-def _database() -> Iterator[tuple[Settings, sa.Engine]]:
-    """Settings and an engine on the migrated database; kodo errors become clean CLI errors."""
-    from kodo.main import prepare_database
-
-    try:
-        settings = load_settings()
-        _url, engine = prepare_database(settings)
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-    try:
-        yield settings, engine
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-    finally:
-        engine.dispose()
+from kodo.cli.database import migrated
 
 
 @click.group()
@@ -43,7 +21,7 @@ def runs_diff(run: str) -> None:
     """Print RUN's diff (run id or workflow id) against its base commit, as reviewed at the plan gate."""
     from kodo.api.review import run_diff
 
-    with _database() as (_settings, engine), engine.connect() as conn:
+    with migrated() as (_settings, engine), engine.connect() as conn:
         _run, text = run_diff(conn, run)
     click.echo(text, nl=False)
 
@@ -55,7 +33,7 @@ def runs_deliver(run: str, as_json: bool) -> None:
     """Deliver a succeeded RUN: a commit on branch kodo/<runId> of its source repository (exactly once)."""
     from kodo.workflows import delivery
 
-    with _database() as (settings, engine):
+    with migrated() as (settings, engine):
         outcome = delivery.deliver(engine, settings.workspaces_dir, run, "cli")
     if as_json:
         click.echo(json.dumps(outcome, sort_keys=True))

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import click
-import sqlalchemy as sa
 
+from kodo.cli.database import migrated
 from kodo.errors import KodoError
-from kodo.settings import load_settings
-
-
-@contextmanager
-def _engine() -> Iterator[sa.Engine]:
-    from kodo.main import prepare_database
-
-    try:
-        _url, engine = prepare_database(load_settings())
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-    try:
-        yield engine
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-    finally:
-        engine.dispose()
 
 
 @click.group()
@@ -56,7 +37,7 @@ def budget_set(tenant: str, daily: str | None, monthly: str | None, actor: str, 
         raise click.BadParameter(error.message) from error
     if daily_usd is None and monthly_usd is None and daily is None and monthly is None:
         raise click.UsageError("give --daily and/or --monthly (none clears a limit)")
-    with _engine() as engine, engine.begin() as conn:
+    with migrated() as (_settings, engine), engine.begin() as conn:
         after = spend.set_budget(conn, tenant, daily=daily_usd, monthly=monthly_usd, actor=actor, reason=reason)
     click.echo(json.dumps(spend.budget_json(after), sort_keys=True))
 
@@ -67,6 +48,6 @@ def budget_show(tenant: str) -> None:
     """TENANT's limits, spend today and this month (UTC), open reservations and the audit of changes, as JSON."""
     from kodo.ops import spend
 
-    with _engine() as engine, engine.connect() as conn:
+    with migrated() as (_settings, engine), engine.connect() as conn:
         shown = spend.show(conn, tenant, datetime.now(UTC))
     click.echo(json.dumps(shown, indent=2, sort_keys=True, default=str))

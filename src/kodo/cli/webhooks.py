@@ -7,33 +7,11 @@ subscription made here is tenant ``*`` (every run) unless ``--tenant`` names one
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import click
 
-from kodo.errors import KodoError
-from kodo.settings import Settings, load_settings
+from kodo.cli.database import migrated
 from kodo.store import webhooks as store
-
-
-@contextmanager
-def _database() -> Iterator[tuple[Settings, Any]]:
-    """Settings and an engine on the migrated database; kodo errors become clean CLI errors."""
-    from kodo.main import prepare_database
-
-    try:
-        settings = load_settings()
-        _url, engine = prepare_database(settings)
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-    try:
-        yield settings, engine
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-    finally:
-        engine.dispose()
 
 
 @click.group()
@@ -58,7 +36,7 @@ def add(url: str, events: tuple[str, ...], tenant: str | None, description: str 
     from kodo.api.webhooks import subscription_row
     from kodo.workflows import webhooks as flows
 
-    with _database() as (settings, engine):
+    with migrated() as (settings, engine):
         target = flows.check_target(url, settings)
         with engine.begin() as conn:
             created = store.create_subscription(
@@ -81,7 +59,7 @@ def list_command(as_json: bool) -> None:
     """Live subscriptions (without their secrets)."""
     from kodo.api.webhooks import subscription_row
 
-    with _database() as (_settings, engine), engine.connect() as conn:
+    with migrated() as (_settings, engine), engine.connect() as conn:
         rows = [subscription_row(s) for s in store.list_subscriptions(conn, None)]
     lines = [f"{r['id']}\t{r['tenant']}\t{','.join(r['events'])}\t{r['url']}" for r in rows]
     click.echo(json.dumps(rows, indent=2) if as_json else "\n".join(lines))
@@ -91,7 +69,7 @@ def list_command(as_json: bool) -> None:
 @click.argument("subscription_id")
 def remove(subscription_id: str) -> None:
     """Stop a subscription (its deliveries stay on record)."""
-    with _database() as (_settings, engine), engine.begin() as conn:
+    with migrated() as (_settings, engine), engine.begin() as conn:
         if not store.delete_subscription(conn, subscription_id, None):
             raise click.ClickException(f"webhook subscription not found: {subscription_id}")
     click.echo(f"{subscription_id}\tremoved")
@@ -105,7 +83,7 @@ def deliveries(state: str | None, limit: int, as_json: bool) -> None:
     """Deliveries, newest first (``--state dead``: those that ran out of tries)."""
     from kodo.api.webhooks import delivery_row
 
-    with _database() as (_settings, engine), engine.connect() as conn:
+    with migrated() as (_settings, engine), engine.connect() as conn:
         rows = [
             delivery_row(d)
             for d in store.list_deliveries(conn, tenant=None, state=state, subscription_id=None, limit=limit)
@@ -123,7 +101,7 @@ def redeliver(delivery_id: str) -> None:
     from kodo.main import dbos_client
     from kodo.workflows import webhooks as flows
 
-    with _database() as (settings, engine):
+    with migrated() as (settings, engine):
         client = dbos_client(settings, engine)
         try:
             with engine.begin() as conn:
