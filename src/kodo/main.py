@@ -29,7 +29,7 @@ from dbos import (
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from kodo import faults, telemetry
+from kodo import faults, outages, telemetry
 from kodo.access import parse as parse_tokens
 from kodo.adapters.agent import CodingAgent
 from kodo.adapters.agent.replay import ReplayAgent
@@ -82,25 +82,33 @@ def build_agent(settings: Settings) -> CodingAgent:
 
 
 class MockResultBook:
-    """The mock sandbox's idempotency store, ``app.mock_sandbox_results`` (each call its own transaction)."""
+    """The mock sandbox's idempotency store, ``app.mock_sandbox_results`` (each call its own transaction, waiting
+    out a database outage like a step's own writes: ``KODO_DB_OUTAGE_MAX_SEC``)."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, outage_max_sec: float) -> None:
         self.engine = engine
+        self.outage_max_sec = outage_max_sec
 
     def keep(self, idempotency_key: str, execution_id: str, document: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
-            executions.keep_mock_result(conn, idempotency_key, execution_id, document)
+        def write() -> None:
+            with self.engine.begin() as conn:
+                executions.keep_mock_result(conn, idempotency_key, execution_id, document)
+
+        outages.wait_out(write, max_sec=self.outage_max_sec, what="mock sandbox keep")
 
     def find(self, idempotency_key: str) -> dict[str, Any] | None:
-        with self.engine.begin() as conn:
-            return executions.find_mock_result(conn, idempotency_key)
+        def read() -> dict[str, Any] | None:
+            with self.engine.begin() as conn:
+                return executions.find_mock_result(conn, idempotency_key)
+
+        return outages.wait_out(read, max_sec=self.outage_max_sec, what="mock sandbox find")
 
 
 def build_sandbox(settings: Settings, engine: sa.Engine | None = None) -> Sandbox:
     """``SBX_MODE`` mock → the magic-command mock (keeping results in ``engine``'s database when given);
     live → ``SBX_PROVIDER`` local|e2b (microsandbox: refused)."""
     if settings.sbx_mode == "mock":
-        return MockSandbox(MockResultBook(engine) if engine is not None else None)
+        return MockSandbox(MockResultBook(engine, settings.db_outage_max_sec) if engine is not None else None)
     if settings.sbx_provider == "local":
         from kodo.adapters.sandbox.local import LocalSandbox, SandboxLimits
 
