@@ -41,8 +41,8 @@ def lock_waiters(engine: sa.Engine) -> int:
 def test_approve_and_cancel_answer_while_the_clone_is_held(
     client: TestClient, settings: Settings, engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the clone blocked, approve-plan and an ops cancel both answer, nobody waits on
-    a lock; after the clone is released the run stays cancelled and its workflow never runs a step."""
+    """With the clone blocked, approve-plan (a 409: the run is not at its plan gate) and an ops cancel both
+    answer, nobody waits on a lock; after the clone is released the run stays cancelled and runs no step."""
     real_git = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True, check=True).stdout
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -72,7 +72,8 @@ def test_approve_and_cancel_answer_while_the_clone_is_held(
             approved, cancelled = approval.result(timeout=60), cancel.result(timeout=60)
         assert not (gate / "release").exists()  # both answered while the clone was still held
         assert "--no-hardlinks" in (gate / "cloning").read_text() and " -- " in (gate / "cloning").read_text()
-        assert approved.status_code == 202, approved.text  # recorded ahead of its gate (legacy approve)
+        # Not at its plan gate yet (or already cancelled): refused at once, not held behind the clone.
+        assert approved.status_code == 409, approved.text
         assert cancelled.status_code == 202 and cancelled.json()["runId"] == run["runId"], cancelled.text
         assert lock_waiters(engine) == 0
     finally:
