@@ -117,9 +117,9 @@ def test_kept_results_stay_out_of_a_git_workspace_status(tmp_path: Path) -> None
     assert status.stdout.splitlines() == ["?? made.txt"] and (tmp_path / ".kodo/executions/k.json").is_file()
 
 
-def test_mock_sandbox_keeps_results_in_its_receipt_table(engine: sa.Engine) -> None:
+def test_mock_sandbox_keeps_results_in_its_receipt_table(engine: sa.Engine, settings: Settings) -> None:
     """The mock writes its result to app.mock_sandbox_results when it runs; recall reads it; no key, no row."""
-    sandbox = MockSandbox(MockResultBook(engine))
+    sandbox = MockSandbox(MockResultBook(engine, settings.db_outage_max_sec))
     request = SandboxRequest(task_key="t", cmd="echo x", idempotency_key="k-mock", execution_id="e-mock")
     assert sandbox.recall(request) is None
     sandbox.run(request)
