@@ -205,6 +205,7 @@ class Worker:
     dispatcher: webhooks.Dispatcher | None = None
 
     def stop(self) -> None:
+        outages.abandon_waits()  # a step waiting out an outage gives up now: this worker no longer runs it
         if self.dispatcher is not None:
             self.dispatcher.stop()
             self.dispatcher.client.destroy()

@@ -223,6 +223,23 @@ MIN_BACKOFF_SEC = 0.1
 MAX_BACKOFF_SEC = 5.0
 
 
+class _Waits:
+    """The waits under way belong to one life of the worker: stopping it (``abandon_waits``) ends them at once,
+    so a stopping process never sits out an outage ceiling for a workflow it no longer runs."""
+
+    lock = threading.Lock()
+    generation = 0
+    wake = threading.Event()
+
+
+def abandon_waits() -> None:
+    """End every ``wait_out`` under way now (each raises DatabaseUnavailable); later waits are not affected."""
+    with _Waits.lock:
+        _Waits.generation += 1
+        woken, _Waits.wake = _Waits.wake, threading.Event()
+    woken.set()
+
+
 def wait_out(call: Callable[[], T], *, max_sec: float, what: str) -> T:
     """``call()``, retried with exponential backoff (0.1 s doubling to 5 s) while it fails transiently.
 
@@ -234,6 +251,8 @@ def wait_out(call: Callable[[], T], *, max_sec: float, what: str) -> T:
     started = time.monotonic()
     backoff = MIN_BACKOFF_SEC
     outage = OutageLog(what)
+    with _Waits.lock:
+        generation, wake = _Waits.generation, _Waits.wake
     while True:
         try:
             result = call()
@@ -244,7 +263,8 @@ def wait_out(call: Callable[[], T], *, max_sec: float, what: str) -> T:
                 raise DatabaseUnavailable(
                     f"{what}: database unavailable for more than {max_sec:g}s ({describe(error)})"
                 ) from error
-            time.sleep(backoff)
+            if wake.wait(backoff) or _Waits.generation != generation:
+                raise DatabaseUnavailable(f"{what}: kodo is stopping ({describe(error)})") from error
             backoff = min(backoff * 2, MAX_BACKOFF_SEC)
             continue
         if outage.down:

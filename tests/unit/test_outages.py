@@ -132,6 +132,43 @@ def test_wait_out_gives_up_past_the_ceiling_and_never_retries_a_real_error() -> 
     assert calls == [1]
 
 
+def test_stopping_the_worker_ends_a_wait_at_once_and_spares_later_waits() -> None:
+    """abandon_waits (Worker.stop) ends a wait under way with DatabaseUnavailable; a wait begun after it waits."""
+    import threading
+
+    error = tcp_refused()
+    began = threading.Event()
+
+    def down() -> None:
+        began.set()
+        raise error
+
+    outcome: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            outages.wait_out(down, max_sec=600, what="stale step")
+        except BaseException as raised:
+            outcome.append(raised)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert began.wait(10)
+    outages.abandon_waits()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and isinstance(outcome[0], DatabaseUnavailable)
+    assert "kodo is stopping" in outcome[0].message
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 2:
+            raise tcp_refused()
+        return "ok"
+
+    assert outages.wait_out(flaky, max_sec=30, what="after the stop") == "ok"
+
+
 def test_a_route_meeting_an_outage_answers_503_with_retry_after(tmp_path: Path) -> None:
     """A real refused connection inside a route: 503 {"error", "retryAfterSec"} + Retry-After, never a 500."""
     app = FastAPI()
