@@ -87,6 +87,9 @@ def test_diagnosis_names_a_stranded_workflow_and_the_watchdog_spares_a_live_one(
     me = settings.executor_for("monolith")
     with engine.begin() as conn:
         stranded.observe(conn, me, [child])
+    assert _why(client, child)["code"] != "STRANDED"  # seen without a thread just now: not named before the grace
+    with engine.begin() as conn:  # as if seen so for longer than the watchdog's grace
+        conn.execute(sa.text("UPDATE app.stranded_workflows SET since = since - interval '1 hour'"))
     found = _why(client, child)
     assert found["code"] == "STRANDED", found
     assert f"stranded since {found['details']['strandedSince']}" in found["reason"]

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from kodo.models import RETRYABLE_SANDBOX_CODES, Run
 from kodo.ops.context import Ops
+from kodo.ops.stranded import grace_sec
 from kodo.ops.targets import resolve
 from kodo.store import dbos_workflows, executors, gates, ops_audit, sandbox_runs, stranded
 from kodo.store.dbos_workflows import WorkflowRow
@@ -165,7 +166,9 @@ def _pending(
     if owner is not None and overdue(ops, owner):
         return _silent(ops, owner, name, common)
     strand = stranded.of_workflows(conn, [row.workflow_id]).get(row.workflow_id)
-    if strand is not None:
+    # Named only once the watchdog itself would act (its grace): a workflow seen without a thread for a moment
+    # (a handoff between threads, a busy pool) is not stranded.
+    if strand is not None and (strand.recovered_at is not None or strand.age_ms >= grace_sec(ops.settings) * 1000):
         state = "re-enqueued, restarting" if strand.recovered_at is not None else "recovering"
         return _answer(
             "STRANDED",
