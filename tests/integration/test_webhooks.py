@@ -226,8 +226,15 @@ def test_cli_subscribes_and_a_batch_cancel_sends_run_canceled_and_batch_done(
             "failed": 0,
             "failedWorkflowIds": [],
         }
-        listed = cli(settings, "webhooks", "deliveries", "--state", "delivered", "--json")
-        assert {row["eventType"] for row in json.loads(listed.output)} == {"run.canceled", "ops.batch_done"}
+
+        # The receiver answers before the worker records the delivery as delivered: wait for the ledger.
+        def delivered() -> set[str]:
+            listed = cli(settings, "webhooks", "deliveries", "--state", "delivered", "--json")
+            assert listed.exit_code == 0, listed.output
+            types = {str(row["eventType"]) for row in json.loads(listed.output)}
+            return types if types == {"run.canceled", "ops.batch_done"} else set()
+
+        assert wait_until(delivered, what="both deliveries ledgered") == {"run.canceled", "ops.batch_done"}
         assert cli(settings, "webhooks", "remove", sub["id"]).exit_code == 0
         assert cli(settings, "webhooks", "remove", sub["id"]).exit_code == 1
 
