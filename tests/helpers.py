@@ -89,5 +89,6 @@ def make_settings(database_url: str, home: Path, **env: str) -> Settings:
         "KODO_MAX_EXECUTOR_THREADS": "32",
         # No ScheduledTick in tests unless a test asks: a tick would race the zero-write counts.
         "KODO_SCHEDULED_TICK_CRON": "off",
+        "KODO_WEBHOOK_RETENTION_CRON": "off",  # likewise for the hourly webhook retention sweep
     }
     return load_settings({**base, **env})

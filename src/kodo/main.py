@@ -49,6 +49,7 @@ from kodo.store.migrate import migrate
 from kodo.workflows import completions, outage_retry, runtime, webhooks
 from kodo.workflows.queues import register_queues
 from kodo.workflows.timers import ensure_schedule
+from kodo.workflows.webhook_retention import ensure_retention_schedule
 
 log = structlog.get_logger("kodo")
 
@@ -262,6 +263,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
     DBOS.launch()
     register_queues(settings)
     ensure_schedule(settings)
+    ensure_retention_schedule(settings)
     heartbeat.start()
     # Webhook outbox → deliveries (kodo.workflows.webhooks): after the queues exist, so nothing waits on one.
     dispatcher = webhooks.Dispatcher(engine, dbos_client(settings, engine), settings, url).start()

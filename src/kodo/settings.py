@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(8, validation_alias="KODO_WEBHOOK_MAX_ATTEMPTS")
     webhook_backoff_sec: float = Field(1.0, validation_alias="KODO_WEBHOOK_BACKOFF_SEC")
     webhook_timeout_sec: float = Field(5.0, validation_alias="KODO_WEBHOOK_TIMEOUT_SEC")
+    # Retention (kodo.workflows.webhook_retention): finished deliveries and spent events older than this go.
+    webhook_retention_days: int = Field(14, validation_alias="KODO_WEBHOOK_RETENTION_DAYS")
+    webhook_retention_cron: str = Field("0 0 * * * *", validation_alias="KODO_WEBHOOK_RETENTION_CRON")
 
     @field_validator("port", "admin_port", "oc_server_port")
     @classmethod
@@ -233,6 +236,13 @@ class Settings(BaseSettings):
             raise ValueError("must be between 1 and 50")
         return value
 
+    @field_validator("webhook_retention_days")
+    @classmethod
+    def _webhook_retention(cls, value: int) -> int:
+        if not 1 <= value <= 3650:
+            raise ValueError("must be between 1 and 3650 days")
+        return value
+
     @field_validator("webhook_backoff_sec", "webhook_timeout_sec")
     @classmethod
     def _webhook_seconds(cls, value: float) -> float:
@@ -240,7 +250,7 @@ class Settings(BaseSettings):
             raise ValueError("must be between 0.01 and 600 seconds")
         return value
 
-    @field_validator("scheduled_tick_cron")
+    @field_validator("scheduled_tick_cron", "webhook_retention_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
         if value.strip().lower() != "off" and len(value.split()) not in {5, 6}:

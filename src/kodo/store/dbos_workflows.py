@@ -14,7 +14,7 @@ import sqlalchemy as sa
 ACTIVE = ("ENQUEUED", "PENDING", "DELAYED")
 STATUSES = ("ENQUEUED", "DELAYED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 # Utility and scheduled workflows, hidden from ops lists on request (``hideInternal``).
-INTERNAL_NAMES = ("ScheduledTick", "SleepWorkflow", "DeliverWebhook")
+INTERNAL_NAMES = ("ScheduledTick", "SleepWorkflow", "DeliverWebhook", "WebhookRetention")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -374,3 +374,58 @@ def sending_view(conn: sa.Connection, delivery_id: str) -> tuple[Delivery, Event
     ).one()
     assert event is not None
     return delivery, event, _subscription(row)
+
+
+# --- retention (kodo.workflows.webhook_retention) -------------------------------------------------------
+
+
+def delete_finished_deliveries(conn: sa.Connection, older_than_days: int, limit: int) -> int:
+    """Delete up to ``limit`` ``delivered``/``dead`` deliveries last changed more than ``older_than_days`` ago,
+    with their attempts; returns how many. A ``pending`` delivery is never deleted, and one a redelivery has
+    locked is skipped (``SKIP LOCKED``; the state is checked again on the locked row)."""
+    deleted: int = conn.execute(
+        sa.text(
+            "WITH doomed AS (SELECT id FROM app.webhook_deliveries "
+            "  WHERE state IN ('delivered', 'dead') AND updated_at < clock_timestamp() - make_interval(days => :days) "
+            "  ORDER BY updated_at LIMIT :n FOR UPDATE SKIP LOCKED), "
+            "tries AS (DELETE FROM app.webhook_attempts WHERE delivery_id IN (SELECT id FROM doomed)), "
+            "gone AS (DELETE FROM app.webhook_deliveries WHERE id IN (SELECT id FROM doomed) "
+            "  AND state IN ('delivered', 'dead') RETURNING 1) "
+            "SELECT count(*) FROM gone"
+        ),
+        {"days": older_than_days, "n": limit},
+    ).scalar_one()
+    return deleted
+
+
+def delete_spent_events(conn: sa.Connection, older_than_days: int, limit: int) -> int:
+    """Delete up to ``limit`` events older than ``older_than_days`` that were fanned out and have no delivery
+    left; returns how many. An event not yet dispatched, or with any delivery on record, is kept."""
+    deleted: int = conn.execute(
+        sa.text(
+            "WITH doomed AS (SELECT e.seq FROM app.webhook_events e "
+            "  WHERE e.dispatched_at IS NOT NULL AND e.created_at < clock_timestamp() - make_interval(days => :days) "
+            "  AND NOT EXISTS (SELECT 1 FROM app.webhook_deliveries d WHERE d.event_id = e.id) "
+            "  ORDER BY e.seq LIMIT :n FOR UPDATE SKIP LOCKED), "
+            "gone AS (DELETE FROM app.webhook_events WHERE seq IN (SELECT seq FROM doomed) RETURNING 1) "
+            "SELECT count(*) FROM gone"
+        ),
+        {"days": older_than_days, "n": limit},
+    ).scalar_one()
+    return deleted
+
+
+def delete_stopped_subscriptions(conn: sa.Connection, older_than_days: int, limit: int) -> int:
+    """Delete up to ``limit`` subscriptions stopped more than ``older_than_days`` ago with no delivery left."""
+    deleted: int = conn.execute(
+        sa.text(
+            "WITH doomed AS (SELECT s.id FROM app.webhook_subscriptions s "
+            "  WHERE s.deleted_at < clock_timestamp() - make_interval(days => :days) "
+            "  AND NOT EXISTS (SELECT 1 FROM app.webhook_deliveries d WHERE d.subscription_id = s.id) "
+            "  ORDER BY s.deleted_at LIMIT :n FOR UPDATE SKIP LOCKED), "
+            "gone AS (DELETE FROM app.webhook_subscriptions WHERE id IN (SELECT id FROM doomed) RETURNING 1) "
+            "SELECT count(*) FROM gone"
+        ),
+        {"days": older_than_days, "n": limit},
+    ).scalar_one()
+    return deleted

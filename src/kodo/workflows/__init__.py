@@ -1,5 +1,5 @@
 """The only place DBOS decorators appear. Importing this package registers every workflow."""
 
-from kodo.workflows import ceiling, escalation, proofs, runs, tasks, timers, webhooks
+from kodo.workflows import ceiling, escalation, proofs, runs, tasks, timers, webhook_retention, webhooks
 
-__all__ = ["ceiling", "escalation", "proofs", "runs", "tasks", "timers", "webhooks"]
+__all__ = ["ceiling", "escalation", "proofs", "runs", "tasks", "timers", "webhook_retention", "webhooks"]
