@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import signal
 import socket
@@ -29,7 +30,7 @@ from dbos import (
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from kodo import faults, outages, telemetry
+from kodo import faults, outages, sealing, telemetry
 from kodo.access import parse as parse_tokens
 from kodo.adapters.agent import CodingAgent
 from kodo.adapters.agent.replay import ReplayAgent
@@ -45,6 +46,7 @@ from kodo.errors import ConfigurationError
 from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
 from kodo.store import completion_trigger, create_engine, executions
+from kodo.store import webhooks as webhook_store
 from kodo.store.migrate import migrate
 from kodo.workflows import completions, outage_retry, runtime, webhooks
 from kodo.workflows.queues import register_queues
@@ -155,6 +157,8 @@ def prepare_database(settings: Settings, role: Role | None = None) -> tuple[str,
     url = resolve_database_url(settings.database_url, settings.home)
     engine = create_engine(url, application_name="kodo" if role is None else f"kodo-{role}")
     migrate(engine)
+    with engine.begin() as conn:  # secrets stored before 0016 are sealed before anything serves (kodo.sealing)
+        webhook_store.seal_plaintext_secrets(conn, functools.partial(sealing.seal, settings))
     run_dbos_database_migrations(sqlalchemy_url(url))
     with engine.begin() as conn:  # needs DBOS's tables, so after its migrations
         completion_trigger.install(conn)

@@ -157,6 +157,8 @@ class Settings(BaseSettings):
     # Retention (kodo.workflows.webhook_retention): finished deliveries and spent events older than this go.
     webhook_retention_days: int = Field(14, validation_alias="KODO_WEBHOOK_RETENTION_DAYS")
     webhook_retention_cron: str = Field("0 0 * * * *", validation_alias="KODO_WEBHOOK_RETENTION_CRON")
+    # The key that seals secrets at rest (kodo.sealing); unset: $KODO_HOME/secret.key, made on first use.
+    secret_key: SecretStr | None = Field(None, validation_alias="KODO_SECRET_KEY")
 
     @field_validator("port", "admin_port", "oc_server_port")
     @classmethod

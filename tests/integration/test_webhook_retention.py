@@ -23,7 +23,7 @@ def subscription(conn: sa.Connection, subscription_id: str) -> None:
         partitions=None,
         url="http://127.0.0.1:9/hooks",
         events=["run.failed"],
-        secret="whsec_test",
+        sealed_secret="fernet:not-a-real-token",
         description=None,
         created_by=None,
     )

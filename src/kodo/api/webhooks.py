@@ -128,7 +128,8 @@ def _tenant(request: Request) -> str | None:
     return None if who is None or who.everywhere else who.tenant
 
 
-def subscription_row(subscription: store.Subscription, *, with_secret: bool = False) -> dict[str, Any]:
+def subscription_row(subscription: store.Subscription, *, secret: str | None = None) -> dict[str, Any]:
+    """A subscription as answered; ``secret`` (the clear signing secret) only in the answer to its creation."""
     row: dict[str, Any] = {
         "id": subscription.id,
         "url": subscription.url,
@@ -138,8 +139,8 @@ def subscription_row(subscription: store.Subscription, *, with_secret: bool = Fa
         "createdBy": subscription.created_by,
         "createdAt": subscription.created_at.isoformat(),
     }
-    if with_secret:
-        row["secret"] = subscription.secret
+    if secret is not None:
+        row["secret"] = secret
     return row
 
 
@@ -174,26 +175,24 @@ async def create_subscription(request: Request) -> JSONResponse:
     signing secret (shown only here). A refused URL is a 400 and writes nothing."""
     parsed = await parse_body(request, SubscriptionBody)
     ctx = context(request)
-    url = webhooks.check_target(parsed.url, ctx.settings)
+    webhooks.check_target(parsed.url, ctx.settings)
     who = principal(request)
-    patterns = None if who is None else who.like_patterns()
 
-    def _create() -> store.Subscription:
+    def _create() -> tuple[store.Subscription, str]:
         with ctx.transaction() as conn:
-            return store.create_subscription(
+            return webhooks.subscribe(
                 conn,
-                subscription_id=webhooks.new_subscription_id(),
+                ctx.settings,
                 tenant="*" if who is None else who.tenant,
-                partitions=patterns,
-                url=url,
-                events=sorted(set(parsed.events)),
-                secret=webhooks.new_secret(),
+                partitions=None if who is None else who.like_patterns(),
+                url=parsed.url,
+                events=list(parsed.events),
                 description=parsed.description,
                 created_by=None if who is None else who.subject,
             )
 
-    created = await run_in_threadpool(_create)
-    return JSONResponse(subscription_row(created, with_secret=True), status_code=201)
+    created, secret = await run_in_threadpool(_create)
+    return JSONResponse(subscription_row(created, secret=secret), status_code=201)
 
 
 @router.get("/api/webhooks", responses=_answers(200, None), response_model=list[SubscriptionAnswer])

@@ -37,20 +37,19 @@ def add(url: str, events: tuple[str, ...], tenant: str | None, description: str 
     from kodo.workflows import webhooks as flows
 
     with migrated() as (settings, engine):
-        target = flows.check_target(url, settings)
+        flows.check_target(url, settings)
         with engine.begin() as conn:
-            created = store.create_subscription(
+            created, secret = flows.subscribe(
                 conn,
-                subscription_id=flows.new_subscription_id(),
+                settings,
                 tenant=tenant or "*",
                 partitions=None if tenant is None else [tenant, f"{tenant}:%"],
-                url=target,
-                events=sorted(set(events)),
-                secret=flows.new_secret(),
+                url=url,
+                events=list(events),
                 description=description,
                 created_by="cli",
             )
-    click.echo(json.dumps(subscription_row(created, with_secret=True), indent=2))
+    click.echo(json.dumps(subscription_row(created, secret=secret), indent=2))
 
 
 @webhooks.command("list")

@@ -6,6 +6,7 @@ events (``ops.batch_done``, ``budget.exceeded``) by :func:`record_event` in the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,7 +36,7 @@ class Subscription:
     partitions: tuple[str, ...] | None
     url: str
     events: tuple[str, ...]
-    secret: str
+    sealed_secret: str  # fernet:<token> (kodo.sealing); the secret itself is never stored
     description: str | None
     created_by: str | None
     created_at: datetime
@@ -88,7 +89,7 @@ def _subscription(row: Any) -> Subscription:
         partitions=None if row.partitions is None else tuple(row.partitions),
         url=row.url,
         events=tuple(row.events),
-        secret=row.secret,
+        sealed_secret=row.sealed_secret,
         description=row.description,
         created_by=row.created_by,
         created_at=row.created_at,
@@ -104,14 +105,15 @@ def create_subscription(
     partitions: list[str] | None,
     url: str,
     events: list[str],
-    secret: str,
+    sealed_secret: str,
     description: str | None,
     created_by: str | None,
 ) -> Subscription:
     row = conn.execute(
         sa.text(
-            "INSERT INTO app.webhook_subscriptions (id, tenant, partitions, url, events, secret, description, "
-            "created_by) VALUES (:id, :tenant, :partitions, :url, :events, :secret, :description, :by) RETURNING *"
+            "INSERT INTO app.webhook_subscriptions (id, tenant, partitions, url, events, sealed_secret, "
+            "description, created_by) "
+            "VALUES (:id, :tenant, :partitions, :url, :events, :sealed, :description, :by) RETURNING *"
         ),
         {
             "id": subscription_id,
@@ -119,7 +121,7 @@ def create_subscription(
             "partitions": partitions,
             "url": url,
             "events": events,
-            "secret": secret,
+            "sealed": sealed_secret,
             "description": description,
             "by": created_by,
         },
@@ -364,7 +366,7 @@ def restart_delivery(conn: sa.Connection, delivery_id: str, workflow_id: str) ->
 
 
 def sending_view(conn: sa.Connection, delivery_id: str) -> tuple[Delivery, Event, Subscription] | None:
-    """What a delivery attempt needs: the delivery, its event and its subscription (with the secret)."""
+    """What a delivery attempt needs: the delivery, its event and its subscription (with the sealed secret)."""
     delivery = get_delivery(conn, delivery_id)
     if delivery is None:
         return None
@@ -374,6 +376,22 @@ def sending_view(conn: sa.Connection, delivery_id: str) -> tuple[Delivery, Event
     ).one()
     assert event is not None
     return delivery, event, _subscription(row)
+
+
+def seal_plaintext_secrets(conn: sa.Connection, seal: Callable[[str], str]) -> int:
+    """Seal the signing secrets stored before migration 0016 (``whsec_…`` in the clear) with ``seal``;
+    returns how many. Without such rows it calls nothing (no key is needed, none is created)."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT id, sealed_secret FROM app.webhook_subscriptions WHERE sealed_secret NOT LIKE 'fernet:%' FOR UPDATE"
+        )
+    ).all()
+    for row in rows:
+        conn.execute(
+            sa.text("UPDATE app.webhook_subscriptions SET sealed_secret = :sealed WHERE id = :id"),
+            {"id": row.id, "sealed": seal(row.sealed_secret)},
+        )
+    return len(rows)
 
 
 # --- retention (kodo.workflows.webhook_retention) -------------------------------------------------------

@@ -32,8 +32,8 @@ import structlog
 from dbos import DBOS, DBOSClient, EnqueueOptions
 from standardwebhooks.webhooks import Webhook
 
-from kodo import faults
-from kodo.errors import Conflict, InvalidInput, NotFound
+from kodo import faults, sealing
+from kodo.errors import ConfigurationError, Conflict, InvalidInput, NotFound
 from kodo.settings import Settings
 from kodo.store import webhooks
 from kodo.store.notifications import Listener
@@ -105,6 +105,34 @@ def new_subscription_id() -> str:
     return "whs_" + secrets.token_hex(12)
 
 
+def subscribe(
+    conn: sa.Connection,
+    settings: Settings,
+    *,
+    tenant: str,
+    partitions: list[str] | None,
+    url: str,
+    events: list[str],
+    description: str | None,
+    created_by: str | None,
+) -> tuple[webhooks.Subscription, str]:
+    """Store a subscription with a new signing secret, sealed (``kodo.sealing``); returns it and the secret
+    in the clear, to be shown once to its creator and never again."""
+    secret = new_secret()
+    created = webhooks.create_subscription(
+        conn,
+        subscription_id=new_subscription_id(),
+        tenant=tenant,
+        partitions=partitions,
+        url=check_target(url, settings),
+        events=sorted(set(events)),
+        sealed_secret=sealing.seal(settings, secret),
+        description=description,
+        created_by=created_by,
+    )
+    return created, secret
+
+
 # --- the message ------------------------------------------------------------------------------------
 
 
@@ -144,8 +172,13 @@ def send(delivery_id: str) -> SendOutcome:
         check_target(subscription.url, svc.settings)
     except InvalidInput as error:
         return {"ok": False, "final": True, "status": None, "error": error.message}
+    try:
+        secret = sealing.unseal(svc.settings, subscription.sealed_secret)
+    except ConfigurationError as error:  # fail closed: never send unsigned or with a guessed key
+        log.error("webhook secret cannot be unsealed", delivery=delivery_id, error=error.message)
+        return {"ok": False, "final": True, "status": None, "error": error.message[:ERROR_TEXT_MAX]}
     body = message_body(event)
-    headers = signed_headers(subscription.secret, event.id, body, datetime.now(UTC))
+    headers = signed_headers(secret, event.id, body, datetime.now(UTC))
     try:
         with httpx.Client(timeout=svc.settings.webhook_timeout_sec, follow_redirects=False) as http:
             response = http.post(subscription.url, content=body.encode("utf-8"), headers=headers)
