@@ -18,6 +18,8 @@ TOKENS = {
     "acme": ("admin-acme-token-00001", "ada", "acme", "admin"),
     "acme-operator": ("operator-acme-token-01", "otto", "acme", "operator"),
     "beta": ("admin-beta-token-00001", "bea", "beta", "admin"),
+    "all-viewer": ("viewer-all-token-00001", "vic", "*", "viewer"),
+    "all-operator": ("operator-all-token-001", "opal", "*", "operator"),
 }
 
 
@@ -72,3 +74,12 @@ def test_subscriptions_need_admin_and_stay_within_their_tenant(client: TestClien
         mine = client.get("/api/webhooks/deliveries", headers=_auth("acme-operator")).json()
         assert [d["subscriptionId"] for d in mine] == [acme["id"]]
         assert client.get("/api/webhooks", headers=_auth("acme-operator")).status_code == 403
+
+
+def test_the_ops_console_lists_dead_deliveries_to_operators_only(client: TestClient) -> None:
+    """/ops shows the dead deliveries (URLs, errors, a Redeliver button) to an operator, not to a viewer."""
+    operator = client.get("/ops", headers=_auth("all-operator"))
+    viewer = client.get("/ops", headers=_auth("all-viewer"))
+    assert operator.status_code == 200 and viewer.status_code == 200
+    assert "Dead webhook deliveries" in operator.text and "Dead webhook deliveries" not in viewer.text
+    assert "<title>Ops console · kodo</title>" in operator.text  # the title holds the title only

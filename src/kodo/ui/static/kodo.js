@@ -144,6 +144,15 @@ async function opsAction(form, submitter) {
   if (result.status === 202) setTimeout(() => window.location.reload(), 600);
 }
 
+async function redeliverWebhook(button) {
+  // A dead webhook delivery sent again (operator role): a new round of tries, the same webhook-id.
+  button.disabled = true;
+  const result = await postJSON(`/api/webhooks/deliveries/${encodeURIComponent(button.dataset.id)}/redeliver`, {});
+  toast(result.status === 202 ? `Redelivery queued: ${result.data.workflowId}` : (result.data.error || "HTTP " + result.status));
+  if (result.status === 202) setTimeout(() => window.location.reload(), 600);
+  else button.disabled = false;
+}
+
 // --- recipes: start a run of a stable version with its form data ---------------------------
 async function recipeRun(form) {
   const fields = new FormData(form);
@@ -174,6 +183,7 @@ document.addEventListener("click", (event) => {
   if (!button || button.tagName === "FORM") return;
   if (button.dataset.kodo === "artifact") openArtifact(button.dataset.uri);
   if (button.dataset.kodo === "retry") retryRun(button);
+  if (button.dataset.kodo === "redeliver") redeliverWebhook(button);
   if (button.dataset.kodo === "copy") copyText(button);
 });
 
