@@ -4,7 +4,8 @@ It speaks to kodo only through :mod:`kodo.client` over HTTP, so kodo's own acces
 call. On stdio it uses the one token it is given, and the tools it offers follow that token's role
 (``GET /api/whoami``): a ``viewer`` gets the read-only tools; ``approver`` and above also get
 ``start_recipe_run`` and ``answer_gate``. Over streamable HTTP (:func:`http_app`) every request must
-carry a bearer token kodo accepts (else 401), and each tool call is made with the caller's own token.
+carry a bearer token kodo accepts (else 401); the tools offered follow that token's role in the same way,
+and each tool call is made with the caller's own token.
 A kodo error becomes a tool error whose text is kodo's message (an assistant can read and correct it),
 never a crash.
 """
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
+from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
@@ -276,33 +278,50 @@ async def role_of(kodo: AsyncKodoClient) -> str:
 
 
 class TokenGate:
-    """ASGI: an HTTP request whose bearer token kodo refuses is a 401 before any MCP message is read."""
+    """ASGI: an HTTP request whose bearer token kodo refuses is a 401 before any MCP message is read; an
+    accepted one goes to the server of its role (``writer`` for approver and above, else ``reader``), so a
+    caller is offered only the tools its token may use. Lifespan events go to ``lifespan``, which runs both
+    servers' session managers."""
 
-    def __init__(self, app: ASGIApp, base_url: str) -> None:
-        self.app = app
+    def __init__(self, reader: ASGIApp, writer: ASGIApp, lifespan: ASGIApp, base_url: str) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.lifespan = lifespan
         self.base_url = base_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
-            async with AsyncKodoClient(self.base_url, token=bearer(headers), timeout_s=10.0) as kodo:
-                try:
-                    await kodo.whoami()
-                except AccessDenied as error:
-                    refusal = JSONResponse(
-                        {"error": error.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-                    )
-                    await refusal(scope, receive, send)
-                    return
-                except KodoError as error:
-                    await JSONResponse({"error": error.message}, status_code=502)(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.lifespan(scope, receive, send)
+            return
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
+        async with AsyncKodoClient(self.base_url, token=bearer(headers), timeout_s=10.0) as kodo:
+            try:
+                role = await role_of(kodo)
+            except AccessDenied as error:
+                refusal = JSONResponse(
+                    {"error": error.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+                await refusal(scope, receive, send)
+                return
+            except KodoError as error:
+                await JSONResponse({"error": error.message}, status_code=502)(scope, receive, send)
+                return
+        await (self.writer if role in WRITE_ROLES else self.reader)(scope, receive, send)
 
 
 def http_app(base_url: str, *, host: str = "127.0.0.1") -> ASGIApp:
-    """The MCP tools over streamable HTTP at ``/mcp`` (stateless, JSON answers): every tool is listed, and
-    kodo decides each call with the caller's own token."""
-    server = build_server(per_caller(base_url), "admin")
-    inner = server.streamable_http_app(stateless_http=True, json_response=True, host=host)
-    return TokenGate(inner, base_url)
+    """The MCP tools over streamable HTTP at ``/mcp`` (stateless, JSON answers), each call made with the
+    caller's own token: a ``viewer`` is offered the read-only tools, ``approver`` and above every tool (kodo
+    still decides each call: tenants, partitions)."""
+    reader = build_server(per_caller(base_url), "viewer")
+    writer = build_server(per_caller(base_url), "admin")
+    apps = [
+        server.streamable_http_app(stateless_http=True, json_response=True, host=host) for server in (reader, writer)
+    ]
+
+    @asynccontextmanager
+    async def both(_app: Starlette) -> AsyncIterator[None]:
+        async with reader.session_manager.run(), writer.session_manager.run():
+            yield
+
+    return TokenGate(apps[0], apps[1], Starlette(lifespan=both), base_url)

@@ -63,7 +63,8 @@ def test_no_valid_token_is_a_401_before_any_mcp_message(mcp_url: str) -> None:
 
 
 def test_each_call_runs_with_the_callers_token(mcp_url: str) -> None:
-    """An approver takes a run to SUCCESS over HTTP; a viewer reads it but kodo refuses its writes."""
+    """An approver takes a run to SUCCESS over HTTP; a viewer is offered the read-only tools only, reads the run,
+    and cannot call a write tool."""
 
     async def scenario() -> None:
         async with _client(mcp_url, APPROVER) as assistant:
@@ -83,6 +84,8 @@ def test_each_call_runs_with_the_callers_token(mcp_url: str) -> None:
                 "status"
             ] == "SUCCESS"
         async with _client(mcp_url, VIEWER) as watcher:
+            names = {tool.name for tool in (await watcher.list_tools()).tools}
+            assert names == {"get_run", "wait_for_run", "run_diagnosis", "run_diff", "list_inbox", "list_recipes"}
             assert (await _call(watcher, "get_run", workflow_id=wid))["status"] == "SUCCESS"
             refused = await watcher.call_tool(
                 "start_recipe_run",
@@ -93,6 +96,9 @@ def test_each_call_runs_with_the_callers_token(mcp_url: str) -> None:
                     "queue_partition_key": "acme",
                 },
             )
-            assert refused.is_error and "AccessDenied" in refused.content[0].text  # type: ignore[union-attr]
+            assert refused.is_error and "start_recipe_run" in refused.content[0].text  # type: ignore[union-attr]
+        async with _client(mcp_url, APPROVER) as assistant:
+            names = {tool.name for tool in (await assistant.list_tools()).tools}
+            assert {"start_recipe_run", "answer_gate"} <= names
 
     asyncio.run(scenario())
