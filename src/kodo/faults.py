@@ -23,6 +23,7 @@ POINTS: dict[str, str] = {
     "delivery.after_branch": "a delivery created branch kodo/<runId> in the source but has not closed its ledger row",
     "webhooks.dispatch": "a worker fanning webhook events out to deliveries, before that transaction commits",
     "webhooks.after_send": "a webhook delivery after the receiver answered, before the attempt is checkpointed",
+    "webhooks.retention_batch": "a webhook retention sweep after a batch of deletes committed, before the next one",
     "sandbox.before_command": "an execution's started row is committed; its command has not run",
     "sandbox.during_command": "the command is running (local) or has run (mock); its result is not kept yet",
     "sandbox.after_command": "the command ended and its result is kept; the step's checkpoint is not written",

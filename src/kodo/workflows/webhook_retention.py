@@ -22,6 +22,7 @@ import structlog
 from dbos import DBOS
 from dbos._error import DBOSException
 
+from kodo import faults
 from kodo.settings import Settings
 from kodo.store import webhooks
 from kodo.workflows.runtime import services, transact
@@ -44,6 +45,7 @@ def _sweep_table(name: str, delete: Callable[[sa.Connection, int, int], int], da
     total = 0
     for _ in range(MAX_BATCHES):
         deleted = transact(name, delete, days, BATCH)
+        faults.hit("webhooks.retention_batch")
         total += deleted
         if deleted < BATCH:
             break
