@@ -157,8 +157,8 @@ def prepare_database(settings: Settings, role: Role | None = None) -> tuple[str,
     url = resolve_database_url(settings.database_url, settings.home)
     engine = create_engine(url, application_name="kodo" if role is None else f"kodo-{role}")
     migrate(engine)
-    with engine.begin() as conn:  # secrets stored before 0016 are sealed before anything serves (kodo.sealing)
-        webhook_store.seal_plaintext_secrets(conn, functools.partial(sealing.seal, settings))
+    with engine.begin() as conn:  # secrets sealed (pre-0016 rows) or moved to the newest key before serving
+        webhook_store.reseal_secrets(conn, functools.partial(sealing.current, settings))
     run_dbos_database_migrations(sqlalchemy_url(url))
     with engine.begin() as conn:  # needs DBOS's tables, so after its migrations
         completion_trigger.install(conn)

@@ -3,7 +3,9 @@ manages, and unseals them only to use them.
 
 The key is ``KODO_SECRET_KEY`` when set (a Fernet key: url-safe base64 of 32 bytes, e.g. from
 ``python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"``), else the file
-``$KODO_HOME/secret.key``, created with mode 0600 on first use. Every process that signs or creates
+``$KODO_HOME/secret.key``, created with mode 0600 on first use. Either may hold several keys (comma- or
+line-separated): the first seals, every one unseals, and :func:`reseal` moves a value to the first (key
+rotation: put the new key first, restart, then drop the old one). Every process that signs or creates
 webhooks must see the same key: set ``KODO_SECRET_KEY`` on all of them when they do not share ``KODO_HOME``.
 
 A sealed value is ``fernet:<token>`` (AES-128-CBC + HMAC-SHA256, from ``cryptography``). Unsealing with
@@ -17,7 +19,7 @@ import os
 import stat
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from kodo.errors import ConfigurationError
 from kodo.settings import Settings
@@ -30,9 +32,12 @@ def key_path(settings: Settings) -> Path:
     return settings.home / KEY_FILE
 
 
-def _fernet(key: bytes, source: str) -> Fernet:
+def _fernet(keys: bytes, source: str) -> list[Fernet]:
+    parts = [part.strip() for part in keys.replace(b"\n", b",").split(b",") if part.strip()]
+    if not parts:
+        raise ConfigurationError(f"{source} holds no key")
     try:
-        return Fernet(key.strip())
+        return [Fernet(part) for part in parts]
     except (ValueError, TypeError) as error:
         raise ConfigurationError(f"{source} is not a Fernet key (url-safe base64 of 32 bytes)") from error
 
@@ -53,7 +58,7 @@ def _create_key_file(path: Path) -> None:
         draft.unlink(missing_ok=True)
 
 
-def _key(settings: Settings) -> Fernet:
+def _keys(settings: Settings) -> list[Fernet]:
     if settings.secret_key is not None:
         return _fernet(settings.secret_key.get_secret_value().encode("ascii", "replace"), "KODO_SECRET_KEY")
     path = key_path(settings)
@@ -71,7 +76,7 @@ def is_sealed(value: str) -> bool:
 
 def seal(settings: Settings, secret: str) -> str:
     """``secret`` encrypted with kodo's key, as ``fernet:<token>``."""
-    return PREFIX + _key(settings).encrypt(secret.encode("utf-8")).decode("ascii")
+    return PREFIX + _keys(settings)[0].encrypt(secret.encode("utf-8")).decode("ascii")
 
 
 def unseal(settings: Settings, sealed: str) -> str:
@@ -79,10 +84,34 @@ def unseal(settings: Settings, sealed: str) -> str:
     if not is_sealed(sealed):
         raise ConfigurationError("a stored secret is not sealed (expected fernet:…)")
     try:
-        return _key(settings).decrypt(sealed.removeprefix(PREFIX).encode("ascii")).decode("utf-8")
+        return MultiFernet(_keys(settings)).decrypt(sealed.removeprefix(PREFIX).encode("ascii")).decode("utf-8")
     except InvalidToken as error:
         source = "KODO_SECRET_KEY" if settings.secret_key is not None else str(key_path(settings))
         raise ConfigurationError(
             f"a stored secret cannot be decrypted with this kodo's key ({source}): it was sealed with another "
             "key; set KODO_SECRET_KEY (or $KODO_HOME/secret.key) to the key in use when it was created"
         ) from error
+
+
+def reseal(settings: Settings, sealed: str) -> str:
+    """``sealed`` under the first key (the same text when it already is); fails like :func:`unseal`."""
+    unseal(settings, sealed)  # the clear error when no key opens it
+    keys = _keys(settings)
+    token = sealed.removeprefix(PREFIX).encode("ascii")
+    try:
+        keys[0].decrypt(token)
+    except InvalidToken:
+        return PREFIX + MultiFernet(keys).rotate(token).decode("ascii")
+    return sealed
+
+
+def current(settings: Settings, stored: str) -> str:
+    """What a stored secret should read now: a plaintext one (written before sealing existed) sealed, one under
+    an older key resealed under the first. One that no key opens is returned as it is: it stays unusable (its
+    deliveries fail closed) rather than stopping kodo from starting."""
+    if not is_sealed(stored):
+        return seal(settings, stored)
+    try:
+        return reseal(settings, stored)
+    except ConfigurationError:
+        return stored

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from helpers import make_settings, wait_until
 from kodo import sealing
@@ -108,3 +109,30 @@ def test_secrets_stored_before_sealing_are_sealed_when_kodo_starts(settings: Set
     assert sealed is not None and sealing.unseal(settings, sealed.sealed_secret) == legacy
     with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):  # a plaintext secret is refused from now on
         conn.execute(sa.text("UPDATE app.webhook_subscriptions SET sealed_secret = 'whsec_x' WHERE id = 'whs_old'"))
+
+
+def test_a_start_with_a_new_key_first_reseals_every_secret(settings: Settings, engine: sa.Engine) -> None:
+    """KODO_SECRET_KEY=new,old at start-up moves stored secrets under the new key; the old key can then go."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    before = settings.model_copy(update={"secret_key": SecretStr(old)})
+    prepare_database(before)[1].dispose()
+    with engine.begin() as conn:
+        store.create_subscription(
+            conn,
+            subscription_id="whs_rotate",
+            tenant="*",
+            partitions=None,
+            url="http://127.0.0.1:9/h",
+            events=["run.failed"],
+            sealed_secret=sealing.seal(before, "whsec_rotated"),
+            description=None,
+            created_by=None,
+        )
+    prepare_database(settings.model_copy(update={"secret_key": SecretStr(f"{new},{old}")}))[1].dispose()
+    with engine.connect() as conn:
+        found = store.get_subscription(conn, "whs_rotate", None)
+    assert found is not None
+    assert (
+        sealing.unseal(settings.model_copy(update={"secret_key": SecretStr(new)}), found.sealed_secret)
+        == "whsec_rotated"
+    )

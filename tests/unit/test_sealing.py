@@ -55,3 +55,18 @@ def test_a_bad_key_is_refused(tmp_path: Path) -> None:
     sealing.key_path(settings).chmod(0o644)
     with pytest.raises(ConfigurationError, match="readable by others"):
         sealing.seal(settings, "whsec_abc")
+
+
+def test_keys_rotate_the_first_seals_every_one_unseals(tmp_path: Path) -> None:
+    """With KODO_SECRET_KEY=new,old an old value unseals, reseal moves it under the new key alone, and a value
+    no key opens is left as it is by `current` (kept unusable, not fatal)."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    sealed_old = sealing.seal(_settings(tmp_path / "a", KODO_SECRET_KEY=old), "whsec_abc")
+    both = _settings(tmp_path / "b", KODO_SECRET_KEY=f"{new},{old}")
+    assert sealing.unseal(both, sealed_old) == "whsec_abc"
+    moved = sealing.reseal(both, sealed_old)
+    assert moved != sealed_old and sealing.reseal(both, moved) == moved
+    assert sealing.unseal(_settings(tmp_path / "c", KODO_SECRET_KEY=new), moved) == "whsec_abc"
+    assert sealing.unseal(both, sealing.current(both, "whsec_plain")) == "whsec_plain"
+    stranger = sealing.seal(_settings(tmp_path / "d", KODO_SECRET_KEY=Fernet.generate_key().decode()), "whsec_x")
+    assert sealing.current(both, stranger) == stranger

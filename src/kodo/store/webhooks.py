@@ -378,20 +378,21 @@ def sending_view(conn: sa.Connection, delivery_id: str) -> tuple[Delivery, Event
     return delivery, event, _subscription(row)
 
 
-def seal_plaintext_secrets(conn: sa.Connection, seal: Callable[[str], str]) -> int:
-    """Seal the signing secrets stored before migration 0016 (``whsec_…`` in the clear) with ``seal``;
-    returns how many. Without such rows it calls nothing (no key is needed, none is created)."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT id, sealed_secret FROM app.webhook_subscriptions WHERE sealed_secret NOT LIKE 'fernet:%' FOR UPDATE"
-        )
-    ).all()
+def reseal_secrets(conn: sa.Connection, current: Callable[[str], str]) -> int:
+    """Rewrite each stored signing secret to ``current(stored)`` where that differs (plaintext from before
+    migration 0016 sealed, an older key's value resealed); returns how many changed. Without subscriptions it
+    calls nothing (no key is needed, none is created)."""
+    rows = conn.execute(sa.text("SELECT id, sealed_secret FROM app.webhook_subscriptions FOR UPDATE")).all()
+    changed = 0
     for row in rows:
-        conn.execute(
-            sa.text("UPDATE app.webhook_subscriptions SET sealed_secret = :sealed WHERE id = :id"),
-            {"id": row.id, "sealed": seal(row.sealed_secret)},
-        )
-    return len(rows)
+        value = current(row.sealed_secret)
+        if value != row.sealed_secret:
+            conn.execute(
+                sa.text("UPDATE app.webhook_subscriptions SET sealed_secret = :sealed WHERE id = :id"),
+                {"id": row.id, "sealed": value},
+            )
+            changed += 1
+    return changed
 
 
 # --- retention (kodo.workflows.webhook_retention) -------------------------------------------------------
