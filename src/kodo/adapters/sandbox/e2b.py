@@ -65,6 +65,7 @@ class E2BSandbox:
         template: str | None = None,
         api_url: str | None = None,
         domain: str | None = None,
+        sandbox_url: str | None = None,
         request_timeout_s: float = 30.0,
         retries: int = 0,
         limits: WorkspaceLimits | None = None,
@@ -84,6 +85,8 @@ class E2BSandbox:
             self._connection["api_url"] = api_url
         if domain:
             self._connection["domain"] = domain
+        if sandbox_url:  # every sandbox's envd at one address (a loopback stand-in of E2B, in the tests)
+            self._connection["sandbox_url"] = sandbox_url
         self._live: dict[str, Any] = {}
         self._kept: dict[str, Any] = {}  # idempotency key → the sandbox holding its result
         self._lock = threading.Lock()
