@@ -101,6 +101,29 @@ def test_a_changed_and_a_new_file_come_back_with_their_exact_bytes(sdk: E2BServi
     assert (workspace / "a.txt").read_text() == "original\n"  # the adapter never writes the local workspace
 
 
+def test_a_deleted_file_comes_back_as_a_deletion(sdk: E2BService, workspace: Path) -> None:
+    """A file the command removed is a ``deleted`` filesOut entry (no content) after the changed ones; the rest of
+    the uploaded files, and ``.git`` (never uploaded), are not reported."""
+    result = adapter(sdk, limits=limits()).run(request(workspace, "rm sub/b.txt && echo changed > a.txt"))
+    assert result.err_code == "NONE", result
+    assert workspace_files(result.files_out) == [("a.txt", b"changed\n"), ("sub/b.txt", None)]
+    assert result.files_out[1] == {
+        "path": "sub/b.txt",
+        "workspace": True,
+        "deleted": True,
+        "sha256": "absent",
+        "bytes": 0,
+    }
+    assert (workspace / "sub" / "b.txt").exists()  # the adapter never writes the local workspace
+
+
+def test_deleted_files_count_against_the_files_out_bound(sdk: E2BService, workspace: Path) -> None:
+    """Deleting more files than SBX_E2B_FILES_OUT_MAX_COUNT allows is FILES_OUT_TOO_LARGE, nothing comes back."""
+    result = adapter(sdk, limits=limits(count=1)).run(request(workspace, "rm a.txt sub/b.txt"))
+    assert result.err_code == "FILES_OUT_TOO_LARGE" and result.files_out == []
+    assert "changed or deleted 2 files" in result.stderr
+
+
 def test_a_failing_command_still_brings_its_changes_back(sdk: E2BService, workspace: Path) -> None:
     """A non-zero exit is CMD_NONZERO and the files it changed still come back (the run's rollback restores them)."""
     result = adapter(sdk, limits=limits()).run(request(workspace, "echo half > a.txt; exit 3"))

@@ -108,6 +108,31 @@ def test_a_failed_run_restores_the_files_its_sandbox_changed(
     ]
 
 
+def test_a_file_deleted_in_the_sandbox_is_deleted_locally_through_the_ledger(
+    client: TestClient, settings: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The command removes a.txt: the local copy is deleted under an ExecuteST row whose postimage is absent, and
+    the workspace agrees with its ledger."""
+    done = run(client, make_repo(tmp_path / "repo"), "rm a.txt")
+    assert done["status"] == "SUCCESS", done
+    assert not (settings.workspaces_dir / done["runId"] / "a.txt").exists()
+    assert rows(engine, done["runId"]) == [("ExecuteST", 0, "a.txt", "applied")]
+    with engine.connect() as conn:
+        (row,) = patches.list_for_run(conn, done["runId"])
+        assert (row.postimage_hash, row.preimage) == (patches.ABSENT, ORIGINAL.encode())
+        assert patches.workspace_violations(conn, settings.workspaces_dir, done["runId"]) == []
+
+
+def test_a_failed_run_brings_back_a_file_its_sandbox_deleted(
+    client: TestClient, settings: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The command removes a.txt and exits 3: the run fails CMD_NONZERO and its rollback writes a.txt back."""
+    done = run(client, make_repo(tmp_path / "repo"), "rm a.txt; exit 3")
+    assert done["status"] == "ERROR" and done["error"]["code"] == "CMD_NONZERO", done
+    assert (settings.workspaces_dir / done["runId"] / "a.txt").read_text() == ORIGINAL
+    assert rows(engine, done["runId"]) == [("ExecuteST", 0, "a.txt", "rolled_back")]
+
+
 def test_a_workspace_over_the_limit_fails_the_run_and_nothing_runs(
     client: TestClient, engine: sa.Engine, tmp_path: Path, sdk: E2BService
 ) -> None:

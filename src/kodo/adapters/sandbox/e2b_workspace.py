@@ -7,7 +7,10 @@
 * **Files out**: after the command, one listing command (``find`` + ``sha256sum`` in the sandbox) hashes every
   file of the sandbox's workspace; a file whose hash differs from the uploaded one, or that was not uploaded, is
   read back with ``files.read(format="bytes")``. More files or bytes than the bounds allow is
-  ``FILES_OUT_TOO_LARGE`` (terminal; nothing comes back). Files the command deleted are not brought back.
+  ``FILES_OUT_TOO_LARGE`` (terminal; nothing comes back). An uploaded file the listing no longer holds was
+  deleted by the command: it comes back as a ``deleted`` entry (no content), and the workflow deletes the local
+  copy through the patch ledger (postimage ``absent``). A name ``sha256sum`` has to escape (a backslash or a
+  newline in it) is never taken for deleted: the listing skips such lines.
 """
 
 from __future__ import annotations
@@ -116,6 +119,15 @@ def changed_paths(uploaded: list[LocalFile], listing: dict[str, str]) -> list[st
     return sorted(path for path, digest in listing.items() if before.get(path) != digest)
 
 
+def deleted_paths(uploaded: list[LocalFile], listing: dict[str, str]) -> list[str]:
+    """Uploaded paths the sandbox's listing no longer holds (names the listing cannot show are kept); sorted."""
+    return sorted(
+        item.relative_path
+        for item in uploaded
+        if item.relative_path not in listing and not any(mark in item.relative_path for mark in ("\\", "\n"))
+    )
+
+
 def file_out(relative_path: str, content: bytes) -> dict[str, Any]:
     """One ``filesOut`` entry (it crosses a DBOS checkpoint as JSON): text inline, other bytes as base64."""
     entry: dict[str, Any] = {
@@ -135,9 +147,19 @@ def file_out(relative_path: str, content: bytes) -> dict[str, Any]:
     return entry
 
 
-def workspace_files(entries: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
-    """(relative path, exact bytes) of the ``filesOut`` entries that are workspace files, in order."""
-    return [(str(entry["path"]), content_of(entry)) for entry in entries if entry.get("workspace")]
+def deleted_file(relative_path: str) -> dict[str, Any]:
+    """One ``filesOut`` entry for a workspace file the command deleted (no content)."""
+    return {"path": relative_path, "workspace": True, "deleted": True, "sha256": "absent", "bytes": 0}
+
+
+def workspace_files(entries: list[dict[str, Any]]) -> list[tuple[str, bytes | None]]:
+    """(relative path, exact bytes — ``None`` for a deleted file) of the ``filesOut`` entries that are workspace
+    files, in order."""
+    return [
+        (str(entry["path"]), None if entry.get("deleted") else content_of(entry))
+        for entry in entries
+        if entry.get("workspace")
+    ]
 
 
 def content_of(entry: dict[str, Any]) -> bytes:
@@ -148,13 +170,15 @@ def content_of(entry: dict[str, Any]) -> bytes:
 
 
 def download(sandbox: Any, uploaded: list[LocalFile], limits: WorkspaceLimits) -> list[dict[str, Any]]:
-    """The files the command changed or created, read back within the bounds (``FILES_OUT_TOO_LARGE`` beyond)."""
+    """The files the command changed or created, read back within the bounds (``FILES_OUT_TOO_LARGE`` beyond),
+    then the uploaded files it deleted."""
     listed = sandbox.commands.run(LISTING_COMMAND, cwd=WORKSPACE_DIRECTORY, timeout=120)
-    paths = changed_paths(uploaded, parse_listing(listed.stdout or ""))
-    if len(paths) > limits.files_out_max_count:
+    listing = parse_listing(listed.stdout or "")
+    paths, deleted = changed_paths(uploaded, listing), deleted_paths(uploaded, listing)
+    if len(paths) + len(deleted) > limits.files_out_max_count:
         raise WorkspaceRefused(
             "FILES_OUT_TOO_LARGE",
-            f"FILES_OUT_TOO_LARGE: the command changed {len(paths)} files, more than "
+            f"FILES_OUT_TOO_LARGE: the command changed or deleted {len(paths) + len(deleted)} files, more than "
             f"{limits.files_out_max_count} (SBX_E2B_FILES_OUT_MAX_COUNT); none were brought back",
         )
     entries: list[dict[str, Any]] = []
@@ -169,4 +193,4 @@ def download(sandbox: Any, uploaded: list[LocalFile], limits: WorkspaceLimits) -
                 "(SBX_E2B_FILES_OUT_MAX_MB); none were brought back",
             )
         entries.append(file_out(path, content))
-    return entries
+    return entries + [deleted_file(path) for path in deleted]
