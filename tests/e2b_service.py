@@ -12,9 +12,12 @@ header the SDK sends and carry the sandbox's ``X-Access-Token``. What it impleme
   ``process.Process/Start`` (a server stream: start with the pid, stdout/stderr data as it is read, end with the
   exit code) and ``filesystem.Filesystem/MakeDir``.
 
-Each sandbox's filesystem is a real directory (sandbox path ``/home/user/x`` → ``<root>/<id>/home/user/x``; a path
-that leaves it is refused) and a command really runs there (``/bin/bash -l -c <cmd>`` as the SDK asks, not isolated:
-this is a test double of the service, not a sandbox). ``calls`` records what E2B was asked to do.
+Each sandbox's home is a real directory (sandbox path ``/home/user/x`` → ``<root>/<id>/home/user/x``; a path that
+leaves it is refused) and a command really runs there, as the SDK asks (``/bin/bash -l -c <cmd>``), under bubblewrap
+so that sandbox paths are real paths: the host's ``/`` read-only, the sandbox's home bound at ``/home/user``, a
+private ``/tmp``, and ``<root>/shared`` at ``/mnt/standin`` (shared by every sandbox: a test's command can leave a
+trace there across sandboxes). It is a test double of the service, not an isolation boundary (the network is the
+host's). ``calls`` records what E2B was asked to do.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -48,8 +52,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 API_KEY = "e2b_standin_key"
+BWRAP = shutil.which("bwrap")
 ENVD_VERSION = "0.5.4"  # multipart uploads, the default user: what the adapter's calls need
 HOME = "/home/user"
+SHARED = "/mnt/standin"
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # a base image's, not the tests' venv
 
 
 @dataclass
@@ -99,6 +106,7 @@ class E2BService:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.sandboxes: dict[str, StandInSandbox] = {}
+        self.shared = root / "shared"
         self.calls = Calls()
         self.refuse_uploads = False  # POST /files answers 502 (envd unreachable) while set
         self._ids = itertools.count(1)
@@ -125,6 +133,9 @@ class E2BService:
         self.stop()
 
     def start(self) -> None:
+        if BWRAP is None:
+            raise RuntimeError("the E2B stand-in runs commands under bubblewrap: install bwrap")
+        self.shared.mkdir(parents=True, exist_ok=True)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
@@ -330,12 +341,16 @@ class _Process(Process):
         if not cwd.is_dir():
             raise ConnectError(Code.INVALID_ARGUMENT, f"cwd '{config.cwd}' does not exist")
         self.service.calls.commands.append((config.args[-1] if config.args else config.cmd, config.cwd or None))
-        home = str(sandbox.host_path(HOME))
-        environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home} | dict(config.envs)
+        environment = {"PATH": SANDBOX_PATH, "HOME": HOME} | dict(config.envs)
+        home_directory = sandbox.host_path(HOME)
+        isolation = [BWRAP, "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        isolation += ["--tmpfs", "/tmp", "--tmpfs", "/home", "--bind", str(home_directory), HOME]
+        isolation += ["--tmpfs", "/mnt", "--bind", str(self.service.shared), SHARED]
+        isolation += ["--chdir", "/" + cwd.relative_to(sandbox.directory.resolve()).as_posix(), "--"]
         process = await asyncio.create_subprocess_exec(
+            *isolation,
             config.cmd,
             *config.args,
-            cwd=cwd,
             env=environment,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,

@@ -13,14 +13,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from e2b_service import API_KEY, E2BService, running
+from e2b_service import API_KEY, SHARED, E2BService, running
 from helpers import wait_until
 from kodo.store import patches
 from processes import KodoProcess
 
 ORIGINAL = b"original \xff\xfe bytes\n"
-# The command leaves one line per execution in the stand-in's root (outside the sandbox's workspace).
-COMMAND = "echo ran >> ../../../../commands.log && echo changed > a.txt && mkdir -p made && echo new > made/new.txt"
+# The command leaves one line per execution in the directory every sandbox of the stand-in shares.
+COMMAND = f"echo ran >> {SHARED}/commands.log && echo changed > a.txt && mkdir -p made && echo new > made/new.txt"
 
 
 @pytest.fixture
@@ -62,7 +62,6 @@ def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
     """Killed after the 2nd file's write (ExecuteST not committed): rows pending, disk changed. Killed again on
     recovery before its first write: the original bytes are back, the created file gone. A clean restart ends
     SUCCESS with both files written, rows applied, disk equal to the ledger, and the command run once."""
-    root = service.root
     repo = make_repo(tmp_path / "repo")
     up = spawn(
         "up",
@@ -105,4 +104,4 @@ def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
     with engine.connect() as conn:
         assert patches.workspace_violations(conn, workspace.parent, run_id) == []
         assert patches.list_for_run(conn, run_id)[0].preimage == ORIGINAL
-    assert (root / "commands.log").read_text() == "ran\n"  # the task's child had finished: not run again
+    assert (service.shared / "commands.log").read_text() == "ran\n"  # the task's child had finished: not run again

@@ -122,6 +122,7 @@ def sandbox_request(
         idempotency_key=execution_ledger.idempotency_key(task["taskKey"], attempt),
         execution_id=execution_id,
         toolchain=toolchain,
+        template_id=(task.get("template") or {}).get("templateId"),
     )
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 WORKSPACE_DIRECTORY = "/home/user/workspace"
+# An installed template's packages (kodo.adapters.toolchains.ensure_packages), uploaded into every sandbox.
+PACKAGES_DIRECTORY = "/home/user/.kodo/packages"
+PACKAGES_MAX_BYTES = 1 << 30
 SKIPPED_DIRECTORIES = frozenset({".git"})
 UPLOAD_BATCH_BYTES = 8 << 20  # files per write_files request: about this many bytes
 # Hash every file of the sandbox's workspace (``.git`` skipped, as on upload): ``<sha256>  ./<path>`` per line.
@@ -83,15 +86,15 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def upload(sandbox: Any, files: list[LocalFile]) -> int:
-    """Write every file into the sandbox's workspace (the directory itself is made first), in batches of up to
+def upload(sandbox: Any, files: list[LocalFile], directory: str = WORKSPACE_DIRECTORY) -> int:
+    """Write every file into ``directory`` of the sandbox (the directory itself is made first), in batches of up to
     ``UPLOAD_BATCH_BYTES`` per ``files.write_files`` request (one multipart upload each); returns the batches."""
-    sandbox.files.make_dir(WORKSPACE_DIRECTORY)
+    sandbox.files.make_dir(directory)
     batches = 0
     batch: list[dict[str, Any]] = []
     size = 0
     for item in files:
-        batch.append({"path": f"{WORKSPACE_DIRECTORY}/{item.relative_path}", "data": item.path.read_bytes()})
+        batch.append({"path": f"{directory}/{item.relative_path}", "data": item.path.read_bytes()})
         size += item.size
         if size >= UPLOAD_BATCH_BYTES:
             sandbox.files.write_files(batch)
@@ -167,6 +170,21 @@ def content_of(entry: dict[str, Any]) -> bytes:
     if "contentBase64" in entry:
         return base64.b64decode(entry["contentBase64"])
     return str(entry.get("inline", "")).encode("utf-8")
+
+
+def install_packages(sandbox: Any, packages: list[LocalFile]) -> int:
+    """The template's install step, once per sandbox: its packages uploaded to ``PACKAGES_DIRECTORY`` and their
+    scripts made executable (uploads carry no mode); returns the upload's batches."""
+    batches = upload(sandbox, packages, PACKAGES_DIRECTORY)
+    sandbox.commands.run("if [ -d bin ]; then chmod -R a+x bin; fi", cwd=PACKAGES_DIRECTORY, timeout=120)
+    return batches
+
+
+def with_packages(cmd: str) -> str:
+    """``cmd`` with the uploaded packages first on ``PATH`` and ``PYTHONPATH`` (set after the login shell's
+    profile, which resets ``PATH``)."""
+    directory = PACKAGES_DIRECTORY
+    return f'export PATH="{directory}/bin:$PATH" PYTHONPATH="{directory}${{PYTHONPATH:+:$PYTHONPATH}}"\n{cmd}'
 
 
 def download(sandbox: Any, uploaded: list[LocalFile], limits: WorkspaceLimits) -> list[dict[str, Any]]:
