@@ -4,7 +4,9 @@ whose checkout never changes. Rejected, nothing leaves. kill -9 during delivery:
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,17 @@ def test_approver_reviews_the_diff_in_chromium_and_the_source_gains_the_branch(
     )
     assert row.response["template"]["environment"] == "cold"  # pytest came from the template's environment
     playwright.expect(page.locator("td.environment-cold")).to_be_visible()
+    # The run page: the diff, the delivered commit, and a git command that shows exactly the reviewed change.
+    change = page.locator("#run-change")
+    playwright.expect(change.locator("tr.diff-add")).to_contain_text("return a + b")
+    playwright.expect(page.locator("#delivery-commit")).to_have_text(git(repo, "rev-parse", branch).strip())
+    command = page.locator("#delivery-command").inner_text()
+    shown = subprocess.run(shlex.split(command), capture_output=True, text=True, check=True, timeout=30).stdout
+    assert command.startswith(f"git -C {repo} diff") and shown == git(repo, "diff", base_commit, branch)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    change.get_by_role("button", name="Copy").click()
+    playwright.expect(change.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == command
     assert git(repo, "diff", "--binary", base_commit, branch) == reviewed
     assert git(repo, "rev-list", "--count", f"{base_commit}..{branch}").strip() == "1"
     assert checkout_state(repo) == before and (repo / "calc.py").read_text() == BUGGY
