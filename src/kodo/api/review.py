@@ -143,8 +143,9 @@ def plan_fields(conn: sa.Connection, run: Run) -> dict[str, Any] | None:
 
 
 def gate_review(conn: sa.Connection, run: Run, gate: Gate, max_lines: int) -> dict[str, Any] | None:
-    """What a plan gate's card shows beyond its form: the plan and the diff (None for other gates)."""
-    if gate.purpose != "approve-plan":
+    """What a plan gate's card — or a merge gate's (the same diff: delivery commits the reviewed tree) — shows
+    beyond its form: the plan and the diff (None for other gates)."""
+    if gate.purpose not in {"approve-plan", "merge"}:
         return None
     record = diff_record(conn, run)
     return {
