@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2b_service import E2BService, running
-from kodo.adapters.sandbox import SandboxRequest
+from kodo.adapters.sandbox import SandboxRequest, SandboxResult
 from kodo.adapters.sandbox.e2b import KEY_METADATA, RESULT_DIRECTORY, E2BSandbox
 
 
@@ -61,7 +61,7 @@ def test_without_an_idempotency_key_the_sandbox_is_killed_at_once(sdk: E2BServic
 def test_kill_ends_the_running_command_with_its_sandbox(sdk: E2BService) -> None:
     """kill(task_key) (an operator's cancel) kills the sandbox mid-command: the run returns, not ``NONE``."""
     adapter = E2BSandbox(**sdk.connection())
-    outcome: list[object] = []
+    outcome: list[SandboxResult] = []
     runner = threading.Thread(
         target=lambda: outcome.append(adapter.run(SandboxRequest(task_key="long", cmd="sleep 60; echo done"))),
     )
@@ -72,7 +72,7 @@ def test_kill_ends_the_running_command_with_its_sandbox(sdk: E2BService) -> None
     assert adapter.kill("long") is True
     runner.join(timeout=30)
     (result,) = outcome
-    assert getattr(result, "err_code") != "NONE" and "done" not in getattr(result, "stdout")
+    assert result.err_code != "NONE" and "done" not in result.stdout
     assert sdk.sandboxes == {}
 
 
