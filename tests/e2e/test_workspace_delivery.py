@@ -1,6 +1,7 @@
 """A real repository end to end: the approver reviews the diff on the gate card in Chromium, approves, the
 repository's tests pass under bwrap, and the change is delivered as branch ``kodo/<runId>`` of the source —
-whose checkout never changes. Rejected, nothing leaves. kill -9 during delivery: still exactly one commit."""
+whose checkout never changes (behind a "merge?" gate when the run asks). Rejected, nothing leaves. kill -9
+during delivery: still exactly one commit."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def page() -> Iterator[Any]:
         browser.close()
 
 
-def start(base: str, repo: Path, *, auto: bool = False) -> str:
-    constraints = {"testCommand": TEST_COMMAND, "patchPlan": fix_plan(), "deliver": "branch"}
+def start(base: str, repo: Path, *, auto: bool = False, merge_gate: bool = False) -> str:
+    constraints = {"testCommand": TEST_COMMAND, "patchPlan": fix_plan(), "deliver": "branch", "mergeGate": merge_gate}
     intent = {"goal": "fix add", "inputs": {"repo": str(repo)}, "constraints": constraints}
     created = httpx.post(f"{base}/api/intents", json=intent, timeout=30)
     assert created.status_code == 201, created.text
@@ -163,6 +164,30 @@ def test_rejected_in_chromium_leaves_the_source_untouched_and_the_workspace_rest
     workspace = tmp_path / "home" / "workspaces" / header(base, wid)["runId"]
     assert git(workspace, "status", "--porcelain") == "" and (workspace / "calc.py").read_text() == BUGGY
     assert branches(repo) == ["main"] and checkout_state(repo) == before
+
+
+@needs_browser
+def test_the_merge_gate_in_chromium_shows_the_tested_diff_then_merge_delivers(
+    spawn: Callable[..., KodoProcess], page: Any, tmp_path: Path
+) -> None:
+    """Approve the plan, the tests pass under bwrap, then the "merge?" card shows the same diff; nothing is
+    delivered until Merge is clicked, then branch kodo/<runId> appears with the reviewed diff."""
+    repo = make_repo(tmp_path / "repo")
+    base_commit, before = git(repo, "rev-parse", "HEAD").strip(), checkout_state(repo)
+    _server, base = live_server(spawn, tmp_path)
+    wid = start(base, repo, merge_gate=True)
+    page.goto(f"{base}/?wid={wid}")
+    page.get_by_role("button", name="Approve Plan").click()
+    card = page.locator("section.gate")
+    playwright.expect(card.get_by_role("heading", name="Merge the change?")).to_be_visible(timeout=120_000)
+    playwright.expect(card.locator("tr.diff-add")).to_contain_text("return a + b")
+    assert header(base, wid)["nextAction"] == "APPROVE_MERGE" and branches(repo) == ["main"]
+    card.get_by_role("button", name="Merge").click()
+    playwright.expect(page.locator("#run-status")).to_have_text("SUCCESS", timeout=120_000)
+    branch = f"kodo/{header(base, wid)['runId']}"
+    playwright.expect(page.locator("#delivery-branch")).to_have_text(branch)
+    reviewed = httpx.get(f"{base}/api/runs/{wid}/diff", timeout=30).text
+    assert git(repo, "diff", "--binary", base_commit, branch) == reviewed and checkout_state(repo) == before
 
 
 def test_kill_9_during_delivery_then_recovery_makes_exactly_one_commit(
