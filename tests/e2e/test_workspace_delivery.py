@@ -224,3 +224,40 @@ def test_kill_9_during_delivery_then_recovery_makes_exactly_one_commit(
     assert checkout_state(repo) == before
     with engine.connect() as conn:
         assert oracle_violations(conn) == {}
+
+
+def test_kill_9_during_delivery_after_merge_yes_recovers_to_one_commit_without_rerunning_the_tests(
+    spawn: Callable[..., KodoProcess], engine: sa.Engine, tmp_path: Path
+) -> None:
+    """A "merge?" gate answered yes; the continuation dies right after the branch (kill -9); restarted, it finds
+    the branch: one commit, run SUCCESS, the tests ran once."""
+    repo = make_repo(tmp_path / "repo")
+    base_commit = git(repo, "rev-parse", "HEAD").strip()
+    server = spawn("up", KODO_REPO_ROOTS=str(tmp_path), KODO_FAULT_POINTS="delivery.after_branch:kill")
+    base = f"http://127.0.0.1:{server.port}"  # type: ignore[attr-defined]
+    wid = start(base, repo, auto=True, merge_gate=True)
+    wait_until(lambda: header(base, wid).get("nextAction") == "APPROVE_MERGE", timeout=90, what="the merge gate")
+    (gate,) = [g for g in httpx.get(f"{base}/api/runs/{wid}/gates", timeout=30).json() if g["state"] == "PENDING"]
+    body = {"payload": {"choice": "yes"}, "dedupeKey": "merge-yes", "origin": "manual"}
+    assert httpx.post(f"{base}/api/runs/{wid}/gates/{gate['gateKey']}/reply", json=body, timeout=30).status_code == 200
+    assert server.proc is not None and server.proc.wait(timeout=120) == -9, server.tail()
+    run_id = header_from_db(engine, wid)
+    branch = f"kodo/{run_id}"
+    made = git(repo, "rev-parse", branch).strip()
+
+    server.env.pop("KODO_FAULT_POINTS")
+    server.start()
+    wait_until(lambda: header(base, wid)["status"] == "SUCCESS", timeout=90, what="the run to succeed")
+    assert git(repo, "rev-parse", branch).strip() == made
+    assert git(repo, "rev-list", "--count", f"{base_commit}..{branch}").strip() == "1"
+    with engine.connect() as conn:
+        delivered = conn.execute(sa.text("SELECT status, commit_sha FROM app.deliveries")).one()
+        attempts = conn.execute(sa.text("SELECT count(*) FROM app.sbx_runs WHERE run_id = :r"), {"r": run_id})
+        assert tuple(delivered) == ("delivered", made) and attempts.scalar_one() == 1
+        assert oracle_violations(conn) == {}
+
+
+def header_from_db(engine: sa.Engine, wid: str) -> str:
+    """The run id of workflow ``wid`` (the server is down)."""
+    with engine.connect() as conn:
+        return str(conn.execute(sa.text("SELECT id FROM app.runs WHERE workflow_id = :w"), {"w": wid}).scalar_one())
