@@ -130,8 +130,10 @@ def test_recipe_deps_reach_the_e2b_sandbox_cold_then_warm(
     assert warm["template"]["environment"] == "warm" and warm["template"]["buildMs"] == 0
     assert warm["template"]["packages"] == cold["template"]["packages"] and "1 passed" in warm["stdout"]
     assert warm["raw"]["packages"]["files"] == cold["raw"]["packages"]["files"] > 0
+    assert cold["template"]["installMs"] >= 0 and warm["template"]["installMs"] >= 0
     page = client.get(f"/runs/{warm_run['workflowID']}/view").text
     assert "warm" in page and cold["template"]["templateKey"] in page
+    assert f'<td class="install">{warm["template"]["installMs"]} ms</td>' in page
 
 
 def test_a_registered_e2b_template_is_booted_for_the_recipe_and_nothing_is_built(

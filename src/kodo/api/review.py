@@ -212,7 +212,7 @@ def change_view(conn: sa.Connection, run: Run, max_lines: int) -> dict[str, Any]
 
 def templates_used(conn: sa.Connection, run: Run) -> list[dict[str, Any]]:
     """Each sandbox attempt's template: its key, installed environment (cold: built for it, warm: reused),
-    boot and build times."""
+    boot, build and (E2B) install times."""
     used = []
     for row in sandbox_runs.list_for_run(conn, run.id):
         template = (row["response"] or {}).get("template") or {}
@@ -226,6 +226,7 @@ def templates_used(conn: sa.Connection, run: Run) -> list[dict[str, Any]]:
                     "environment": template.get("environment") or "none",
                     "bootMs": template.get("bootMs"),
                     "buildMs": template.get("buildMs"),
+                    "installMs": template.get("installMs"),  # E2B: the packages' install step in the sandbox
                 }
             )
     return used

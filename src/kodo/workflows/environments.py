@@ -45,10 +45,15 @@ def prepare(
         return None, failed
 
 
-def describe(toolchain: Toolchain) -> dict[str, Any]:
-    """What the task's boot record says about its environment: cold (built now) or warm, and where."""
-    return {
+def describe(toolchain: Toolchain, raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the task's boot record says about its environment: cold (built now) or warm, where, and (E2B) how
+    long the sandbox's install step took (``raw``: the result's provider details)."""
+    described: dict[str, Any] = {
         "environment": "cold" if toolchain.built else "warm",
         "buildMs": toolchain.build_ms,
         toolchain.layout: str(toolchain.path),  # "venv" or "packages"
     }
+    installed = (raw or {}).get("packages")
+    if isinstance(installed, dict) and "installMs" in installed:
+        described["installMs"] = installed["installMs"]
+    return described

@@ -148,7 +148,7 @@ def run_sandbox(task: dict[str, Any], attempt: int) -> dict[str, Any]:
     if task.get("template"):
         response["template"] = boot_record(task["template"], result, booting, svc.settings.chaos_sleep_execute)
         if toolchain is not None:  # an installed template: cold (built for this task) or warm
-            response["template"] |= environments.describe(toolchain)
+            response["template"] |= environments.describe(toolchain, result.raw)
     response["attempt"] = attempt
     response["execution"] = execution_ledger.reference(request, stored)
     return response
