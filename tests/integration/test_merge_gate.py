@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from git_repos import BUGGY, FIXED, TEST_COMMAND, branches, checkout_state, fix_plan, git, make_repo
-from helpers import make_settings, table_counts, wait_status
+from helpers import make_settings, table_counts, wait_status, wait_until
 from kodo.settings import Settings
 
 
@@ -21,9 +21,10 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(database_url, tmp_path / "home", KODO_REPO_ROOTS=str(tmp_path))
 
 
-def start(client: TestClient, repo: Path) -> str:
+def start(client: TestClient, repo: Path, **extra: Any) -> str:
     """A run that asks for delivery behind a merge gate (its plan gate answered by autoApprove)."""
     constraints = {"testCommand": TEST_COMMAND, "patchPlan": fix_plan(), "deliver": "branch", "mergeGate": True}
+    constraints |= extra
     created = client.post(
         "/api/intents", json={"goal": "fix add", "inputs": {"repo": str(repo)}, "constraints": constraints}
     )
@@ -118,3 +119,24 @@ def test_a_reply_without_a_decision_is_refused_and_writes_nothing(
     with engine.connect() as conn:
         assert table_counts(conn) == counts
     assert client.get(f"/api/runs/{wid}").json()["nextAction"] == "APPROVE_MERGE"
+
+
+def test_an_unanswered_merge_gate_times_out_and_delivers_nothing(
+    client: TestClient, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Nobody answers within the gate's TTL (planApprovalTimeoutS = 1): GATE_TIMEOUT, escalated once, no branch."""
+    repo = make_repo(tmp_path / "repo")
+    wid = start(client, repo, planApprovalTimeoutS=1)
+    done = wait_status(client, wid, {"SUCCESS", "ERROR"})
+    assert done["status"] == "ERROR" and done["error"]["code"] == "GATE_TIMEOUT", done
+    assert "Merge approval timed out" in done["error"]["message"] and branches(repo) == ["main"]
+    with engine.connect() as conn:
+        (gate,) = conn.execute(sa.text("SELECT purpose, result FROM app.human_gates WHERE purpose = 'merge'")).all()
+    assert gate.result["state"] == "TIMED_OUT"
+
+    def escalations() -> int:
+        with engine.connect() as conn:
+            query = "SELECT count(*) FROM app.artifacts WHERE run_id = :r AND step_id = 'EscalateTimeout'"
+            return int(conn.execute(sa.text(query), {"r": done["runId"]}).scalar_one())
+
+    wait_until(lambda: escalations() == 1, timeout=30, what="the timed-out merge gate's escalation")
