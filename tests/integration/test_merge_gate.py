@@ -140,3 +140,20 @@ def test_an_unanswered_merge_gate_times_out_and_delivers_nothing(
             return int(conn.execute(sa.text(query), {"r": done["runId"]}).scalar_one())
 
     wait_until(lambda: escalations() == 1, timeout=30, what="the timed-out merge gate's escalation")
+
+
+def test_a_bad_merge_gate_constraint_is_a_400_and_writes_nothing(
+    client: TestClient, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """mergeGate must be a boolean, and true only with deliver: otherwise 400 naming the rule, zero rows."""
+    repo = str(make_repo(tmp_path / "repo"))
+    with engine.connect() as conn:
+        before = table_counts(conn)
+    for constraints, rule in (
+        ({"deliver": "branch", "mergeGate": "yes"}, "mergeGate must be true or false"),
+        ({"mergeGate": True}, "mergeGate needs constraints.deliver"),
+    ):
+        refused = client.post("/api/intents", json={"goal": "g", "inputs": {"repo": repo}, "constraints": constraints})
+        assert refused.status_code == 400 and rule in refused.text, refused.text
+    with engine.connect() as conn:
+        assert table_counts(conn) == before
