@@ -20,7 +20,11 @@ from processes import KodoProcess
 
 ORIGINAL = b"original \xff\xfe bytes\n"
 # The command leaves one line per execution in the directory every sandbox of the stand-in shares.
-COMMAND = f"echo ran >> {SHARED}/commands.log && echo changed > a.txt && mkdir -p made && echo new > made/new.txt"
+COMMAND = (
+    f"echo ran >> {SHARED}/commands.log && echo changed > a.txt && mkdir -p made && echo new > made/new.txt"
+    " && rm gone.txt"
+)
+GONE = b"deleted in the sandbox\n"
 
 
 @pytest.fixture
@@ -33,6 +37,7 @@ def service(tmp_path: Path) -> Iterator[E2BService]:
 def make_repo(path: Path) -> Path:
     path.mkdir()
     (path / "a.txt").write_bytes(ORIGINAL)
+    (path / "gone.txt").write_bytes(GONE)
     for args in (
         ["init", "-q"],
         ["add", "."],
@@ -59,14 +64,15 @@ def restart_until_killed(process: KodoProcess, fault_points: str) -> None:
 def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
     service: E2BService, spawn: Callable[..., KodoProcess], engine: sa.Engine, tmp_path: Path
 ) -> None:
-    """Killed after the 2nd file's write (ExecuteST not committed): rows pending, disk changed. Killed again on
-    recovery before its first write: the original bytes are back, the created file gone. A clean restart ends
-    SUCCESS with both files written, rows applied, disk equal to the ledger, and the command run once."""
+    """Killed after the 3rd write — the deletion — (ExecuteST not committed): rows pending, disk changed. Killed
+    again on recovery before its first write: the original bytes are back, the created file gone, the deleted one
+    back. A clean restart ends SUCCESS with the files written and deleted, rows applied, disk equal to the ledger,
+    and the command run once."""
     repo = make_repo(tmp_path / "repo")
     up = spawn(
         "up",
         KODO_REPO_ROOTS=str(tmp_path),
-        KODO_FAULT_POINTS="patch.after_write:kill:2",
+        KODO_FAULT_POINTS="patch.after_write:kill:3",
         SBX_MODE="live",
         SBX_PROVIDER="e2b",
         E2B_API_KEY=API_KEY,
@@ -83,13 +89,18 @@ def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
     run_id = started.json()["runId"]
     assert up.proc is not None and up.proc.wait(timeout=120) == -9, up.tail()
     workspace = Path(up.env["KODO_HOME"]) / "workspaces" / run_id
-    assert rows(engine, run_id) == [("ExecuteST", "pending"), ("ExecuteST", "pending")]
+    assert rows(engine, run_id) == [("ExecuteST", "pending")] * 3
     assert (workspace / "a.txt").read_bytes() == b"changed\n" and (workspace / "made/new.txt").exists()
+    assert not (workspace / "gone.txt").exists()  # the deletion was the write the kill followed
 
     restart_until_killed(up, "patch.before_write:kill")
     assert (workspace / "a.txt").read_bytes() == ORIGINAL
-    assert not (workspace / "made/new.txt").exists()
-    assert rows(engine, run_id) == [("ExecuteST", "pending"), ("ExecuteST", "rolled_back")]
+    assert not (workspace / "made/new.txt").exists() and (workspace / "gone.txt").read_bytes() == GONE
+    assert rows(engine, run_id) == [
+        ("ExecuteST", "pending"),
+        ("ExecuteST", "rolled_back"),
+        ("ExecuteST", "rolled_back"),
+    ]
 
     up.env.pop("KODO_FAULT_POINTS")
     up.start()
@@ -99,8 +110,8 @@ def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
         what="the run to succeed after recovery",
     )
     assert (workspace / "a.txt").read_bytes() == b"changed\n"
-    assert (workspace / "made/new.txt").read_bytes() == b"new\n"
-    assert rows(engine, run_id) == [("ExecuteST", "applied"), ("ExecuteST", "applied")]
+    assert (workspace / "made/new.txt").read_bytes() == b"new\n" and not (workspace / "gone.txt").exists()
+    assert rows(engine, run_id) == [("ExecuteST", "applied")] * 3
     with engine.connect() as conn:
         assert patches.workspace_violations(conn, workspace.parent, run_id) == []
         assert patches.list_for_run(conn, run_id)[0].preimage == ORIGINAL
