@@ -14,7 +14,7 @@ the constructor's; with a ``toolchain`` (the deps installed flat on this host), 
 executable once per sandbox before the command, which runs with them first on ``PATH``/``PYTHONPATH``.
 **Workspace** (:mod:`kodo.adapters.sandbox.e2b_workspace`): with a ``workdir``, its files are uploaded to
 ``/home/user/workspace`` before the command (over ``SBX_E2B_UPLOAD_MAX_MB``: ``WORKSPACE_TOO_LARGE`` and no
-sandbox is created), the command runs there, and the files it changed or created come back as ``filesOut``
+sandbox is created), the command runs there, and the files it changed, created or deleted come back as ``filesOut``
 (the workflow writes them into the local workspace through the patch ledger).
 SDK exceptions go through the failure classifier (``failures.classify_exception``); a command that
 ran and exited non-zero is ``CMD_NONZERO`` (``OOM`` on an allocation failure), a command over its
