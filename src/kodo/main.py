@@ -144,7 +144,12 @@ def build_sandbox(settings: Settings, engine: sa.Engine | None = None) -> Sandbo
             files_out_max_count=settings.sbx_e2b_files_out_max_count,
             files_out_max_bytes=settings.sbx_e2b_files_out_max_mb << 20,
         )
-        return E2BSandbox(key.get_secret_value() if key else None, limits=bounds)
+        return E2BSandbox(
+            key.get_secret_value() if key else None,
+            api_url=settings.e2b_api_url,
+            sandbox_url=settings.e2b_sandbox_url,
+            limits=bounds,
+        )
     raise ConfigurationError(
         f"SBX_PROVIDER={settings.sbx_provider} is not supported by kodo; use SBX_PROVIDER=local or SBX_PROVIDER=e2b"
     )

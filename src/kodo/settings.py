@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     sbx_e2b_upload_max_mb: int = Field(50, ge=1, validation_alias="SBX_E2B_UPLOAD_MAX_MB")
     sbx_e2b_files_out_max_count: int = Field(200, ge=1, validation_alias="SBX_E2B_FILES_OUT_MAX_COUNT")
     sbx_e2b_files_out_max_mb: int = Field(10, ge=1, validation_alias="SBX_E2B_FILES_OUT_MAX_MB")
+    # Where the e2b SDK finds E2B's API and every sandbox's envd (unset: the SDK's own, https://api.e2b.app).
+    e2b_api_url: str | None = Field(None, validation_alias="E2B_API_URL")
+    e2b_sandbox_url: str | None = Field(None, validation_alias="E2B_SANDBOX_URL")
     # SBX_PROVIDER=local without a working bwrap refuses to start unless this says commands may run unisolated.
     sbx_allow_unisolated: bool = Field(False, validation_alias="SBX_ALLOW_UNISOLATED")
     # The local sandbox's limits beyond memory and CPU (kodo.adapters.sandbox.local.SandboxLimits).

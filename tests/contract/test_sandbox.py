@@ -4,7 +4,8 @@ Add an implementation by appending to ``IMPLEMENTATIONS``. Every sandbox runs a 
 failing command and reports SBXRes-shaped results; ``magic`` sandboxes (the mock) also honour the
 predecessor's magic commands. ``local-bwrap`` is the real local provider as ``SBX_MODE=live
 SBX_PROVIDER=local`` builds it (skipped with a reason when ``bwrap`` is not installed; ``.ci/run``
-installs it); ``local-none`` is the same provider without bubblewrap. ``live-env`` runs the
+installs it); ``local-none`` is the same provider without bubblewrap; ``e2b-standin`` is the E2B provider with
+the real ``e2b`` SDK against the loopback stand-in of E2B's API (``tests/e2b_service.py``). ``live-env`` runs the
 provider the environment names only with ``KODO_LIVE_SANDBOX=1`` (``KODO_LIVE_SANDBOX_PROVIDER``,
 default ``local``), e.g. against E2B with a real key.
 """
@@ -17,14 +18,16 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from e2b_service import E2BService
 from kodo.adapters.sandbox import Sandbox, SandboxRequest, SandboxResult
+from kodo.adapters.sandbox.e2b import E2BSandbox
 from kodo.adapters.sandbox.local import LocalSandbox
 from kodo.adapters.sandbox.mock import MockSandbox
 from kodo.models import RETRYABLE_SANDBOX_CODES
@@ -61,6 +64,24 @@ def _local_sandbox(tmp: Path) -> Sandbox:
     return build_sandbox(load_settings({"SBX_MODE": "live", "SBX_PROVIDER": "local", "KODO_HOME": str(tmp)}))
 
 
+STAND_INS: list[E2BService] = []  # started by ``_e2b_standin``, stopped after each test (``_stop_stand_ins``)
+
+
+def _e2b_standin(tmp: Path) -> Sandbox:
+    """The E2B provider with the real SDK against the loopback stand-in of E2B (``tests/e2b_service.py``)."""
+    service = E2BService(tmp / "e2b")
+    STAND_INS.append(service)
+    service.start()
+    return E2BSandbox(**service.connection())
+
+
+@pytest.fixture(autouse=True)
+def _stop_stand_ins() -> Iterator[None]:
+    yield
+    while STAND_INS:
+        STAND_INS.pop().stop()
+
+
 IMPLEMENTATIONS = [
     pytest.param(SandboxImpl("mock", lambda tmp: MockSandbox(), "echo test0", "FAIL_ME test0", magic=True), id="mock"),
     pytest.param(
@@ -71,6 +92,11 @@ IMPLEMENTATIONS = [
     pytest.param(
         SandboxImpl("local-none", lambda tmp: LocalSandbox(use_bwrap=False), "echo test0", "exit 3", real=True),
         id="local-none",
+    ),
+    pytest.param(
+        SandboxImpl("e2b-standin", _e2b_standin, "echo test0", "exit 3"),
+        id="e2b-standin",
+        marks=pytest.mark.skipif(shutil.which("bwrap") is None, reason="the E2B stand-in runs commands under bwrap"),
     ),
     pytest.param(
         SandboxImpl("live-env", _live_sandbox, "echo test0", "exit 3"),

@@ -1,44 +1,43 @@
-"""kill -9 of a real ``kodo up`` on SBX_PROVIDER=e2b (the SDK stand-in, shadowing ``e2b`` on PYTHONPATH) while
-ExecuteST writes the files the sandbox changed into the local workspace: recovery restores the original, then
-writes them again; the workspace never stays mixed, the ledger says which, and the command ran once."""
+"""kill -9 of a real ``kodo up`` on SBX_PROVIDER=e2b (the real SDK against the loopback stand-in of E2B,
+``tests/e2b_service.py``, served by the test process) while ExecuteST writes the files the sandbox changed into the
+local workspace: recovery restores the original, then writes them again; the workspace never stays mixed, the
+ledger says which, and the command ran once (recalled from the kept sandbox through E2B's list and envd)."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
+from e2b_service import API_KEY, SHARED, E2BService, running
 from helpers import wait_until
 from kodo.store import patches
 from processes import KodoProcess
 
 ORIGINAL = b"original \xff\xfe bytes\n"
-TESTS = Path(__file__).resolve().parents[1]
-# ``import e2b`` in the kodo process returns the stand-in, its sandboxes' directories under $E2B_STANDIN_ROOT.
-SHIM = f"""
-import os
-import sys
-from pathlib import Path
+# The command leaves one line per execution in the directory every sandbox of the stand-in shares.
+COMMAND = (
+    f"echo ran >> {SHARED}/commands.log && echo changed > a.txt && mkdir -p made && echo new > made/new.txt"
+    " && rm gone.txt"
+)
+GONE = b"deleted in the sandbox\n"
 
-sys.path.insert(0, {str(TESTS)!r})
-import e2b_standin
 
-e2b_standin.StandInSandbox.root = Path(os.environ["E2B_STANDIN_ROOT"])
-Sandbox = e2b_standin.StandInSandbox
-SandboxQuery = e2b_standin.SandboxQuery
-CommandExitException = e2b_standin.CommandExitException
-TimeoutException = e2b_standin.TimeoutException
-"""
-# The command leaves one line per execution in the stand-in's root (outside the sandbox's workspace).
-COMMAND = "echo ran >> ../../../../commands.log && echo changed > a.txt && mkdir -p made && echo new > made/new.txt"
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[E2BService]:
+    """The stand-in; asked for before ``spawn``, it is stopped after the test's kodo processes."""
+    with running(tmp_path / "e2b") as standin:
+        yield standin
 
 
 def make_repo(path: Path) -> Path:
     path.mkdir()
     (path / "a.txt").write_bytes(ORIGINAL)
+    (path / "gone.txt").write_bytes(GONE)
     for args in (
         ["init", "-q"],
         ["add", "."],
@@ -63,25 +62,22 @@ def restart_until_killed(process: KodoProcess, fault_points: str) -> None:
 
 
 def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
-    spawn: Callable[..., KodoProcess], engine: sa.Engine, tmp_path: Path
+    service: E2BService, spawn: Callable[..., KodoProcess], engine: sa.Engine, tmp_path: Path
 ) -> None:
-    """Killed after the 2nd file's write (ExecuteST not committed): rows pending, disk changed. Killed again on
-    recovery before its first write: the original bytes are back, the created file gone. A clean restart ends
-    SUCCESS with both files written, rows applied, disk equal to the ledger, and the command run once."""
-    shim = tmp_path / "shim" / "e2b"
-    shim.mkdir(parents=True)
-    (shim / "__init__.py").write_text(SHIM)
-    root = tmp_path / "e2b"
+    """Killed after the 3rd write — the deletion — (ExecuteST not committed): rows pending, disk changed. Killed
+    again on recovery before its first write: the original bytes are back, the created file gone, the deleted one
+    back. A clean restart ends SUCCESS with the files written and deleted, rows applied, disk equal to the ledger,
+    and the command run once."""
     repo = make_repo(tmp_path / "repo")
     up = spawn(
         "up",
         KODO_REPO_ROOTS=str(tmp_path),
-        KODO_FAULT_POINTS="patch.after_write:kill:2",
+        KODO_FAULT_POINTS="patch.after_write:kill:3",
         SBX_MODE="live",
         SBX_PROVIDER="e2b",
-        E2B_API_KEY="e2b_standin",
-        E2B_STANDIN_ROOT=str(root),
-        PYTHONPATH=str(shim.parent),
+        E2B_API_KEY=API_KEY,
+        E2B_API_URL=service.url,
+        E2B_SANDBOX_URL=service.url,
     )
     base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
     body = {"goal": "e2b files", "inputs": {"repo": str(repo)}, "constraints": {"testCommand": COMMAND}}
@@ -93,13 +89,18 @@ def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
     run_id = started.json()["runId"]
     assert up.proc is not None and up.proc.wait(timeout=120) == -9, up.tail()
     workspace = Path(up.env["KODO_HOME"]) / "workspaces" / run_id
-    assert rows(engine, run_id) == [("ExecuteST", "pending"), ("ExecuteST", "pending")]
+    assert rows(engine, run_id) == [("ExecuteST", "pending")] * 3
     assert (workspace / "a.txt").read_bytes() == b"changed\n" and (workspace / "made/new.txt").exists()
+    assert not (workspace / "gone.txt").exists()  # the deletion was the write the kill followed
 
     restart_until_killed(up, "patch.before_write:kill")
     assert (workspace / "a.txt").read_bytes() == ORIGINAL
-    assert not (workspace / "made/new.txt").exists()
-    assert rows(engine, run_id) == [("ExecuteST", "pending"), ("ExecuteST", "rolled_back")]
+    assert not (workspace / "made/new.txt").exists() and (workspace / "gone.txt").read_bytes() == GONE
+    assert rows(engine, run_id) == [
+        ("ExecuteST", "pending"),
+        ("ExecuteST", "rolled_back"),
+        ("ExecuteST", "rolled_back"),
+    ]
 
     up.env.pop("KODO_FAULT_POINTS")
     up.start()
@@ -109,9 +110,9 @@ def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
         what="the run to succeed after recovery",
     )
     assert (workspace / "a.txt").read_bytes() == b"changed\n"
-    assert (workspace / "made/new.txt").read_bytes() == b"new\n"
-    assert rows(engine, run_id) == [("ExecuteST", "applied"), ("ExecuteST", "applied")]
+    assert (workspace / "made/new.txt").read_bytes() == b"new\n" and not (workspace / "gone.txt").exists()
+    assert rows(engine, run_id) == [("ExecuteST", "applied")] * 3
     with engine.connect() as conn:
         assert patches.workspace_violations(conn, workspace.parent, run_id) == []
         assert patches.list_for_run(conn, run_id)[0].preimage == ORIGINAL
-    assert (root / "commands.log").read_text() == "ran\n"  # the task's child had finished: not run again
+    assert (service.shared / "commands.log").read_text() == "ran\n"  # the task's child had finished: not run again

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from git_repos import BUGGY, FIXED, TEST_COMMAND, branches, checkout_state, fix_plan, git, make_repo
 from helpers import make_settings, table_counts, wait_status
+from kodo.errors import Conflict
 from kodo.settings import Settings
 from kodo.workflows import delivery
 from processes import clean_env
@@ -41,12 +42,16 @@ def delivered_run(client: TestClient, repo: Path, *, deliver: bool = True) -> di
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = clean_env(DATABASE_URL=str(settings.database_url), KODO_HOME=str(settings.kodo_home))
+    env = clean_env(
+        DATABASE_URL=str(settings.database_url),
+        KODO_HOME=str(settings.kodo_home),
+        KODO_REPO_ROOTS=":".join(str(root) for root in settings.repository_roots),
+    )
     return subprocess.run([sys.executable, "-m", "kodo", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_delivery_commits_the_reviewed_diff_on_a_new_branch_and_leaves_the_checkout_alone(
-    client: TestClient, engine: sa.Engine, tmp_path: Path
+    client: TestClient, engine: sa.Engine, settings: Settings, tmp_path: Path
 ) -> None:
     """One commit on kodo/<runId> (author kodo, goal + run id in the message) whose diff is the reviewed one."""
     repo = make_repo(tmp_path / "repo")
@@ -78,7 +83,7 @@ def test_delivery_commits_the_reviewed_diff_on_a_new_branch_and_leaves_the_check
     # Delivering again (by hand, or a retried step) finds the branch: same commit, no second one, no new row.
     with engine.connect() as conn:
         counts = table_counts(conn)
-    again = delivery.deliver(engine, tmp_path / "home" / "workspaces", run_id, "cli")
+    again = delivery.deliver(engine, settings, run_id, "cli")
     assert again["status"] == "delivered" and again["commit"] == shown["commit"]
     assert git(repo, "rev-list", "--count", f"{base}..{branch}").strip() == "1"
     with engine.connect() as conn:
@@ -86,7 +91,7 @@ def test_delivery_commits_the_reviewed_diff_on_a_new_branch_and_leaves_the_check
 
 
 def test_a_delivery_cut_off_after_its_branch_closes_its_row_without_a_second_commit(
-    client: TestClient, engine: sa.Engine, tmp_path: Path
+    client: TestClient, engine: sa.Engine, settings: Settings, tmp_path: Path
 ) -> None:
     """A pending ledger row whose branch already exists (a crash between the two) is closed on the same commit."""
     repo = make_repo(tmp_path / "repo")
@@ -97,7 +102,7 @@ def test_a_delivery_cut_off_after_its_branch_closes_its_row_without_a_second_com
         conn.execute(
             sa.text("UPDATE app.deliveries SET status = 'pending', commit_sha = NULL, delivered_at = NULL"),
         )
-    again = delivery.deliver(engine, tmp_path / "home" / "workspaces", run_id, "cli")
+    again = delivery.deliver(engine, settings, run_id, "cli")
     assert again["status"] == "delivered" and again["commit"] == commit
     assert git(repo, "rev-parse", f"kodo/{run_id}").strip() == commit
 
@@ -126,7 +131,7 @@ def test_runs_without_delivery_leave_the_source_alone_and_the_cli_delivers_by_ha
 
 
 def test_deliver_that_cannot_be_done_is_a_clean_refusal_and_writes_nothing(
-    client: TestClient, engine: sa.Engine, tmp_path: Path
+    client: TestClient, engine: sa.Engine, settings: Settings, tmp_path: Path
 ) -> None:
     """A bad ``deliver`` value or one without a repo is a 400; delivering an unfinished run is refused; zero rows."""
     with engine.connect() as conn:
@@ -138,7 +143,27 @@ def test_deliver_that_cannot_be_done_is_a_clean_refusal_and_writes_nothing(
     with engine.connect() as conn:
         assert table_counts(conn) == before
     with pytest.raises(Exception, match="run not found"):
-        delivery.deliver(engine, tmp_path, "nope", "cli")
+        delivery.deliver(engine, settings, "nope", "cli")
+
+
+def test_a_source_no_longer_under_the_repository_roots_is_not_delivered(
+    client: TestClient, engine: sa.Engine, settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """KODO_REPO_ROOTS changed after the run: ``deliver`` refuses (409, naming the rule), no row, no branch."""
+    repo = make_repo(tmp_path / "repo")
+    done = delivered_run(client, repo, deliver=False)
+    assert done["status"] == "SUCCESS", done
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved = make_settings(database_url, tmp_path / "home", KODO_REPO_ROOTS=str(elsewhere))
+    with engine.connect() as conn:
+        before = table_counts(conn)
+    with pytest.raises(Conflict, match="not under KODO_REPO_ROOTS"):
+        delivery.deliver(engine, moved, done["runId"], "cli")
+    with engine.connect() as conn:
+        assert table_counts(conn) == before
+    assert branches(repo) == ["main"]
+    assert delivery.deliver(engine, settings, done["runId"], "cli")["status"] == "delivered"  # under the roots: yes
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
@@ -148,7 +173,9 @@ def test_a_read_only_source_gets_a_format_patch_artifact_instead(
     """With the source mounted read-only, ``kodo runs deliver`` writes a format-patch artifact that applies cleanly."""
     repo = make_repo(tmp_path / "repo")
     done = delivered_run(client, repo, deliver=False)
-    env = clean_env(DATABASE_URL=str(settings.database_url), KODO_HOME=str(settings.kodo_home))
+    env = clean_env(
+        DATABASE_URL=str(settings.database_url), KODO_HOME=str(settings.kodo_home), KODO_REPO_ROOTS=str(tmp_path)
+    )
     command = ["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(repo), str(repo), "--"]
     command += [sys.executable, "-m", "kodo", "runs", "deliver", done["runId"]]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)

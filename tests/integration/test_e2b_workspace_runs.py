@@ -1,10 +1,12 @@
-"""Runs on SBX_PROVIDER=e2b (the SDK stand-in of ``tests/e2b_standin.py``, real workflow, real Postgres): files the
+"""Runs on SBX_PROVIDER=e2b (the real SDK against the loopback stand-in of E2B, ``tests/e2b_service.py``; real
+workflow, real Postgres): files the
 command changed in the sandbox land in the run's local workspace through the patch ledger (ExecuteST rows), a failed
 run restores them, and a workspace over SBX_E2B_UPLOAD_MAX_MB fails the run WORKSPACE_TOO_LARGE with nothing run."""
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 import git_repos
-from e2b_standin import StandInSandbox, install
+from e2b_service import API_KEY, E2BService, running
 from helpers import make_settings, wait_status
 from kodo.settings import Settings
 from kodo.store import patches, sandbox_runs
@@ -22,7 +24,14 @@ ORIGINAL = "original\n"
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def sdk(tmp_path: Path) -> Iterator[E2BService]:
+    """The stand-in of E2B on 127.0.0.1 for this test."""
+    with running(tmp_path / "e2b") as service:
+        yield service
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, sdk: E2BService) -> Settings:
     """Live sandboxes on E2B (the stand-in); the runs clone repositories under the test's tmp dir."""
     return make_settings(
         database_url,
@@ -30,14 +39,11 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         KODO_REPO_ROOTS=str(tmp_path),
         SBX_MODE="live",
         SBX_PROVIDER="e2b",
-        E2B_API_KEY="e2b_standin",
+        E2B_API_KEY=API_KEY,
+        E2B_API_URL=sdk.url,
+        E2B_SANDBOX_URL=sdk.url,
         SBX_E2B_UPLOAD_MAX_MB="1",
     )
-
-
-@pytest.fixture(autouse=True)
-def sdk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[StandInSandbox]:
-    return install(monkeypatch, tmp_path / "e2b")
 
 
 def make_repo(path: Path, extra_bytes: int = 0) -> Path:
@@ -70,7 +76,7 @@ def rows(engine: sa.Engine, run_id: str) -> list[tuple[str, int, str, str]]:
 
 
 def test_changed_and_new_files_land_in_the_local_workspace_with_ledger_rows(
-    client: TestClient, settings: Settings, engine: sa.Engine, tmp_path: Path, sdk: type[StandInSandbox]
+    client: TestClient, settings: Settings, engine: sa.Engine, tmp_path: Path, sdk: E2BService
 ) -> None:
     """The command ran in the uploaded workspace; a.txt (changed) and made/new.txt (created) are written locally
     under ExecuteST ledger rows, applied, and the workspace agrees with its ledger."""
@@ -102,8 +108,33 @@ def test_a_failed_run_restores_the_files_its_sandbox_changed(
     ]
 
 
+def test_a_file_deleted_in_the_sandbox_is_deleted_locally_through_the_ledger(
+    client: TestClient, settings: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The command removes a.txt: the local copy is deleted under an ExecuteST row whose postimage is absent, and
+    the workspace agrees with its ledger."""
+    done = run(client, make_repo(tmp_path / "repo"), "rm a.txt")
+    assert done["status"] == "SUCCESS", done
+    assert not (settings.workspaces_dir / done["runId"] / "a.txt").exists()
+    assert rows(engine, done["runId"]) == [("ExecuteST", 0, "a.txt", "applied")]
+    with engine.connect() as conn:
+        (row,) = patches.list_for_run(conn, done["runId"])
+        assert (row.postimage_hash, row.preimage) == (patches.ABSENT, ORIGINAL.encode())
+        assert patches.workspace_violations(conn, settings.workspaces_dir, done["runId"]) == []
+
+
+def test_a_failed_run_brings_back_a_file_its_sandbox_deleted(
+    client: TestClient, settings: Settings, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The command removes a.txt and exits 3: the run fails CMD_NONZERO and its rollback writes a.txt back."""
+    done = run(client, make_repo(tmp_path / "repo"), "rm a.txt; exit 3")
+    assert done["status"] == "ERROR" and done["error"]["code"] == "CMD_NONZERO", done
+    assert (settings.workspaces_dir / done["runId"] / "a.txt").read_text() == ORIGINAL
+    assert rows(engine, done["runId"]) == [("ExecuteST", 0, "a.txt", "rolled_back")]
+
+
 def test_a_workspace_over_the_limit_fails_the_run_and_nothing_runs(
-    client: TestClient, engine: sa.Engine, tmp_path: Path, sdk: type[StandInSandbox]
+    client: TestClient, engine: sa.Engine, tmp_path: Path, sdk: E2BService
 ) -> None:
     """Over SBX_E2B_UPLOAD_MAX_MB (1 MB here): WORKSPACE_TOO_LARGE, once (not retried), no sandbox, no rows."""
     done = run(client, make_repo(tmp_path / "repo", extra_bytes=(1 << 20) + 1), "touch ran")

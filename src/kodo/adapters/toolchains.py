@@ -1,5 +1,8 @@
 """Sandbox templates that install: a Python virtual environment per dependency hash, built once under
-``$KODO_HOME/templates/<depsHash>/venv`` and reused by every later task (warm).
+``$KODO_HOME/templates/<depsHash>/venv`` and reused by every later task (warm) — or, for a sandbox on
+another machine (E2B), the same packages installed flat into ``$KODO_HOME/templates/<depsHash>/packages``
+(``uv pip install --target``, scripts pointing at ``/usr/bin/python3``), which the adapter uploads into
+each sandbox and puts on ``PYTHONPATH`` and ``PATH`` (:func:`ensure_packages`).
 
 Built with ``uv venv`` on the system interpreter (``/usr/bin/python3``: the one the bubblewrap sandbox
 sees, since it binds ``/usr`` only) and ``uv pip install <deps>`` from whatever registries the machine
@@ -16,7 +19,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +37,10 @@ class ToolchainBuildError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Toolchain:
-    path: Path  # the virtual environment: mount it read-only, put ``<path>/bin`` first on PATH
+    path: Path  # the virtual environment (mount it read-only, ``<path>/bin`` first on PATH) or the packages
     built: bool  # True: built by this call (cold); False: reused (warm)
     build_ms: int
+    layout: str = "venv"  # "venv" | "packages" (a ``--target`` directory: put it on PYTHONPATH, ``bin`` on PATH)
 
 
 def _run(argv: list[str], log: list[str]) -> None:
@@ -54,28 +58,46 @@ def _run(argv: list[str], log: list[str]) -> None:
 
 def ensure(root: Path, deps_hash: str, deps: Sequence[str], *, python: str = SYSTEM_PYTHON) -> Toolchain:
     """The environment for ``deps`` (keyed by ``deps_hash``): reused when built, else built now."""
-    home = root / deps_hash
-    venv, ready = home / "venv", home / ".kodo-ready"
+
+    def build(venv: Path, uv: str, log: list[str]) -> None:
+        _run([uv, "venv", "--quiet", "--python", python, str(venv)], log)
+        if deps:
+            _run([uv, "pip", "install", "--python", str(venv / "bin" / "python"), *deps], log)
+
+    return _ensure(root / deps_hash, "venv", ".kodo-ready", f"{deps_hash}\n", build)
+
+
+def ensure_packages(root: Path, deps_hash: str, deps: Sequence[str], *, python: str = SYSTEM_PYTHON) -> Toolchain:
+    """``deps`` installed flat into ``<root>/<deps_hash>/packages`` for ``python``'s version (reused when built):
+    what an E2B sandbox gets uploaded; no network is needed in the sandbox."""
+
+    def build(packages: Path, uv: str, log: list[str]) -> None:
+        _run([uv, "pip", "install", "--target", str(packages), "--python", python, *deps], log)
+
+    return _ensure(root / deps_hash, "packages", ".kodo-ready-packages", f"{deps_hash}\n", build)
+
+
+def _ensure(home: Path, name: str, marker: str, stamp: str, build: Callable[[Path, str, list[str]], None]) -> Toolchain:
+    """``home/name`` built by ``build`` under a file lock, once; ``home/marker`` says it is complete."""
+    target, ready = home / name, home / marker
     if ready.exists():
-        return Toolchain(venv, built=False, build_ms=0)
+        return Toolchain(target, built=False, build_ms=0, layout=name)
     home.mkdir(parents=True, exist_ok=True)
     with (home / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent tasks of one host build it once
         if ready.exists():
-            return Toolchain(venv, built=False, build_ms=0)
+            return Toolchain(target, built=False, build_ms=0, layout=name)
         started = time.monotonic()
-        shutil.rmtree(venv, ignore_errors=True)  # what a crashed build left
+        shutil.rmtree(target, ignore_errors=True)  # what a crashed build left
         log: list[str] = []
         uv = shutil.which("uv")
         try:
             if uv is None:
                 raise ToolchainBuildError("uv is not installed on this host", "uv: not found on PATH")
-            _run([uv, "venv", "--quiet", "--python", python, str(venv)], log)
-            if deps:
-                _run([uv, "pip", "install", "--python", str(venv / "bin" / "python"), *deps], log)
+            build(target, uv, log)
         except ToolchainBuildError:
-            shutil.rmtree(venv, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)
             raise
-        (home / "build.log").write_text("\n".join(log) + "\n")
-        ready.write_text(f"{deps_hash}\n")
-        return Toolchain(venv, built=True, build_ms=int((time.monotonic() - started) * 1000))
+        (home / f"build-{name}.log").write_text("\n".join(log) + "\n")
+        ready.write_text(stamp)
+        return Toolchain(target, built=True, build_ms=int((time.monotonic() - started) * 1000), layout=name)

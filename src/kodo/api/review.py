@@ -143,8 +143,9 @@ def plan_fields(conn: sa.Connection, run: Run) -> dict[str, Any] | None:
 
 
 def gate_review(conn: sa.Connection, run: Run, gate: Gate, max_lines: int) -> dict[str, Any] | None:
-    """What a plan gate's card shows beyond its form: the plan and the diff (None for other gates)."""
-    if gate.purpose != "approve-plan":
+    """What a plan gate's card — or a merge gate's (the same diff: delivery commits the reviewed tree) — shows
+    beyond its form: the plan and the diff (None for other gates)."""
+    if gate.purpose not in {"approve-plan", "merge"}:
         return None
     record = diff_record(conn, run)
     return {
@@ -211,7 +212,7 @@ def change_view(conn: sa.Connection, run: Run, max_lines: int) -> dict[str, Any]
 
 def templates_used(conn: sa.Connection, run: Run) -> list[dict[str, Any]]:
     """Each sandbox attempt's template: its key, installed environment (cold: built for it, warm: reused),
-    boot and build times."""
+    boot, build and (E2B) install times."""
     used = []
     for row in sandbox_runs.list_for_run(conn, run.id):
         template = (row["response"] or {}).get("template") or {}
@@ -225,6 +226,7 @@ def templates_used(conn: sa.Connection, run: Run) -> list[dict[str, Any]]:
                     "environment": template.get("environment") or "none",
                     "bootMs": template.get("bootMs"),
                     "buildMs": template.get("buildMs"),
+                    "installMs": template.get("installMs"),  # E2B: the packages' install step in the sandbox
                 }
             )
     return used

@@ -26,12 +26,18 @@ class IntentBody(Strict):
 
     @model_validator(mode="after")
     def _delivery(self) -> IntentBody:
-        """``constraints.deliver`` (kodo.workflows.delivery) is "branch", and needs ``inputs.repo``."""
+        """``constraints.deliver`` (kodo.workflows.delivery) is "branch", and needs ``inputs.repo``;
+        ``constraints.mergeGate`` is a boolean, and true only with ``deliver``."""
         deliver = self.constraints.get("deliver")
         if deliver is not None and deliver != "branch":
             raise ValueError('constraints.deliver must be "branch" (a commit on branch kodo/<runId> of inputs.repo)')
         if deliver is not None and not isinstance(self.inputs.get("repo"), str):
             raise ValueError("constraints.deliver needs inputs.repo: the git repository to deliver to")
+        merge_gate = self.constraints.get("mergeGate")  # kodo.workflows.merge_gate
+        if merge_gate is not None and not isinstance(merge_gate, bool):
+            raise ValueError("constraints.mergeGate must be true or false (a human gate before the delivery)")
+        if merge_gate is True and deliver is None:
+            raise ValueError('constraints.mergeGate needs constraints.deliver = "branch": it gates the delivery')
         return self
 
 

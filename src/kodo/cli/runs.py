@@ -34,7 +34,7 @@ def runs_deliver(run: str, as_json: bool) -> None:
     from kodo.workflows import delivery
 
     with migrated() as (settings, engine):
-        outcome = delivery.deliver(engine, settings.workspaces_dir, run, "cli")
+        outcome = delivery.deliver(engine, settings, run, "cli")
     if as_json:
         click.echo(json.dumps(outcome, sort_keys=True))
     elif outcome["status"] != "delivered":

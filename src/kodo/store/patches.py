@@ -33,7 +33,7 @@ class PatchImage:
     target_path: str
     preimage: bytes | None  # None: the file did not exist
     preimage_mode: int | None
-    postimage: bytes
+    postimage: bytes | None  # None: the file is deleted (a sandbox removed it)
     diff_hash: str
     # ApplyPatchST (a patch plan) or ExecuteST (files a sandbox changed: kodo.workflows.patches.apply_files).
     step_id: str = APPLY_STEP

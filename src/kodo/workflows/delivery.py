@@ -1,5 +1,6 @@
 """Delivery: the reviewed change leaves kodo as a commit on branch ``kodo/<runId>`` of the source repository
-(or, when kodo may not write there, as a ``git format-patch`` artifact).
+(or, when kodo may not write there, as a ``git format-patch`` artifact), only while it is a git repository under
+``KODO_REPO_ROOTS``.
 
 Exactly once, through the ``app.deliveries`` ledger: the row is written ``pending`` before any git work, the
 commit is deterministic (fixed author ``kodo <kodo@localhost>``, date = the row's creation), and the branch
@@ -22,10 +23,12 @@ from dbos import DBOS
 
 from kodo import faults
 from kodo.adapters import workspace_git
-from kodo.errors import Conflict, NotFound, StepFailure
+from kodo.errors import Conflict, InvalidInput, NotFound, StepFailure
 from kodo.identity import artifact_uri
 from kodo.models import NewArtifact
+from kodo.settings import Settings
 from kodo.store import artifacts, intents, runs, workspaces
+from kodo.workflows import repositories
 from kodo.workflows.review import diff_uri
 from kodo.workflows.runtime import services
 
@@ -56,11 +59,12 @@ def _message(goal: str, run_id: str, intent_id: str) -> str:
     return f"kodo: {subject}\n\nGoal: {goal.strip()}\nRun: {run_id}\nIntent: {intent_id}\n"
 
 
-def _open(conn: sa.Connection, key: str, requested_by: str) -> tuple[workspaces.Delivery, str]:
+def _open(conn: sa.Connection, settings: Settings, key: str, requested_by: str) -> tuple[workspaces.Delivery, str]:
     """Check the run may be delivered and write (or find) its ledger row; returns it with the commit message.
 
     By hand, only a succeeded run; the workflow's own step runs while the run is still ``running`` (its
-    tests passed: ExecuteST left the run to end with its delivery)."""
+    tests passed: ExecuteST left the run to end with its delivery). The source must still be a git
+    repository under ``KODO_REPO_ROOTS`` (checked again now: the roots may have changed since the clone)."""
     run = runs.get(conn, key)
     if run is None:
         raise NotFound(f"run not found: {key}")
@@ -72,6 +76,10 @@ def _open(conn: sa.Connection, key: str, requested_by: str) -> tuple[workspaces.
     inline = reviewed.inline if reviewed is not None and isinstance(reviewed.inline, dict) else {}
     if origin is None or not origin.source_repo or not origin.base_commit or not inline.get("tree"):
         raise Conflict(f"run {run.workflow_id} has no git workspace to deliver (its intent named no git repository)")
+    try:
+        repositories.allowed_repository(origin.source_repo, settings)
+    except InvalidInput as error:  # nothing is written: no ledger row, no branch
+        raise Conflict(f"run {run.workflow_id} cannot be delivered: {error.message}") from error
     intent = intents.get(conn, run.intent_id)
     source = Path(origin.source_repo)
     delivery = workspaces.ensure_delivery(
@@ -128,15 +136,15 @@ def _outcome(delivery: workspaces.Delivery) -> DeliveryOutcome:
     }
 
 
-def deliver(engine: sa.Engine, workspaces_dir: Path, key: str, requested_by: str) -> DeliveryOutcome:
+def deliver(engine: sa.Engine, settings: Settings, key: str, requested_by: str) -> DeliveryOutcome:
     """Deliver a succeeded run's reviewed change (idempotent; see the module's docstring)."""
     with engine.begin() as conn:
-        delivery, message = _open(conn, key, requested_by)
+        delivery, message = _open(conn, settings, key, requested_by)
     if delivery.status == "delivered":
         with engine.begin() as conn:  # a step re-run after the row closed: the run ends (again: a no-op)
             return _outcome(_close(conn, delivery.run_id, status="delivered"))
     run_id = delivery.run_id
-    workspace = workspaces_dir / run_id
+    workspace = settings.workspaces_dir / run_id
     when = f"@{int(delivery.created_at.timestamp())} +0000"
     uri: str | None = None
     try:
@@ -166,6 +174,6 @@ def deliver_step(run_id: str) -> DeliveryOutcome:
     it to one commit."""
     svc = services()
     try:
-        return deliver(svc.engine, svc.settings.workspaces_dir, run_id, "workflow")
+        return deliver(svc.engine, svc.settings, run_id, "workflow")
     except (Conflict, NotFound) as error:  # asked for, but there is nothing to deliver to: say so
         raise StepFailure("DELIVERY_FAILED", f"DELIVERY_FAILED: {error.message}") from error

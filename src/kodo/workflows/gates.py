@@ -37,9 +37,9 @@ APPROVE_FORM = {
 QUESTION_FORM = {"v": 1, "title": "Question", "fields": [{"k": "answer", "t": "str"}]}
 # An ask-user gate's form also carries the agent's question as its "description" (kodo.workflows.runs).
 RESUME_WORKFLOW = "ResumeRun"
-GATE_STEPS = {"ask-user": "CompileST", "approve-plan": "ApplyPatchST"}
+GATE_STEPS = {"ask-user": "CompileST", "approve-plan": "ApplyPatchST", "merge": "DeliverST"}
 _YES = {"yes", "approve", "approved"}
-DECIDED = frozenset({"approve-plan", "budget"})  # gates whose reply is a yes/no decision
+DECIDED = frozenset({"approve-plan", "budget", "merge"})  # gates whose reply is a yes/no decision
 
 
 def gate_key(run: Run | dict[str, Any], purpose: str, generation: int | None = None) -> str:

@@ -167,7 +167,9 @@ def apply_plan(
     ``conn`` is the step's transaction (it marks the items applied, with the step's checkpoint); ``engine``
     commits each preimage before its file is touched. On failure every item written is restored first.
     """
-    changes = [(str(item["targetPath"]), _postimage(item), str(item.get("diffText", ""))) for item in items]
+    changes: list[tuple[str, bytes | None, str]] = [
+        (str(item["targetPath"]), _postimage(item), str(item.get("diffText", ""))) for item in items
+    ]
     return _apply(conn, engine, run_id=run_id, workspace=workspace, step_id=APPLY_STEP, changes=changes)
 
 
@@ -178,10 +180,11 @@ def apply_files(
     run_id: str,
     workspace: Path,
     step_id: str,
-    files: list[tuple[str, bytes]],
+    files: list[tuple[str, bytes | None]],
 ) -> list[dict[str, Any]]:
-    """Write files a sandbox changed or created (path relative to the workspace, exact bytes) into the workspace,
-    write-ahead as :func:`apply_plan` does, under ``step_id``'s ledger rows, so a failed run restores them."""
+    """Write files a sandbox changed or created (path relative to the workspace, exact bytes; ``None``: it deleted
+    the file) into the workspace, write-ahead as :func:`apply_plan` does, under ``step_id``'s ledger rows, so a
+    failed run restores them (a deleted file comes back with its bytes and mode)."""
     changes = [(path, content, "") for path, content in files]
     return _apply(conn, engine, run_id=run_id, workspace=workspace, step_id=step_id, changes=changes)
 
@@ -193,7 +196,7 @@ def _apply(
     run_id: str,
     workspace: Path,
     step_id: str,
-    changes: list[tuple[str, bytes, str]],  # (target path, postimage, diff text)
+    changes: list[tuple[str, bytes | None, str]],  # (target path, postimage — None: delete it —, diff text)
 ) -> list[dict[str, Any]]:
     settle(engine, run_id=run_id, workspace=workspace, step_id=step_id)
     written: list[PatchRecord] = []

@@ -2,7 +2,7 @@
 
     begin → CompileST → [ask-user gate] → ApplyPatchST → plan-approval gate → DecideST
           → template resolution → [budget: fanout] → fan-out (ExecuteTask per task on sbxQ, id = taskKey)
-          → [budget: completion] → ExecuteST (+ the recipe's eval checks)
+          → [budget: completion] → ExecuteST (+ the recipe's eval checks) → [merge gate] → [DeliverST]
 
 Every product step writes its ``app.run_steps`` row and artifacts in a datasource transaction,
 so its rows commit with its DBOS checkpoint and SQL sees each step exactly once.
@@ -29,10 +29,10 @@ from kodo.store import patches as patch_store
 from kodo.workflows import (
     agents,
     budgets,
-    delivery,
     escalation,
     gates,
     limits,
+    merge_gate,
     observe,
     patches,
     repositories,
@@ -320,6 +320,8 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
             return dict(done["parked"])
         if done.get("failed"):
             raise StepFailure(done["failed"]["code"], done["failed"]["message"])
+        if merge_gate.past_tests(done):  # the merge gate's continuation: only the gate and the delivery are left
+            return merge_gate.finish(ctx, done)
         plan = done["steps"].get("CompileST") or agents.compile_plan(ctx)
         answer = None
         if plan.get("question"):
@@ -376,9 +378,7 @@ def _drive(ctx: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
         merged = tasks.execute(ctx, build, planned, results, _now())
         if merged["errCode"] != "NONE":
             raise StepFailure(merged["errCode"], f"SBX execution failed [{merged['errCode']}]")
-        if delivery.requested(ctx):  # the reviewed change leaves kodo (a failed delivery does not fail the run)
-            delivery.deliver_step(ctx["runId"])
-        return {"runId": ctx["runId"], "status": "succeeded", "tasks": len(planned)}
+        return merge_gate.finish(ctx, done, len(planned))  # [merge gate →] delivery, when the run asks for them
     except gates.Parked as parked:
         return parked.parked
     except StepFailure as failure:

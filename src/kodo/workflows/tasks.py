@@ -122,6 +122,7 @@ def sandbox_request(
         idempotency_key=execution_ledger.idempotency_key(task["taskKey"], attempt),
         execution_id=execution_id,
         toolchain=toolchain,
+        template_id=(task.get("template") or {}).get("templateId"),
     )
 
 
@@ -147,7 +148,7 @@ def run_sandbox(task: dict[str, Any], attempt: int) -> dict[str, Any]:
     if task.get("template"):
         response["template"] = boot_record(task["template"], result, booting, svc.settings.chaos_sleep_execute)
         if toolchain is not None:  # an installed template: cold (built for this task) or warm
-            response["template"] |= environments.describe(toolchain)
+            response["template"] |= environments.describe(toolchain, result.raw)
     response["attempt"] = attempt
     response["execution"] = execution_ledger.reference(request, stored)
     return response

@@ -23,6 +23,8 @@ class SandboxRequest:
     env_ref: str = "local-python-3.11"
     # An installed template (a virtual environment): mounted read-only, its ``bin`` first on PATH.
     toolchain: str | None = None
+    # A provider template registered for the recipe's deps (``kodo sbx template register``): E2B boots it.
+    template_id: str | None = None
     # The execution ledger's ids: the sandbox keeps the completed result under ``idempotency_key`` (the same
     # for every execution of one task attempt) and ``recall`` returns it instead of running the command again.
     idempotency_key: str | None = None
@@ -30,6 +32,8 @@ class SandboxRequest:
 
     def as_json(self) -> dict[str, Any]:
         extra = {"toolchain": self.toolchain} if self.toolchain else {}
+        if self.template_id:
+            extra["templateId"] = self.template_id
         return extra | {
             "taskKey": self.task_key,
             "cmd": self.cmd,

@@ -9,9 +9,12 @@ once the command has ended its result is written into the sandbox's own filesyst
 (``/home/user/.kodo/executions/<key>.json``) and the sandbox is kept (until its own timeout) instead of
 killed; ``release`` kills it once kodo has recorded the result. ``recall`` finds a kept sandbox by that
 metadata (a worker that died after the command leaves it alive), reads the result back and kills it.
+**Template**: the request's ``template_id`` (a registered E2B template holding the recipe's deps) is booted, else
+the constructor's; with a ``toolchain`` (the deps installed flat on this host), its files are uploaded and made
+executable once per sandbox before the command, which runs with them first on ``PATH``/``PYTHONPATH``.
 **Workspace** (:mod:`kodo.adapters.sandbox.e2b_workspace`): with a ``workdir``, its files are uploaded to
 ``/home/user/workspace`` before the command (over ``SBX_E2B_UPLOAD_MAX_MB``: ``WORKSPACE_TOO_LARGE`` and no
-sandbox is created), the command runs there, and the files it changed or created come back as ``filesOut``
+sandbox is created), the command runs there, and the files it changed, created or deleted come back as ``filesOut``
 (the workflow writes them into the local workspace through the patch ledger).
 SDK exceptions go through the failure classifier (``failures.classify_exception``); a command that
 ran and exited non-zero is ``CMD_NONZERO`` (``OOM`` on an allocation failure), a command over its
@@ -37,13 +40,16 @@ from kodo.adapters.sandbox import (
     stored_result,
 )
 from kodo.adapters.sandbox.e2b_workspace import (
+    PACKAGES_MAX_BYTES,
     WORKSPACE_DIRECTORY,
     LocalFile,
     WorkspaceLimits,
     WorkspaceRefused,
     download,
+    install_packages,
     local_files,
     upload,
+    with_packages,
 )
 from kodo.adapters.sandbox.failures import classify_exception, classify_exit
 from kodo.adapters.sandbox.local import MAX_OUTPUT_BYTES
@@ -65,6 +71,7 @@ class E2BSandbox:
         template: str | None = None,
         api_url: str | None = None,
         domain: str | None = None,
+        sandbox_url: str | None = None,
         request_timeout_s: float = 30.0,
         retries: int = 0,
         limits: WorkspaceLimits | None = None,
@@ -84,6 +91,8 @@ class E2BSandbox:
             self._connection["api_url"] = api_url
         if domain:
             self._connection["domain"] = domain
+        if sandbox_url:  # every sandbox's envd at one address (a loopback stand-in of E2B, in the tests)
+            self._connection["sandbox_url"] = sandbox_url
         self._live: dict[str, Any] = {}
         self._kept: dict[str, Any] = {}  # idempotency key → the sandbox holding its result
         self._lock = threading.Lock()
@@ -186,19 +195,23 @@ class E2BSandbox:
 
             return take
 
-        raw: dict[str, Any] = {"provider": self.provider, "template": self.template, "net": request.net}
+        template = request.template_id or self.template  # a registered template (hot) holds the recipe's deps
+        raw: dict[str, Any] = {"provider": self.provider, "template": template, "net": request.net}
         sandbox: Any = None
         uploaded: list[LocalFile] | None = None
+        packages: list[LocalFile] | None = None
         files_out: list[dict[str, Any]] = []
         try:
             if request.workdir:  # refused before any sandbox exists: nothing is uploaded or run
                 uploaded = local_files(Path(request.workdir), self.limits.upload_max_bytes)
                 raw["uploadedFiles"] = len(uploaded)
+            if request.toolchain:  # an installed template's packages (kodo.adapters.toolchains.ensure_packages)
+                packages = local_files(Path(request.toolchain), PACKAGES_MAX_BYTES)
             metadata = {"kodoTaskKey": request.task_key[:64]}
             if request.idempotency_key:
                 metadata[KEY_METADATA] = request.idempotency_key
             sandbox = Sandbox.create(
-                template=self.template,
+                template=template,
                 timeout=int(timeout_s) + 60,
                 metadata=metadata,
                 allow_internet_access=request.net,
@@ -210,8 +223,16 @@ class E2BSandbox:
                 self._live[request.task_key] = sandbox
             if uploaded is not None:
                 raw["uploadBatches"] = _stage(upload, sandbox, uploaded, code="UPLOAD_FAIL")
+            if packages is not None:
+                installing = time.monotonic()
+                batches = _stage(install_packages, sandbox, packages, code="UPLOAD_FAIL")
+                raw["packages"] = {
+                    "files": len(packages),
+                    "batches": batches,
+                    "installMs": int((time.monotonic() - installing) * 1000),
+                }
             result = sandbox.commands.run(
-                request.cmd,
+                with_packages(request.cmd) if packages is not None else request.cmd,
                 envs=request.env or None,
                 cwd=WORKSPACE_DIRECTORY if uploaded is not None else None,
                 on_stdout=sink("stdout"),

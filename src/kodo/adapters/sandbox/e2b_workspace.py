@@ -7,7 +7,10 @@
 * **Files out**: after the command, one listing command (``find`` + ``sha256sum`` in the sandbox) hashes every
   file of the sandbox's workspace; a file whose hash differs from the uploaded one, or that was not uploaded, is
   read back with ``files.read(format="bytes")``. More files or bytes than the bounds allow is
-  ``FILES_OUT_TOO_LARGE`` (terminal; nothing comes back). Files the command deleted are not brought back.
+  ``FILES_OUT_TOO_LARGE`` (terminal; nothing comes back). An uploaded file the listing no longer holds was
+  deleted by the command: it comes back as a ``deleted`` entry (no content), and the workflow deletes the local
+  copy through the patch ledger (postimage ``absent``). A name ``sha256sum`` has to escape (a backslash or a
+  newline in it) is never taken for deleted: the listing skips such lines.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 WORKSPACE_DIRECTORY = "/home/user/workspace"
+# An installed template's packages (kodo.adapters.toolchains.ensure_packages), uploaded into every sandbox.
+PACKAGES_DIRECTORY = "/home/user/.kodo/packages"
+PACKAGES_MAX_BYTES = 1 << 30
 SKIPPED_DIRECTORIES = frozenset({".git"})
 UPLOAD_BATCH_BYTES = 8 << 20  # files per write_files request: about this many bytes
 # Hash every file of the sandbox's workspace (``.git`` skipped, as on upload): ``<sha256>  ./<path>`` per line.
@@ -80,15 +86,15 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def upload(sandbox: Any, files: list[LocalFile]) -> int:
-    """Write every file into the sandbox's workspace (the directory itself is made first), in batches of up to
+def upload(sandbox: Any, files: list[LocalFile], directory: str = WORKSPACE_DIRECTORY) -> int:
+    """Write every file into ``directory`` of the sandbox (the directory itself is made first), in batches of up to
     ``UPLOAD_BATCH_BYTES`` per ``files.write_files`` request (one multipart upload each); returns the batches."""
-    sandbox.files.make_dir(WORKSPACE_DIRECTORY)
+    sandbox.files.make_dir(directory)
     batches = 0
     batch: list[dict[str, Any]] = []
     size = 0
     for item in files:
-        batch.append({"path": f"{WORKSPACE_DIRECTORY}/{item.relative_path}", "data": item.path.read_bytes()})
+        batch.append({"path": f"{directory}/{item.relative_path}", "data": item.path.read_bytes()})
         size += item.size
         if size >= UPLOAD_BATCH_BYTES:
             sandbox.files.write_files(batch)
@@ -116,6 +122,15 @@ def changed_paths(uploaded: list[LocalFile], listing: dict[str, str]) -> list[st
     return sorted(path for path, digest in listing.items() if before.get(path) != digest)
 
 
+def deleted_paths(uploaded: list[LocalFile], listing: dict[str, str]) -> list[str]:
+    """Uploaded paths the sandbox's listing no longer holds (names the listing cannot show are kept); sorted."""
+    return sorted(
+        item.relative_path
+        for item in uploaded
+        if item.relative_path not in listing and not any(mark in item.relative_path for mark in ("\\", "\n"))
+    )
+
+
 def file_out(relative_path: str, content: bytes) -> dict[str, Any]:
     """One ``filesOut`` entry (it crosses a DBOS checkpoint as JSON): text inline, other bytes as base64."""
     entry: dict[str, Any] = {
@@ -135,9 +150,19 @@ def file_out(relative_path: str, content: bytes) -> dict[str, Any]:
     return entry
 
 
-def workspace_files(entries: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
-    """(relative path, exact bytes) of the ``filesOut`` entries that are workspace files, in order."""
-    return [(str(entry["path"]), content_of(entry)) for entry in entries if entry.get("workspace")]
+def deleted_file(relative_path: str) -> dict[str, Any]:
+    """One ``filesOut`` entry for a workspace file the command deleted (no content)."""
+    return {"path": relative_path, "workspace": True, "deleted": True, "sha256": "absent", "bytes": 0}
+
+
+def workspace_files(entries: list[dict[str, Any]]) -> list[tuple[str, bytes | None]]:
+    """(relative path, exact bytes — ``None`` for a deleted file) of the ``filesOut`` entries that are workspace
+    files, in order."""
+    return [
+        (str(entry["path"]), None if entry.get("deleted") else content_of(entry))
+        for entry in entries
+        if entry.get("workspace")
+    ]
 
 
 def content_of(entry: dict[str, Any]) -> bytes:
@@ -147,14 +172,31 @@ def content_of(entry: dict[str, Any]) -> bytes:
     return str(entry.get("inline", "")).encode("utf-8")
 
 
+def install_packages(sandbox: Any, packages: list[LocalFile]) -> int:
+    """The template's install step, once per sandbox: its packages uploaded to ``PACKAGES_DIRECTORY`` and their
+    scripts made executable (uploads carry no mode); returns the upload's batches."""
+    batches = upload(sandbox, packages, PACKAGES_DIRECTORY)
+    sandbox.commands.run("if [ -d bin ]; then chmod -R a+x bin; fi", cwd=PACKAGES_DIRECTORY, timeout=120)
+    return batches
+
+
+def with_packages(cmd: str) -> str:
+    """``cmd`` with the uploaded packages first on ``PATH`` and ``PYTHONPATH`` (set after the login shell's
+    profile, which resets ``PATH``)."""
+    directory = PACKAGES_DIRECTORY
+    return f'export PATH="{directory}/bin:$PATH" PYTHONPATH="{directory}${{PYTHONPATH:+:$PYTHONPATH}}"\n{cmd}'
+
+
 def download(sandbox: Any, uploaded: list[LocalFile], limits: WorkspaceLimits) -> list[dict[str, Any]]:
-    """The files the command changed or created, read back within the bounds (``FILES_OUT_TOO_LARGE`` beyond)."""
+    """The files the command changed or created, read back within the bounds (``FILES_OUT_TOO_LARGE`` beyond),
+    then the uploaded files it deleted."""
     listed = sandbox.commands.run(LISTING_COMMAND, cwd=WORKSPACE_DIRECTORY, timeout=120)
-    paths = changed_paths(uploaded, parse_listing(listed.stdout or ""))
-    if len(paths) > limits.files_out_max_count:
+    listing = parse_listing(listed.stdout or "")
+    paths, deleted = changed_paths(uploaded, listing), deleted_paths(uploaded, listing)
+    if len(paths) + len(deleted) > limits.files_out_max_count:
         raise WorkspaceRefused(
             "FILES_OUT_TOO_LARGE",
-            f"FILES_OUT_TOO_LARGE: the command changed {len(paths)} files, more than "
+            f"FILES_OUT_TOO_LARGE: the command changed or deleted {len(paths) + len(deleted)} files, more than "
             f"{limits.files_out_max_count} (SBX_E2B_FILES_OUT_MAX_COUNT); none were brought back",
         )
     entries: list[dict[str, Any]] = []
@@ -169,4 +211,4 @@ def download(sandbox: Any, uploaded: list[LocalFile], limits: WorkspaceLimits) -
                 "(SBX_E2B_FILES_OUT_MAX_MB); none were brought back",
             )
         entries.append(file_out(path, content))
-    return entries
+    return entries + [deleted_file(path) for path in deleted]
