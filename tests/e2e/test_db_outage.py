@@ -1,6 +1,6 @@
 """A Postgres outage with kodo left running (issue #26): nothing is stranded, every workflow finishes once.
 
-Each test owns an embedded Postgres under its tmp dir, so it can stop it (``kodo.ops.outage``) while the
+Each test owns an embedded Postgres under its tmp dir, so it can stop it (``kodo.chaos.outage``) while the
 kodo processes keep running; the session's shared server is never touched.
 """
 
@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import oracle_violations, wait_until
+from kodo.chaos.outage import postgres_down
 from kodo.database import EmbeddedPostgres, sqlalchemy_url
-from kodo.ops.outage import postgres_down
 from processes import KodoProcess, clean_env, free_port
 
 SLEEP_MS = 3000
