@@ -72,6 +72,25 @@ class KodoProcess:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def wait_killed(self, timeout: float = 120.0) -> None:
+        """Wait for an armed fault point to kill the process (SIGKILL, exit -9); its log tail if it did not."""
+        assert self.proc is not None
+        assert self.proc.wait(timeout=timeout) == -9, self.tail()
+
+    def restart_until_killed(self, fault_points: str, timeout: float = 120.0) -> None:
+        """Start again with ``fault_points`` armed and wait for the fault to kill it (no health wait: it may die
+        while recovering, before it answers)."""
+        self.env["KODO_FAULT_POINTS"] = fault_points
+        health, self.health_url = self.health_url, None
+        self.start()
+        self.health_url = health
+        self.wait_killed(timeout)
+
+    def restart_unarmed(self, timeout: float = 60.0) -> KodoProcess:
+        """Start again with no fault point armed (the restart after a crash), waiting for health."""
+        self.env.pop("KODO_FAULT_POINTS", None)
+        return self.start(timeout)
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

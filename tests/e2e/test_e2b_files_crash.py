@@ -4,13 +4,13 @@ writes them again; the workspace never stays mixed, the ledger says which, and t
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
 
+from git_repos import seeded_repo
 from helpers import wait_until
 from kodo.store import patches
 from processes import KodoProcess
@@ -36,30 +36,9 @@ TimeoutException = e2b_standin.TimeoutException
 COMMAND = "echo ran >> ../../../../commands.log && echo changed > a.txt && mkdir -p made && echo new > made/new.txt"
 
 
-def make_repo(path: Path) -> Path:
-    path.mkdir()
-    (path / "a.txt").write_bytes(ORIGINAL)
-    for args in (
-        ["init", "-q"],
-        ["add", "."],
-        ["-c", "user.name=kodo", "-c", "user.email=kodo@example.invalid", "commit", "-q", "-m", "seed"],
-    ):
-        subprocess.run(["git", *args], cwd=path, check=True, timeout=30)
-    return path
-
-
 def rows(engine: sa.Engine, run_id: str) -> list[tuple[str, str]]:
     with engine.connect() as conn:
         return [(r.step_id, r.state) for r in patches.list_for_run(conn, run_id)]
-
-
-def restart_until_killed(process: KodoProcess, fault_points: str) -> None:
-    process.env["KODO_FAULT_POINTS"] = fault_points
-    health, process.health_url = process.health_url, None
-    process.start()
-    process.health_url = health
-    assert process.proc is not None
-    assert process.proc.wait(timeout=120) == -9, process.tail()
 
 
 def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
@@ -72,7 +51,7 @@ def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text(SHIM)
     root = tmp_path / "e2b"
-    repo = make_repo(tmp_path / "repo")
+    repo = seeded_repo(tmp_path / "repo", {"a.txt": ORIGINAL})
     up = spawn(
         "up",
         KODO_REPO_ROOTS=str(tmp_path),
@@ -91,18 +70,17 @@ def test_kill_9_while_sandbox_files_are_written_recovers_then_writes_them(
     )
     assert started.status_code == 201, started.text
     run_id = started.json()["runId"]
-    assert up.proc is not None and up.proc.wait(timeout=120) == -9, up.tail()
+    up.wait_killed()
     workspace = Path(up.env["KODO_HOME"]) / "workspaces" / run_id
     assert rows(engine, run_id) == [("ExecuteST", "pending"), ("ExecuteST", "pending")]
     assert (workspace / "a.txt").read_bytes() == b"changed\n" and (workspace / "made/new.txt").exists()
 
-    restart_until_killed(up, "patch.before_write:kill")
+    up.restart_until_killed("patch.before_write:kill")
     assert (workspace / "a.txt").read_bytes() == ORIGINAL
     assert not (workspace / "made/new.txt").exists()
     assert rows(engine, run_id) == [("ExecuteST", "pending"), ("ExecuteST", "rolled_back")]
 
-    up.env.pop("KODO_FAULT_POINTS")
-    up.start()
+    up.restart_unarmed()
     wait_until(
         lambda: httpx.get(f"{base}/api/runs/{intent}", timeout=30).json()["status"] == "SUCCESS",
         timeout=90,

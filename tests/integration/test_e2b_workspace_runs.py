@@ -4,7 +4,6 @@ run restores them, and a workspace over SBX_E2B_UPLOAD_MAX_MB fails the run WORK
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +40,10 @@ def sdk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[StandInSandbox]
 
 
 def make_repo(path: Path, extra_bytes: int = 0) -> Path:
-    path.mkdir()
-    (path / "a.txt").write_text(ORIGINAL)
+    files: dict[str, str | bytes] = {"a.txt": ORIGINAL}
     if extra_bytes:
-        (path / "big.bin").write_bytes(b"\x01" * extra_bytes)
-    for args in (
-        ["init", "-q"],
-        ["add", "."],
-        ["-c", "user.name=kodo", "-c", "user.email=kodo@example.invalid", "commit", "-q", "-m", "seed"],
-    ):
-        subprocess.run(["git", *args], cwd=path, check=True, timeout=30)
-    return path
+        files["big.bin"] = b"\x01" * extra_bytes
+    return git_repos.seeded_repo(path, files)
 
 
 def run(client: TestClient, repo: Path, command: str) -> dict[str, Any]:
