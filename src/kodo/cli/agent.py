@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from kodo.cli.context import command_settings
-from kodo.errors import KodoError
+from kodo.cli.context import clean_errors, command_settings
 
 
 @click.group()
@@ -27,10 +26,8 @@ def agent_smoke(goal: str) -> None:
     from kodo.main import build_agent
 
     settings = command_settings().model_copy(update={"oc_mode": "live", "oc_strict_mode": True})
-    try:
+    with clean_errors():
         live = build_agent(settings)
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
     request = AgentRequest(
         run_id="run_smoke_" + secrets.token_hex(6),
         step_id="CompileST",

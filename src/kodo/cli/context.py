@@ -20,12 +20,19 @@ if TYPE_CHECKING:
     from kodo.ops.context import Ops
 
 
-def command_settings() -> Settings:
-    """Settings from the environment, built once per command; a bad value is a clean CLI error."""
+@contextmanager
+def clean_errors() -> Iterator[None]:
+    """A ``KodoError`` inside becomes a clean CLI error: its message on one line, exit 1."""
     try:
-        return load_settings()
+        yield
     except KodoError as error:
         raise click.ClickException(error.message) from error
+
+
+def command_settings() -> Settings:
+    """Settings from the environment, built once per command; a bad value is a clean CLI error."""
+    with clean_errors():
+        return load_settings()
 
 
 @contextmanager
@@ -34,13 +41,5 @@ def ops_context(*, migrated: bool, settings: Settings | None = None) -> Iterator
     released at the end; a ``KodoError`` inside becomes a clean CLI error."""
     from kodo import main
 
-    try:
-        with main.ops_context(settings or command_settings(), migrated=migrated) as context:
-            yield context
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-
-
-def fail_cleanly(error: KodoError) -> click.ClickException:
-    """The CLI error a ``KodoError`` becomes."""
-    return click.ClickException(error.message)
+    with clean_errors(), main.ops_context(settings or command_settings(), migrated=migrated) as context:
+        yield context

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import click
 
-from kodo.cli.context import command_settings, ops_context
-from kodo.errors import KodoError
+from kodo.cli.context import clean_errors, command_settings, ops_context
 
 
 @click.group("db")
@@ -24,10 +23,8 @@ def _database_url() -> str:
     from kodo.database import resolve_database_url
 
     settings = command_settings()
-    try:
+    with clean_errors():
         return resolve_database_url(settings.database_url, settings.home)
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
 
 
 @database.command("up")

@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from kodo.cli.context import command_settings, ops_context
-from kodo.errors import KodoError
+from kodo.cli.context import clean_errors, command_settings, ops_context
 
 
 @click.group("sbx")
@@ -25,10 +24,8 @@ def sandbox_smoke() -> None:
     from kodo.main import build_sandbox
 
     settings = command_settings().model_copy(update={"sbx_mode": "live"})
-    try:
+    with clean_errors():
         live = build_sandbox(settings)
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
     posture = getattr(live, "posture", None)
     click.echo(f"provider={live.provider} posture={posture() if callable(posture) else 'unknown'}")
     failures = 0

@@ -8,8 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from kodo.cli.context import command_settings
-from kodo.errors import KodoError
+from kodo.cli.context import clean_errors, command_settings
 from kodo.settings import Settings
 
 
@@ -18,10 +17,8 @@ def _serve(role: str) -> None:
 
     settings = command_settings()
     logs.configure(settings.log_level)
-    try:
+    with clean_errors():
         main.serve(settings, role)  # type: ignore[arg-type]
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
 
 
 def _worker_env(settings: Settings, index: int) -> dict[str, str]:
