@@ -108,6 +108,48 @@ class KodoProcess:
             return ""
 
 
+class Spawner:
+    """Starts ``kodo <command>`` processes on one ``KODO_HOME`` (and ``DATABASE_URL`` when given, else its
+    embedded Postgres), each on free ports and with its own log, waiting for health; ``stop_all`` stops every
+    one by PID. ``defaults`` go into each one's environment unless a call overrides them."""
+
+    def __init__(self, logs: Path, home: Path, database_url: str | None = None, **defaults: str) -> None:
+        self.logs = logs
+        self.home = home
+        self.database = {"DATABASE_URL": database_url} if database_url else {}
+        self.defaults = defaults
+        self.started: list[KodoProcess] = []
+
+    def __call__(
+        self,
+        command: str,
+        *,
+        port: int | None = None,
+        admin_port: int | None = None,
+        args: tuple[str, ...] = (),
+        **env: str,
+    ) -> KodoProcess:
+        port = port or free_port()
+        admin_port = admin_port or free_port()
+        places = {**self.database, "KODO_HOME": str(self.home), "PORT": str(port), "ADMIN_PORT": str(admin_port)}
+        full_env = clean_env(**places, **{**self.defaults, **env})
+        health_port = admin_port if command == "worker" else port
+        process = KodoProcess(
+            [command, *args],
+            full_env,
+            self.logs / f"{command}-{len(self.started)}.log",
+            f"http://127.0.0.1:{health_port}/healthz",
+        )
+        process.port = port  # type: ignore[attr-defined]
+        process.admin_port = admin_port  # type: ignore[attr-defined]
+        self.started.append(process)
+        return process.start()
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            process.stop()
+
+
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kodo", *args], env=env, capture_output=True, text=True, timeout=timeout

@@ -16,6 +16,7 @@ import click
 from kodo.cli.agent import agent
 from kodo.cli.chaos import chaos
 from kodo.cli.check import check
+from kodo.cli.context import command_settings as _settings  # the load tools' name for it (issue #25 moves them)
 from kodo.cli.database import database
 from kodo.cli.mcp import mcp_command
 from kodo.cli.ops import ops
@@ -27,14 +28,6 @@ from kodo.cli.serve import api, up, worker
 from kodo.cli.tenants import tenants
 from kodo.cli.webhooks import webhooks
 from kodo.errors import KodoError
-from kodo.settings import Settings, load_settings
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
 
 
 @click.group()
@@ -45,6 +38,9 @@ def cli() -> None:
 
 def main() -> None:
     cli()
+
+
+# --- the load tools, kodo soak and kodo bench: they move to kodo.cli.bench with issue #25 ---------------------
 
 
 @cli.group()
