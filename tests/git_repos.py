@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,30 @@ def git(repo: Path, *args: str) -> str:
     return done.stdout
 
 
+def seeded_repo(
+    path: Path, files: Mapping[str, str | bytes], *, message: str = "seed", executables: tuple[str, ...] = ()
+) -> Path:
+    """A new git repository at ``path`` (branch main) holding ``files`` (relative path → text or bytes; those
+    named in ``executables`` with mode 755), in one commit."""
+    path.mkdir(parents=True)
+    for name, content in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+    for name in executables:
+        (path / name).chmod(0o755)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "add", "--", *files)
+    git(path, "-c", "user.name=dev", "-c", "user.email=dev@example.invalid", "commit", "-q", "-m", message)
+    return path
+
+
 def make_repo(path: Path) -> Path:
     """A git repository whose unit test fails until calc.add is fixed."""
-    path.mkdir(parents=True)
-    (path / "calc.py").write_text(BUGGY)
-    (path / "test_calc.py").write_text(TEST)
-    git(path, "init", "-q", "-b", "main")
-    git(path, "add", "calc.py", "test_calc.py")
-    git(path, "-c", "user.name=dev", "-c", "user.email=dev@example.invalid", "commit", "-q", "-m", "buggy add")
-    return path
+    return seeded_repo(path, {"calc.py": BUGGY, "test_calc.py": TEST}, message="buggy add")
 
 
 def fix_plan() -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ from kodo.api.observe import Observe
 from kodo.api.run_changes import RunChanges
 from kodo.database import resolve_database_url, sqlalchemy_url
 from kodo.errors import ConfigurationError
+from kodo.ops.context import Ops
 from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
 from kodo.store import completion_trigger, create_engine, executions
@@ -161,13 +162,38 @@ def prepare_database(settings: Settings, role: Role | None = None) -> tuple[str,
     sessions from an API's)."""
     url = resolve_database_url(settings.database_url, settings.home)
     engine = create_engine(url, application_name="kodo" if role is None else f"kodo-{role}")
+    migrate_database(settings, url, engine)
+    return url, engine
+
+
+def migrate_database(settings: Settings, url: str, engine: sa.Engine) -> None:
+    """Apply kodo's migrations (schema ``app``) and DBOS's (schema ``dbos``), then the completion trigger."""
     migrate(engine)
     with engine.begin() as conn:  # secrets sealed (pre-0016 rows) or moved to the newest key before serving
         webhook_store.reseal_secrets(conn, functools.partial(sealing.current, settings))
     run_dbos_database_migrations(sqlalchemy_url(url))
     with engine.begin() as conn:  # needs DBOS's tables, so after its migrations
         completion_trigger.install(conn)
-    return url, engine
+
+
+@contextlib.contextmanager
+def ops_context(settings: Settings, *, migrated: bool = False) -> Iterator[Ops]:
+    """What one command outside a server process needs (every ``kodo`` CLI command that touches the database):
+    an engine on the resolved database (migrated first when ``migrated``) and a DBOS client on it, built once
+    here and released at the end. The client connects on first use, so a command that only runs SQL pays
+    nothing for it, and it raises on a lost connection instead of waiting (an operator sees the outage)."""
+    url = resolve_database_url(settings.database_url, settings.home)
+    engine = create_engine(url, pool_size=4, application_name="kodo-cli")
+    try:
+        if migrated:
+            migrate_database(settings, url, engine)
+        client = dbos_client(settings, engine, lazy=True)
+        try:
+            yield Ops(engine=engine, client=client, settings=settings)
+        finally:
+            client.destroy()
+    finally:
+        engine.dispose()
 
 
 def dbos_config(settings: Settings, url: str, role: Role) -> DBOSConfig:
@@ -193,14 +219,18 @@ def dbos_config(settings: Settings, url: str, role: Role) -> DBOSConfig:
     }
 
 
-def dbos_client(settings: Settings, engine: sa.Engine, *, wait_out_outages: bool = False) -> DBOSClient:
+def dbos_client(
+    settings: Settings, engine: sa.Engine, *, wait_out_outages: bool = False, lazy: bool = False
+) -> DBOSClient:
     """A DBOS client on ``engine``. Only a workflow's own client waits out an outage (DBOS's retry); the API's
-    and the heartbeat's raise at once, so a request answers 503 and a background round fails and is retried."""
+    and the heartbeat's raise at once, so a request answers 503 and a background round fails and is retried.
+    A ``lazy`` client connects on its first use instead of at once."""
     return DBOSClient(
         system_database_engine=engine,
         serializer=DBOSPortableJSONSerializer(),
         application_name=settings.app_name,
         retry_connection_errors=wait_out_outages,
+        lazy=lazy,
     )
 
 

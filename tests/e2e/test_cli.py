@@ -66,3 +66,13 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> Non
         result = run_cli(["up"], clean_env(KODO_HOME=str(tmp_path / "h"), **{name: value}), timeout=60)
         assert result.returncode != 0
         assert name in result.stderr, result.stderr
+
+
+def test_every_database_command_group_says_cleanly_when_postgres_is_unreachable(tmp_path: Path) -> None:
+    """Through kodo.main.ops_context, each group that opens the database exits 1 with one line, never a traceback."""
+    env = clean_env(KODO_HOME=str(tmp_path / "h"), DATABASE_URL=f"postgresql://kodo@127.0.0.1:{free_port()}/kodo")
+    commands = (["ops", "list"], ["recipes", "list"], ["webhooks", "list"], ["db", "migrate"], ["runs", "diff", "x"])
+    for command in commands:
+        result = run_cli(command, env, timeout=60)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.startswith("Error: cannot reach Postgres") and "Traceback" not in result.stderr, command

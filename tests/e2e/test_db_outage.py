@@ -1,6 +1,6 @@
 """A Postgres outage with kodo left running (issue #26): nothing is stranded, every workflow finishes once.
 
-Each test owns an embedded Postgres under its tmp dir, so it can stop it (``kodo.ops.outage``) while the
+Each test owns an embedded Postgres under its tmp dir, so it can stop it (``kodo.chaos.outage``) while the
 kodo processes keep running; the session's shared server is never touched.
 """
 
@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import oracle_violations, wait_until
+from kodo.chaos.outage import postgres_down
 from kodo.database import EmbeddedPostgres, sqlalchemy_url
-from kodo.ops.outage import postgres_down
-from processes import KodoProcess, clean_env, free_port
+from processes import KodoProcess, Spawner
 
 SLEEP_MS = 3000
 OUTAGE_SEC = 6.0  # longer than the durable sleeps: they wake up inside it
@@ -50,24 +50,9 @@ def engine(home: Path) -> Iterator[sa.Engine]:
 @pytest.fixture
 def spawn(tmp_path: Path, home: Path) -> Iterator[Callable[..., KodoProcess]]:
     """kodo processes on the embedded server under ``home`` (no DATABASE_URL); stopped by PID at the end."""
-    started: list[KodoProcess] = []
-
-    def _spawn(command: str, **env: str) -> KodoProcess:
-        port, admin_port = free_port(), free_port()
-        defaults = {"KODO_HEARTBEAT_INTERVAL_SEC": "0.5", "CHAOS_SLEEP_EXECUTE": "4000"}
-        full_env = clean_env(KODO_HOME=str(home), PORT=str(port), ADMIN_PORT=str(admin_port), **{**defaults, **env})
-        health = admin_port if command == "worker" else port
-        process = KodoProcess(
-            [command], full_env, tmp_path / f"{command}-{len(started)}.log", f"http://127.0.0.1:{health}/healthz"
-        )
-        process.port = port  # type: ignore[attr-defined]
-        process.admin_port = admin_port  # type: ignore[attr-defined]
-        started.append(process)
-        return process.start()
-
-    yield _spawn
-    for process in started:
-        process.stop()
+    spawner = Spawner(tmp_path, home, KODO_HEARTBEAT_INTERVAL_SEC="0.5", CHAOS_SLEEP_EXECUTE="4000")
+    yield spawner
+    spawner.stop_all()
 
 
 def _count(engine: sa.Engine, query: str, **params: object) -> int:

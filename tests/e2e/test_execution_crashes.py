@@ -44,11 +44,6 @@ def _succeeded(base: str, wid: str) -> bool:
     return bool(httpx.get(f"{base}/api/runs/{wid}").json().get("status") == "SUCCESS")
 
 
-def _restart_unarmed(up: KodoProcess) -> None:
-    up.env = {k: v for k, v in up.env.items() if k != "KODO_FAULT_POINTS"}
-    up.start()
-
-
 def _executions(base: str, wid: str) -> list[dict[str, Any]]:
     return list(httpx.get(f"{base}/api/runs/{wid}/executions").json())
 
@@ -62,7 +57,7 @@ def test_kill_after_the_command_reuses_its_result(
     wid = _start_run(base, 0)
     assert up.proc is not None
     wait_until(lambda: up.proc is not None and up.proc.poll() is not None, timeout=60, what="the fault's kill")
-    _restart_unarmed(up)
+    up.restart_unarmed()
     wait_until(lambda: _succeeded(base, wid), timeout=60, what="SUCCESS")
     rows = _executions(base, wid)
     assert [r["status"] for r in rows] == ["finished", "reused"]

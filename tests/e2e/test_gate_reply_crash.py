@@ -30,10 +30,9 @@ def test_kill_inside_a_reply_loses_it_whole_and_the_retry_lands_once(
     wait_until(lambda: httpx.get(f"{base}/api/runs/{wid}").json()["status"] == "WAITING_INPUT", what="parked")
     with pytest.raises(httpx.HTTPError):
         httpx.post(f"{base}/api/runs/{wid}/approve-plan", json={"approvedBy": "po"}, timeout=30)
-    assert up.proc is not None and up.proc.wait(timeout=30) == -9
+    up.wait_killed(30)
     assert _interactions(engine) == 0
-    up.env = {k: v for k, v in up.env.items() if k != "KODO_FAULT_POINTS"}
-    up.start()
+    up.restart_unarmed()
     assert httpx.post(f"{base}/api/runs/{wid}/approve-plan", json={"approvedBy": "po"}).status_code == 202
     wait_until(lambda: httpx.get(f"{base}/api/runs/{wid}").json()["status"] == "SUCCESS", timeout=60, what="SUCCESS")
     assert _interactions(engine) == 1

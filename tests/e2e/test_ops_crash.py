@@ -37,15 +37,14 @@ def test_a_cancel_killed_between_its_dbos_change_and_its_audit_is_not_half_done(
         before = table_counts(conn)
     with pytest.raises(httpx.HTTPError):
         httpx.post(f"{base}/api/ops/wf/{wid}/cancel", json={"actor": "qa", "reason": "killed"}, timeout=60)
-    assert up.proc is not None and up.proc.wait(timeout=30) == -9, up.tail()
+    up.wait_killed(30)
     assert dbos_status(engine, continuation) == "DELAYED"
     with engine.connect() as conn:
         status = conn.execute(sa.text("SELECT status FROM app.runs WHERE workflow_id = :w"), {"w": wid}).scalar()
         assert status == "waiting_input" and table_counts(conn) == before
         assert ops_audit.violations(conn) == []
 
-    up.env.pop("KODO_FAULT_POINTS")
-    up.start()
+    up.restart_unarmed()
     cancelled = httpx.post(f"{base}/api/ops/wf/{wid}/cancel", json={"actor": "qa", "reason": "whole"}, timeout=60)
     assert cancelled.status_code == 202, cancelled.text
     assert dbos_status(engine, continuation) == "CANCELLED"
@@ -66,15 +65,14 @@ def test_a_fork_killed_before_its_audit_is_audited_by_the_restarted_recovery_lea
     wait_until(lambda: dbos_status(engine, "fork-k") == "SUCCESS", timeout=30, what="fork-k SUCCESS")
     with pytest.raises(httpx.HTTPError):
         httpx.post(f"{base}/api/ops/wf/fork-k/fork", json={"stepN": 3, "actor": "qa", "reason": "killed"}, timeout=60)
-    assert up.proc is not None and up.proc.wait(timeout=30) == -9, up.tail()
+    up.wait_killed(30)
     with engine.connect() as conn:
         (fork_id,) = conn.execute(
             sa.text("SELECT workflow_uuid FROM dbos.workflow_status WHERE forked_from = 'fork-k'")
         ).scalars()
         assert [(v.kind, v.workflow_id) for v in ops_audit.violations(conn)] == [("fork_not_audited", fork_id)]
 
-    up.env.pop("KODO_FAULT_POINTS")
-    up.start()
+    up.restart_unarmed()
 
     def audited() -> list[ops_audit.AuditRow]:
         with engine.connect() as conn:

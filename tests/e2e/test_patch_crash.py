@@ -3,13 +3,13 @@ restores the original workspace, then patches it again; it never stays mixed and
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
 
+from git_repos import seeded_repo
 from helpers import wait_until
 from kodo.store import patches
 from processes import KodoProcess
@@ -17,32 +17,9 @@ from processes import KodoProcess
 ORIGINAL = b"original \xff\xfe bytes\n"
 
 
-def make_repo(path: Path) -> Path:
-    path.mkdir()
-    (path / "a.txt").write_bytes(ORIGINAL)
-    for args in (
-        ["init", "-q"],
-        ["add", "."],
-        ["-c", "user.name=kodo", "-c", "user.email=kodo@example.invalid", "commit", "-q", "-m", "seed"],
-    ):
-        subprocess.run(["git", *args], cwd=path, check=True, timeout=30)
-    return path
-
-
 def states(engine: sa.Engine, run_id: str) -> list[str]:
     with engine.connect() as conn:
         return [r.state for r in patches.list_for_run(conn, run_id)]
-
-
-def restart_until_killed(process: KodoProcess, fault_points: str) -> None:
-    """Start again with ``fault_points`` armed and wait for the fault to kill it (no health wait: it may die
-    while recovering, before it answers)."""
-    process.env["KODO_FAULT_POINTS"] = fault_points
-    health, process.health_url = process.health_url, None
-    process.start()
-    process.health_url = health
-    assert process.proc is not None
-    assert process.proc.wait(timeout=120) == -9, process.tail()
 
 
 def test_kill_9_after_a_patch_write_recovers_to_the_original_then_patches(
@@ -51,7 +28,7 @@ def test_kill_9_after_a_patch_write_recovers_to_the_original_then_patches(
     """Killed after the 2nd write (before the step's commit): both rows pending, disk patched. Killed again on
     recovery before its first write: the original bytes are back and the created file is gone. A clean
     restart then finishes the run fully patched, rows applied, disk equal to the ledger."""
-    repo = make_repo(tmp_path / "repo")
+    repo = seeded_repo(tmp_path / "repo", {"a.txt": ORIGINAL})
     up = spawn("up", KODO_REPO_ROOTS=str(tmp_path), KODO_FAULT_POINTS="patch.after_write:kill:2")
     base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
     plan = [
@@ -65,18 +42,17 @@ def test_kill_9_after_a_patch_write_recovers_to_the_original_then_patches(
     )
     assert started.status_code == 201, started.text
     run_id = started.json()["runId"]
-    assert up.proc is not None and up.proc.wait(timeout=120) == -9, up.tail()
+    up.wait_killed()
     workspace = Path(up.env["KODO_HOME"]) / "workspaces" / run_id
     assert states(engine, run_id) == ["pending", "pending"]
     assert (workspace / "a.txt").read_bytes() == b"patched\n" and (workspace / "made/new.txt").exists()
 
-    restart_until_killed(up, "patch.before_write:kill")
+    up.restart_until_killed("patch.before_write:kill")
     assert (workspace / "a.txt").read_bytes() == ORIGINAL
     assert not (workspace / "made/new.txt").exists()
     assert states(engine, run_id) == ["pending", "rolled_back"]  # item 0 recorded again, not yet written
 
-    up.env.pop("KODO_FAULT_POINTS")
-    up.start()
+    up.restart_unarmed()
     wait_until(
         lambda: httpx.get(f"{base}/api/runs/{intent}", timeout=30).json()["status"] == "SUCCESS",
         timeout=90,
@@ -96,7 +72,7 @@ def test_kill_9_before_the_clone_leaves_no_workspace_and_the_restart_clones(
 ) -> None:
     """Killed as the clone starts (outside any transaction): no workspace and no run step exist; the restarted
     process clones the repository and the run succeeds with its patch applied to the clone."""
-    repo = make_repo(tmp_path / "repo")
+    repo = seeded_repo(tmp_path / "repo", {"a.txt": ORIGINAL})
     up = spawn("up", KODO_REPO_ROOTS=str(tmp_path), KODO_FAULT_POINTS="workspace.before_clone:kill")
     base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
     plan = [{"targetPath": "a.txt", "postimageContent": "patched\n", "diffText": "+patched"}]
@@ -106,15 +82,14 @@ def test_kill_9_before_the_clone_leaves_no_workspace_and_the_restart_clones(
         f"{base}/api/runs", json={"intentId": intent, "queuePartitionKey": "p", "autoApprove": True}, timeout=30
     )
     run_id = started.json()["runId"]
-    assert up.proc is not None and up.proc.wait(timeout=120) == -9, up.tail()
+    up.wait_killed()
     workspace = Path(up.env["KODO_HOME"]) / "workspaces" / run_id
     assert not workspace.exists()
     with engine.connect() as conn:
         steps = conn.execute(sa.text("SELECT count(*) FROM app.run_steps WHERE run_id = :r"), {"r": run_id})
         assert steps.scalar_one() == 0
 
-    up.env.pop("KODO_FAULT_POINTS")
-    up.start()
+    up.restart_unarmed()
     wait_until(
         lambda: httpx.get(f"{base}/api/runs/{intent}", timeout=30).json()["status"] == "SUCCESS",
         timeout=90,

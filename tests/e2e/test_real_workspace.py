@@ -9,7 +9,6 @@ producer) fixes the bug during ApplyPatchST; ``constraints.testCommand`` becomes
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from git_repos import BUGGY, FIXED, TEST_COMMAND, make_repo
 from helpers import oracle_violations, wait_until
 from processes import KodoProcess
 
@@ -25,31 +25,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed"),
 ]
-
-BUGGY = "def add(a, b):\n    return a - b\n"
-FIXED = "def add(a, b):\n    return a + b\n"
-TEST = (
-    "import unittest\n\nfrom calc import add\n\n\n"
-    "class AddTest(unittest.TestCase):\n"
-    "    def test_adds(self):\n"
-    "        self.assertEqual(add(2, 3), 5)\n\n\n"
-    "if __name__ == '__main__':\n    unittest.main()\n"
-)
-TEST_COMMAND = "python3 -m unittest -v test_calc"
-
-
-def make_repo(path: Path) -> Path:
-    """A git repository whose unit test fails until calc.add is fixed."""
-    path.mkdir()
-    (path / "calc.py").write_text(BUGGY)
-    (path / "test_calc.py").write_text(TEST)
-    for args in (
-        ["init", "-q"],
-        ["add", "calc.py", "test_calc.py"],
-        ["-c", "user.name=kodo", "-c", "user.email=kodo@example.invalid", "commit", "-q", "-m", "buggy add"],
-    ):
-        subprocess.run(["git", *args], cwd=path, check=True, timeout=30)
-    return path
 
 
 def run_intent(base: str, repo: Path, *, patched: bool) -> dict[str, Any]:

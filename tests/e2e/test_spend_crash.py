@@ -46,13 +46,10 @@ def test_kill_9_between_reserve_and_settle_leaves_no_reservation_behind(
     wid = httpx.post(f"{base}/api/intents", json=goal).json()["intentId"]
     body = {"intentId": wid, "queuePartitionKey": "crash", "autoApprove": True, "budget": {**BUDGET, "maxCostUsd": 1}}
     assert httpx.post(f"{base}/api/runs", json=body).status_code == 201
-    assert up.proc is not None
-    up.proc.wait(timeout=60)  # the armed fault point killed it (SIGKILL)
-    assert up.proc.returncode == -9
+    up.wait_killed(60)  # the armed fault point killed it (SIGKILL)
     assert holds(engine) == {"reserved": 1}
     assert not fake_model.completions()  # died before the call
-    up.env = {key: value for key, value in up.env.items() if key != "KODO_FAULT_POINTS"}
-    up.start()
+    up.restart_unarmed()
     wait_until(lambda: httpx.get(f"{base}/api/runs/{wid}").json()["status"] == "SUCCESS", timeout=60, what="SUCCESS")
     assert holds(engine) == {"settled": 2}
     with engine.connect() as conn:

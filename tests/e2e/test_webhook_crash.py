@@ -28,17 +28,6 @@ def _park_a_run(base: str) -> str:
     return str(intent["intentId"])
 
 
-def _died(process: KodoProcess) -> None:
-    assert process.proc is not None
-    process.proc.wait(timeout=60)  # the armed fault point SIGKILLs the process itself
-    assert process.proc.returncode == -9, process.tail()
-
-
-def _restart_unarmed(process: KodoProcess) -> None:
-    process.env.pop("KODO_FAULT_POINTS", None)
-    process.start()
-
-
 def test_kill_9_before_the_dispatch_commits_still_delivers_once_per_subscription(
     spawn: Callable[..., KodoProcess], engine: sa.Engine
 ) -> None:
@@ -48,7 +37,7 @@ def test_kill_9_before_the_dispatch_commits_still_delivers_once_per_subscription
     with receiver() as first, receiver() as second:
         subscriptions = [_subscribe(base, first.url), _subscribe(base, second.url)]
         wid = _park_a_run(base)
-        _died(up)
+        up.wait_killed(60)
         with engine.connect() as conn:
             pending = conn.execute(
                 sa.text("SELECT id FROM app.webhook_events WHERE type = 'gate.opened' AND dispatched_at IS NULL")
@@ -56,7 +45,7 @@ def test_kill_9_before_the_dispatch_commits_still_delivers_once_per_subscription
             event_ids = list(pending)
             assert len(event_ids) == 1  # the event committed with the park; its fan-out did not
             assert conn.execute(sa.text("SELECT count(*) FROM app.webhook_deliveries")).scalar_one() == 0
-        _restart_unarmed(up)
+        up.restart_unarmed()
         for hook, subscription in zip((first, second), subscriptions, strict=True):
             got = wait_until(lambda h=hook, s=subscription: h.of_type("gate.opened", s["secret"]), what="delivered")
             assert got[0][1]["data"]["workflowId"] == wid
@@ -75,9 +64,9 @@ def test_kill_9_after_the_receiver_answered_repeats_with_the_same_id(
     with receiver() as hook:
         subscription = _subscribe(base, hook.url)
         _park_a_run(base)
-        _died(up)
+        up.wait_killed(60)
         assert len(hook.requests) == 1
-        _restart_unarmed(up)
+        up.restart_unarmed()
 
         def delivered() -> bool:
             with engine.connect() as conn:

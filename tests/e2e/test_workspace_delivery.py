@@ -208,8 +208,7 @@ def test_kill_9_during_delivery_then_recovery_makes_exactly_one_commit(
     branch = f"kodo/{pending.run_id}"
     made = git(repo, "rev-parse", branch).strip()
 
-    server.env.pop("KODO_FAULT_POINTS")
-    server.start()
+    server.restart_unarmed()
 
     def delivered() -> Any:
         with engine.connect() as conn:

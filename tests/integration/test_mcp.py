@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,18 +14,13 @@ from kodo.main import Worker
 from kodo.mcp_server import build_server
 from kodo.settings import Settings
 from kodo_server import live_api
+from mcp_scenarios import call
 
 
 @pytest.fixture
 def base_url(settings: Settings, engine: sa.Engine, worker: Worker) -> Iterator[str]:
     with live_api(settings, engine) as url:
         yield url
-
-
-async def call(client: Client, tool: str, **arguments: Any) -> Any:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    return result.structured_content
 
 
 def test_an_assistant_starts_follows_approves_and_sees_success(base_url: str) -> None:

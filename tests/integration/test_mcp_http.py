@@ -4,10 +4,8 @@ the MCP SDK's client through a real loopback HTTP server."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import httpx2
@@ -21,20 +19,12 @@ from kodo.main import Worker
 from kodo.mcp_server import http_app
 from kodo.settings import Settings
 from kodo_server import live_api, serving
-
-APPROVER = "approver-token-mcp-http1"
-VIEWER = "viewer-token-mcp-http001"
+from mcp_scenarios import APPROVER, TOKENS, VIEWER, call, run_to_success
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    spec = {
-        "tokens": [
-            {"token": APPROVER, "subject": "assistant", "tenant": "acme", "role": "approver"},
-            {"token": VIEWER, "subject": "watcher", "tenant": "acme", "role": "viewer"},
-        ]
-    }
-    return make_settings(database_url, tmp_path / "home", KODO_API_TOKENS=json.dumps(spec))
+    return make_settings(database_url, tmp_path / "home", KODO_API_TOKENS=TOKENS)
 
 
 @pytest.fixture
@@ -46,12 +36,6 @@ def mcp_url(settings: Settings, engine: sa.Engine, worker: Worker) -> Iterator[s
 def _client(url: str, token: str) -> Client:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120)
     return Client(streamable_http_client(url, http_client=http))
-
-
-async def _call(client: Client, tool: str, **arguments: Any) -> Any:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    return result.structured_content
 
 
 def test_no_valid_token_is_a_401_before_any_mcp_message(mcp_url: str) -> None:
@@ -68,25 +52,11 @@ def test_each_call_runs_with_the_callers_token(mcp_url: str) -> None:
 
     async def scenario() -> None:
         async with _client(mcp_url, APPROVER) as assistant:
-            started = await _call(
-                assistant,
-                "start_recipe_run",
-                recipe_id="compile-default",
-                version="v1",
-                form_data={"goal": "http assistant"},
-                queue_partition_key="acme",
-            )
-            wid = started["workflowId"]
-            waiting = await _call(assistant, "wait_for_run", workflow_id=wid, until="input", timeout_s=60)
-            assert waiting["nextAction"] == "APPROVE_PLAN"
-            await _call(assistant, "answer_gate", workflow_id=wid, answer={"choice": "yes"})
-            assert (await _call(assistant, "wait_for_run", workflow_id=wid, until="end", timeout_s=60))[
-                "status"
-            ] == "SUCCESS"
+            wid = await run_to_success(assistant, "http assistant", "acme")
         async with _client(mcp_url, VIEWER) as watcher:
             names = {tool.name for tool in (await watcher.list_tools()).tools}
             assert names == {"get_run", "wait_for_run", "run_diagnosis", "run_diff", "list_inbox", "list_recipes"}
-            assert (await _call(watcher, "get_run", workflow_id=wid))["status"] == "SUCCESS"
+            assert (await call(watcher, "get_run", workflow_id=wid))["status"] == "SUCCESS"
             refused = await watcher.call_tool(
                 "start_recipe_run",
                 {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from git_repos import seeded_repo
 from helpers import make_settings, wait_status, wait_until
 from kodo import faults
 from kodo.settings import Settings
@@ -31,19 +31,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 def make_repo(path: Path) -> Path:
     """A git repository with a text file, a binary executable and a sub-directory."""
-    path.mkdir()
-    (path / "a.txt").write_bytes(ORIGINAL)
-    (path / "blob.bin").write_bytes(BINARY)
-    (path / "blob.bin").chmod(0o755)
-    (path / "sub").mkdir()
-    (path / "sub" / "keep.txt").write_text("keep\n")
-    for args in (
-        ["init", "-q"],
-        ["add", "."],
-        ["-c", "user.name=kodo", "-c", "user.email=kodo@example.invalid", "commit", "-q", "-m", "seed"],
-    ):
-        subprocess.run(["git", *args], cwd=path, check=True, timeout=30)
-    return path
+    files = {"a.txt": ORIGINAL, "blob.bin": BINARY, "sub/keep.txt": "keep\n"}
+    return seeded_repo(path, files, executables=("blob.bin",))
 
 
 def run_with(client: TestClient, repo: Path, plan: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@ data, checked at ingress (400, nothing written) and again in the workflow (REPO_
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from git_repos import seeded_repo
 from helpers import make_settings, table_counts, wait_status
 from kodo.models import Intent
 from kodo.settings import Settings
@@ -18,15 +18,7 @@ from kodo.store import intents
 
 
 def make_repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    (path / "secret.txt").write_text("not yours\n")
-    for args in (
-        ["init", "-q"],
-        ["add", "secret.txt"],
-        ["-c", "user.name=kodo", "-c", "user.email=kodo@example.invalid", "commit", "-q", "-m", "one"],
-    ):
-        subprocess.run(["git", *args], cwd=path, check=True, timeout=30)
-    return path
+    return seeded_repo(path, {"secret.txt": "not yours\n"}, message="one")
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from kodo import faults
-from kodo.ops import chaos
-from kodo.ops.chaos_load import Findings
+from kodo.chaos import driver as chaos
+from kodo.chaos.load import Findings
 
 
 def test_plan_takes_kinds_in_turn_and_points_from_the_registry() -> None:

@@ -23,16 +23,6 @@ from kodo.workflows import webhooks
 
 router = APIRouter()
 
-EventType = Literal[
-    "gate.opened",
-    "gate.resolved",
-    "gate.timed_out",
-    "run.succeeded",
-    "run.failed",
-    "run.canceled",
-    "ops.batch_done",
-    "budget.exceeded",
-]
 MAX_LIST = 500
 
 
@@ -63,7 +53,7 @@ class DeliveryAnswer(BaseModel):
     eventType: str
     subscriptionId: str
     url: str
-    state: Literal["pending", "delivered", "dead"]
+    state: store.DeliveryState
     attempts: int
     redeliveries: int
     workflowId: str
@@ -118,7 +108,7 @@ ERROR_TEXT = {
 
 class SubscriptionBody(Strict):
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
-    events: Annotated[list[EventType], Field(min_length=1, max_length=len(store.EVENT_TYPES))]
+    events: Annotated[list[store.EventType], Field(min_length=1, max_length=len(store.EVENT_TYPES))]
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
 
 

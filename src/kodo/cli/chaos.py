@@ -1,5 +1,5 @@
 """``kodo chaos --iterations N``: kill -9 kodo's processes (or restart Postgres) under load, then prove nothing
-was lost or done twice (see :mod:`kodo.ops.chaos`)."""
+was lost or done twice (see :mod:`kodo.chaos.driver`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from kodo.ops import chaos as chaos_driver
+from kodo.chaos import KINDS
 
 
 @click.command("chaos")
@@ -28,7 +28,7 @@ from kodo.ops import chaos as chaos_driver
     "--kind",
     "kinds",
     multiple=True,
-    type=click.Choice(chaos_driver.KINDS),
+    type=click.Choice(KINDS),
     help="Kinds of crash, in turn (default: all four).",
 )
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None, help="Its KODO_HOME (temp).")
@@ -46,6 +46,8 @@ def chaos(
     under a mixed load, restart it, and check: every run at rest, no oracle rows, the ledger equal to the
     commands that really ran. Prints a table per fault point; exits 1 on any duplicate, lost run, oracle row
     or untracked command."""
+    from kodo.chaos import driver as chaos_driver
+
     root = home or Path(tempfile.mkdtemp(prefix="kodo-chaos-"))
     click.echo(f"kodo chaos: {iterations} iteration(s), home {root}", err=True)
     report = chaos_driver.run(
@@ -54,7 +56,7 @@ def chaos(
         time_limit_s=time_limit_s,
         seed=seed,
         fan_out=fan_out,
-        kinds=kinds or chaos_driver.KINDS,
+        kinds=kinds or KINDS,
         progress=lambda: click.echo(".", nl=False, err=True),
     )
     click.echo("", err=True)

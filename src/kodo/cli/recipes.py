@@ -1,34 +1,15 @@
-"""``kodo recipes list|import|export|promote|fixtures run``, and the database helper ``kodo sbx template``
-shares with them."""
+"""``kodo recipes list|import|export|promote|fixtures run``: recipe versions on the database."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from kodo.cli.database import migrated
-from kodo.errors import KodoError
-from kodo.settings import Settings, load_settings
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-
-
-@contextlib.contextmanager
-def recipe_database() -> Iterator[Any]:
-    """An engine on the migrated database; kodo errors become clean CLI errors."""
-    with migrated() as (_settings, engine):
-        yield engine
+from kodo.cli.context import ops_context
 
 
 @click.group()
@@ -45,7 +26,7 @@ def recipes_list(recipe_id: str | None, as_json: bool) -> None:
     from kodo.store import recipe_versions
     from kodo.workflows import recipes as recipe_flows
 
-    with recipe_database() as engine, engine.connect() as conn:
+    with ops_context(migrated=True) as context, context.engine.connect() as conn:
         if recipe_id is None:
             rows = recipe_flows.registry(conn)
             lines = [f"{r['id']}\t{r['latestV']}\t{r['status']}\tstable={r['stableRef'] or '-'}" for r in rows]
@@ -72,7 +53,7 @@ def recipes_import(path: Any) -> None:
         bundle = RecipeBundle.model_validate(json.load(path))
     except (json.JSONDecodeError, ValidationError) as error:
         raise click.ClickException(f"invalid recipe bundle: {error}") from error
-    with recipe_database() as engine, engine.begin() as conn:
+    with ops_context(migrated=True) as context, context.engine.begin() as conn:
         summary, _created = recipe_flows.import_bundle(conn, bundle)
     for row in summary["versions"]:
         state = "imported" if row["created"] else "unchanged"
@@ -86,7 +67,7 @@ def recipes_export(recipe_id: str, out_path: str | None) -> None:
     """Print (or write) RECIPE_ID's versions as one canonical JSON bundle; it imports back unchanged."""
     from kodo.workflows import recipes as recipe_flows
 
-    with recipe_database() as engine, engine.connect() as conn:
+    with ops_context(migrated=True) as context, context.engine.connect() as conn:
         text = recipe_flows.export_text(conn, recipe_id)
     if out_path:
         Path(out_path).write_text(text, encoding="utf-8")
@@ -101,7 +82,7 @@ def recipes_promote(ref: str, to: str | None) -> None:
     """Promote ID@V one step (draft → candidate → stable); stable needs ≥ 1 eval check and ≥ 1 fixture."""
     from kodo.workflows import recipes as recipe_flows
 
-    with recipe_database() as engine, engine.begin() as conn:
+    with ops_context(migrated=True) as context, context.engine.begin() as conn:
         version = recipe_flows.promote(conn, ref, to)
     click.echo(f"{version.ref}\t{version.status}")
 
@@ -119,16 +100,18 @@ def recipe_fixtures() -> None:
 def recipe_fixtures_run(ref: str, trials: int, round_no: int, timeout_s: float) -> None:
     """Fan ID@V's fixtures out (TRIALS runs each), wait, print verdicts; exit 1 unless every fixture passes."""
 
-    from kodo.main import dbos_client
     from kodo.workflows.fixtures import run_fixtures
 
-    settings = _settings()
-    with recipe_database() as engine:
-        client = dbos_client(settings, engine)
-        try:
-            report = run_fixtures(engine, client, settings, ref, trials=trials, round_no=round_no, timeout_s=timeout_s)
-        finally:
-            client.destroy()
+    with ops_context(migrated=True) as context:
+        report = run_fixtures(
+            context.engine,
+            context.client,
+            context.settings,
+            ref,
+            trials=trials,
+            round_no=round_no,
+            timeout_s=timeout_s,
+        )
     click.echo(json.dumps(report, indent=2))
     if report["summary"]["pass"] != len(report["fixtures"]):
         sys.exit(1)

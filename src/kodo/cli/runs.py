@@ -7,7 +7,7 @@ import json
 
 import click
 
-from kodo.cli.database import migrated
+from kodo.cli.context import ops_context
 
 
 @click.group()
@@ -21,7 +21,7 @@ def runs_diff(run: str) -> None:
     """Print RUN's diff (run id or workflow id) against its base commit, as reviewed at the plan gate."""
     from kodo.api.review import run_diff
 
-    with migrated() as (_settings, engine), engine.connect() as conn:
+    with ops_context(migrated=True) as context, context.engine.connect() as conn:
         _run, text = run_diff(conn, run)
     click.echo(text, nl=False)
 
@@ -33,8 +33,8 @@ def runs_deliver(run: str, as_json: bool) -> None:
     """Deliver a succeeded RUN: a commit on branch kodo/<runId> of its source repository (exactly once)."""
     from kodo.workflows import delivery
 
-    with migrated() as (settings, engine):
-        outcome = delivery.deliver(engine, settings, run, "cli")
+    with ops_context(migrated=True) as context:
+        outcome = delivery.deliver(context.engine, context.settings, run, "cli")
     if as_json:
         click.echo(json.dumps(outcome, sort_keys=True))
     elif outcome["status"] != "delivered":

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import click
 
-from kodo.cli.database import migrated
+from kodo.cli.context import ops_context
 from kodo.errors import KodoError
 
 
@@ -37,7 +37,7 @@ def budget_set(tenant: str, daily: str | None, monthly: str | None, actor: str, 
         raise click.BadParameter(error.message) from error
     if daily_usd is None and monthly_usd is None and daily is None and monthly is None:
         raise click.UsageError("give --daily and/or --monthly (none clears a limit)")
-    with migrated() as (_settings, engine), engine.begin() as conn:
+    with ops_context(migrated=True) as context, context.engine.begin() as conn:
         after = spend.set_budget(conn, tenant, daily=daily_usd, monthly=monthly_usd, actor=actor, reason=reason)
     click.echo(json.dumps(spend.budget_json(after), sort_keys=True))
 
@@ -48,6 +48,6 @@ def budget_show(tenant: str) -> None:
     """TENANT's limits, spend today and this month (UTC), open reservations and the audit of changes, as JSON."""
     from kodo.ops import spend
 
-    with migrated() as (_settings, engine), engine.connect() as conn:
+    with ops_context(migrated=True) as context, context.engine.connect() as conn:
         shown = spend.show(conn, tenant, datetime.now(UTC))
     click.echo(json.dumps(shown, indent=2, sort_keys=True, default=str))

@@ -10,7 +10,7 @@ import json
 
 import click
 
-from kodo.cli.database import migrated
+from kodo.cli.context import ops_context
 from kodo.store import webhooks as store
 
 
@@ -36,9 +36,9 @@ def add(url: str, events: tuple[str, ...], tenant: str | None, description: str 
     from kodo.api.webhooks import subscription_row
     from kodo.workflows import webhooks as flows
 
-    with migrated() as (settings, engine):
-        flows.check_target(url, settings)
-        with engine.begin() as conn:
+    with ops_context(migrated=True) as context:
+        settings = context.settings
+        with context.engine.begin() as conn:
             created, secret = flows.subscribe(
                 conn,
                 settings,
@@ -58,7 +58,7 @@ def list_command(as_json: bool) -> None:
     """Live subscriptions (without their secrets)."""
     from kodo.api.webhooks import subscription_row
 
-    with migrated() as (_settings, engine), engine.connect() as conn:
+    with ops_context(migrated=True) as context, context.engine.connect() as conn:
         rows = [subscription_row(s) for s in store.list_subscriptions(conn, None)]
     lines = [f"{r['id']}\t{r['tenant']}\t{','.join(r['events'])}\t{r['url']}" for r in rows]
     click.echo(json.dumps(rows, indent=2) if as_json else "\n".join(lines))
@@ -68,7 +68,7 @@ def list_command(as_json: bool) -> None:
 @click.argument("subscription_id")
 def remove(subscription_id: str) -> None:
     """Stop a subscription (its deliveries stay on record)."""
-    with migrated() as (_settings, engine), engine.begin() as conn:
+    with ops_context(migrated=True) as context, context.engine.begin() as conn:
         if not store.delete_subscription(conn, subscription_id, None):
             raise click.ClickException(f"webhook subscription not found: {subscription_id}")
     click.echo(f"{subscription_id}\tremoved")
@@ -82,7 +82,7 @@ def deliveries(state: str | None, limit: int, as_json: bool) -> None:
     """Deliveries, newest first (``--state dead``: those that ran out of tries)."""
     from kodo.api.webhooks import delivery_row
 
-    with migrated() as (_settings, engine), engine.connect() as conn:
+    with ops_context(migrated=True) as context, context.engine.connect() as conn:
         rows = [
             delivery_row(d)
             for d in store.list_deliveries(conn, tenant=None, state=state, subscription_id=None, limit=limit)
@@ -97,14 +97,8 @@ def deliveries(state: str | None, limit: int, as_json: bool) -> None:
 @click.argument("delivery_id")
 def redeliver(delivery_id: str) -> None:
     """Send a dead (or delivered) delivery again, same webhook-id (a worker must be running to send it)."""
-    from kodo.main import dbos_client
     from kodo.workflows import webhooks as flows
 
-    with migrated() as (settings, engine):
-        client = dbos_client(settings, engine)
-        try:
-            with engine.begin() as conn:
-                workflow_id = flows.redeliver(conn, client, settings, delivery_id, None)
-        finally:
-            client.destroy()
+    with ops_context(migrated=True) as context, context.engine.begin() as conn:
+        workflow_id = flows.redeliver(conn, context.client, context.settings, delivery_id, None)
     click.echo(f"{delivery_id}\tpending\t{workflow_id}")

@@ -3,6 +3,7 @@ async client, and kodo's status codes mapped back onto its error tree."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -34,6 +35,20 @@ class Call(Generic[T]):
     body: Mapping[str, Any] | None = None
     timeout_s: float | None = None  # None: the client's default
     text: bool = False  # the answer is text (read gets the body as a string), not JSON
+
+    def answer(self, status: int, text: str) -> T:
+        """What kodo's answer (status, body text) means: the record read from it, or kodo's error for it."""
+        if self.text and status < 400:
+            return self.read(text)
+        body: Any = json.loads(text) if text else None
+        if status >= 400:
+            raise error_for(status, body)
+        return self.read(body)
+
+
+def unreachable(error: Exception) -> InfrastructureError:
+    """The error for a server that could not be reached (or broke the connection)."""
+    return InfrastructureError(f"kodo is not reachable: {type(error).__name__}: {error}")
 
 
 def _segment(value: str) -> str:

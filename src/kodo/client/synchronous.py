@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 import httpx
 
 from kodo.client import calls, records
-from kodo.errors import InfrastructureError
 
 T = TypeVar("T")
 
@@ -52,13 +51,8 @@ class KodoClient:
                 timeout=call.timeout_s if call.timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as error:
-            raise InfrastructureError(f"kodo is not reachable: {type(error).__name__}: {error}") from error
-        if call.text and response.status_code < 400:
-            return call.read(response.text)
-        body: Any = response.json() if response.content else None
-        if response.status_code >= 400:
-            raise calls.error_for(response.status_code, body)
-        return call.read(body)
+            raise calls.unreachable(error) from error
+        return call.answer(response.status_code, response.text)
 
     # --- runs ---------------------------------------------------------------------------------------
 

@@ -14,11 +14,9 @@ from typing import Any
 
 from kodo.errors import KodoError
 from kodo.ops import workflows
-from kodo.ops.context import Ops, require_text
+from kodo.ops.context import MAX_BATCH, Ops, require_text
 from kodo.store import dbos_workflows, webhooks
 from kodo.store.dbos_workflows import Filter, WorkflowRow
-
-MAX_BATCH = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

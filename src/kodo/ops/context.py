@@ -1,14 +1,21 @@
-"""What every operator action needs: the database, a DBOS client and the settings."""
+"""What every operator action needs: the database, a DBOS client and the settings; and the bounds of one
+action (light to import: the CLI reads the bounds when it builds its options)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import sqlalchemy as sa
-from dbos import DBOSClient
+from typing import TYPE_CHECKING
 
 from kodo.errors import InvalidInput
-from kodo.settings import Settings
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from dbos import DBOSClient
+
+    from kodo.settings import Settings
+
+MAX_BATCH = 10_000  # workflows one batch action (cancel, resume, fork by filter) touches at most
+MAX_EXECUTIONS = 500  # sandbox executions one read of a run's execution ledger returns at most
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import TypedDict
 
 from kodo.errors import NotFound
-from kodo.ops.context import Ops
+from kodo.ops.context import MAX_EXECUTIONS, Ops
 from kodo.store import executions, runs
 
-MAX_LIMIT = 500
+MAX_LIMIT = MAX_EXECUTIONS
 
 
 class ExecutionRow(TypedDict):

@@ -38,6 +38,12 @@ def applied(conn: sa.Connection) -> list[str]:
     return list(conn.execute(sa.text("SELECT name FROM app.schema_migrations ORDER BY name")).scalars())
 
 
+def drop_schemas(conn: sa.Connection) -> None:
+    """Drop schemas ``app`` and ``dbos``: every run, artifact and workflow (``kodo db reset``)."""
+    conn.execute(sa.text("DROP SCHEMA IF EXISTS app CASCADE"))
+    conn.execute(sa.text("DROP SCHEMA IF EXISTS dbos CASCADE"))
+
+
 def migrate(engine: sa.Engine) -> list[str]:
     """Apply pending migrations in one transaction; returns the names applied now."""
     with engine.begin() as conn:

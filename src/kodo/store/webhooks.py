@@ -9,13 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 
 from kodo.store import to_json
 
-EVENT_TYPES: tuple[str, ...] = (
+# The one list of event types: the API's request schema (``kodo.api.webhooks``), the CLI's choices and the
+# check of record_event all read it from here.
+EventType = Literal[
     "gate.opened",
     "gate.resolved",
     "gate.timed_out",
@@ -24,8 +26,10 @@ EVENT_TYPES: tuple[str, ...] = (
     "run.canceled",
     "ops.batch_done",
     "budget.exceeded",
-)
-DELIVERY_STATES: tuple[str, ...] = ("pending", "delivered", "dead")
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+DeliveryState = Literal["pending", "delivered", "dead"]
+DELIVERY_STATES: tuple[str, ...] = get_args(DeliveryState)
 CHANNEL = "kodo_webhook_event"
 
 

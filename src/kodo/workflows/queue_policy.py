@@ -18,7 +18,7 @@ from kodo import pricing
 from kodo.errors import PolicyViolation
 from kodo.models import LANE_PRIORITY, RunStart, Workload
 from kodo.settings import Settings
-from kodo.store import recipes
+from kodo.store import recipe_caps
 from kodo.workflows import limits
 
 _BUDGET_CHECKS = (
@@ -41,7 +41,7 @@ class QueueCaps:
 
 def legacy_caps(conn: sa.Connection, request: dict[str, Any]) -> QueueCaps:
     name = request.get("recipeName") or "compile-default"
-    recipe = recipes.find(conn, name, request.get("recipeVersion"))
+    recipe = recipe_caps.find(conn, name, request.get("recipeVersion"))
     if recipe is None:
         raise PolicyViolation(f"recipe not found: {name}")
     return QueueCaps(

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from dbos import DBOS, EnqueueOptions
-from dbos._error import DBOSWorkflowCancelledError
+from dbos import error as dbos_errors
 
 from kodo import faults, telemetry
 from kodo.adapters.sandbox import SandboxRequest, SandboxResult
@@ -169,7 +169,7 @@ def _run_command(svc: Services, request: SandboxRequest, attempt: int) -> Sandbo
                 outcome.report(err_code=result.err_code, exit=result.exit, wall_ms=result.wall_ms)
     if result is None or watch.canceled:
         execution_ledger.cancelled(request)
-        raise DBOSWorkflowCancelledError(f"task {request.task_key} was cancelled; its sandbox was stopped")
+        raise dbos_errors.DBOSWorkflowCancelledError(f"task {request.task_key} was cancelled; its sandbox was stopped")
     return result
 
 

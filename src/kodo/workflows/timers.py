@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from dbos import DBOS, DBOSClient, EnqueueOptions
-from dbos._error import DBOSException
+from dbos import error as dbos_errors
 
 from kodo.identity import artifact_uri
 from kodo.models import NewArtifact
@@ -106,7 +106,7 @@ def ensure_schedule(settings: Settings) -> bool:
             automatic_backfill=True,
             queue_name="controlQ",
         )
-    except DBOSException as error:
+    except dbos_errors.DBOSException as error:
         if "already exists" not in str(error):  # another worker created it first
             raise
     return True

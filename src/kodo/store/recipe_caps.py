@@ -1,4 +1,5 @@
-"""``app.recipes``: the legacy caps table the queue policy reads."""
+"""``app.recipes``: the legacy caps table (queue, concurrency, steps, sandbox minutes per recipe name and
+version) that the queue policy reads at admission. Not the recipe registry: that is ``recipe_versions``."""
 
 from __future__ import annotations
 

@@ -23,12 +23,12 @@ from typing import TypedDict
 import sqlalchemy as sa
 
 from kodo import faults
+from kodo.chaos import KINDS
+from kodo.chaos import load as chaos_load
+from kodo.chaos.cluster import Cluster, kodo, sources
 from kodo.database import resolve_database_url
-from kodo.ops import chaos_load
-from kodo.ops.chaos_cluster import Cluster, kodo, sources
 from kodo.store import create_engine
 
-KINDS = ("worker", "api", "monolith", "postgres")
 KILL_WINDOW_S = (1.0, 5.0)  # when an armed point was not reached, the kill comes at a random moment in this window
 SETTLE_S = 120.0
 

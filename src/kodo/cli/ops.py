@@ -1,51 +1,38 @@
 """``kodo ops …``: batch control by filter, inspection, diagnosis and repro packs, straight on the database.
 
-Selecting commands take ids (arguments, or ``--stdin``) and/or filters; mutations need ``--actor`` and
-``--reason`` (each action writes an OPS audit row, as over HTTP), print one id a line (forks:
-``<wid>\\t<forkedId>``), show a progress bar on stderr for long batches and exit 1 if any item failed.
-``--dry-run`` lists and counts what would be touched and writes nothing.
+Every command opens the database through ``kodo.main.ops_context`` (not migrated: it operates a kodo that
+runs) and loads the ops plane when it runs, so ``kodo --help`` stays fast. Selecting commands take ids
+(arguments, or ``--stdin``) and/or filters; mutations need ``--actor`` and ``--reason`` (each action writes
+an OPS audit row, as over HTTP), print one id a line (forks: ``<wid>\\t<forkedId>``), show a progress bar
+on stderr for long batches and exit 1 if any item failed. ``--dry-run`` lists and counts what would be
+touched and writes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from dbos import DBOSClient, DBOSPortableJSONSerializer
 
-from kodo.database import resolve_database_url
+from kodo.cli.context import ops_context
 from kodo.errors import KodoError
-from kodo.ops import batch, diagnosis, evidence, executions, executors, workflows
-from kodo.ops.context import Ops
-from kodo.settings import load_settings
-from kodo.store import create_engine, oracles
-from kodo.store.dbos_workflows import Filter
+from kodo.ops.context import MAX_BATCH, MAX_EXECUTIONS
+
+if TYPE_CHECKING:
+    from kodo.ops.context import Ops
+    from kodo.store.dbos_workflows import Filter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@contextmanager
-def _ops() -> Iterator[Ops]:
-    try:
-        settings = load_settings()
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-    engine = create_engine(resolve_database_url(settings.database_url, settings.home), pool_size=2)
-    client = DBOSClient(
-        system_database_engine=engine, serializer=DBOSPortableJSONSerializer(), application_name=settings.app_name
-    )
-    try:
-        yield Ops(engine=engine, client=client, settings=settings)
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
-    finally:
-        client.destroy()
-        engine.dispose()
+def _ops() -> AbstractContextManager[Ops]:
+    """The database and DBOS client of one ops command (not migrated: it operates a running kodo)."""
+    return ops_context(migrated=False)
 
 
 _FILTERS = [
@@ -60,7 +47,7 @@ _FILTERS = [
     click.option("--older-than", default=None, help="Created longer ago than this (90s, 10m, 2h, 1d)."),
     click.option("--hide-internal", is_flag=True, help="Leave out scheduled and utility workflows."),
     click.option("--stdin", "from_stdin", is_flag=True, help="Also read workflow ids from stdin, one a line."),
-    click.option("--limit", type=click.IntRange(1, batch.MAX_BATCH), default=None, help="At most this many."),
+    click.option("--limit", type=click.IntRange(1, MAX_BATCH), default=None, help="At most this many."),
 ]
 _LISTS = ("statuses", "run_statuses", "names", "queues", "partitions", "tenants", "lanes", "app_versions")
 
@@ -74,6 +61,9 @@ def selection(func: F) -> F:
 
 def build_filter(given: dict[str, Any], *, default_limit: int) -> tuple[Filter, bool]:
     """(filter, whether anything was selected at all) from the shared options."""
+    from kodo.ops import batch
+    from kodo.store.dbos_workflows import Filter
+
     ids = [i.strip() for i in given.pop("ids", ()) if i.strip()]
     if given.pop("from_stdin", False):
         ids += [line.strip() for line in sys.stdin if line.strip()]
@@ -115,6 +105,8 @@ def ops() -> None:
 @click.option("--format", "fmt", type=click.Choice(["ids", "json"]), default="ids", show_default=True)
 def list_command(fmt: str, **given: Any) -> None:
     """Workflows matching the filters, oldest first: one id a line, or JSON summaries (default limit 20)."""
+    from kodo.ops import batch, workflows
+
     where, _chosen = build_filter(given, default_limit=20)
     with _ops() as context:
         rows = workflows.list_workflows(context, where)
@@ -126,9 +118,12 @@ def list_command(fmt: str, **given: Any) -> None:
 
 
 @ops.command("list-failed")
-@click.option("--limit", type=click.IntRange(1, batch.MAX_BATCH), default=10, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_BATCH), default=10, show_default=True)
 def list_failed(limit: int) -> None:
     """Workflows in ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED, one id a line (oldest first)."""
+    from kodo.ops import workflows
+    from kodo.store.dbos_workflows import Filter
+
     where = Filter(statuses=["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"], limit=limit, oldest_first=True)
     with _ops() as context:
         for row in workflows.list_workflows(context, where):
@@ -139,6 +134,8 @@ def list_failed(limit: int) -> None:
 @click.argument("key")
 def get_command(key: str) -> None:
     """One workflow (or run, by any of its ids): summary, run, children and audit, as JSON."""
+    from kodo.ops import workflows
+
     with _ops() as context:
         body = workflows.get_workflow(context, key)
     click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
@@ -148,6 +145,8 @@ def get_command(key: str) -> None:
 @click.argument("key")
 def steps_command(key: str) -> None:
     """DBOS's checkpointed steps of a workflow (pick a fork step here), as JSON."""
+    from kodo.ops import workflows
+
     with _ops() as context:
         body = workflows.steps(context, key)
     click.echo(json.dumps(body, indent=2, sort_keys=True, default=str))
@@ -158,6 +157,8 @@ def steps_command(key: str) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Also print the details as JSON.")
 def why_command(key: str, verbose: bool) -> None:
     """Why a run (or workflow) is not progressing: one line, ``CODE: reason``."""
+    from kodo.ops import diagnosis
+
     with _ops() as context:
         found = diagnosis.diagnose(context, key)
     click.echo(f"{found['code']}: {found['reason']}")
@@ -170,6 +171,8 @@ def why_command(key: str, verbose: bool) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the pack to this file.")
 def repro_command(key: str, out: str | None) -> None:
     """The run's repro pack: canonical JSON of its app rows and DBOS workflows (stdout, or --out)."""
+    from kodo.ops import evidence
+
     with _ops() as context:
         text = evidence.snapshot_text(context, key)
     if out is None:
@@ -181,10 +184,12 @@ def repro_command(key: str, out: str | None) -> None:
 
 @ops.command("executions")
 @click.argument("key")
-@click.option("--limit", type=click.IntRange(1, executions.MAX_LIMIT), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_EXECUTIONS), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
 def executions_command(key: str, limit: int, as_json: bool) -> None:
     """A run's sandbox executions from the execution ledger: one line each (started|finished|interrupted|reused)."""
+    from kodo.ops import executions
+
     with _ops() as context:
         rows = executions.for_run(context, key, limit=limit)
     if as_json:
@@ -202,6 +207,8 @@ def executions_command(key: str, limit: int, as_json: bool) -> None:
 @ops.command("oracles")
 def oracles_command() -> None:
     """Check every SQL oracle (kodo.store.oracles): one line each, ``ok`` or its rows; exit 1 if any has rows."""
+    from kodo.store import oracles
+
     with _ops() as context, context.engine.connect() as conn:
         found = oracles.violations(
             conn, dead_after_s=context.settings.executor_dead_after_sec, workspaces_dir=context.settings.workspaces_dir
@@ -218,12 +225,16 @@ def oracles_command() -> None:
 @ops.command("executors")
 def executors_command() -> None:
     """Workers (heartbeat age, version, leader), workflows awaiting recovery and stranded ones, as JSON."""
+    from kodo.ops import executors
+
     with _ops() as context:
         body = executors.view(context)
     click.echo(json.dumps(body, indent=2, sort_keys=True))
 
 
 def _run_batch(action: str, given: dict[str, Any], options: dict[str, Any] | None = None) -> None:
+    from kodo.ops import batch
+
     actor, reason, dry_run = given.pop("actor"), given.pop("reason"), given.pop("dry_run")
     where, chosen = build_filter(given, default_limit=1000)
     if not chosen:
