@@ -44,7 +44,7 @@ from kodo.database import resolve_database_url, sqlalchemy_url
 from kodo.errors import ConfigurationError
 from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
-from kodo.store import completion_trigger, create_engine, executions
+from kodo.store import completion_trigger, create_engine, executions, queue_counts
 from kodo.store.migrate import migrate
 from kodo.workflows import completions, outage_retry, runtime, webhooks
 from kodo.workflows.queues import register_queues
@@ -157,6 +157,8 @@ def prepare_database(settings: Settings, role: Role | None = None) -> tuple[str,
     run_dbos_database_migrations(sqlalchemy_url(url))
     with engine.begin() as conn:  # needs DBOS's tables, so after its migrations
         completion_trigger.install(conn)
+        queue_counts.install(conn)
+        queue_counts.compact(conn)
     return url, engine
 
 

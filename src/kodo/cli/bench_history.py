@@ -56,7 +56,9 @@ def seed_command(
 
 @history.command("measure")
 @click.option("--base", default=BASE, show_default=True, help="The running kodo (loopback) to measure.")
-@click.option("--requests", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Per read.")
+@click.option(
+    "--requests", type=click.IntRange(0, 10_000), default=200, show_default=True, help="Per read (0: only the burst)."
+)
 @click.option("--burst", type=click.IntRange(0, 2_000), default=100, show_default=True, help="Auto-approved runs.")
 @click.option("--baseline", type=click.FloatRange(0.001), default=None, help="Empty-database burst runs/s.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the JSON report here.")
