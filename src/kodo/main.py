@@ -44,7 +44,7 @@ from kodo.database import resolve_database_url, sqlalchemy_url
 from kodo.errors import ConfigurationError
 from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
-from kodo.store import completion_trigger, create_engine, executions, queue_counts
+from kodo.store import completion_trigger, create_engine, dbos_indexes, executions, queue_counts
 from kodo.store.migrate import migrate
 from kodo.workflows import completions, outage_retry, runtime, webhooks
 from kodo.workflows.queues import register_queues
@@ -159,6 +159,7 @@ def prepare_database(settings: Settings, role: Role | None = None) -> tuple[str,
         completion_trigger.install(conn)
         queue_counts.install(conn)
         queue_counts.compact(conn)
+        dbos_indexes.install(conn)
     return url, engine
 
 

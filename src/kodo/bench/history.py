@@ -56,7 +56,7 @@ def require_loopback(base_url: str) -> None:
 
 
 @contextmanager
-def _http(base_url: str, connections: int) -> Iterator[httpx.Client]:
+def http_client(base_url: str, connections: int) -> Iterator[httpx.Client]:
     require_loopback(base_url)
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=2.0)
     with httpx.Client(base_url=base_url, timeout=60, limits=limits) as client:
@@ -110,30 +110,31 @@ def _templates(http: httpx.Client, engine: sa.Engine, deadline: float) -> None:
 
 def seed(
     engine: sa.Engine,
-    base_url: str,
+    http: httpx.Client,
     *,
     finished: int,
     parked: int,
     batch: int = 1000,
     spacing_s: float = 25.0,
     timeout_s: float = 3600.0,
+    starters: int = 4,
     progress: Callable[[str], None] = lambda _: None,
 ) -> SeedReport:
-    """Bring the database to ``finished`` finished and ``parked`` parked runs (see the module docstring)."""
+    """Bring the database to ``finished`` finished and ``parked`` parked runs (see the module docstring),
+    starting runs through ``http`` (``http_client``: a loopback kodo)."""
     if not 0 <= finished <= MAX_FINISHED or not 0 <= parked <= MAX_PARKED:
         raise InvalidInput(f"--finished must be 0..{MAX_FINISHED} and --parked 0..{MAX_PARKED}")
-    if not 1 <= batch <= 10_000:
-        raise InvalidInput("--batch must be 1..10000")
+    if not 1 <= batch <= 10_000 or not 1 <= starters <= 32:
+        raise InvalidInput("--batch must be 1..10000 (and starters 1..32)")
     began = time.monotonic()
     deadline = began + timeout_s
     before = _counts(engine)
     report = SeedReport(before=_as_dict(before), after={}, clonedRuns=0, clonedRows=0, startedParked=0, seconds=0.0)
-    with _http(base_url, 8) as http:
-        _templates(http, engine, deadline)
-        missing = finished - _counts(engine).finished
-        if missing > 0:
-            report["clonedRuns"], report["clonedRows"] = _clone(engine, missing, batch, spacing_s, deadline, progress)
-        report["startedParked"] = _park(http, engine, parked, deadline, progress)
+    _templates(http, engine, deadline)
+    missing = finished - _counts(engine).finished
+    if missing > 0:
+        report["clonedRuns"], report["clonedRows"] = _clone(engine, missing, batch, spacing_s, deadline, progress)
+    report["startedParked"] = _park(http, engine, parked, deadline, starters, progress)
     report["after"] = _as_dict(_counts(engine))
     report["seconds"] = round(time.monotonic() - began, 1)
     return report
@@ -158,13 +159,15 @@ def _clone(
     return runs, rows
 
 
-def _park(http: httpx.Client, engine: sa.Engine, parked: int, deadline: float, progress: Callable[[str], None]) -> int:
+def _park(
+    http: httpx.Client, engine: sa.Engine, parked: int, deadline: float, starters: int, progress: Callable[[str], None]
+) -> int:
     """Start the missing parked runs over the API, then wait until the worker has parked them all."""
     missing = parked - _counts(engine).parked
     started = 0
     if missing > 0:
         offset = int(time.time())
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(starters) as pool:
             for chunk in range(0, missing, 200):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"seed time limit reached after starting {started} parked runs")
@@ -216,32 +219,11 @@ def _shares(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[s
     }
 
 
-def _sample(engine: sa.Engine) -> dict[str, list[str]]:
-    """Workflow ids to read: some parked runs, some finished ones (clones and live runs alike)."""
-    with engine.connect() as conn:
-        parked = list(
-            conn.execute(
-                sa.text("SELECT workflow_id FROM app.runs WHERE status = 'waiting_input' ORDER BY id LIMIT 20")
-            ).scalars()
-        )
-        finished = list(
-            conn.execute(
-                sa.text("SELECT workflow_id FROM app.runs WHERE status = 'succeeded' ORDER BY id LIMIT 20")
-            ).scalars()
-        )
-    return {"runs": parked + finished}
+Read = Callable[[httpx.Client, int], None]  # the k-th request of one hot read
 
 
-def measure(
-    engine: sa.Engine, base_url: str, *, requests: int = 200, burst: int = 100, baseline: float | None = None
-) -> dict[str, Any]:
-    """Each hot read ``requests`` times, then a burst of ``burst`` auto-approved runs (see the docstring)."""
-    if not 0 <= requests <= 10_000 or not 0 <= burst <= 2_000:
-        raise InvalidInput("--requests must be 0..10000 and --burst 0..2000")
-    wids = _sample(engine)["runs"]
-    if requests and not wids:
-        raise InvalidInput("no runs to read: seed first (kodo bench history seed)")
-    clock = cpu_clock()
+def hot_reads(engine: sa.Engine, wids: list[str]) -> dict[str, Read]:
+    """The six reads ``measure`` times, by name; ``wids``: the runs whose header and diagnosis are read."""
     partitions = [f"{history.PARKED_PARTITION_PREFIX}{k}" for k in range(8)]
     lists = ("status=DELAYED&limit=20", "name=RunIntent&status=SUCCESS&limit=20", "partition=hist-3&limit=20")
 
@@ -261,11 +243,12 @@ def measure(
         http.get(f"/api/runs/{wids[k % len(wids)]}/diagnosis").raise_for_status()
 
     def batch_dry_run(_http: httpx.Client, k: int) -> None:
+        """The selection of ``kodo ops cancel --dry-run --run-status waiting_input --partition hist-parked-<k>``."""
         where = Filter(run_statuses=["waiting_input"], partitions=[partitions[k % 8]], limit=1000, oldest_first=True)
         with engine.connect() as conn:
             dbos_workflows.select(conn, where)
 
-    reads: dict[str, Callable[[httpx.Client, int], None]] = {
+    return {
         "header": header,
         "list": run_list,
         "inbox": inbox,
@@ -273,14 +256,27 @@ def measure(
         "diagnosis": diagnosis,
         "batchDryRun": batch_dry_run,
     }
+
+
+def measure(
+    engine: sa.Engine, http: httpx.Client, *, requests: int = 200, burst: int = 100, baseline: float | None = None
+) -> dict[str, Any]:
+    """Each hot read ``requests`` times, then a burst of ``burst`` auto-approved runs (see the docstring)."""
+    if not 0 <= requests <= 10_000 or not 0 <= burst <= 2_000:
+        raise InvalidInput("--requests must be 0..10000 and --burst 0..2000")
+    with engine.connect() as conn:
+        wids = history.sample_workflows(conn)
+    if requests and not wids:
+        raise InvalidInput("no runs to read: seed first (kodo bench history seed)")
+    clock = cpu_clock()
+    reads = hot_reads(engine, wids)
     result: dict[str, Any] = {"counts": _as_dict(_counts(engine)), "requests": requests, "reads": {}}
-    with _http(base_url, 16) as http:
-        for name in READS if requests else ():
-            result["reads"][name] = _time_read(reads[name], http, requests)
-        if burst:
-            result["burst"] = _burst(http, burst)
-            if baseline:
-                result["burst"]["ratioToBaseline"] = round(result["burst"]["runsPerSecond"] / baseline, 3)
+    for name in READS if requests else ():
+        result["reads"][name] = _time_read(reads[name], http, requests)
+    if burst:
+        result["burst"] = _burst(http, burst)
+        if baseline:
+            result["burst"]["ratioToBaseline"] = round(result["burst"]["runsPerSecond"] / baseline, 3)
     result["machine"] = {
         **_shares(clock, cpu_clock()),
         "cores": os.cpu_count() or 0,
@@ -290,7 +286,7 @@ def measure(
     return result
 
 
-def _time_read(read: Callable[[httpx.Client, int], None], http: httpx.Client, requests: int) -> dict[str, float]:
+def _time_read(read: Read, http: httpx.Client, requests: int) -> dict[str, float]:
     read(http, 0)  # warm: the first request of a route pays for its imports and plans
     samples = []
     for k in range(requests):

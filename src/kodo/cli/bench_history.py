@@ -40,10 +40,10 @@ def seed_command(
     """Add what is missing for FINISHED finished and PARKED parked runs (resumable: run it again to go on)."""
     from kodo.bench import history as driver
 
-    with migrated() as (_settings, engine):
+    with migrated() as (_settings, engine), driver.http_client(base, 8) as http:
         report = driver.seed(
             engine,
-            base,
+            http,
             finished=finished,
             parked=parked,
             batch=batch,
@@ -66,6 +66,6 @@ def measure_command(base: str, requests: int, burst: int, baseline: float | None
     """p50/p95 of each hot read over REQUESTS requests, then a burst's runs/s (÷ BASELINE when given)."""
     from kodo.bench import history as driver
 
-    with migrated() as (_settings, engine):
-        result = driver.measure(engine, base, requests=requests, burst=burst, baseline=baseline)
+    with migrated() as (_settings, engine), driver.http_client(base, 16) as http:
+        result = driver.measure(engine, http, requests=requests, burst=burst, baseline=baseline)
     _emit(result, out)

@@ -92,7 +92,10 @@ def select(conn: sa.Connection, where: Filter) -> list[WorkflowRow]:
     params: dict[str, Any] = {"limit": where.limit}
 
     def any_of(column: str, name: str, values: Sequence[str]) -> None:
-        if values:
+        if len(values) == 1:  # plain equality: an index on (column, created_at) then also gives the order
+            clauses.append(f"{column} = :{name}")
+            params[name] = values[0]
+        elif values:
             clauses.append(f"{column} = ANY(:{name})")
             params[name] = list(values)
 

@@ -74,7 +74,7 @@ class Staged:
 def counts(conn: sa.Connection) -> HistoryCounts:
     row = conn.execute(
         sa.text(
-            "SELECT count(*) FILTER (WHERE status = ANY(:finished)) AS finished, "
+            "/* bench */ SELECT count(*) FILTER (WHERE status = ANY(:finished)) AS finished, "
             "count(*) FILTER (WHERE status = 'waiting_input') AS parked, "
             "count(*) FILTER (WHERE queue_partition_key = ANY(:clones) AND status = ANY(:finished)) AS clones, "
             "count(*) FILTER (WHERE queue_partition_key = :template AND status = ANY(:finished)) AS templates "
@@ -84,6 +84,19 @@ def counts(conn: sa.Connection) -> HistoryCounts:
     ).one()
     return HistoryCounts(
         finished=int(row.finished), parked=int(row.parked), clones=int(row.clones), templates=int(row.templates)
+    )
+
+
+def sample_workflows(conn: sa.Connection, per_status: int = 20) -> list[str]:
+    """Workflow ids of some parked runs and some finished ones, for the benchmark to read."""
+    return list(
+        conn.execute(
+            sa.text(
+                "/* bench */ (SELECT workflow_id FROM app.runs WHERE status = 'waiting_input' ORDER BY id LIMIT :n) "
+                "UNION ALL (SELECT workflow_id FROM app.runs WHERE status = 'succeeded' ORDER BY id LIMIT :n)"
+            ),
+            {"n": per_status},
+        ).scalars()
     )
 
 

@@ -13,8 +13,7 @@ DBOS's transactions. ``compact`` folds the rows of backends that are gone into o
 The table comes with kodo's migrations (``0015_history.sql``). Like ``kodo.store.completion_trigger``,
 the rest is installed after DBOS's migrations (``install``), with a version comment on the trigger; a new
 installation counts the waiting workflows once (through DBOS's partial indexes: O(waiting)), under a lock
-that holds writers of ``dbos.workflow_status`` off for that moment. Also installed: an index of DELAYED
-workflows by queue and creation time, so that the oldest and newest of a queue are two index probes.
+that holds writers of ``dbos.workflow_status`` off for that moment.
 """
 
 from __future__ import annotations
@@ -29,8 +28,6 @@ TRIGGER = "kodo_queue_counts"
 _LOCK_ID = 0x6B6F6471
 
 FUNCTION_SQL = """
-CREATE INDEX IF NOT EXISTS kodo_workflow_status_delayed_queue
-    ON dbos.workflow_status (queue_name, created_at) WHERE status = 'DELAYED';
 CREATE OR REPLACE FUNCTION app.count_queue_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP <> 'INSERT' AND OLD.queue_name IS NOT NULL AND OLD.status IN ('ENQUEUED', 'PENDING', 'DELAYED') THEN
