@@ -173,3 +173,21 @@ def test_hot_reads_use_indexes(client: TestClient, engine: sa.Engine) -> None:
         )
     assert read_rows <= 12  # min and max of each (queue, status): not the 60 DELAYED continuations
     assert len(_captured(engine, partial(reads["inbox"], client, 0))) <= 2
+
+
+def test_dbos_partition_listing_cannot_use_kodo_indexes(engine: sa.Engine) -> None:
+    """DBOS's dequeue lists a queue's partitions (``min(queue_partition_key)`` of its rows in a status) under a
+    generic plan; no index kodo adds to dbos.workflow_status may serve it (one led by the partition would
+    walk every workflow row: the burst 20 % slower at 270,000 rows), even with sequential scans off."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        conn.exec_driver_sql(
+            "PREPARE listing(text, text, text) AS SELECT min(queue_partition_key) FROM dbos.workflow_status "
+            "WHERE queue_name = $1 AND status = $2 AND (application_name IN ('kodo') OR application_name IS NULL) "
+            "AND queue_partition_key IS NOT NULL AND queue_partition_key > $3"
+        )
+        plan = _plan(conn, "EXECUTE listing('intentQ', 'ENQUEUED', '')", None)
+        conn.exec_driver_sql("DEALLOCATE listing")
+    used = {str(node.get("Index Name")) for node in _nodes(plan) if node.get("Index Name")}
+    assert not {name for name in used if name.startswith("kodo_")}, used

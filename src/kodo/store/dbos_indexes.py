@@ -16,10 +16,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+PARTITION_INDEX = "kodo_workflow_status_by_partition"
 INDEXES = {
-    # the ops list's own order (newest first, then by id) within one partition
-    "kodo_workflow_status_partition": (
-        "(queue_partition_key, created_at DESC, workflow_uuid) WHERE queue_partition_key IS NOT NULL"
+    # The ops list's own order (newest first, then by id) within one partition. Its predicate names created_at,
+    # which DBOS's dequeue never does: DBOS lists a queue's partitions with ``min(queue_partition_key)`` under
+    # a generic plan (status a parameter, so none of its partial indexes), and an index led by the partition
+    # would serve that min by walking every workflow row (a 170 ms dequeue at 270,000 rows, the burst 20 %
+    # slower). Kodo's reads add ``created_at IS NOT NULL`` (always true) to use it.
+    PARTITION_INDEX: (
+        "(queue_partition_key, created_at DESC, workflow_uuid) "
+        "WHERE queue_partition_key IS NOT NULL AND created_at IS NOT NULL"
     ),
     "kodo_workflow_status_delayed": "(created_at) WHERE status = 'DELAYED'",
     "kodo_workflow_status_delayed_queue": "(queue_name, created_at) WHERE status = 'DELAYED'",
