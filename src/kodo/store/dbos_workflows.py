@@ -107,7 +107,7 @@ def select(conn: sa.Connection, where: Filter) -> list[WorkflowRow]:
     any_of("ws.queue_partition_key", "partitions", where.partitions)
     any_of("r.tenant_id", "tenants", where.tenants)
     if where.partitions:  # the predicate of kodo's partition index (kodo.store.dbos_indexes); always true
-        clauses.append("ws.created_at IS NOT NULL")
+        clauses.append("ws.created_at > 0")
     if where.partition_like is not None:
         clauses.append("ws.queue_partition_key LIKE ANY(:partition_like)")
         params["partition_like"] = list(where.partition_like)
