@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from helpers import table_counts
 from kodo.bench import history as bench
+from kodo.cli.bench_history import history as history_command
 from kodo.errors import InvalidInput
+from kodo.settings import Settings
 from kodo.store import history, oracles, queue_counts
 
 BIG_TABLES = {"runs", "workflow_status"}
@@ -191,3 +194,28 @@ def test_dbos_partition_listing_cannot_use_kodo_indexes(engine: sa.Engine) -> No
         conn.exec_driver_sql("DEALLOCATE listing")
     used = {str(node.get("Index Name")) for node in _nodes(plan) if node.get("Index Name")}
     assert not {name for name in used if name.startswith("kodo_")}, used
+
+
+def test_history_cli_refuses_out_of_bounds_and_remote_targets(engine: sa.Engine, settings: Settings) -> None:
+    """``kodo bench history``: sizes out of bounds are usage errors, a non-loopback target is refused, neither
+    writes a row; ``measure`` with nothing to time prints the counts as JSON."""
+    env = {"DATABASE_URL": str(settings.database_url), "KODO_HOME": str(settings.home)}
+    with engine.connect() as conn:
+        before = table_counts(conn)
+    for args in (
+        ["seed", "--finished", "1000001", "--parked", "0"],
+        ["seed", "--finished", "10", "--parked", "100001"],
+        ["measure", "--requests", "10001"],
+    ):
+        assert CliRunner().invoke(history_command, args, env=env).exit_code == 2, args
+    remote = CliRunner().invoke(
+        history_command, ["seed", "--finished", "10", "--parked", "0", "--base", "http://192.0.2.1:3001"], env=env
+    )
+    assert remote.exit_code == 1 and "loopback" in remote.output
+    with engine.connect() as conn:
+        assert table_counts(conn) == before
+    measured = CliRunner().invoke(history_command, ["measure", "--requests", "0", "--burst", "0"], env=env)
+    assert measured.exit_code == 0, measured.output
+    report = json.loads(measured.stdout)
+    assert report["counts"] == {"finished": 0, "parked": 0, "clones": 0} and report["reads"] == {}
+    assert 0 <= report["machine"]["cpuStealPercent"] <= 100
