@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import httpx
 import sqlalchemy as sa
 
+from kodo import faults
 from kodo.errors import InvalidInput
 from kodo.store import dbos_workflows, history
 from kodo.store.dbos_workflows import Filter
@@ -154,6 +155,7 @@ def _clone(
             size = min(batch, missing - runs)
             with conn.begin():
                 rows += history.clone(conn, staged, first + runs, size, spacing_s)
+                faults.hit("history.clone_batch")
             runs += size
             progress(f"finished: +{runs}/{missing} cloned")
     return runs, rows

@@ -38,9 +38,11 @@ def seed_command(
     finished: int, parked: int, base: str, batch: int, spacing_s: float, timeout: float, out: Path | None
 ) -> None:
     """Add what is missing for FINISHED finished and PARKED parked runs (resumable: run it again to go on)."""
+    from kodo import faults
     from kodo.bench import history as driver
 
-    with migrated() as (_settings, engine), driver.http_client(base, 8) as http:
+    with migrated() as (settings, engine), driver.http_client(base, 8) as http:
+        faults.arm(settings.fault_points)  # tests kill a seed part-way (history.clone_batch)
         report = driver.seed(
             engine,
             http,
