@@ -9,7 +9,7 @@ the batch selection a sequential scan of 270,000 workflow rows). The two DELAYED
 row enters them only while it is DELAYED, so DBOS's writes of other rows do not pay for them.
 
 Installed after DBOS's migrations (kodo's numbered migrations run before DBOS creates its tables), each
-once (``CREATE INDEX IF NOT EXISTS``; an index that exists is not touched).
+once (an index that exists is not touched; a missing one is created under an advisory lock).
 """
 
 from __future__ import annotations
@@ -31,11 +31,24 @@ INDEXES = {
 }
 
 
+_LOCK_ID = 0x6B6F6469  # one installer at a time across processes
+
+
+def _missing(conn: sa.Connection) -> list[str]:
+    return [
+        name
+        for name in INDEXES
+        if conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": f"dbos.{name}"}).scalar() is None
+    ]
+
+
 def install(conn: sa.Connection) -> list[str]:
-    """Create the missing indexes in the caller's transaction; returns the names created now."""
-    created = []
-    for name, definition in INDEXES.items():
-        if conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": f"dbos.{name}"}).scalar() is None:
-            conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON dbos.workflow_status {definition}")
-            created.append(name)
+    """Create the missing indexes in the caller's transaction; returns the names created now. Processes that
+    start together wait for each other (two concurrent ``CREATE INDEX IF NOT EXISTS`` of one name collide)."""
+    if not _missing(conn):
+        return []
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+    created = _missing(conn)  # again: a concurrent installer may have committed them meanwhile
+    for name in created:
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON dbos.workflow_status {INDEXES[name]}")
     return created
