@@ -55,11 +55,11 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def template_url(postgres_url: str) -> str:
-    """A template database migrated once: kodo's schema ``app``, DBOS's schema ``dbos`` and the completion trigger."""
+    """A template database migrated once: schemas ``app`` and ``dbos``, kodo's triggers and indexes on it."""
     from dbos import SQLAlchemyDatasource, run_dbos_database_migrations
 
     from kodo.database import sqlalchemy_url
-    from kodo.store import completion_trigger, create_engine
+    from kodo.store import completion_trigger, create_engine, dbos_indexes, queue_counts
     from kodo.store.migrate import migrate
 
     with _admin(postgres_url) as conn:
@@ -72,6 +72,8 @@ def template_url(postgres_url: str) -> str:
     SQLAlchemyDatasource.migrate(sqlalchemy_url(url), schema="dbos")
     with engine.begin() as conn:  # as kodo.main.prepare_database does, after DBOS's tables exist
         completion_trigger.install(conn)
+        queue_counts.install(conn)
+        dbos_indexes.install(conn)
     engine.dispose()
     return url
 

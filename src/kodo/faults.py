@@ -30,6 +30,7 @@ POINTS: dict[str, str] = {
     "sandbox.before_settle": "the command's step is checkpointed; the transaction settling its execution is not",
     "gate.reply_recorded": "a reply (or legacy approval) is ledgered in the API's transaction, not yet committed",
     "spend.between_reserve_and_settle": "a live agent call's budget is reserved, the call not yet made nor settled",
+    "history.clone_batch": "kodo bench history seed wrote a batch of cloned runs, its transaction not yet committed",
 }
 
 

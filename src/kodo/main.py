@@ -46,7 +46,7 @@ from kodo.errors import ConfigurationError
 from kodo.ops.context import Ops
 from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
-from kodo.store import completion_trigger, create_engine, executions
+from kodo.store import completion_trigger, create_engine, dbos_indexes, executions, queue_counts
 from kodo.store import webhooks as webhook_store
 from kodo.store.migrate import migrate
 from kodo.workflows import completions, outage_retry, runtime, webhooks
@@ -174,6 +174,9 @@ def migrate_database(settings: Settings, url: str, engine: sa.Engine) -> None:
     run_dbos_database_migrations(sqlalchemy_url(url))
     with engine.begin() as conn:  # needs DBOS's tables, so after its migrations
         completion_trigger.install(conn)
+        queue_counts.install(conn)
+        queue_counts.compact(conn)
+        dbos_indexes.install(conn)
 
 
 @contextlib.contextmanager

@@ -244,15 +244,15 @@ def inbox(request: Request) -> JSONResponse:
     with ctx.read() as conn:
         from kodo.store import runs
 
-        for gate in gate_store.open_gates(conn, limit, partition_patterns(request)):
-            run = runs.get(conn, gate.run_id)
-            assert run is not None
+        gates = gate_store.open_gates(conn, limit, partition_patterns(request))
+        owners = runs.workflow_ids(conn, [gate.run_id for gate in gates])  # one read, not one per gate
+        for gate in gates:
             left = (gate.deadline_at - now).total_seconds() if gate.deadline_at else None
             sla = "NORMAL" if left is None or left > 60 else ("WARNING" if left > 0 else "CRITICAL")
             rows.append(
                 {
-                    "workflowID": run.workflow_id,
-                    "runId": run.id,
+                    "workflowID": owners[gate.run_id],
+                    "runId": gate.run_id,
                     "gateKey": gate.gate_key,
                     "topic": gate.topic,
                     "purpose": gate.purpose,

@@ -92,7 +92,10 @@ def select(conn: sa.Connection, where: Filter) -> list[WorkflowRow]:
     params: dict[str, Any] = {"limit": where.limit}
 
     def any_of(column: str, name: str, values: Sequence[str]) -> None:
-        if values:
+        if len(values) == 1:  # plain equality: an index on (column, created_at) then also gives the order
+            clauses.append(f"{column} = :{name}")
+            params[name] = values[0]
+        elif values:
             clauses.append(f"{column} = ANY(:{name})")
             params[name] = list(values)
 
@@ -103,6 +106,8 @@ def select(conn: sa.Connection, where: Filter) -> list[WorkflowRow]:
     any_of("ws.queue_name", "queues", where.queues)
     any_of("ws.queue_partition_key", "partitions", where.partitions)
     any_of("r.tenant_id", "tenants", where.tenants)
+    if where.partitions:  # the predicate of kodo's partition index (kodo.store.dbos_indexes); always true
+        clauses.append("ws.created_at > 0")
     if where.partition_like is not None:
         clauses.append("ws.queue_partition_key LIKE ANY(:partition_like)")
         params["partition_like"] = list(where.partition_like)

@@ -78,6 +78,12 @@ def get(conn: sa.Connection, run_or_workflow_id: str, *, lock: bool = False) -> 
     return None if row is None else from_row(row)
 
 
+def workflow_ids(conn: sa.Connection, run_ids: list[str]) -> dict[str, str]:
+    """Run id → workflow id of the given runs, in one statement (a list of gates names its runs by id)."""
+    rows = conn.execute(sa.text("SELECT id, workflow_id FROM app.runs WHERE id = ANY(:ids)"), {"ids": run_ids})
+    return {row.id: row.workflow_id for row in rows}
+
+
 def update(
     conn: sa.Connection,
     run_id: str,
