@@ -24,10 +24,11 @@ from kodo.models import STEP_PHASES, NewArtifact
 from kodo.store import agent_calls, artifacts, runs, steps
 from kodo.store import spend as spend_store
 from kodo.workflows import gates, observe, spend
+from kodo.workflows.context import IntentJson, RunContext
 from kodo.workflows.runtime import own_transaction, services, transact
 
 
-def compile_prompt(intent: dict[str, Any], workload: dict[str, Any] | None = None) -> str:
+def compile_prompt(intent: IntentJson, workload: dict[str, Any] | None = None) -> str:
     return (
         (f"Workload: {workload}\n" if workload else "")
         + f"Goal: {intent['goal']}\nInputs: {intent.get('inputs', {})}\nConstraints: {intent.get('constraints', {})}\n"
@@ -35,13 +36,15 @@ def compile_prompt(intent: dict[str, Any], workload: dict[str, Any] | None = Non
     )
 
 
-def decide_prompt(intent: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> str:
+def decide_prompt(intent: IntentJson, plan: dict[str, Any], answer: Any = None) -> str:
     approved = {k: plan.get(k) for k in ("design", "files", "risks", "tests")}
     told = f"\nThe user answered: {answer}" if answer is not None else ""
     return f"Approved Plan: {approved}\nGoal: {intent['goal']}{told}\nGenerate patches and test command."
 
 
 LOCAL_MODES = frozenset({"replay", "record"})
+# The attempt in an agent call's op key (its ledger and cache key): always 1 (the run context carries none).
+AGENT_ATTEMPT = 1
 
 
 def _cached(conn: sa.Connection, request: AgentRequest) -> dict[str, Any] | None:
@@ -143,7 +146,7 @@ def _local_turn(conn: sa.Connection, call: dict[str, Any]) -> dict[str, Any]:
 
 
 def _turn(
-    step_id: str, call: dict[str, Any], save: Callable[..., dict[str, Any]], ctx: dict[str, Any], *args: Any
+    step_id: str, call: dict[str, Any], save: Callable[..., dict[str, Any]], ctx: RunContext, *args: Any
 ) -> dict[str, Any]:
     """One agent turn and the step that saves it.
 
@@ -160,7 +163,7 @@ def _turn(
         answer = agent_turn(call)
         return transact(step_id, save, ctx, answer, *args)
 
-    def _both(conn: sa.Connection, ctx: dict[str, Any], *rest: Any) -> dict[str, Any]:
+    def _both(conn: sa.Connection, ctx: RunContext, *rest: Any) -> dict[str, Any]:
         answer = _local_turn(conn, call)
         if "error" in answer:
             return {"failed": answer}
@@ -234,9 +237,9 @@ def _fields(artifact: NewArtifact) -> dict[str, Any]:
     return {name: getattr(artifact, name) for name in NewArtifact.__dataclass_fields__}
 
 
-def _save_plan(conn: sa.Connection, ctx: dict[str, Any], answer: dict[str, Any], started_at: str) -> dict[str, Any]:
-    run_id = ctx["runId"]
-    plan = {**_require(answer["structured"], PLAN_SCHEMA, "CompileST"), "goal": ctx["intent"]["goal"]}
+def _save_plan(conn: sa.Connection, ctx: RunContext, answer: dict[str, Any], started_at: str) -> dict[str, Any]:
+    run_id = ctx.run_id
+    plan = {**_require(answer["structured"], PLAN_SCHEMA, "CompileST"), "goal": ctx.goal}
     card = NewArtifact(
         step_id="CompileST",
         idx=0,
@@ -244,23 +247,23 @@ def _save_plan(conn: sa.Connection, ctx: dict[str, Any], answer: dict[str, Any],
         uri=artifact_uri(run_id, "CompileST", "", "plan.json"),
         inline=plan,
     )
-    _persist(conn, run_id, "CompileST", plan, [card], started_at, ctx["workflowId"])
+    _persist(conn, run_id, "CompileST", plan, [card], started_at, ctx.workflow_id)
     return plan
 
 
-def _compile_call(ctx: dict[str, Any]) -> dict[str, Any]:
+def _compile_call(ctx: RunContext) -> dict[str, Any]:
     return {
-        "run_id": ctx["runId"],
+        "run_id": ctx.run_id,
         "step_id": "CompileST",
-        "attempt": ctx.get("attempt", 1),
+        "attempt": AGENT_ATTEMPT,
         "agent": "plan",
-        "prompt": compile_prompt(ctx["intent"], ctx.get("workload")),
+        "prompt": compile_prompt(ctx.intent, ctx.workload),
         "schema": PLAN_SCHEMA,
-        "context": {"intent": ctx["intent"], "workload": ctx.get("workload"), "workspace": ctx["workspace"]},
+        "context": {"intent": ctx.intent, "workload": ctx.workload, "workspace": str(ctx.workspace)},
     }
 
 
-def compile_plan(ctx: dict[str, Any]) -> dict[str, Any]:
+def compile_plan(ctx: RunContext) -> dict[str, Any]:
     """CompileST: the plan agent turns the intent into a plan card."""
     started_at = datetime.now(UTC).isoformat()
     return _turn("CompileST", _compile_call(ctx), _save_plan, ctx, started_at)
@@ -279,16 +282,16 @@ def _local_step(conn: sa.Connection, call: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def compile_plan_in(conn: sa.Connection, ctx: dict[str, Any]) -> dict[str, Any]:
+def compile_plan_in(conn: sa.Connection, ctx: RunContext) -> dict[str, Any]:
     """CompileST of a local agent inside the caller's transaction (raises ``StepFailure``)."""
     started_at = datetime.now(UTC).isoformat()
     return _save_plan(conn, ctx, _local_step(conn, _compile_call(ctx)), started_at)
 
 
 def _save_build(
-    conn: sa.Connection, ctx: dict[str, Any], answer: dict[str, Any], prompt: str, started_at: str
+    conn: sa.Connection, ctx: RunContext, answer: dict[str, Any], prompt: str, started_at: str
 ) -> dict[str, Any]:
-    run_id = ctx["runId"]
+    run_id = ctx.run_id
     build = _require(answer["structured"], BUILD_SCHEMA, "DecideST")
     if not str(build.get("test_command", "")).strip():
         raise StepFailure("DECIDE_NO_TEST_COMMAND", "DecideST: the agent gave no test command")
@@ -303,30 +306,30 @@ def _save_build(
         for i, item in enumerate(build["patch"])
     ]
     output = {"prompt": prompt, "structured": build, "sessionId": answer.get("sessionId")}
-    _persist(conn, run_id, "DecideST", output, made, started_at, ctx["workflowId"])
+    _persist(conn, run_id, "DecideST", output, made, started_at, ctx.workflow_id)
     return build
 
 
-def _decide_call(ctx: dict[str, Any], plan: dict[str, Any], answer: Any) -> dict[str, Any]:
+def _decide_call(ctx: RunContext, plan: dict[str, Any], answer: Any) -> dict[str, Any]:
     return {
-        "run_id": ctx["runId"],
+        "run_id": ctx.run_id,
         "step_id": "DecideST",
-        "attempt": ctx.get("attempt", 1),
+        "attempt": AGENT_ATTEMPT,
         "agent": "build",
-        "prompt": decide_prompt(ctx["intent"], plan, answer),
+        "prompt": decide_prompt(ctx.intent, plan, answer),
         "schema": BUILD_SCHEMA,
-        "context": {"intent": ctx["intent"], "plan": plan, "answer": answer, "workspace": ctx["workspace"]},
+        "context": {"intent": ctx.intent, "plan": plan, "answer": answer, "workspace": str(ctx.workspace)},
     }
 
 
-def decide(ctx: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
+def decide(ctx: RunContext, plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
     """DecideST: the build agent decides patches, tests and the test command."""
     started_at = datetime.now(UTC).isoformat()
     call = _decide_call(ctx, plan, answer)
     return _turn("DecideST", call, _save_build, ctx, call["prompt"], started_at)
 
 
-def decide_in(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
+def decide_in(conn: sa.Connection, ctx: RunContext, plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
     """DecideST of a local agent inside the caller's transaction (raises ``StepFailure``)."""
     started_at = datetime.now(UTC).isoformat()
     call = _decide_call(ctx, plan, answer)

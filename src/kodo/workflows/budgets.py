@@ -29,6 +29,7 @@ from kodo.identity import artifact_uri
 from kodo.models import NewArtifact
 from kodo.store import artifacts
 from kodo.store import budgets as budget_store
+from kodo.workflows.context import RunContext
 from kodo.workflows.runtime import transact
 
 UNITS = {
@@ -41,7 +42,7 @@ UNITS = {
 MIB = 1024 * 1024
 
 
-def message(metric: str, observed: int, limit: int, scope: str) -> str:
+def message(metric: str, observed: int, limit: float, scope: str) -> str:
     return f"budget:{metric}: observed {observed} > limit {limit} ({scope})"
 
 
@@ -61,7 +62,7 @@ def completion_usage(results: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-def first_violation(budget: dict[str, int], observed: dict[str, int]) -> tuple[str, int, int] | None:
+def first_violation(budget: dict[str, int | float], observed: dict[str, int]) -> tuple[str, int, float] | None:
     """(metric, observed, limit) of the first budget exceeded, in the order of ``UNITS``."""
     for metric in UNITS:
         if metric in observed and metric in budget and observed[metric] > budget[metric]:
@@ -69,7 +70,9 @@ def first_violation(budget: dict[str, int], observed: dict[str, int]) -> tuple[s
     return None
 
 
-def budget_artifact(run_id: str, generation: int, boundary: str, metric: str, observed: int, limit: int) -> NewArtifact:
+def budget_artifact(
+    run_id: str, generation: int, boundary: str, metric: str, observed: int, limit: float
+) -> NewArtifact:
     return NewArtifact(
         step_id="BUDGET",
         idx=0,
@@ -91,21 +94,21 @@ def budget_artifact(run_id: str, generation: int, boundary: str, metric: str, ob
     )
 
 
-def _check(conn: sa.Connection, ctx: dict[str, Any], boundary: str, observed: dict[str, int]) -> dict[str, Any] | None:
+def _check(conn: sa.Connection, ctx: RunContext, boundary: str, observed: dict[str, int]) -> dict[str, Any] | None:
     measured = dict(observed)
     measured["maxWallClockMS"] = budget_store.active_ms(
-        conn, run_id=ctx["runId"], workflow_id=ctx["workflowId"], generation=ctx["generation"]
+        conn, run_id=ctx.run_id, workflow_id=ctx.workflow_id, generation=ctx.generation
     )
-    found = first_violation(ctx["budget"], measured)
+    found = first_violation(ctx.budget or {}, measured)
     if found is None:
         return None
     metric, value, limit = found
-    artifacts.add(conn, ctx["runId"], budget_artifact(ctx["runId"], ctx["generation"], boundary, metric, value, limit))
+    artifacts.add(conn, ctx.run_id, budget_artifact(ctx.run_id, ctx.generation, boundary, metric, value, limit))
     return {"metric": metric, "observed": value, "limit": limit, "message": message(metric, value, limit, "runtime")}
 
 
-def check(ctx: dict[str, Any], boundary: str, observed: dict[str, int]) -> dict[str, Any] | None:
+def check(ctx: RunContext, boundary: str, observed: dict[str, int]) -> dict[str, Any] | None:
     """Check the run's budget at a boundary; returns the violation (its BUDGET artifact written) or None."""
-    if not ctx.get("budget"):
+    if not ctx.budget:
         return None
     return transact(f"budget.{boundary}", _check, ctx, boundary, observed)

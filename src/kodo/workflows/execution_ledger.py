@@ -25,6 +25,7 @@ from dbos import DBOS
 from kodo.adapters.sandbox import SandboxRequest, StoredResult
 from kodo.identity import sha256_hex
 from kodo.store import executions
+from kodo.workflows.context import TaskJson
 from kodo.workflows.runtime import Services, own_transaction
 
 
@@ -107,7 +108,7 @@ def settle(conn: sa.Connection, response: dict[str, Any]) -> None:
     executions.finish(conn, reference["executionId"], exit=exit_code, err_code=err_code, reused_from=producer)
 
 
-def release(svc: Services, task: dict[str, Any], response: dict[str, Any]) -> None:
+def release(svc: Services, task: TaskJson, response: dict[str, Any]) -> None:
     """The result is recorded: the sandbox may free what it kept only to recall it (idempotent; never fails)."""
     reference: ExecutionReference = response["execution"]
     request = SandboxRequest(

@@ -22,6 +22,7 @@ from kodo.errors import NotFound
 from kodo.identity import sha256_hex
 from kodo.store import recipe_versions, sbx_templates
 from kodo.store.sbx_templates import SbxTemplate
+from kodo.workflows.context import RunContext
 from kodo.workflows.runtime import transact
 
 DEFAULT_ENV = "local-python-3.11"
@@ -82,15 +83,11 @@ def resolve_in(conn: sa.Connection, recipe_id: str, v: str) -> dict[str, Any]:
     return {**resolution, "source": "hot", "templateId": row.template_id, "templateRef": row.template_id}
 
 
-def _resolve(conn: sa.Connection, ctx: dict[str, Any]) -> dict[str, Any]:
-    return resolve_in(conn, ctx["recipeId"], ctx["recipeV"])
-
-
-def resolve(ctx: dict[str, Any]) -> dict[str, Any]:
+def resolve(ctx: RunContext) -> dict[str, Any]:
     """The run's template (checkpointed, so a replay sees the same answer); ``error`` on drift."""
-    if not ctx.get("recipeId"):
+    if not ctx.recipe_id:
         return default_resolution()
-    return transact("templates.resolve", _resolve, ctx)
+    return transact("templates.resolve", resolve_in, ctx.recipe_id, ctx.recipe_v or "")
 
 
 def register(
