@@ -25,7 +25,7 @@ from kodo import faults, telemetry
 from kodo.errors import Conflict, InvalidInput, NotFound
 from kodo.identity import gate_key_for, sha256_hex
 from kodo.models import Run
-from kodo.store import durable_status, gates, runs
+from kodo.store import clock, durable_status, gates, runs
 from kodo.workflows.context import ParkJson, ResolvedGateJson, RunContext
 from kodo.workflows.queues import queue_partition
 from kodo.workflows.runtime import services, transact
@@ -174,7 +174,7 @@ def resolve_in(conn: sa.Connection, ctx: RunContext, key: str) -> ResolvedGateJs
     if gate.resolved_at is None:
         reply = gates.first_reply(conn, ctx.workflow_id, key)
         decision: dict[str, Any] | None
-        at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().isoformat()
+        at = clock.now(conn).isoformat()
         if reply is None and _window(gate):  # a tenant's spend window rolled over: not a human's silence
             result: dict[str, Any] = {"schemaVersion": 1, "state": "WINDOW_ROLLED_OVER", "at": at}
             decision = None
@@ -247,7 +247,7 @@ def _auto(conn: sa.Connection, ctx: RunContext, key: str) -> None:
         origin="auto",
         actor="auto",
     )
-    at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().isoformat()
+    at = clock.now(conn).isoformat()
     result = {"schemaVersion": 1, "state": "RECEIVED", "payload": payload, "origin": "auto", "at": at}
     decision = {"schemaVersion": 1, "decision": "yes", "rationale": "autoApprove", "actor": "auto", "at": at}
     gates.resolve(conn, ctx.run_id, key, result=result, decision=decision)
