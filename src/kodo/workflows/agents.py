@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from dbos import DBOS
@@ -25,6 +25,7 @@ from kodo.store import agent_calls, artifacts, runs, steps
 from kodo.store import spend as spend_store
 from kodo.workflows import gates, observe, spend
 from kodo.workflows.context import IntentJson, RunContext
+from kodo.workflows.outputs import AgentAnswerJson, AgentErrorJson, BuildJson, DecisionJson, PlanJson
 from kodo.workflows.runtime import own_transaction, services, transact
 
 
@@ -36,8 +37,8 @@ def compile_prompt(intent: IntentJson, workload: dict[str, Any] | None = None) -
     )
 
 
-def decide_prompt(intent: IntentJson, plan: dict[str, Any], answer: Any = None) -> str:
-    approved = {k: plan.get(k) for k in ("design", "files", "risks", "tests")}
+def decide_prompt(intent: IntentJson, plan: PlanJson, answer: Any = None) -> str:
+    approved = {"design": plan["design"], "files": plan["files"], "risks": plan["risks"], "tests": plan["tests"]}
     told = f"\nThe user answered: {answer}" if answer is not None else ""
     return f"Approved Plan: {approved}\nGoal: {intent['goal']}{told}\nGenerate patches and test command."
 
@@ -47,7 +48,10 @@ LOCAL_MODES = frozenset({"replay", "record"})
 AGENT_ATTEMPT = 1
 
 
-def _cached(conn: sa.Connection, request: AgentRequest) -> dict[str, Any] | None:
+T = TypeVar("T")
+
+
+def _cached(conn: sa.Connection, request: AgentRequest) -> AgentAnswerJson | None:
     found = agent_calls.find(conn, request.op_key)
     if found is None or found["structured"] is None:
         return None
@@ -99,7 +103,7 @@ def _prompt(request: AgentRequest) -> tuple[AgentResult | None, dict[str, Any]]:
 
 def _ledger(
     conn: sa.Connection, request: AgentRequest, result: AgentResult | None, call: dict[str, Any]
-) -> dict[str, Any]:
+) -> AgentAnswerJson | AgentErrorJson:
     """Ledger the call with its usage and settle its reservation (released if the call failed); the turn's
     answer, or ``{"error", "code"}`` when the agent failed."""
     charge = spend.charge_of(result, call["mode"])
@@ -121,7 +125,7 @@ def _ledger(
 
 
 @DBOS.step(name="agentTurn")
-def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
+def agent_turn(call: dict[str, Any]) -> AgentAnswerJson:
     """A remote agent's turn: prompted at most once per op key, outside any transaction."""
     request = AgentRequest(**call)
     cached = own_transaction("agentTurn.cached", _cached, request)
@@ -129,13 +133,18 @@ def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
         return cached
     faults.hit("spend.between_reserve_and_settle")
     result, entry = _prompt(request)
-    answer = own_transaction("agentTurn.ledger", _ledger, request, result, entry)
+    return _answered(own_transaction("agentTurn.ledger", _ledger, request, result, entry))
+
+
+def _answered(answer: AgentAnswerJson | AgentErrorJson) -> AgentAnswerJson:
+    """The turn's answer, or its failure raised (``StepFailure`` with the agent's code)."""
     if "error" in answer:
-        raise StepFailure(answer["code"], answer["error"])
+        failed = cast(AgentErrorJson, answer)
+        raise StepFailure(failed["code"], failed["error"])
     return answer
 
 
-def _local_turn(conn: sa.Connection, call: dict[str, Any]) -> dict[str, Any]:
+def _local_turn(conn: sa.Connection, call: dict[str, Any]) -> AgentAnswerJson | AgentErrorJson:
     """A local (replay/record) agent's turn inside the step's own transaction: no DBOS step of its own."""
     request = AgentRequest(**call)
     cached = _cached(conn, request)
@@ -145,9 +154,7 @@ def _local_turn(conn: sa.Connection, call: dict[str, Any]) -> dict[str, Any]:
     return _ledger(conn, request, result, entry)
 
 
-def _turn(
-    step_id: str, call: dict[str, Any], save: Callable[..., dict[str, Any]], ctx: RunContext, *args: Any
-) -> dict[str, Any]:
+def _turn(step_id: str, call: dict[str, Any], save: Callable[..., T], ctx: RunContext, *args: Any) -> T:
     """One agent turn and the step that saves it.
 
     A remote agent's turn is its own DBOS step (it must not be prompted twice, nor inside a
@@ -164,6 +171,7 @@ def _turn(
         return transact(step_id, save, ctx, answer, *args)
 
     def _both(conn: sa.Connection, ctx: RunContext, *rest: Any) -> dict[str, Any]:
+        # A failed turn is returned, not raised, so its ledger row commits with this checkpoint.
         answer = _local_turn(conn, call)
         if "error" in answer:
             return {"failed": answer}
@@ -171,8 +179,8 @@ def _turn(
 
     outcome = transact(step_id, _both, ctx, *args)
     if "failed" in outcome:
-        raise StepFailure(outcome["failed"]["code"], outcome["failed"]["error"])
-    return dict(outcome["saved"])
+        _answered(outcome["failed"])
+    return cast(T, outcome["saved"])
 
 
 def release_holds(conn: sa.Connection, run_id: str) -> None:
@@ -237,9 +245,9 @@ def _fields(artifact: NewArtifact) -> dict[str, Any]:
     return {name: getattr(artifact, name) for name in NewArtifact.__dataclass_fields__}
 
 
-def _save_plan(conn: sa.Connection, ctx: RunContext, answer: dict[str, Any], started_at: str) -> dict[str, Any]:
+def _save_plan(conn: sa.Connection, ctx: RunContext, answer: AgentAnswerJson, started_at: str) -> PlanJson:
     run_id = ctx.run_id
-    plan = {**_require(answer["structured"], PLAN_SCHEMA, "CompileST"), "goal": ctx.goal}
+    plan = cast(PlanJson, {**_require(answer["structured"], PLAN_SCHEMA, "CompileST"), "goal": ctx.goal})
     card = NewArtifact(
         step_id="CompileST",
         idx=0,
@@ -247,7 +255,7 @@ def _save_plan(conn: sa.Connection, ctx: RunContext, answer: dict[str, Any], sta
         uri=artifact_uri(run_id, "CompileST", "", "plan.json"),
         inline=plan,
     )
-    _persist(conn, run_id, "CompileST", plan, [card], started_at, ctx.workflow_id)
+    _persist(conn, run_id, "CompileST", dict(plan), [card], started_at, ctx.workflow_id)
     return plan
 
 
@@ -263,7 +271,7 @@ def _compile_call(ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def compile_plan(ctx: RunContext) -> dict[str, Any]:
+def compile_plan(ctx: RunContext) -> PlanJson:
     """CompileST: the plan agent turns the intent into a plan card."""
     started_at = datetime.now(UTC).isoformat()
     return _turn("CompileST", _compile_call(ctx), _save_plan, ctx, started_at)
@@ -275,24 +283,21 @@ def is_local() -> bool:
     return services().agent.mode in LOCAL_MODES
 
 
-def _local_step(conn: sa.Connection, call: dict[str, Any]) -> dict[str, Any]:
-    answer = _local_turn(conn, call)
-    if "error" in answer:
-        raise StepFailure(answer["code"], answer["error"])
-    return answer
+def _local_step(conn: sa.Connection, call: dict[str, Any]) -> AgentAnswerJson:
+    return _answered(_local_turn(conn, call))
 
 
-def compile_plan_in(conn: sa.Connection, ctx: RunContext) -> dict[str, Any]:
+def compile_plan_in(conn: sa.Connection, ctx: RunContext) -> PlanJson:
     """CompileST of a local agent inside the caller's transaction (raises ``StepFailure``)."""
     started_at = datetime.now(UTC).isoformat()
     return _save_plan(conn, ctx, _local_step(conn, _compile_call(ctx)), started_at)
 
 
 def _save_build(
-    conn: sa.Connection, ctx: RunContext, answer: dict[str, Any], prompt: str, started_at: str
-) -> dict[str, Any]:
+    conn: sa.Connection, ctx: RunContext, answer: AgentAnswerJson, prompt: str, started_at: str
+) -> BuildJson:
     run_id = ctx.run_id
-    build = _require(answer["structured"], BUILD_SCHEMA, "DecideST")
+    build = cast(BuildJson, _require(answer["structured"], BUILD_SCHEMA, "DecideST"))
     if not str(build.get("test_command", "")).strip():
         raise StepFailure("DECIDE_NO_TEST_COMMAND", "DecideST: the agent gave no test command")
     made = [
@@ -301,16 +306,16 @@ def _save_build(
             idx=i,
             kind="patch",
             uri=artifact_uri(run_id, "DecideST", "", f"{item['path']}.patch"),
-            inline=item,
+            inline=dict(item),
         )
         for i, item in enumerate(build["patch"])
     ]
-    output = {"prompt": prompt, "structured": build, "sessionId": answer.get("sessionId")}
-    _persist(conn, run_id, "DecideST", output, made, started_at, ctx.workflow_id)
+    output: DecisionJson = {"prompt": prompt, "structured": build, "sessionId": answer.get("sessionId")}
+    _persist(conn, run_id, "DecideST", dict(output), made, started_at, ctx.workflow_id)
     return build
 
 
-def _decide_call(ctx: RunContext, plan: dict[str, Any], answer: Any) -> dict[str, Any]:
+def _decide_call(ctx: RunContext, plan: PlanJson, answer: Any) -> dict[str, Any]:
     return {
         "run_id": ctx.run_id,
         "step_id": "DecideST",
@@ -322,14 +327,14 @@ def _decide_call(ctx: RunContext, plan: dict[str, Any], answer: Any) -> dict[str
     }
 
 
-def decide(ctx: RunContext, plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
+def decide(ctx: RunContext, plan: PlanJson, answer: Any = None) -> BuildJson:
     """DecideST: the build agent decides patches, tests and the test command."""
     started_at = datetime.now(UTC).isoformat()
     call = _decide_call(ctx, plan, answer)
     return _turn("DecideST", call, _save_build, ctx, call["prompt"], started_at)
 
 
-def decide_in(conn: sa.Connection, ctx: RunContext, plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
+def decide_in(conn: sa.Connection, ctx: RunContext, plan: PlanJson, answer: Any = None) -> BuildJson:
     """DecideST of a local agent inside the caller's transaction (raises ``StepFailure``)."""
     started_at = datetime.now(UTC).isoformat()
     call = _decide_call(ctx, plan, answer)

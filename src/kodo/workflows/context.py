@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, cast
+
+from kodo.workflows.outputs import BuildJson, PlanJson
 
 # --- checkpointed forms (JSON in DBOS; keys fixed) ------------------------------------------------
 
@@ -229,6 +231,21 @@ class Progress:
     gates: dict[str, GateSnapshot] = field(default_factory=dict)
     parked: ParkJson | None = None
     failed: FailureJson | None = None
+
+    @property
+    def plan(self) -> PlanJson | None:
+        """CompileST's plan, if it is done."""
+        return cast(PlanJson | None, self.steps.get("CompileST"))
+
+    @property
+    def approved(self) -> PlanJson | None:
+        """ApplyPatchST's output (the plan whose patches are applied), if it is done."""
+        return cast(PlanJson | None, self.steps.get("ApplyPatchST"))
+
+    @property
+    def build(self) -> BuildJson | None:
+        """DecideST's decision, if it is done."""
+        return cast(BuildJson | None, self.steps.get("DecideST", {}).get("structured"))
 
     @classmethod
     def from_checkpoint(cls, raw: ProgressJson) -> Progress:

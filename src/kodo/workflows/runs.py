@@ -52,6 +52,7 @@ from kodo.workflows.context import (
     RunContext,
     RunContextJson,
 )
+from kodo.workflows.outputs import PlanJson
 from kodo.workflows.queues import queue_partition
 from kodo.workflows.runtime import services, transact
 
@@ -139,7 +140,7 @@ def start_run(conn: sa.Connection, client: DBOSClient, settings: Settings, start
 class AppliedJson(TypedDict):
     """ApplyPatchST with its plan gate, as checkpointed: the step's output and the park (None: approved)."""
 
-    output: dict[str, Any]
+    output: PlanJson
     parked: ParkJson | None
 
 
@@ -201,12 +202,16 @@ def _progress(conn: sa.Connection, run_id: str) -> ProgressJson:
     return {"steps": done, "gates": newest}
 
 
-def _apply_patches(conn: sa.Connection, ctx: RunContext, plan: dict[str, Any], started_at: str) -> dict[str, Any]:
+def _apply_patches(conn: sa.Connection, ctx: RunContext, plan: PlanJson, started_at: str) -> PlanJson:
     run_id, workspace = ctx.run_id, ctx.workspace
     attempt = steps.next_attempt(conn, run_id, "ApplyPatchST")
     made = []
     applied = patches.apply_plan(
-        conn, services().engine, run_id=run_id, workspace=workspace, items=plan.get("patchPlan") or []
+        conn,
+        services().engine,
+        run_id=run_id,
+        workspace=workspace,
+        items=[dict(item) for item in plan.get("patchPlan") or []],
     )
     for index, payload in enumerate(applied):
         made.append(
@@ -233,14 +238,15 @@ def _apply_patches(conn: sa.Connection, ctx: RunContext, plan: dict[str, Any], s
     reviewed = review.diff_artifact(conn, run_id, workspace, attempt)  # what the plan gate reviews
     made += [reviewed] if reviewed is not None else []
     artifacts.add_all(conn, run_id, made)
-    output = {key: value for key, value in plan.items() if key != "patchPlan"}
+    output = plan.copy()
+    output.pop("patchPlan", None)
     steps.record(
         conn,
         run_id=run_id,
         step_id="ApplyPatchST",
         attempt=attempt,
         phase=STEP_PHASES["ApplyPatchST"],
-        output=output,
+        output=dict(output),
         started_at=datetime.fromisoformat(started_at),
         **observe.step(ctx.workflow_id, "ApplyPatchST", attempt),
     )
@@ -263,7 +269,7 @@ def _open_plan_gate(conn: sa.Connection, ctx: RunContext) -> ParkJson | None:
     )
 
 
-def _apply_then_gate(conn: sa.Connection, ctx: RunContext, plan: dict[str, Any], started_at: str) -> AppliedJson:
+def _apply_then_gate(conn: sa.Connection, ctx: RunContext, plan: PlanJson, started_at: str) -> AppliedJson:
     """ApplyPatchST, then its plan gate in the same transaction (``_open_plan_gate``)."""
     output = _apply_patches(conn, ctx, plan, started_at)
     return {"output": output, "parked": _open_plan_gate(conn, ctx)}
@@ -341,7 +347,7 @@ def _drive(ctx: RunContext, done: Progress) -> ParkJson | FinishedJson:
             return done.parked
         if done.failed:
             raise StepFailure(done.failed["code"], done.failed["message"])
-        plan = done.steps.get("CompileST") or agents.compile_plan(ctx)
+        plan = done.plan or agents.compile_plan(ctx)
         answer = None
         if plan.get("question"):
             ask = done.gates.get("ask-user")
@@ -361,7 +367,7 @@ def _drive(ctx: RunContext, done: Progress) -> ParkJson | FinishedJson:
             answer = ask.payload if ask is not None else None
         approval = done.gates.get("approve-plan")
         state = _gate_state(approval, ctx.generation)
-        approved = done.steps.get("ApplyPatchST")
+        approved = done.approved
         if approved is None and state in {"none", "stale"}:
             # The patches and the plan gate (parked, or resolved by autoApprove) commit as one operation.
             applied = transact("ApplyPatchST", _apply_then_gate, ctx, plan, _now())
@@ -385,7 +391,7 @@ def _drive(ctx: RunContext, done: Progress) -> ParkJson | FinishedJson:
                 "PLAN_REJECTED",
                 f"Plan approval failed: {decision.get('decision')} (rationale: {decision.get('rationale')})",
             )
-        build = done.steps.get("DecideST", {}).get("structured") or agents.decide(ctx, approved, answer)
+        build = done.build or agents.decide(ctx, approved, answer)
         template = templates.resolve(ctx)
         if "error" in template:
             raise StepFailure(template["error"]["code"], template["error"]["message"])
@@ -450,9 +456,9 @@ def _ahead(conn: sa.Connection, ctx: RunContext, done: Progress) -> tuple[bool, 
     (which fails it again, ledger row and all); a patch that fails is handed on as ``failed`` to the
     usual failure handling. Returns whether any step was taken, and ``parked``/``failed`` if so.
     """
-    taken, steps_done, nothing = False, done.steps, Progress()
+    taken, nothing = False, Progress()
     try:
-        plan = steps_done.get("CompileST")
+        plan = done.plan
         if plan is None:
             with telemetry.span("CompileST"), conn.begin_nested():  # each step its own span, as on the usual path
                 plan = agents.compile_plan_in(conn, ctx)
@@ -460,7 +466,7 @@ def _ahead(conn: sa.Connection, ctx: RunContext, done: Progress) -> tuple[bool, 
         if plan.get("question"):
             return taken, nothing
         state = _gate_state(done.gates.get("approve-plan"), ctx.generation)
-        approved = steps_done.get("ApplyPatchST")
+        approved = done.approved
         if approved is None and state in {"none", "stale"}:
             try:
                 with telemetry.span("ApplyPatchST"), conn.begin_nested():
@@ -470,7 +476,7 @@ def _ahead(conn: sa.Connection, ctx: RunContext, done: Progress) -> tuple[bool, 
             if applied["parked"] is not None:
                 return True, Progress(parked=applied["parked"])
             approved, state, taken = applied["output"], "received", True
-        if approved is None or state != "received" or "DecideST" in steps_done:
+        if approved is None or state != "received" or "DecideST" in done.steps:
             return taken, nothing
         with telemetry.span("DecideST"), conn.begin_nested():
             agents.decide_in(conn, ctx, approved)

@@ -37,6 +37,7 @@ from kodo.workflows import (
     patches,
 )
 from kodo.workflows.context import RunContext, TaskJson
+from kodo.workflows.outputs import BuildJson
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import Services, services, transact
 from kodo.workflows.templates import default_resolution
@@ -216,7 +217,7 @@ def execute_task(task: TaskJson) -> dict[str, Any]:
 # --- the parent's side: plan the tasks, fan them out, aggregate them as ExecuteST ---------------
 
 
-def plan_tasks(ctx: RunContext, build: dict[str, Any], template: dict[str, Any] | None = None) -> list[TaskJson]:
+def plan_tasks(ctx: RunContext, build: BuildJson, template: dict[str, Any] | None = None) -> list[TaskJson]:
     """One task per test (``<test_command> <test>``), or one task running the command as is.
 
     The resolved sandbox template (its key and ref) is part of every task key.
@@ -332,7 +333,7 @@ def _merge(tasks: list[TaskJson], results: list[dict[str, Any]]) -> dict[str, An
 def _save_execution(
     conn: sa.Connection,
     ctx: RunContext,
-    build: dict[str, Any],
+    build: BuildJson,
     tasks: list[TaskJson],
     results: list[dict[str, Any]],
     started_at: str,
@@ -380,7 +381,7 @@ def _save_execution(
 
 def execute(
     ctx: RunContext,
-    build: dict[str, Any],
+    build: BuildJson,
     tasks: list[TaskJson],
     results: list[dict[str, Any]],
     started_at: str,
