@@ -344,7 +344,7 @@ def test_tenant_daily_limit_parks_its_runs_until_the_window_rolls_over(
 
 def test_concurrent_reservations_of_one_run_cannot_overspend_together(client: TestClient, engine: sa.Engine) -> None:
     """Two agent calls of one run reserving at once: the run row serialises them, so only the one that fits holds."""
-    from kodo.adapters.agent import BUILD_SCHEMA
+    from kodo.adapters.agent import BUILD_SCHEMA, AgentRequest
     from kodo.workflows import spend
     from kodo.workflows.context import RunContext
 
@@ -371,8 +371,14 @@ def test_concurrent_reservations_of_one_run_cannot_overspend_together(client: Te
     first_held, second_done = threading.Event(), threading.Event()
 
     def reserve(index: int) -> dict[str, Any]:
-        call = {"run_id": header["runId"], "step_id": "DecideST", "attempt": index, "agent": "build"}
-        call |= {"prompt": f"child {index}", "schema": BUILD_SCHEMA, "context": {}}
+        call = AgentRequest(
+            run_id=header["runId"],
+            step_id="DecideST",
+            attempt=index,
+            agent="build",
+            prompt=f"child {index}",
+            schema=BUILD_SCHEMA,
+        )
         if index == 2:
             first_held.wait(30)
         with engine.begin() as conn:

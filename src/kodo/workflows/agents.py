@@ -125,9 +125,8 @@ def _ledger(
 
 
 @DBOS.step(name="agentTurn")
-def agent_turn(call: dict[str, Any]) -> AgentAnswerJson:
+def agent_turn(request: AgentRequest) -> AgentAnswerJson:
     """A remote agent's turn: prompted at most once per op key, outside any transaction."""
-    request = AgentRequest(**call)
     cached = own_transaction("agentTurn.cached", _cached, request)
     if cached is not None:
         return cached
@@ -139,14 +138,12 @@ def agent_turn(call: dict[str, Any]) -> AgentAnswerJson:
 def _answered(answer: AgentAnswerJson | AgentErrorJson) -> AgentAnswerJson:
     """The turn's answer, or its failure raised (``StepFailure`` with the agent's code)."""
     if "error" in answer:
-        failed = cast(AgentErrorJson, answer)
-        raise StepFailure(failed["code"], failed["error"])
+        raise StepFailure(answer["code"], answer["error"])
     return answer
 
 
-def _local_turn(conn: sa.Connection, call: dict[str, Any]) -> AgentAnswerJson | AgentErrorJson:
+def _local_turn(conn: sa.Connection, request: AgentRequest) -> AgentAnswerJson | AgentErrorJson:
     """A local (replay/record) agent's turn inside the step's own transaction: no DBOS step of its own."""
-    request = AgentRequest(**call)
     cached = _cached(conn, request)
     if cached is not None:
         return cached
@@ -154,7 +151,7 @@ def _local_turn(conn: sa.Connection, call: dict[str, Any]) -> AgentAnswerJson | 
     return _ledger(conn, request, result, entry)
 
 
-def _turn(step_id: str, call: dict[str, Any], save: Callable[..., T], ctx: RunContext, *args: Any) -> T:
+def _turn(step_id: str, request: AgentRequest, save: Callable[..., T], ctx: RunContext, *args: Any) -> T:
     """One agent turn and the step that saves it.
 
     A remote agent's turn is its own DBOS step (it must not be prompted twice, nor inside a
@@ -162,17 +159,17 @@ def _turn(step_id: str, call: dict[str, Any], save: Callable[..., T], ctx: RunCo
     runs inside the step's transaction and its ledger row commits with the step: one DBOS operation.
     """
     if not is_local():
-        held = transact(f"spend.reserve.{step_id}", spend.reserve_in, ctx, call)
+        held = transact(f"spend.reserve.{step_id}", spend.reserve_in, ctx, request)
         if "parked" in held:
             raise gates.Parked(held["parked"])
         if "failed" in held:
             raise StepFailure(held["failed"]["code"], held["failed"]["message"])
-        answer = agent_turn(call)
+        answer = agent_turn(request)
         return transact(step_id, save, ctx, answer, *args)
 
     def _both(conn: sa.Connection, ctx: RunContext, *rest: Any) -> dict[str, Any]:
         # A failed turn is returned, not raised, so its ledger row commits with this checkpoint.
-        answer = _local_turn(conn, call)
+        answer = _local_turn(conn, request)
         if "error" in answer:
             return {"failed": answer}
         return {"saved": save(conn, ctx, answer, *rest)}
@@ -259,16 +256,16 @@ def _save_plan(conn: sa.Connection, ctx: RunContext, answer: AgentAnswerJson, st
     return plan
 
 
-def _compile_call(ctx: RunContext) -> dict[str, Any]:
-    return {
-        "run_id": ctx.run_id,
-        "step_id": "CompileST",
-        "attempt": AGENT_ATTEMPT,
-        "agent": "plan",
-        "prompt": compile_prompt(ctx.intent, ctx.workload),
-        "schema": PLAN_SCHEMA,
-        "context": {"intent": ctx.intent, "workload": ctx.workload, "workspace": str(ctx.workspace)},
-    }
+def _compile_call(ctx: RunContext) -> AgentRequest:
+    return AgentRequest(
+        run_id=ctx.run_id,
+        step_id="CompileST",
+        attempt=AGENT_ATTEMPT,
+        agent="plan",
+        prompt=compile_prompt(ctx.intent, ctx.workload),
+        schema=PLAN_SCHEMA,
+        context={"intent": ctx.intent, "workload": ctx.workload, "workspace": str(ctx.workspace)},
+    )
 
 
 def compile_plan(ctx: RunContext) -> PlanJson:
@@ -283,8 +280,8 @@ def is_local() -> bool:
     return services().agent.mode in LOCAL_MODES
 
 
-def _local_step(conn: sa.Connection, call: dict[str, Any]) -> AgentAnswerJson:
-    return _answered(_local_turn(conn, call))
+def _local_step(conn: sa.Connection, request: AgentRequest) -> AgentAnswerJson:
+    return _answered(_local_turn(conn, request))
 
 
 def compile_plan_in(conn: sa.Connection, ctx: RunContext) -> PlanJson:
@@ -315,27 +312,27 @@ def _save_build(
     return build
 
 
-def _decide_call(ctx: RunContext, plan: PlanJson, answer: Any) -> dict[str, Any]:
-    return {
-        "run_id": ctx.run_id,
-        "step_id": "DecideST",
-        "attempt": AGENT_ATTEMPT,
-        "agent": "build",
-        "prompt": decide_prompt(ctx.intent, plan, answer),
-        "schema": BUILD_SCHEMA,
-        "context": {"intent": ctx.intent, "plan": plan, "answer": answer, "workspace": str(ctx.workspace)},
-    }
+def _decide_call(ctx: RunContext, plan: PlanJson, answer: Any) -> AgentRequest:
+    return AgentRequest(
+        run_id=ctx.run_id,
+        step_id="DecideST",
+        attempt=AGENT_ATTEMPT,
+        agent="build",
+        prompt=decide_prompt(ctx.intent, plan, answer),
+        schema=BUILD_SCHEMA,
+        context={"intent": ctx.intent, "plan": plan, "answer": answer, "workspace": str(ctx.workspace)},
+    )
 
 
 def decide(ctx: RunContext, plan: PlanJson, answer: Any = None) -> BuildJson:
     """DecideST: the build agent decides patches, tests and the test command."""
     started_at = datetime.now(UTC).isoformat()
-    call = _decide_call(ctx, plan, answer)
-    return _turn("DecideST", call, _save_build, ctx, call["prompt"], started_at)
+    request = _decide_call(ctx, plan, answer)
+    return _turn("DecideST", request, _save_build, ctx, request.prompt, started_at)
 
 
 def decide_in(conn: sa.Connection, ctx: RunContext, plan: PlanJson, answer: Any = None) -> BuildJson:
     """DecideST of a local agent inside the caller's transaction (raises ``StepFailure``)."""
     started_at = datetime.now(UTC).isoformat()
-    call = _decide_call(ctx, plan, answer)
-    return _save_build(conn, ctx, _local_step(conn, call), call["prompt"], started_at)
+    request = _decide_call(ctx, plan, answer)
+    return _save_build(conn, ctx, _local_step(conn, request), request.prompt, started_at)

@@ -8,7 +8,7 @@ its keys must not change.
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import NotRequired, TypedDict, final
 
 
 class PatchPlanItemJson(TypedDict):
@@ -50,6 +50,7 @@ class DecisionJson(TypedDict):
     sessionId: str | None
 
 
+@final
 class AgentAnswerJson(TypedDict):
     """An agent turn that answered (the ``agentTurn`` step's output): its answer, session, and whether it was
     read back from the call ledger (``cached``)."""
@@ -59,6 +60,7 @@ class AgentAnswerJson(TypedDict):
     cached: bool
 
 
+@final
 class AgentErrorJson(TypedDict):
     """An agent turn that failed (kept inside the step's transaction; raised as a ``StepFailure``)."""
 

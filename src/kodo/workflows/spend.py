@@ -21,7 +21,7 @@ import json
 import math
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
@@ -34,7 +34,7 @@ from kodo.store import gates as gate_store
 from kodo.store import spend as spend_store
 from kodo.store.spend import Charge
 from kodo.workflows import gates
-from kodo.workflows.context import RunContext
+from kodo.workflows.context import FailureJson, ParkJson, RunContext
 from kodo.workflows.runtime import services
 
 RUN_LIMITS = {"maxTokens": "tokens", "maxCostUsd": "usd"}
@@ -276,7 +276,7 @@ def _ended(gate: gate_store.Gate) -> bool:
     return (gate.decision or {}).get("decision") != "yes"
 
 
-def _fail_with_artifact(conn: sa.Connection, ctx: RunContext, details: dict[str, Any]) -> dict[str, Any]:
+def _fail_with_artifact(conn: sa.Connection, ctx: RunContext, details: dict[str, Any]) -> ReservationJson:
     metric = details["metric"]
     reason = f"budget:{metric}: observed {details['observed']} > limit {details['limit']} ({details['scope']})"
     inline = {**details, "scope": "runtime", "budgetScope": details["scope"], "boundary": "agent-call"}
@@ -296,10 +296,17 @@ def _fail_with_artifact(conn: sa.Connection, ctx: RunContext, details: dict[str,
     return {"failed": {"code": "BUDGET_EXCEEDED", "message": reason}}
 
 
-def reserve_in(conn: sa.Connection, ctx: RunContext, call: dict[str, Any]) -> dict[str, Any]:
+class ReservationJson(TypedDict, total=False):
+    """``reserve_in``'s answer, as checkpointed: exactly one of its keys."""
+
+    reserved: bool
+    parked: ParkJson
+    failed: FailureJson
+
+
+def reserve_in(conn: sa.Connection, ctx: RunContext, request: AgentRequest) -> ReservationJson:
     """Hold a live call's maximum before it is made: ``{"reserved": bool}``, ``{"parked": …}`` or
     ``{"failed": {code, message}}`` (the BUDGET artifact written in this transaction)."""
-    request = AgentRequest(**call)
     runs.get(conn, ctx.run_id, lock=True)  # serialise the run's reservations (lock order: run row first)
     if agent_calls.find(conn, request.op_key) is not None or spend_store.open_reservation(conn, request.op_key):
         return {"reserved": False}  # ledgered already (or held by an earlier try of this step)

@@ -40,7 +40,7 @@ from kodo.workflows.context import RunContext, TaskJson
 from kodo.workflows.outputs import BuildJson
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import Services, services, transact
-from kodo.workflows.templates import default_resolution
+from kodo.workflows.templates import TemplateJson, default_resolution
 
 STEP_ID = "ExecuteST"
 TASK_WORKFLOW = "ExecuteTask"  # the child workflow of one task, on sbxQ
@@ -217,7 +217,7 @@ def execute_task(task: TaskJson) -> dict[str, Any]:
 # --- the parent's side: plan the tasks, fan them out, aggregate them as ExecuteST ---------------
 
 
-def plan_tasks(ctx: RunContext, build: BuildJson, template: dict[str, Any] | None = None) -> list[TaskJson]:
+def plan_tasks(ctx: RunContext, build: BuildJson, template: TemplateJson | None = None) -> list[TaskJson]:
     """One task per test (``<test_command> <test>``), or one task running the command as is.
 
     The resolved sandbox template (its key and ref) is part of every task key.
@@ -245,7 +245,7 @@ def plan_tasks(ctx: RunContext, build: BuildJson, template: dict[str, Any] | Non
                 "workdir": str(ctx.workspace),
                 "timeoutMs": settings.sbx_default_timeout_ms,
                 "net": settings.sbx_default_net,
-                "template": template,
+                "template": dict(template),
             }
         )
     return tasks
