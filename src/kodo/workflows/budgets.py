@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,7 +47,7 @@ def message(metric: str, observed: int, limit: float, scope: str) -> str:
     return f"budget:{metric}: observed {observed} > limit {limit} ({scope})"
 
 
-def completion_usage(results: list[dict[str, Any]]) -> dict[str, int]:
+def completion_usage(results: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """What the fan-out used: sandbox minutes (longest task), artifact MB, retries (attempts beyond the first)."""
     wall = max((int((r.get("metrics") or {}).get("wallMs", 0)) for r in results), default=0)
     size = 0

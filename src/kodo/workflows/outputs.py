@@ -8,7 +8,7 @@ its keys must not change.
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict, final
+from typing import Any, NotRequired, TypedDict, final
 
 
 class PatchPlanItemJson(TypedDict):
@@ -66,3 +66,70 @@ class AgentErrorJson(TypedDict):
 
     error: str
     code: str
+
+
+class ExecutionReference(TypedDict):
+    """What the ``executeTask`` checkpoint carries about its execution (JSON across the checkpoint)."""
+
+    executionId: str
+    idempotencyKey: str
+    reusedFrom: str | None
+    producerFinishedAt: str | None
+
+
+class MetricsJson(TypedDict):
+    wallMs: int
+    cpuMs: int
+    memPeakMB: int
+
+
+class SandboxResponseJson(TypedDict):
+    """One execution's result: the ``executeTask`` step's output (``SandboxResult.as_json`` plus the attempt and
+    its execution), completed by ``settleExecution`` (``artifactIndexRef``); an ``ExecuteTask``'s output."""
+
+    exit: int
+    stdout: str
+    stderr: str
+    filesOut: list[dict[str, Any]]
+    metrics: MetricsJson
+    sandboxRef: str
+    errCode: str
+    taskKey: str
+    raw: dict[str, Any]
+    attempt: int
+    execution: ExecutionReference
+    template: NotRequired[dict[str, Any]]
+    artifactIndexRef: NotRequired[str]
+
+
+class TaskOutcomeJson(TypedDict):
+    """One task's line in ExecuteST's ``raw.tasks``."""
+
+    taskKey: str
+    cmd: str
+    errCode: str | None
+    exit: int | None
+    artifactIndexRef: str | None
+    metrics: MetricsJson | None
+    attempt: int
+
+
+class ExecutionRawJson(TypedDict):
+    attempt: int
+    tasks: list[TaskOutcomeJson]
+    filesApplied: NotRequired[list[str]]
+
+
+class ExecutionJson(TypedDict):
+    """ExecuteST's output: the fan-out's results merged (the first failure decides ``exit`` and ``errCode``)."""
+
+    exit: int
+    stdout: str
+    stderr: str
+    filesOut: list[dict[str, Any]]
+    metrics: MetricsJson
+    sandboxRef: str
+    errCode: str
+    taskKey: str
+    artifactIndexRef: str
+    raw: ExecutionRawJson

@@ -52,7 +52,7 @@ from kodo.workflows.context import (
     RunContext,
     RunContextJson,
 )
-from kodo.workflows.outputs import PlanJson
+from kodo.workflows.outputs import PlanJson, SandboxResponseJson
 from kodo.workflows.queues import queue_partition
 from kodo.workflows.runtime import services, transact
 
@@ -398,7 +398,9 @@ def _drive(ctx: RunContext, done: Progress) -> ParkJson | FinishedJson:
         planned = tasks.plan_tasks(ctx, build, template)
         limits.check_planned(len(planned), services().settings)
         _within_budget(ctx, "fanout", {"maxFanout": len(planned)})
-        results = tasks.fan_out(planned, priority=ctx.priority, partition_key=ctx.partition_key)
+        results: list[SandboxResponseJson] = tasks.fan_out(
+            planned, priority=ctx.priority, partition_key=ctx.partition_key
+        )
         _within_budget(ctx, "completion", budgets.completion_usage(results))
         merged = tasks.execute(ctx, build, planned, results, _now())
         if merged["errCode"] != "NONE":

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from dbos import DBOS, EnqueueOptions
@@ -37,7 +37,7 @@ from kodo.workflows import (
     patches,
 )
 from kodo.workflows.context import RunContext, TaskJson
-from kodo.workflows.outputs import BuildJson
+from kodo.workflows.outputs import BuildJson, ExecutionJson, SandboxResponseJson
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import Services, services, transact
 from kodo.workflows.templates import TemplateJson, default_resolution
@@ -46,7 +46,9 @@ STEP_ID = "ExecuteST"
 TASK_WORKFLOW = "ExecuteTask"  # the child workflow of one task, on sbxQ
 
 
-def artifact_set(run_id: str, task_key: str, attempt: int, provider: str, result: dict[str, Any]) -> list[NewArtifact]:
+def artifact_set(
+    run_id: str, task_key: str, attempt: int, provider: str, result: SandboxResponseJson
+) -> list[NewArtifact]:
     """The per-attempt artifact set: index (idx 0) then stdout, stderr, files, raw, timings sorted by URI."""
 
     def uri(name: str) -> str:
@@ -126,7 +128,7 @@ def sandbox_request(task: TaskJson, attempt: int, execution_id: str, toolchain: 
 
 
 @DBOS.step(name="executeTask")
-def run_sandbox(task: TaskJson, attempt: int) -> dict[str, Any]:
+def run_sandbox(task: TaskJson, attempt: int) -> SandboxResponseJson:
     """One execution of the task's command: its ledger row is committed first, then the sandbox's kept result
     is returned (``reused``) or the command runs. The result is recorded by :func:`settle`, with its checkpoint."""
     svc = services()
@@ -143,7 +145,7 @@ def run_sandbox(task: TaskJson, attempt: int) -> dict[str, Any]:
     else:
         result = _run_command(svc, request, attempt)
     faults.hit("sandbox.after_command")
-    response = result.as_json(request.task_key)
+    response = cast(SandboxResponseJson, result.as_json(request.task_key))  # attempt and execution just below
     if task.get("template"):
         response["template"] = boot_record(task["template"], result, booting, svc.settings.chaos_sleep_execute)
         if toolchain is not None:  # an installed template: cold (built for this task) or warm
@@ -172,7 +174,7 @@ def _run_command(svc: Services, request: SandboxRequest, attempt: int) -> Sandbo
     return result
 
 
-def _settle(conn: sa.Connection, task: TaskJson, response: dict[str, Any]) -> dict[str, Any]:
+def _settle(conn: sa.Connection, task: TaskJson, response: SandboxResponseJson) -> SandboxResponseJson:
     svc = services()
     made = artifact_set(task["runId"], task["taskKey"], response["attempt"], svc.sandbox.provider, response)
     response["artifactIndexRef"] = made[0].uri
@@ -184,20 +186,20 @@ def _settle(conn: sa.Connection, task: TaskJson, response: dict[str, Any]) -> di
         provider=svc.sandbox.provider,
         request=sandbox_request(task, response["attempt"], response["execution"]["executionId"]).as_json()
         | dict(task.get("template") or {}),
-        response=response,
+        response=dict(response),
     )
     artifacts.add_all(conn, task["runId"], made)
     execution_ledger.settle(conn, response)
     return response
 
 
-def settle(task: TaskJson, response: dict[str, Any]) -> dict[str, Any]:
+def settle(task: TaskJson, response: SandboxResponseJson) -> SandboxResponseJson:
     """The execution's result: its ``sbx_runs`` row, artifacts and ledger row, with this step's checkpoint."""
     return transact("settleExecution", _settle, task, response)
 
 
 @DBOS.workflow(name=TASK_WORKFLOW, max_recovery_attempts=10)
-def execute_task(task: TaskJson) -> dict[str, Any]:
+def execute_task(task: TaskJson) -> SandboxResponseJson:
     """Run one fan-out task; returns the sandbox response of its last attempt."""
     with observe.bound(task["runId"], None):  # the task's own DBOS workflow id is bound too
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -257,7 +259,7 @@ def fan_out(
     priority: int | None,
     partition_key: str | None,
     workflow_name: str = TASK_WORKFLOW,
-) -> list[dict[str, Any]]:
+) -> list[Any]:
     """Start one ExecuteTask child (``workflow_name``) per task on sbxQ (id = taskKey) and wait for all of them.
 
     Each child's waiter is registered before it is enqueued; ``completions.settle`` blocks until its
@@ -294,7 +296,7 @@ def fan_out(
     return results
 
 
-def _merge(tasks: list[TaskJson], results: list[dict[str, Any]]) -> dict[str, Any]:
+def _merge(tasks: list[TaskJson], results: list[SandboxResponseJson]) -> ExecutionJson:
     codes = [r.get("errCode", "NONE") for r in results]
     failed = next((r for r in results if r.get("errCode", "NONE") != "NONE"), None)
     metrics = [r.get("metrics", {}) for r in results]
@@ -335,9 +337,9 @@ def _save_execution(
     ctx: RunContext,
     build: BuildJson,
     tasks: list[TaskJson],
-    results: list[dict[str, Any]],
+    results: list[SandboxResponseJson],
     started_at: str,
-) -> dict[str, Any]:
+) -> ExecutionJson:
     run_id = ctx.run_id
     merged = _merge(tasks, results)
     # Files a sandbox changed in its copy of the workspace (E2B) land in the local one through the patch ledger
@@ -365,7 +367,7 @@ def _save_execution(
         step_id="ExecuteST",
         attempt=attempt,
         phase=STEP_PHASES["ExecuteST"],
-        output=merged,
+        output=dict(merged),
         started_at=datetime.fromisoformat(started_at),
         **observe.step(ctx.workflow_id, "ExecuteST", attempt),
     )
@@ -383,8 +385,8 @@ def execute(
     ctx: RunContext,
     build: BuildJson,
     tasks: list[TaskJson],
-    results: list[dict[str, Any]],
+    results: list[SandboxResponseJson],
     started_at: str,
-) -> dict[str, Any]:
+) -> ExecutionJson:
     """ExecuteST: the receipt, the step row and the run's final projection, with the step's checkpoint."""
     return transact("ExecuteST", _save_execution, ctx, build, tasks, results, started_at)
