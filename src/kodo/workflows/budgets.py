@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
@@ -95,7 +95,16 @@ def budget_artifact(
     )
 
 
-def _check(conn: sa.Connection, ctx: RunContext, boundary: str, observed: dict[str, int]) -> dict[str, Any] | None:
+class ViolationJson(TypedDict):
+    """A runtime budget crossed at a boundary (the ``budget.<boundary>`` checkpoint's output, when not None)."""
+
+    metric: str
+    observed: int
+    limit: float
+    message: str
+
+
+def _check(conn: sa.Connection, ctx: RunContext, boundary: str, observed: dict[str, int]) -> ViolationJson | None:
     measured = dict(observed)
     measured["maxWallClockMS"] = budget_store.active_ms(
         conn, run_id=ctx.run_id, workflow_id=ctx.workflow_id, generation=ctx.generation
@@ -108,7 +117,7 @@ def _check(conn: sa.Connection, ctx: RunContext, boundary: str, observed: dict[s
     return {"metric": metric, "observed": value, "limit": limit, "message": message(metric, value, limit, "runtime")}
 
 
-def check(ctx: RunContext, boundary: str, observed: dict[str, int]) -> dict[str, Any] | None:
+def check(ctx: RunContext, boundary: str, observed: dict[str, int]) -> ViolationJson | None:
     """Check the run's budget at a boundary; returns the violation (its BUDGET artifact written) or None."""
     if not ctx.budget:
         return None

@@ -29,7 +29,7 @@ class IntentJson(TypedDict):
 
 
 class RunContextJson(TypedDict):
-    """The run context as checkpointed by a phase's first transaction (``kodo.workflows.runs._context``)."""
+    """The run context as checkpointed by a phase's first transaction (``kodo.workflows.phases._context``)."""
 
     runId: str
     workflowId: str
@@ -83,7 +83,7 @@ class FinishedJson(TypedDict):
 
 
 class ProgressJson(TypedDict):
-    """What the run has already done (``kodo.workflows.runs._progress``), as checkpointed with its phase."""
+    """What the run has already done (``kodo.workflows.phases._progress``), as checkpointed with its phase."""
 
     steps: dict[str, dict[str, Any]]
     gates: dict[str, GateSnapshotJson]

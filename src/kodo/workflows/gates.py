@@ -165,7 +165,7 @@ def park_budget_in(
 def resolve_in(conn: sa.Connection, ctx: RunContext, key: str) -> ResolvedGateJson:
     """Resolve a parked gate from the ledger: the first reply, or TIMED_OUT when there is none.
 
-    Runs inside the continuation's first transaction (``kodo.workflows.runs``).
+    Runs inside the continuation's first transaction (``kodo.workflows.phases.begin``).
     """
     _locked(conn, ctx.run_id)
     gate = gates.get(conn, ctx.run_id, key, lock=True)
