@@ -185,6 +185,15 @@ def test_retry_envelope_and_second_retry_really_runs(client: TestClient, engine:
     assert second.status_code == 202 and second.json()["repairWorkflowId"] == f"repair:{wid}:2"
     wait_until(lambda: client.get(f"/api/runs/{wid}").json()["retryCount"] == 2, what="second retry")
     wait_status(client, wid, TERMINAL)
+
+    def repair_ended() -> bool:  # the run row ends inside the repair's fail transaction; its workflow just after
+        with engine.connect() as conn:
+            status = conn.execute(
+                sa.text("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = :w"), {"w": f"repair:{wid}:2"}
+            ).scalar_one()
+        return status not in {"PENDING", "ENQUEUED"}
+
+    wait_until(repair_ended, what="second repair workflow ended")
     with engine.connect() as conn:
         executions = (
             conn.execute(sa.text("SELECT attempt FROM app.run_steps WHERE step_id='ExecuteST' ORDER BY attempt"))

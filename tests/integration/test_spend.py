@@ -344,22 +344,45 @@ def test_tenant_daily_limit_parks_its_runs_until_the_window_rolls_over(
 
 def test_concurrent_reservations_of_one_run_cannot_overspend_together(client: TestClient, engine: sa.Engine) -> None:
     """Two agent calls of one run reserving at once: the run row serialises them, so only the one that fits holds."""
-    from kodo.adapters.agent import BUILD_SCHEMA
+    from kodo.adapters.agent import BUILD_SCHEMA, AgentRequest
     from kodo.workflows import spend
+    from kodo.workflows.context import RunContext
 
     wid = start(client, "two at once", autoApprove=False, budget={**BUDGET, "maxCostUsd": 0.025})
     wait_until(lambda: client.get(f"/api/runs/{wid}").json()["nextAction"] == "APPROVE_PLAN", what="plan gate")
     header = client.get(f"/api/runs/{wid}").json()  # CompileST spent a little; the run is idle at its plan gate
-    ctx = {"runId": header["runId"], "workflowId": wid, "generation": 1, "budget": header["budget"], "priority": 1}
+    ctx = RunContext(
+        run_id=header["runId"],
+        workflow_id=wid,
+        intent_id=wid,
+        intent={"goal": "two at once", "inputs": {}, "constraints": {}},
+        generation=1,
+        workload=None,
+        auto_approve=False,
+        priority=1,
+        partition_key=None,
+        recipe_id=None,
+        recipe_v=None,
+        budget=header["budget"],
+        tenant_id=None,
+        workspace=Path("unused"),
+        plan_approval_timeout_s=3600,
+    )
     first_held, second_done = threading.Event(), threading.Event()
 
     def reserve(index: int) -> dict[str, Any]:
-        call = {"run_id": header["runId"], "step_id": "DecideST", "attempt": index, "agent": "build"}
-        call |= {"prompt": f"child {index}", "schema": BUILD_SCHEMA, "context": {}}
+        call = AgentRequest(
+            run_id=header["runId"],
+            step_id="DecideST",
+            attempt=index,
+            agent="build",
+            prompt=f"child {index}",
+            schema=BUILD_SCHEMA,
+        )
         if index == 2:
             first_held.wait(30)
         with engine.begin() as conn:
-            outcome = dict(spend.reserve_in(conn, {**ctx, "partitionKey": f"child-{index}"}, call))
+            outcome = dict(spend.reserve_in(conn, dataclasses.replace(ctx, partition_key=f"child-{index}"), call))
             if index == 1:  # keep the first hold uncommitted while the second tries (it waits on the run row)
                 first_held.set()
                 second_done.wait(2)

@@ -153,3 +153,14 @@ def traceparent(conn: sa.Connection, workflow_id: str) -> str | None:
         {"w": workflow_id},
     ).scalar()
     return str(value) if value else None
+
+
+def cancelled_among(conn: sa.Connection, workflow_ids: list[str]) -> list[str]:
+    """Which of these workflows are CANCELLED (an operator's cancel, seen by a running task's watch)."""
+    found = conn.execute(
+        sa.text(
+            "SELECT workflow_uuid FROM dbos.workflow_status WHERE workflow_uuid = ANY(:ids) AND status = 'CANCELLED'"
+        ),
+        {"ids": workflow_ids},
+    ).scalars()
+    return list(found)

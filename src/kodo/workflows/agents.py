@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from dbos import DBOS
@@ -24,10 +24,12 @@ from kodo.models import STEP_PHASES, NewArtifact
 from kodo.store import agent_calls, artifacts, runs, steps
 from kodo.store import spend as spend_store
 from kodo.workflows import gates, observe, spend
+from kodo.workflows.context import IntentJson, RunContext
+from kodo.workflows.outputs import AgentAnswerJson, AgentErrorJson, BuildJson, DecisionJson, PlanJson
 from kodo.workflows.runtime import own_transaction, services, transact
 
 
-def compile_prompt(intent: dict[str, Any], workload: dict[str, Any] | None = None) -> str:
+def compile_prompt(intent: IntentJson, workload: dict[str, Any] | None = None) -> str:
     return (
         (f"Workload: {workload}\n" if workload else "")
         + f"Goal: {intent['goal']}\nInputs: {intent.get('inputs', {})}\nConstraints: {intent.get('constraints', {})}\n"
@@ -35,16 +37,21 @@ def compile_prompt(intent: dict[str, Any], workload: dict[str, Any] | None = Non
     )
 
 
-def decide_prompt(intent: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> str:
-    approved = {k: plan.get(k) for k in ("design", "files", "risks", "tests")}
+def decide_prompt(intent: IntentJson, plan: PlanJson, answer: Any = None) -> str:
+    approved = {"design": plan["design"], "files": plan["files"], "risks": plan["risks"], "tests": plan["tests"]}
     told = f"\nThe user answered: {answer}" if answer is not None else ""
     return f"Approved Plan: {approved}\nGoal: {intent['goal']}{told}\nGenerate patches and test command."
 
 
 LOCAL_MODES = frozenset({"replay", "record"})
+# The attempt in an agent call's op key (its ledger and cache key): always 1 (the run context carries none).
+AGENT_ATTEMPT = 1
 
 
-def _cached(conn: sa.Connection, request: AgentRequest) -> dict[str, Any] | None:
+T = TypeVar("T")
+
+
+def _cached(conn: sa.Connection, request: AgentRequest) -> AgentAnswerJson | None:
     found = agent_calls.find(conn, request.op_key)
     if found is None or found["structured"] is None:
         return None
@@ -96,7 +103,7 @@ def _prompt(request: AgentRequest) -> tuple[AgentResult | None, dict[str, Any]]:
 
 def _ledger(
     conn: sa.Connection, request: AgentRequest, result: AgentResult | None, call: dict[str, Any]
-) -> dict[str, Any]:
+) -> AgentAnswerJson | AgentErrorJson:
     """Ledger the call with its usage and settle its reservation (released if the call failed); the turn's
     answer, or ``{"error", "code"}`` when the agent failed."""
     charge = spend.charge_of(result, call["mode"])
@@ -118,23 +125,25 @@ def _ledger(
 
 
 @DBOS.step(name="agentTurn")
-def agent_turn(call: dict[str, Any]) -> dict[str, Any]:
+def agent_turn(request: AgentRequest) -> AgentAnswerJson:
     """A remote agent's turn: prompted at most once per op key, outside any transaction."""
-    request = AgentRequest(**call)
     cached = own_transaction("agentTurn.cached", _cached, request)
     if cached is not None:
         return cached
     faults.hit("spend.between_reserve_and_settle")
     result, entry = _prompt(request)
-    answer = own_transaction("agentTurn.ledger", _ledger, request, result, entry)
+    return _answered(own_transaction("agentTurn.ledger", _ledger, request, result, entry))
+
+
+def _answered(answer: AgentAnswerJson | AgentErrorJson) -> AgentAnswerJson:
+    """The turn's answer, or its failure raised (``StepFailure`` with the agent's code)."""
     if "error" in answer:
         raise StepFailure(answer["code"], answer["error"])
     return answer
 
 
-def _local_turn(conn: sa.Connection, call: dict[str, Any]) -> dict[str, Any]:
+def _local_turn(conn: sa.Connection, request: AgentRequest) -> AgentAnswerJson | AgentErrorJson:
     """A local (replay/record) agent's turn inside the step's own transaction: no DBOS step of its own."""
-    request = AgentRequest(**call)
     cached = _cached(conn, request)
     if cached is not None:
         return cached
@@ -142,9 +151,7 @@ def _local_turn(conn: sa.Connection, call: dict[str, Any]) -> dict[str, Any]:
     return _ledger(conn, request, result, entry)
 
 
-def _turn(
-    step_id: str, call: dict[str, Any], save: Callable[..., dict[str, Any]], ctx: dict[str, Any], *args: Any
-) -> dict[str, Any]:
+def _turn(step_id: str, request: AgentRequest, save: Callable[..., T], ctx: RunContext, *args: Any) -> T:
     """One agent turn and the step that saves it.
 
     A remote agent's turn is its own DBOS step (it must not be prompted twice, nor inside a
@@ -152,24 +159,25 @@ def _turn(
     runs inside the step's transaction and its ledger row commits with the step: one DBOS operation.
     """
     if not is_local():
-        held = transact(f"spend.reserve.{step_id}", spend.reserve_in, ctx, call)
+        held = transact(f"spend.reserve.{step_id}", spend.reserve_in, ctx, request)
         if "parked" in held:
             raise gates.Parked(held["parked"])
         if "failed" in held:
             raise StepFailure(held["failed"]["code"], held["failed"]["message"])
-        answer = agent_turn(call)
+        answer = agent_turn(request)
         return transact(step_id, save, ctx, answer, *args)
 
-    def _both(conn: sa.Connection, ctx: dict[str, Any], *rest: Any) -> dict[str, Any]:
-        answer = _local_turn(conn, call)
+    def _both(conn: sa.Connection, ctx: RunContext, *rest: Any) -> dict[str, Any]:
+        # A failed turn is returned, not raised, so its ledger row commits with this checkpoint.
+        answer = _local_turn(conn, request)
         if "error" in answer:
             return {"failed": answer}
         return {"saved": save(conn, ctx, answer, *rest)}
 
     outcome = transact(step_id, _both, ctx, *args)
     if "failed" in outcome:
-        raise StepFailure(outcome["failed"]["code"], outcome["failed"]["error"])
-    return dict(outcome["saved"])
+        _answered(outcome["failed"])
+    return cast(T, outcome["saved"])
 
 
 def release_holds(conn: sa.Connection, run_id: str) -> None:
@@ -234,9 +242,9 @@ def _fields(artifact: NewArtifact) -> dict[str, Any]:
     return {name: getattr(artifact, name) for name in NewArtifact.__dataclass_fields__}
 
 
-def _save_plan(conn: sa.Connection, ctx: dict[str, Any], answer: dict[str, Any], started_at: str) -> dict[str, Any]:
-    run_id = ctx["runId"]
-    plan = {**_require(answer["structured"], PLAN_SCHEMA, "CompileST"), "goal": ctx["intent"]["goal"]}
+def _save_plan(conn: sa.Connection, ctx: RunContext, answer: AgentAnswerJson, started_at: str) -> PlanJson:
+    run_id = ctx.run_id
+    plan = cast(PlanJson, {**_require(answer["structured"], PLAN_SCHEMA, "CompileST"), "goal": ctx.goal})
     card = NewArtifact(
         step_id="CompileST",
         idx=0,
@@ -244,23 +252,23 @@ def _save_plan(conn: sa.Connection, ctx: dict[str, Any], answer: dict[str, Any],
         uri=artifact_uri(run_id, "CompileST", "", "plan.json"),
         inline=plan,
     )
-    _persist(conn, run_id, "CompileST", plan, [card], started_at, ctx["workflowId"])
+    _persist(conn, run_id, "CompileST", dict(plan), [card], started_at, ctx.workflow_id)
     return plan
 
 
-def _compile_call(ctx: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "run_id": ctx["runId"],
-        "step_id": "CompileST",
-        "attempt": ctx.get("attempt", 1),
-        "agent": "plan",
-        "prompt": compile_prompt(ctx["intent"], ctx.get("workload")),
-        "schema": PLAN_SCHEMA,
-        "context": {"intent": ctx["intent"], "workload": ctx.get("workload"), "workspace": ctx["workspace"]},
-    }
+def _compile_call(ctx: RunContext) -> AgentRequest:
+    return AgentRequest(
+        run_id=ctx.run_id,
+        step_id="CompileST",
+        attempt=AGENT_ATTEMPT,
+        agent="plan",
+        prompt=compile_prompt(ctx.intent, ctx.workload),
+        schema=PLAN_SCHEMA,
+        context={"intent": ctx.intent, "workload": ctx.workload, "workspace": str(ctx.workspace)},
+    )
 
 
-def compile_plan(ctx: dict[str, Any]) -> dict[str, Any]:
+def compile_plan(ctx: RunContext) -> PlanJson:
     """CompileST: the plan agent turns the intent into a plan card."""
     started_at = datetime.now(UTC).isoformat()
     return _turn("CompileST", _compile_call(ctx), _save_plan, ctx, started_at)
@@ -272,24 +280,21 @@ def is_local() -> bool:
     return services().agent.mode in LOCAL_MODES
 
 
-def _local_step(conn: sa.Connection, call: dict[str, Any]) -> dict[str, Any]:
-    answer = _local_turn(conn, call)
-    if "error" in answer:
-        raise StepFailure(answer["code"], answer["error"])
-    return answer
+def _local_step(conn: sa.Connection, request: AgentRequest) -> AgentAnswerJson:
+    return _answered(_local_turn(conn, request))
 
 
-def compile_plan_in(conn: sa.Connection, ctx: dict[str, Any]) -> dict[str, Any]:
+def compile_plan_in(conn: sa.Connection, ctx: RunContext) -> PlanJson:
     """CompileST of a local agent inside the caller's transaction (raises ``StepFailure``)."""
     started_at = datetime.now(UTC).isoformat()
     return _save_plan(conn, ctx, _local_step(conn, _compile_call(ctx)), started_at)
 
 
 def _save_build(
-    conn: sa.Connection, ctx: dict[str, Any], answer: dict[str, Any], prompt: str, started_at: str
-) -> dict[str, Any]:
-    run_id = ctx["runId"]
-    build = _require(answer["structured"], BUILD_SCHEMA, "DecideST")
+    conn: sa.Connection, ctx: RunContext, answer: AgentAnswerJson, prompt: str, started_at: str
+) -> BuildJson:
+    run_id = ctx.run_id
+    build = cast(BuildJson, _require(answer["structured"], BUILD_SCHEMA, "DecideST"))
     if not str(build.get("test_command", "")).strip():
         raise StepFailure("DECIDE_NO_TEST_COMMAND", "DecideST: the agent gave no test command")
     made = [
@@ -298,36 +303,36 @@ def _save_build(
             idx=i,
             kind="patch",
             uri=artifact_uri(run_id, "DecideST", "", f"{item['path']}.patch"),
-            inline=item,
+            inline=dict(item),
         )
         for i, item in enumerate(build["patch"])
     ]
-    output = {"prompt": prompt, "structured": build, "sessionId": answer.get("sessionId")}
-    _persist(conn, run_id, "DecideST", output, made, started_at, ctx["workflowId"])
+    output: DecisionJson = {"prompt": prompt, "structured": build, "sessionId": answer.get("sessionId")}
+    _persist(conn, run_id, "DecideST", dict(output), made, started_at, ctx.workflow_id)
     return build
 
 
-def _decide_call(ctx: dict[str, Any], plan: dict[str, Any], answer: Any) -> dict[str, Any]:
-    return {
-        "run_id": ctx["runId"],
-        "step_id": "DecideST",
-        "attempt": ctx.get("attempt", 1),
-        "agent": "build",
-        "prompt": decide_prompt(ctx["intent"], plan, answer),
-        "schema": BUILD_SCHEMA,
-        "context": {"intent": ctx["intent"], "plan": plan, "answer": answer, "workspace": ctx["workspace"]},
-    }
+def _decide_call(ctx: RunContext, plan: PlanJson, answer: Any) -> AgentRequest:
+    return AgentRequest(
+        run_id=ctx.run_id,
+        step_id="DecideST",
+        attempt=AGENT_ATTEMPT,
+        agent="build",
+        prompt=decide_prompt(ctx.intent, plan, answer),
+        schema=BUILD_SCHEMA,
+        context={"intent": ctx.intent, "plan": plan, "answer": answer, "workspace": str(ctx.workspace)},
+    )
 
 
-def decide(ctx: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
+def decide(ctx: RunContext, plan: PlanJson, answer: Any = None) -> BuildJson:
     """DecideST: the build agent decides patches, tests and the test command."""
     started_at = datetime.now(UTC).isoformat()
-    call = _decide_call(ctx, plan, answer)
-    return _turn("DecideST", call, _save_build, ctx, call["prompt"], started_at)
+    request = _decide_call(ctx, plan, answer)
+    return _turn("DecideST", request, _save_build, ctx, request.prompt, started_at)
 
 
-def decide_in(conn: sa.Connection, ctx: dict[str, Any], plan: dict[str, Any], answer: Any = None) -> dict[str, Any]:
+def decide_in(conn: sa.Connection, ctx: RunContext, plan: PlanJson, answer: Any = None) -> BuildJson:
     """DecideST of a local agent inside the caller's transaction (raises ``StepFailure``)."""
     started_at = datetime.now(UTC).isoformat()
-    call = _decide_call(ctx, plan, answer)
-    return _save_build(conn, ctx, _local_step(conn, call), call["prompt"], started_at)
+    request = _decide_call(ctx, plan, answer)
+    return _save_build(conn, ctx, _local_step(conn, request), request.prompt, started_at)

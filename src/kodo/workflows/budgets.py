@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
@@ -29,6 +30,7 @@ from kodo.identity import artifact_uri
 from kodo.models import NewArtifact
 from kodo.store import artifacts
 from kodo.store import budgets as budget_store
+from kodo.workflows.context import RunContext
 from kodo.workflows.runtime import transact
 
 UNITS = {
@@ -41,11 +43,11 @@ UNITS = {
 MIB = 1024 * 1024
 
 
-def message(metric: str, observed: int, limit: int, scope: str) -> str:
+def message(metric: str, observed: int, limit: float, scope: str) -> str:
     return f"budget:{metric}: observed {observed} > limit {limit} ({scope})"
 
 
-def completion_usage(results: list[dict[str, Any]]) -> dict[str, int]:
+def completion_usage(results: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """What the fan-out used: sandbox minutes (longest task), artifact MB, retries (attempts beyond the first)."""
     wall = max((int((r.get("metrics") or {}).get("wallMs", 0)) for r in results), default=0)
     size = 0
@@ -61,7 +63,7 @@ def completion_usage(results: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-def first_violation(budget: dict[str, int], observed: dict[str, int]) -> tuple[str, int, int] | None:
+def first_violation(budget: dict[str, int | float], observed: dict[str, int]) -> tuple[str, int, float] | None:
     """(metric, observed, limit) of the first budget exceeded, in the order of ``UNITS``."""
     for metric in UNITS:
         if metric in observed and metric in budget and observed[metric] > budget[metric]:
@@ -69,7 +71,9 @@ def first_violation(budget: dict[str, int], observed: dict[str, int]) -> tuple[s
     return None
 
 
-def budget_artifact(run_id: str, generation: int, boundary: str, metric: str, observed: int, limit: int) -> NewArtifact:
+def budget_artifact(
+    run_id: str, generation: int, boundary: str, metric: str, observed: int, limit: float
+) -> NewArtifact:
     return NewArtifact(
         step_id="BUDGET",
         idx=0,
@@ -91,21 +95,30 @@ def budget_artifact(run_id: str, generation: int, boundary: str, metric: str, ob
     )
 
 
-def _check(conn: sa.Connection, ctx: dict[str, Any], boundary: str, observed: dict[str, int]) -> dict[str, Any] | None:
+class ViolationJson(TypedDict):
+    """A runtime budget crossed at a boundary (the ``budget.<boundary>`` checkpoint's output, when not None)."""
+
+    metric: str
+    observed: int
+    limit: float
+    message: str
+
+
+def _check(conn: sa.Connection, ctx: RunContext, boundary: str, observed: dict[str, int]) -> ViolationJson | None:
     measured = dict(observed)
     measured["maxWallClockMS"] = budget_store.active_ms(
-        conn, run_id=ctx["runId"], workflow_id=ctx["workflowId"], generation=ctx["generation"]
+        conn, run_id=ctx.run_id, workflow_id=ctx.workflow_id, generation=ctx.generation
     )
-    found = first_violation(ctx["budget"], measured)
+    found = first_violation(ctx.budget or {}, measured)
     if found is None:
         return None
     metric, value, limit = found
-    artifacts.add(conn, ctx["runId"], budget_artifact(ctx["runId"], ctx["generation"], boundary, metric, value, limit))
+    artifacts.add(conn, ctx.run_id, budget_artifact(ctx.run_id, ctx.generation, boundary, metric, value, limit))
     return {"metric": metric, "observed": value, "limit": limit, "message": message(metric, value, limit, "runtime")}
 
 
-def check(ctx: dict[str, Any], boundary: str, observed: dict[str, int]) -> dict[str, Any] | None:
+def check(ctx: RunContext, boundary: str, observed: dict[str, int]) -> ViolationJson | None:
     """Check the run's budget at a boundary; returns the violation (its BUDGET artifact written) or None."""
-    if not ctx.get("budget"):
+    if not ctx.budget:
         return None
     return transact(f"budget.{boundary}", _check, ctx, boundary, observed)

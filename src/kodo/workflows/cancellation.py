@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
 import structlog
 
 from kodo import outages
+from kodo.store import durable_status
 from kodo.workflows.runtime import services
 
 log = structlog.get_logger("kodo.cancel")
@@ -79,14 +79,7 @@ class _Watcher:
                 continue
             try:
                 with svc.engine.connect() as conn:
-                    cancelled = conn.execute(
-                        sa.text(
-                            "SELECT workflow_uuid FROM dbos.workflow_status WHERE workflow_uuid = ANY(:ids) "
-                            "AND status = 'CANCELLED'"
-                        ),
-                        {"ids": keys},
-                    ).scalars()
-                    found = list(cancelled)
+                    found = durable_status.cancelled_among(conn, keys)
             except Exception as error:  # a database error: look again next round (an outage: logged once)
                 if not self.outage.failed(error):
                     log.warning("cancel watch query failed", error=repr(error))

@@ -45,7 +45,7 @@ def ceiling_resume(key: str, partition: str) -> dict[str, Any]:
     """ResumeRun's skeleton: a transaction, one child on sbxQ and its result, a transaction."""
     transact("ceiling.resume", _empty, key)
     child = {"taskKey": f"{key}:task", "runId": key}
-    results = tasks.fan_out({"priority": 1, "partitionKey": partition}, [child], workflow_name=TASK_WORKFLOW)
+    results = tasks.fan_out([child], priority=1, partition_key=partition, workflow_name=TASK_WORKFLOW)
     return transact("ceiling.execute", _empty, str(results[0]["key"]))
 
 

@@ -29,6 +29,7 @@ from kodo.models import NewArtifact
 from kodo.settings import Settings
 from kodo.store import artifacts, intents, runs, workspaces
 from kodo.workflows import repositories
+from kodo.workflows.context import RunContext
 from kodo.workflows.review import diff_uri
 from kodo.workflows.runtime import services
 
@@ -45,9 +46,9 @@ class DeliveryOutcome(TypedDict):
     error: dict[str, Any] | None
 
 
-def requested(ctx: dict[str, Any]) -> bool:
+def requested(ctx: RunContext) -> bool:
     """Whether the run's intent asks for delivery (``constraints.deliver = "branch"``)."""
-    return (ctx["intent"].get("constraints") or {}).get("deliver") in MODES
+    return ctx.constraints.get("deliver") in MODES
 
 
 def branch_name(run_id: str) -> str:

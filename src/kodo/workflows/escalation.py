@@ -42,13 +42,13 @@ def escalate_timeout(run_id: str, gate_key: str, at: str) -> dict[str, Any]:
     return {"runId": run_id, "gateKey": gate_key}
 
 
-def escalate(ctx: dict[str, Any], gate_key: str) -> None:
+def escalate(workflow_id: str, run_id: str, gate_key: str) -> None:
     """Start the gate's escalation workflow on controlQ (a second start attaches to the first)."""
     options: EnqueueOptions = {
         "workflow_name": WORKFLOW_NAME,
         "queue_name": "controlQ",
-        "workflow_id": escalation_id(ctx["workflowId"], gate_key),
+        "workflow_id": escalation_id(workflow_id, gate_key),
         "priority": 1,
         "app_version": services().settings.app_version,
     }
-    DBOS.enqueue_workflow_with_options(options, ctx["runId"], gate_key, datetime.now(UTC).isoformat())
+    DBOS.enqueue_workflow_with_options(options, run_id, gate_key, datetime.now(UTC).isoformat())

@@ -25,6 +25,7 @@ from kodo.identity import canonical
 from kodo.models import Artifact
 from kodo.store import artifacts, eval_results, recipe_versions
 from kodo.workflows import schema_check
+from kodo.workflows.context import RunContext
 
 
 def content(artifact: Artifact) -> Any:
@@ -128,21 +129,21 @@ def evaluate(check: dict[str, Any], made: list[Artifact], workspace: Path) -> tu
         return False, f"check error: {type(error).__name__}: {error}", {}
 
 
-def record_for_run(conn: sa.Connection, ctx: dict[str, Any]) -> list[dict[str, Any]]:
+def record_for_run(conn: sa.Connection, ctx: RunContext) -> list[dict[str, Any]]:
     """Evaluate and store the run's recipe checks (called in ExecuteST's transaction)."""
-    if not ctx.get("recipeId"):
+    if not ctx.recipe_id:
         return []
-    version = recipe_versions.get(conn, ctx["recipeId"], ctx["recipeV"])
+    version = recipe_versions.get(conn, ctx.recipe_id, ctx.recipe_v or "")
     if version is None or not version.eval_checks:
         return []
-    made = artifacts.list_for_run(conn, ctx["runId"])
+    made = artifacts.list_for_run(conn, ctx.run_id)
     results = []
     for check in version.eval_checks:
-        passed, reason, payload = evaluate(check, made, Path(ctx["workspace"]))
+        passed, reason, payload = evaluate(check, made, ctx.workspace)
         payload = json.loads(canonical(payload))
         eval_results.record(
             conn,
-            run_id=ctx["runId"],
+            run_id=ctx.run_id,
             check_id=check["id"],
             kind=check["kind"],
             passed=passed,

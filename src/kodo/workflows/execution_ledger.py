@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 from datetime import datetime
-from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from dbos import DBOS
@@ -25,16 +24,9 @@ from dbos import DBOS
 from kodo.adapters.sandbox import SandboxRequest, StoredResult
 from kodo.identity import sha256_hex
 from kodo.store import executions
+from kodo.workflows.context import TaskJson
+from kodo.workflows.outputs import ExecutionReference, SandboxResponseJson
 from kodo.workflows.runtime import Services, own_transaction
-
-
-class ExecutionReference(TypedDict):
-    """What the ``executeTask`` checkpoint carries about its execution (JSON across the checkpoint)."""
-
-    executionId: str
-    idempotencyKey: str
-    reusedFrom: str | None
-    producerFinishedAt: str | None
 
 
 def idempotency_key(task_key: str, attempt: int) -> str:
@@ -90,7 +82,7 @@ def cancelled(request: SandboxRequest) -> None:
     )
 
 
-def settle(conn: sa.Connection, response: dict[str, Any]) -> None:
+def settle(conn: sa.Connection, response: SandboxResponseJson) -> None:
     """Complete the execution with its result (call inside the transaction that checkpoints the result)."""
     reference: ExecutionReference = response["execution"]
     exit_code, err_code = int(response["exit"]), str(response["errCode"])
@@ -107,7 +99,7 @@ def settle(conn: sa.Connection, response: dict[str, Any]) -> None:
     executions.finish(conn, reference["executionId"], exit=exit_code, err_code=err_code, reused_from=producer)
 
 
-def release(svc: Services, task: dict[str, Any], response: dict[str, Any]) -> None:
+def release(svc: Services, task: TaskJson, response: SandboxResponseJson) -> None:
     """The result is recorded: the sandbox may free what it kept only to recall it (idempotent; never fails)."""
     reference: ExecutionReference = response["execution"]
     request = SandboxRequest(

@@ -25,7 +25,8 @@ from kodo import faults, telemetry
 from kodo.errors import Conflict, InvalidInput, NotFound
 from kodo.identity import gate_key_for, sha256_hex
 from kodo.models import Run
-from kodo.store import durable_status, gates, runs
+from kodo.store import clock, durable_status, gates, runs
+from kodo.workflows.context import ParkJson, ResolvedGateJson, RunContext
 from kodo.workflows.queues import queue_partition
 from kodo.workflows.runtime import services, transact
 
@@ -42,11 +43,10 @@ _YES = {"yes", "approve", "approved"}
 DECIDED = frozenset({"approve-plan", "budget", "merge"})  # gates whose reply is a yes/no decision
 
 
-def gate_key(run: Run | dict[str, Any], purpose: str, generation: int | None = None) -> str:
+def gate_key(run: Run | RunContext, purpose: str, generation: int | None = None) -> str:
     """The gate key of ``purpose`` for a run's generation (1 + its retry count)."""
-    run_id = run.id if isinstance(run, Run) else run["runId"]
-    gen = generation if generation is not None else (run.generation if isinstance(run, Run) else run["generation"])
-    return gate_key_for(run_id, GATE_STEPS[purpose], purpose, gen)
+    run_id = run.id if isinstance(run, Run) else run.run_id
+    return gate_key_for(run_id, GATE_STEPS[purpose], purpose, generation if generation is not None else run.generation)
 
 
 def resume_id(workflow_id: str, key: str) -> str:
@@ -73,7 +73,7 @@ def normalize_decision(payload: Any) -> dict[str, Any]:
 
 def _park(
     conn: sa.Connection,
-    ctx: dict[str, Any],
+    ctx: RunContext,
     key: str,
     purpose: str,
     form: dict[str, Any],
@@ -81,7 +81,7 @@ def _park(
     next_action: str,
     step_id: str | None = None,
     details: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ParkJson:
     """Open the gate, mark the run waiting and enqueue its continuation, all in one transaction.
 
     The continuation is delayed by the gate's TTL, unless a reply is already in the ledger (sent
@@ -89,42 +89,42 @@ def _park(
     concurrent reply either commits before this check (and is seen) or waits for this transaction
     (and then finds the delayed continuation to wake).
     """
-    _locked(conn, ctx["runId"])
-    continuation = resume_id(ctx["workflowId"], key)
+    _locked(conn, ctx.run_id)
+    continuation = resume_id(ctx.workflow_id, key)
     prompt: dict[str, Any] = {"schemaVersion": 1, "formSchema": form, "ttlS": ttl_s, "uiHints": None, "defaults": None}
     if details is not None:
         prompt["details"] = details
     gates.open_gate(
         conn,
-        run_id=ctx["runId"],
+        run_id=ctx.run_id,
         gate_key=key,
         purpose=purpose,
         step_id=step_id or GATE_STEPS[purpose],
-        generation=ctx["generation"],
+        generation=ctx.generation,
         next_action=next_action,
         prompt=prompt,
         ttl_s=ttl_s,
         resume_workflow_id=continuation,
     )
-    runs.update(conn, ctx["runId"], status="waiting_input", next_action=next_action, current_workflow_id=continuation)
-    answered = gates.first_reply(conn, ctx["workflowId"], key) is not None
+    runs.update(conn, ctx.run_id, status="waiting_input", next_action=next_action, current_workflow_id=continuation)
+    answered = gates.first_reply(conn, ctx.workflow_id, key) is not None
     svc = services()
     options: EnqueueOptions = {
         "workflow_name": RESUME_WORKFLOW,
         "queue_name": "intentQ",
         "workflow_id": continuation,
-        "priority": int(ctx.get("priority") or 1),
+        "priority": int(ctx.priority or 1),
         "app_version": svc.settings.app_version,
     }
     if not answered:
         options["delay_seconds"] = float(ttl_s)
-    if ctx.get("partitionKey") and svc.settings.intent_queue_partition:
-        options["queue_partition_key"] = queue_partition(ctx["partitionKey"])
+    if ctx.partition_key and svc.settings.intent_queue_partition:
+        options["queue_partition_key"] = queue_partition(ctx.partition_key)
     trace_context = telemetry.current_context()
     if trace_context is not None:  # the continuation stays on the run's trace
         options["otel_context"] = trace_context
-    svc.client.enqueue_in_transaction(conn, options, ctx["workflowId"], key)
-    return {"runId": ctx["runId"], "status": "waiting_input", "gateKey": key, "resumeWorkflowId": continuation}
+    svc.client.enqueue_in_transaction(conn, options, ctx.workflow_id, key)
+    return {"runId": ctx.run_id, "status": "waiting_input", "gateKey": key, "resumeWorkflowId": continuation}
 
 
 def _locked(conn: sa.Connection, run_id: str) -> Run:
@@ -135,46 +135,46 @@ def _locked(conn: sa.Connection, run_id: str) -> Run:
     return run
 
 
-def park(ctx: dict[str, Any], *, purpose: str, next_action: str, form: dict[str, Any], ttl_s: int) -> dict[str, Any]:
+def park(ctx: RunContext, *, purpose: str, next_action: str, form: dict[str, Any], ttl_s: int) -> ParkJson:
     """Park the run at a gate (one transaction, one DBOS operation); the calling workflow then ends."""
     key = gate_key(ctx, purpose)
     return transact(f"gate.park.{purpose}", _park, ctx, key, purpose, form, ttl_s, next_action)
 
 
 def park_in(
-    conn: sa.Connection, ctx: dict[str, Any], *, purpose: str, next_action: str, form: dict[str, Any], ttl_s: int
-) -> dict[str, Any]:
+    conn: sa.Connection, ctx: RunContext, *, purpose: str, next_action: str, form: dict[str, Any], ttl_s: int
+) -> ParkJson:
     """Park the run inside the caller's transaction (its step and the park commit as one operation)."""
     return _park(conn, ctx, gate_key(ctx, purpose), purpose, form, ttl_s, next_action)
 
 
 def park_budget_in(
     conn: sa.Connection,
-    ctx: dict[str, Any],
+    ctx: RunContext,
     key: str,
     step_id: str,
     ttl_s: int,
     form: dict[str, Any],
     details: dict[str, Any],
-) -> dict[str, Any]:
+) -> ParkJson:
     """Park the run at a ``budget`` gate (a spend limit reached before ``step_id``'s agent call), inside the
     caller's transaction; ``details`` (spend by step and model, the limit, a proposed top-up) go in its prompt."""
     return _park(conn, ctx, key, "budget", form, ttl_s, "APPROVE_BUDGET", step_id, details)
 
 
-def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, Any]:
+def resolve_in(conn: sa.Connection, ctx: RunContext, key: str) -> ResolvedGateJson:
     """Resolve a parked gate from the ledger: the first reply, or TIMED_OUT when there is none.
 
-    Runs inside the continuation's first transaction (``kodo.workflows.runs``).
+    Runs inside the continuation's first transaction (``kodo.workflows.phases.begin``).
     """
-    _locked(conn, ctx["runId"])
-    gate = gates.get(conn, ctx["runId"], key, lock=True)
+    _locked(conn, ctx.run_id)
+    gate = gates.get(conn, ctx.run_id, key, lock=True)
     if gate is None:
         raise NotFound(f"gate not found: {key}")
     if gate.resolved_at is None:
-        reply = gates.first_reply(conn, ctx["workflowId"], key)
+        reply = gates.first_reply(conn, ctx.workflow_id, key)
         decision: dict[str, Any] | None
-        at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().isoformat()
+        at = clock.now(conn).isoformat()
         if reply is None and _window(gate):  # a tenant's spend window rolled over: not a human's silence
             result: dict[str, Any] = {"schemaVersion": 1, "state": "WINDOW_ROLLED_OVER", "at": at}
             decision = None
@@ -195,15 +195,15 @@ def resolve_in(conn: sa.Connection, ctx: dict[str, Any], key: str) -> dict[str, 
             decision = None if decision is None else {**decision, "actor": reply.actor}
         if decision is not None:
             decision = {**decision, "schemaVersion": 1, "at": at}
-        gates.resolve(conn, ctx["runId"], key, result=result, decision=decision)
+        gates.resolve(conn, ctx.run_id, key, result=result, decision=decision)
         runs.update(
             conn,
-            ctx["runId"],
+            ctx.run_id,
             status="running",
             clear_next_action=True,
-            current_workflow_id=resume_id(ctx["workflowId"], key),
+            current_workflow_id=resume_id(ctx.workflow_id, key),
         )
-        gate = gates.get(conn, ctx["runId"], key)
+        gate = gates.get(conn, ctx.run_id, key)
         assert gate is not None
     return {"gateKey": key, "purpose": gate.purpose, "result": gate.result, "decision": gate.decision}
 
@@ -217,19 +217,19 @@ class Parked(Exception):
     """A step parked the run at a gate (a spend limit reached before an agent call): the phase ends with
     ``parked``, its park result."""
 
-    def __init__(self, parked: dict[str, Any]) -> None:
-        super().__init__(parked.get("gateKey"))
+    def __init__(self, parked: ParkJson) -> None:
+        super().__init__(parked["gateKey"])
         self.parked = parked
 
 
-def _auto(conn: sa.Connection, ctx: dict[str, Any], key: str) -> None:
+def _auto(conn: sa.Connection, ctx: RunContext, key: str) -> None:
     gates.open_gate(
         conn,
-        run_id=ctx["runId"],
+        run_id=ctx.run_id,
         gate_key=key,
         purpose="approve-plan",
         step_id="ApplyPatchST",
-        generation=ctx["generation"],
+        generation=ctx.generation,
         next_action=None,
         prompt=None,
         ttl_s=None,
@@ -238,22 +238,22 @@ def _auto(conn: sa.Connection, ctx: dict[str, Any], key: str) -> None:
     payload = {"choice": "yes", "actor": "auto", "rationale": "autoApprove"}
     gates.record_interaction(
         conn,
-        workflow_id=ctx["workflowId"],
-        run_id=ctx["runId"],
+        workflow_id=ctx.workflow_id,
+        run_id=ctx.run_id,
         gate_key=key,
         topic=f"human:{key}",
-        dedupe_key=f"auto:{ctx['workflowId']}:{key}",
+        dedupe_key=f"auto:{ctx.workflow_id}:{key}",
         payload=payload,
         origin="auto",
         actor="auto",
     )
-    at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().isoformat()
+    at = clock.now(conn).isoformat()
     result = {"schemaVersion": 1, "state": "RECEIVED", "payload": payload, "origin": "auto", "at": at}
     decision = {"schemaVersion": 1, "decision": "yes", "rationale": "autoApprove", "actor": "auto", "at": at}
-    gates.resolve(conn, ctx["runId"], key, result=result, decision=decision)
+    gates.resolve(conn, ctx.run_id, key, result=result, decision=decision)
 
 
-def auto_approve_in(conn: sa.Connection, ctx: dict[str, Any]) -> None:
+def auto_approve_in(conn: sa.Connection, ctx: RunContext) -> None:
     """``autoApprove``: the plan gate is opened and resolved "yes" by actor ``auto``, inside the caller's
     transaction (ApplyPatchST's, or the gate's own)."""
     _auto(conn, ctx, gate_key(ctx, "approve-plan"))

@@ -11,65 +11,66 @@ The continuation does not run the tests again: a phase that finds ExecuteST done
 
 from __future__ import annotations
 
-from typing import Any
+import sqlalchemy as sa
 
 from kodo.errors import StepFailure
 from kodo.workflows import delivery, gates
+from kodo.workflows.context import FinishedJson, GateSnapshot, ParkJson, Progress, RunContext
 from kodo.workflows.runtime import transact
 
 PURPOSE = "merge"
 NEXT_ACTION = "APPROVE_MERGE"
 
 
-def requested(ctx: dict[str, Any]) -> bool:
+def requested(ctx: RunContext) -> bool:
     """Whether the run asks for delivery behind a merge gate."""
-    return delivery.requested(ctx) and (ctx["intent"].get("constraints") or {}).get("mergeGate") is True
+    return delivery.requested(ctx) and ctx.constraints.get("mergeGate") is True
 
 
-def past_tests(done: dict[str, Any]) -> bool:
+def past_tests(done: Progress) -> bool:
     """The run's tests passed on the patches it applied (a continuation of the merge gate, not a new fan-out)."""
-    return "ExecuteST" in done["steps"] and "ApplyPatchST" in done["steps"]
+    return "ExecuteST" in done.steps and "ApplyPatchST" in done.steps
 
 
-def _state(gate: dict[str, Any] | None, generation: int) -> str:
+def _state(gate: GateSnapshot | None, generation: int) -> str:
     """none | open | yes | no | timed_out | stale (a gate of an earlier generation)."""
-    if gate is None or gate["generation"] < generation:
+    if gate is None or gate.generation < generation:
         return "stale" if gate is not None else "none"
-    if gate["open"]:
+    if gate.is_open:
         return "open"
-    if (gate["result"] or {}).get("state") == "TIMED_OUT":
+    if gate.state == "TIMED_OUT":
         return "timed_out"
-    return "yes" if (gate["decision"] or {}).get("decision") == "yes" else "no"
+    return "yes" if (gate.decision or {}).get("decision") == "yes" else "no"
 
 
-def _park(conn: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+def _park(conn: sa.Connection, ctx: RunContext) -> ParkJson:
     return gates.park_in(
         conn,
         ctx,
         purpose=PURPOSE,
         next_action=NEXT_ACTION,
         form={**gates.APPROVE_FORM, "title": "Merge?"},
-        ttl_s=ctx["planApprovalTimeoutS"],
+        ttl_s=ctx.plan_approval_timeout_s,
     )
 
 
-def finish(ctx: dict[str, Any], done: dict[str, Any], tasks: int = 0) -> dict[str, Any]:
+def finish(ctx: RunContext, done: Progress, tasks: int = 0) -> ParkJson | FinishedJson:
     """After ExecuteST succeeded: park at the merge gate (when asked for and not answered), then deliver."""
     if requested(ctx):
-        gate = done["gates"].get(PURPOSE)
-        state = _state(gate, ctx["generation"])
+        gate = done.gates.get(PURPOSE)
+        state = _state(gate, ctx.generation)
         if state == "open":
             assert gate is not None
-            return {"runId": ctx["runId"], "status": "waiting_input", "gateKey": gate["gateKey"]}
+            return {"runId": ctx.run_id, "status": "waiting_input", "gateKey": gate.gate_key}
         if state in {"none", "stale"}:
-            return dict(transact("gate.park.merge", _park, ctx))
+            return transact("gate.park.merge", _park, ctx)
         if state == "timed_out":
             raise StepFailure("GATE_TIMEOUT", "Merge approval timed out")
         if state == "no":
-            decision = (gate or {}).get("decision") or {}
+            decision = (gate.decision if gate is not None else None) or {}
             raise StepFailure(
                 "MERGE_REJECTED", f"Merge rejected: nothing delivered (rationale: {decision.get('rationale')})"
             )
     if delivery.requested(ctx):  # the reviewed change leaves kodo (a failed delivery does not fail the run)
-        delivery.deliver_step(ctx["runId"])
-    return {"runId": ctx["runId"], "status": "succeeded", "tasks": tasks}
+        delivery.deliver_step(ctx.run_id)
+    return {"runId": ctx.run_id, "status": "succeeded", "tasks": tasks}

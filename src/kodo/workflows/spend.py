@@ -21,7 +21,7 @@ import json
 import math
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
@@ -34,6 +34,7 @@ from kodo.store import gates as gate_store
 from kodo.store import spend as spend_store
 from kodo.store.spend import Charge
 from kodo.workflows import gates
+from kodo.workflows.context import FailureJson, ParkJson, RunContext
 from kodo.workflows.runtime import services
 
 RUN_LIMITS = {"maxTokens": "tokens", "maxCostUsd": "usd"}
@@ -126,14 +127,14 @@ def _positive(value: Any) -> Decimal | None:
     return number if number.is_finite() and number > 0 else None
 
 
-def _limits(conn: sa.Connection, ctx: dict[str, Any]) -> dict[str, Decimal]:
+def _limits(conn: sa.Connection, ctx: RunContext) -> dict[str, Decimal]:
     return limits_of(
         conn,
-        run_id=ctx["runId"],
-        generation=ctx["generation"],
-        budget=ctx.get("budget"),
-        recipe_id=ctx.get("recipeId"),
-        recipe_v=ctx.get("recipeV"),
+        run_id=ctx.run_id,
+        generation=ctx.generation,
+        budget=ctx.budget,
+        recipe_id=ctx.recipe_id,
+        recipe_v=ctx.recipe_v,
     )
 
 
@@ -176,11 +177,11 @@ def _windows(now: datetime) -> dict[str, tuple[datetime, datetime]]:
 
 
 def _breach(
-    conn: sa.Connection, ctx: dict[str, Any], tokens: int, cost: Decimal, money_limited: list[str]
+    conn: sa.Connection, ctx: RunContext, tokens: int, cost: Decimal, money_limited: list[str]
 ) -> dict[str, Any] | None:
     """The first limit this hold would cross, or None; fills ``money_limited`` with the USD limits in force."""
     limits = _limits(conn, ctx)
-    spent = spend_store.run_spend(conn, ctx["runId"])
+    spent = spend_store.run_spend(conn, ctx.run_id)
     money_limited.extend(key for key in limits if RUN_LIMITS[key] == "usd")
     run_observed = {
         "maxTokens": Decimal(spent.tokens + spent.reserved_tokens + tokens),
@@ -189,7 +190,7 @@ def _breach(
     for key, limit in limits.items():
         if run_observed[key] > limit:
             return {"scope": "run", "metric": key, "limit": limit, "observed": run_observed[key]}
-    tenant = ctx.get("tenantId")
+    tenant = ctx.tenant_id
     budget = spend_store.tenant_budget(conn, tenant, lock=True) if tenant else None
     if budget is None or tenant is None:
         return None
@@ -222,8 +223,8 @@ def _proposal(breach: dict[str, Any]) -> dict[str, Any]:
     return {"maxCostUsd": money(needed.quantize(CENT, rounding=ROUND_CEILING))}
 
 
-def _details(conn: sa.Connection, ctx: dict[str, Any], step_id: str, breach: dict[str, Any]) -> dict[str, Any]:
-    spent = spend_store.run_spend(conn, ctx["runId"])
+def _details(conn: sa.Connection, ctx: RunContext, step_id: str, breach: dict[str, Any]) -> dict[str, Any]:
+    spent = spend_store.run_spend(conn, ctx.run_id)
     unit = RUN_LIMITS.get(breach["metric"]) or TENANT_LIMITS[breach["metric"]]
     return {
         "kind": "budget",
@@ -246,7 +247,7 @@ def _details(conn: sa.Connection, ctx: dict[str, Any], step_id: str, breach: dic
                     "outputTokens": line.output_tokens,
                     "costUsd": money(line.cost_usd),
                 }
-                for line in spend_store.lines_by_step(conn, ctx["runId"])
+                for line in spend_store.lines_by_step(conn, ctx.run_id)
             ],
         },
         "proposedTopUp": _proposal(breach),
@@ -254,11 +255,11 @@ def _details(conn: sa.Connection, ctx: dict[str, Any], step_id: str, breach: dic
     }
 
 
-def _budget_gates(conn: sa.Connection, ctx: dict[str, Any]) -> list[gate_store.Gate]:
+def _budget_gates(conn: sa.Connection, ctx: RunContext) -> list[gate_store.Gate]:
     return [
         gate
-        for gate in gate_store.list_for_run(conn, ctx["runId"])
-        if gate.purpose == "budget" and gate.generation == ctx["generation"]
+        for gate in gate_store.list_for_run(conn, ctx.run_id)
+        if gate.purpose == "budget" and gate.generation == ctx.generation
     ]
 
 
@@ -275,31 +276,38 @@ def _ended(gate: gate_store.Gate) -> bool:
     return (gate.decision or {}).get("decision") != "yes"
 
 
-def _fail_with_artifact(conn: sa.Connection, ctx: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
+def _fail_with_artifact(conn: sa.Connection, ctx: RunContext, details: dict[str, Any]) -> ReservationJson:
     metric = details["metric"]
     reason = f"budget:{metric}: observed {details['observed']} > limit {details['limit']} ({details['scope']})"
     inline = {**details, "scope": "runtime", "budgetScope": details["scope"], "boundary": "agent-call"}
     artifacts.add(
         conn,
-        ctx["runId"],
+        ctx.run_id,
         NewArtifact(
             step_id="BUDGET",
             idx=0,
             kind="json_diagnostic",
-            uri=artifact_uri(ctx["runId"], "BUDGET", metric, f"{metric}.json"),
+            uri=artifact_uri(ctx.run_id, "BUDGET", metric, f"{metric}.json"),
             task_key=metric,
-            attempt=ctx["generation"],
+            attempt=ctx.generation,
             inline={**inline, "outcome": "blocked", "reason": reason},
         ),
     )
     return {"failed": {"code": "BUDGET_EXCEEDED", "message": reason}}
 
 
-def reserve_in(conn: sa.Connection, ctx: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+class ReservationJson(TypedDict, total=False):
+    """``reserve_in``'s answer, as checkpointed: exactly one of its keys."""
+
+    reserved: bool
+    parked: ParkJson
+    failed: FailureJson
+
+
+def reserve_in(conn: sa.Connection, ctx: RunContext, request: AgentRequest) -> ReservationJson:
     """Hold a live call's maximum before it is made: ``{"reserved": bool}``, ``{"parked": …}`` or
     ``{"failed": {code, message}}`` (the BUDGET artifact written in this transaction)."""
-    request = AgentRequest(**call)
-    runs.get(conn, ctx["runId"], lock=True)  # serialise the run's reservations (lock order: run row first)
+    runs.get(conn, ctx.run_id, lock=True)  # serialise the run's reservations (lock order: run row first)
     if agent_calls.find(conn, request.op_key) is not None or spend_store.open_reservation(conn, request.op_key):
         return {"reserved": False}  # ledgered already (or held by an earlier try of this step)
     earlier = _budget_gates(conn, ctx)  # newest first
@@ -325,8 +333,8 @@ def reserve_in(conn: sa.Connection, ctx: dict[str, Any], call: dict[str, Any]) -
         spend_store.reserve(
             conn,
             op_key=request.op_key,
-            run_id=ctx["runId"],
-            tenant_id=ctx.get("tenantId"),
+            run_id=ctx.run_id,
+            tenant_id=ctx.tenant_id,
             step_id=request.step_id,
             model=model,
             tokens=tokens,
@@ -334,7 +342,7 @@ def reserve_in(conn: sa.Connection, ctx: dict[str, Any], call: dict[str, Any]) -
         )
         return {"reserved": True}
     details = _details(conn, ctx, request.step_id, breach)
-    key = gate_key_for(ctx["runId"], request.step_id, f"budget:{len(earlier) + 1}", ctx["generation"])
+    key = gate_key_for(ctx.run_id, request.step_id, f"budget:{len(earlier) + 1}", ctx.generation)
     ttl = breach.get("waitS") or settings.budget_gate_timeout_s
     parked = gates.park_budget_in(conn, ctx, key, request.step_id, int(ttl), BUDGET_FORM, details)
     # The webhook event, in the transaction that parks the run (the outbox: kodo.store.webhooks).
@@ -342,8 +350,8 @@ def reserve_in(conn: sa.Connection, ctx: dict[str, Any], call: dict[str, Any]) -
     webhooks.record_event(
         conn,
         "budget.exceeded",
-        {"workflowId": ctx["workflowId"], "runId": ctx["runId"], "gateKey": key, **event},
-        run_id=ctx["runId"],
-        partition_key=ctx.get("partitionKey"),
+        {"workflowId": ctx.workflow_id, "runId": ctx.run_id, "gateKey": key, **event},
+        run_id=ctx.run_id,
+        partition_key=ctx.partition_key,
     )
     return {"parked": parked}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from dbos import DBOS, EnqueueOptions
@@ -36,15 +36,19 @@ from kodo.workflows import (
     observe,
     patches,
 )
+from kodo.workflows.context import RunContext, TaskJson
+from kodo.workflows.outputs import BuildJson, ExecutionJson, SandboxResponseJson
 from kodo.workflows.queues import partition_for
 from kodo.workflows.runtime import Services, services, transact
-from kodo.workflows.templates import default_resolution
+from kodo.workflows.templates import TemplateJson, default_resolution
 
 STEP_ID = "ExecuteST"
 TASK_WORKFLOW = "ExecuteTask"  # the child workflow of one task, on sbxQ
 
 
-def artifact_set(run_id: str, task_key: str, attempt: int, provider: str, result: dict[str, Any]) -> list[NewArtifact]:
+def artifact_set(
+    run_id: str, task_key: str, attempt: int, provider: str, result: SandboxResponseJson
+) -> list[NewArtifact]:
     """The per-attempt artifact set: index (idx 0) then stdout, stderr, files, raw, timings sorted by URI."""
 
     def uri(name: str) -> str:
@@ -105,9 +109,7 @@ RETRY_INTERVAL_S = 1.0
 RETRY_BACKOFF = 2.0
 
 
-def sandbox_request(
-    task: dict[str, Any], attempt: int, execution_id: str, toolchain: str | None = None
-) -> SandboxRequest:
+def sandbox_request(task: TaskJson, attempt: int, execution_id: str, toolchain: str | None = None) -> SandboxRequest:
     """The request of one execution: the task's command, with the execution's ids (also in the command's env)
     and the installed template it runs with (``toolchain``), if any."""
     settings = services().settings
@@ -127,7 +129,7 @@ def sandbox_request(
 
 
 @DBOS.step(name="executeTask")
-def run_sandbox(task: dict[str, Any], attempt: int) -> dict[str, Any]:
+def run_sandbox(task: TaskJson, attempt: int) -> SandboxResponseJson:
     """One execution of the task's command: its ledger row is committed first, then the sandbox's kept result
     is returned (``reused``) or the command runs. The result is recorded by :func:`settle`, with its checkpoint."""
     svc = services()
@@ -144,7 +146,7 @@ def run_sandbox(task: dict[str, Any], attempt: int) -> dict[str, Any]:
     else:
         result = _run_command(svc, request, attempt)
     faults.hit("sandbox.after_command")
-    response = result.as_json(request.task_key)
+    response = cast(SandboxResponseJson, result.as_json(request.task_key))  # attempt and execution just below
     if task.get("template"):
         response["template"] = boot_record(task["template"], result, booting, svc.settings.chaos_sleep_execute)
         if toolchain is not None:  # an installed template: cold (built for this task) or warm
@@ -173,7 +175,7 @@ def _run_command(svc: Services, request: SandboxRequest, attempt: int) -> Sandbo
     return result
 
 
-def _settle(conn: sa.Connection, task: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+def _settle(conn: sa.Connection, task: TaskJson, response: SandboxResponseJson) -> SandboxResponseJson:
     svc = services()
     made = artifact_set(task["runId"], task["taskKey"], response["attempt"], svc.sandbox.provider, response)
     response["artifactIndexRef"] = made[0].uri
@@ -185,20 +187,20 @@ def _settle(conn: sa.Connection, task: dict[str, Any], response: dict[str, Any])
         provider=svc.sandbox.provider,
         request=sandbox_request(task, response["attempt"], response["execution"]["executionId"]).as_json()
         | dict(task.get("template") or {}),
-        response=response,
+        response=dict(response),
     )
     artifacts.add_all(conn, task["runId"], made)
     execution_ledger.settle(conn, response)
     return response
 
 
-def settle(task: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+def settle(task: TaskJson, response: SandboxResponseJson) -> SandboxResponseJson:
     """The execution's result: its ``sbx_runs`` row, artifacts and ledger row, with this step's checkpoint."""
     return transact("settleExecution", _settle, task, response)
 
 
 @DBOS.workflow(name=TASK_WORKFLOW, max_recovery_attempts=10)
-def execute_task(task: dict[str, Any]) -> dict[str, Any]:
+def execute_task(task: TaskJson) -> SandboxResponseJson:
     """Run one fan-out task; returns the sandbox response of its last attempt."""
     with observe.bound(task["runId"], None):  # the task's own DBOS workflow id is bound too
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -218,9 +220,7 @@ def execute_task(task: dict[str, Any]) -> dict[str, Any]:
 # --- the parent's side: plan the tasks, fan them out, aggregate them as ExecuteST ---------------
 
 
-def plan_tasks(
-    ctx: dict[str, Any], build: dict[str, Any], template: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
+def plan_tasks(ctx: RunContext, build: BuildJson, template: TemplateJson | None = None) -> list[TaskJson]:
     """One task per test (``<test_command> <test>``), or one task running the command as is.
 
     The resolved sandbox template (its key and ref) is part of every task key.
@@ -230,7 +230,7 @@ def plan_tasks(
     command = str(build["test_command"])
     tests = [str(t) for t in build.get("tests", [])]
     commands: list[tuple[str, str | None]] = [(f"{command} {test}", test) for test in tests] or [(command, None)]
-    tasks = []
+    tasks: list[TaskJson] = []
     for cmd, test in commands:
         request: dict[str, Any] = {
             "cmd": cmd,
@@ -238,25 +238,29 @@ def plan_tasks(
             "templateKey": template["templateKey"],
             "templateRef": template["templateRef"],
         }
-        if ctx["generation"] > 1:  # a repair runs its tasks afresh, as new child workflows
-            request["generation"] = ctx["generation"]
+        if ctx.generation > 1:  # a repair runs its tasks afresh, as new child workflows
+            request["generation"] = ctx.generation
         tasks.append(
             {
-                "taskKey": task_key_for(ctx["intentId"], ctx["runId"], request),
-                "runId": ctx["runId"],
+                "taskKey": task_key_for(ctx.intent_id, ctx.run_id, request),
+                "runId": ctx.run_id,
                 "cmd": cmd,
-                "workdir": ctx["workspace"],
+                "workdir": str(ctx.workspace),
                 "timeoutMs": settings.sbx_default_timeout_ms,
                 "net": settings.sbx_default_net,
-                "template": template,
+                "template": dict(template),
             }
         )
     return tasks
 
 
 def fan_out(
-    ctx: dict[str, Any], tasks: list[dict[str, Any]], *, workflow_name: str = TASK_WORKFLOW
-) -> list[dict[str, Any]]:
+    tasks: Sequence[Mapping[str, Any]],
+    *,
+    priority: int | None,
+    partition_key: str | None,
+    workflow_name: str = TASK_WORKFLOW,
+) -> list[Any]:
     """Start one ExecuteTask child (``workflow_name``) per task on sbxQ (id = taskKey) and wait for all of them.
 
     Each child's waiter is registered before it is enqueued; ``completions.settle`` blocks until its
@@ -272,10 +276,10 @@ def fan_out(
                 "workflow_name": workflow_name,
                 "queue_name": "sbxQ",
                 "workflow_id": task["taskKey"],
-                "priority": int(ctx.get("priority") or 1),
+                "priority": int(priority or 1),
                 "app_version": settings.app_version,
             }
-            partition = partition_for(settings, ctx.get("partitionKey"))
+            partition = partition_for(settings, partition_key)
             if partition:
                 options["queue_partition_key"] = partition
             trace_context = telemetry.current_context()
@@ -293,7 +297,7 @@ def fan_out(
     return results
 
 
-def _merge(tasks: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
+def _merge(tasks: list[TaskJson], results: list[SandboxResponseJson]) -> ExecutionJson:
     codes = [r.get("errCode", "NONE") for r in results]
     failed = next((r for r in results if r.get("errCode", "NONE") != "NONE"), None)
     metrics = [r.get("metrics", {}) for r in results]
@@ -331,20 +335,20 @@ def _merge(tasks: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[s
 
 def _save_execution(
     conn: sa.Connection,
-    ctx: dict[str, Any],
-    build: dict[str, Any],
-    tasks: list[dict[str, Any]],
-    results: list[dict[str, Any]],
+    ctx: RunContext,
+    build: BuildJson,
+    tasks: list[TaskJson],
+    results: list[SandboxResponseJson],
     started_at: str,
-) -> dict[str, Any]:
-    run_id = ctx["runId"]
+) -> ExecutionJson:
+    run_id = ctx.run_id
     merged = _merge(tasks, results)
     # Files a sandbox changed in its copy of the workspace (E2B) land in the local one through the patch ledger
     # (write-ahead preimages, atomic writes) with this step's checkpoint; a failed run restores them.
     files = workspace_files(merged["filesOut"])
     if files:
         applied = patches.apply_files(
-            conn, services().engine, run_id=run_id, workspace=Path(ctx["workspace"]), step_id=STEP_ID, files=files
+            conn, services().engine, run_id=run_id, workspace=ctx.workspace, step_id=STEP_ID, files=files
         )
         merged["raw"]["filesApplied"] = [item["targetPath"] for item in applied]
     attempt = steps.next_attempt(conn, run_id, "ExecuteST")
@@ -364,9 +368,9 @@ def _save_execution(
         step_id="ExecuteST",
         attempt=attempt,
         phase=STEP_PHASES["ExecuteST"],
-        output=merged,
+        output=dict(merged),
         started_at=datetime.fromisoformat(started_at),
-        **observe.step(ctx["workflowId"], "ExecuteST", attempt),
+        **observe.step(ctx.workflow_id, "ExecuteST", attempt),
     )
     if merged["errCode"] == "NONE":
         evals.record_for_run(conn, ctx)  # with ExecuteST's checkpoint: stored exactly once
@@ -379,11 +383,11 @@ def _save_execution(
 
 
 def execute(
-    ctx: dict[str, Any],
-    build: dict[str, Any],
-    tasks: list[dict[str, Any]],
-    results: list[dict[str, Any]],
+    ctx: RunContext,
+    build: BuildJson,
+    tasks: list[TaskJson],
+    results: list[SandboxResponseJson],
     started_at: str,
-) -> dict[str, Any]:
+) -> ExecutionJson:
     """ExecuteST: the receipt, the step row and the run's final projection, with the step's checkpoint."""
     return transact("ExecuteST", _save_execution, ctx, build, tasks, results, started_at)

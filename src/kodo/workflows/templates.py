@@ -14,7 +14,7 @@ same key with another template id is refused).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired, TypedDict, final
 
 import sqlalchemy as sa
 
@@ -22,12 +22,33 @@ from kodo.errors import NotFound
 from kodo.identity import sha256_hex
 from kodo.store import recipe_versions, sbx_templates
 from kodo.store.sbx_templates import SbxTemplate
+from kodo.workflows.context import FailureJson, RunContext
 from kodo.workflows.runtime import transact
 
 DEFAULT_ENV = "local-python-3.11"
 
 
-def default_resolution() -> dict[str, Any]:
+@final
+class TemplateJson(TypedDict):
+    """A run's resolved sandbox template (checkpointed as ``templates.resolve``; part of every task key)."""
+
+    source: str  # hot | cold
+    envRef: str
+    templateKey: str
+    templateRef: str
+    templateId: str | None
+    depsHash: str
+    deps: NotRequired[list[str]]  # installed by the local sandbox (kodo.workflows.environments)
+
+
+@final
+class TemplateErrorJson(TypedDict):
+    """A resolution that failed: the recipe version is gone, or the registry drifted."""
+
+    error: FailureJson
+
+
+def default_resolution() -> TemplateJson:
     return {
         "source": "cold",
         "envRef": DEFAULT_ENV,
@@ -52,7 +73,7 @@ def template_key(recipe_id: str, v: str, digest: str) -> str:
     return f"{recipe_id}:{v}:{digest}"
 
 
-def resolve_in(conn: sa.Connection, recipe_id: str, v: str) -> dict[str, Any]:
+def resolve_in(conn: sa.Connection, recipe_id: str, v: str) -> TemplateJson | TemplateErrorJson:
     """Hot, cold or drift (``error`` set) for a recipe version, as of now."""
     version = recipe_versions.get(conn, recipe_id, v)
     if version is None:
@@ -60,14 +81,14 @@ def resolve_in(conn: sa.Connection, recipe_id: str, v: str) -> dict[str, Any]:
     env_ref, _deps = sandbox_of(version.spec)
     digest = deps_hash(version.spec)
     key = template_key(recipe_id, v, digest)
-    resolution = {
+    resolution: TemplateJson = {
         "source": "cold",
         "envRef": env_ref,
         "templateKey": key,
         "templateRef": env_ref,
         "templateId": None,
         "depsHash": digest,
-        "deps": _deps,  # installed by the local sandbox (kodo.workflows.environments)
+        "deps": _deps,
     }
     row = sbx_templates.get(conn, recipe_id, v, digest)
     if row is None:
@@ -82,15 +103,11 @@ def resolve_in(conn: sa.Connection, recipe_id: str, v: str) -> dict[str, Any]:
     return {**resolution, "source": "hot", "templateId": row.template_id, "templateRef": row.template_id}
 
 
-def _resolve(conn: sa.Connection, ctx: dict[str, Any]) -> dict[str, Any]:
-    return resolve_in(conn, ctx["recipeId"], ctx["recipeV"])
-
-
-def resolve(ctx: dict[str, Any]) -> dict[str, Any]:
+def resolve(ctx: RunContext) -> TemplateJson | TemplateErrorJson:
     """The run's template (checkpointed, so a replay sees the same answer); ``error`` on drift."""
-    if not ctx.get("recipeId"):
+    if not ctx.recipe_id:
         return default_resolution()
-    return transact("templates.resolve", _resolve, ctx)
+    return transact("templates.resolve", resolve_in, ctx.recipe_id, ctx.recipe_v or "")
 
 
 def register(

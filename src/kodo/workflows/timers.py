@@ -24,7 +24,7 @@ from dbos import error as dbos_errors
 from kodo.identity import artifact_uri
 from kodo.models import NewArtifact
 from kodo.settings import Settings
-from kodo.store import artifacts
+from kodo.store import artifacts, clock
 from kodo.workflows.runtime import transact
 
 SLEEP_WORKFLOW = "SleepWorkflow"
@@ -34,7 +34,7 @@ MAX_SLEEP_MS = 7 * 24 * 3600 * 1000
 
 
 def _record(conn: sa.Connection, anchor: str, step_id: str, inline: dict[str, Any]) -> dict[str, Any]:
-    at = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+    at = clock.now(conn)
     body = {**inline, "at": at.isoformat()}
     artifacts.add(
         conn,
@@ -68,10 +68,8 @@ def start_sleep(client: DBOSClient, *, workflow_id: str, sleep_ms: int, app_vers
 
 
 def _tick(conn: sa.Connection, workflow_id: str, scheduled_at: str) -> dict[str, Any]:
-    lag = conn.execute(
-        sa.text("SELECT extract(epoch FROM clock_timestamp() - CAST(:s AS timestamptz)) * 1000"), {"s": scheduled_at}
-    ).scalar_one()
-    return _record(conn, workflow_id, TICK_WORKFLOW, {"scheduledAt": scheduled_at, "lagMs": int(lag)})
+    lag = clock.ms_since(conn, scheduled_at)
+    return _record(conn, workflow_id, TICK_WORKFLOW, {"scheduledAt": scheduled_at, "lagMs": lag})
 
 
 @DBOS.workflow(name=TICK_WORKFLOW, max_recovery_attempts=10)
