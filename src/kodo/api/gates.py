@@ -6,69 +6,30 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import actor, empty_list, partition_patterns, requires
 from kodo.api.answers import GateAnswer, InboxAnswer, ReplyAnswer, answers
-from kodo.api.deps import ApiContext, context
+from kodo.api.deps import DEPRECATION, ApiContext, context
 from kodo.api.openapi import body, integer, query
-from kodo.api.review import gate_review
 from kodo.api.run_changes import read_until
-from kodo.api.runs import DEPRECATION, read_by_key, require_run
 from kodo.api.schemas import ExternalEventBody, GateReplyBody, RunEventBody, parse_body
 from kodo.errors import Conflict, Gone, InvalidInput, NotFound
 from kodo.store import gates as gate_store
-from kodo.store.gates import Gate
+from kodo.store import runs
+from kodo.views import read_by_key
+from kodo.views.gates import GateView, gate_view, gate_views, inbox_row, interaction_row, origins
+from kodo.views.reviews import gate_review
+from kodo.views.runs import require_run
 from kodo.workflows import gates
 from kodo.workflows.runs import retry_run
 
 router = APIRouter()
 GATE_SLICE_SEC = 1.0
 _GATE_KEY = re.compile(r"^[a-z0-9][a-z0-9:_-]{0,127}$")
-
-
-def _ms(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
-
-
-def _state(gate: Gate) -> str:
-    if gate.resolved_at is None:
-        return "PENDING"
-    if (gate.result or {}).get("state") == "TIMED_OUT":
-        return "TIMED_OUT"
-    return "RESOLVED" if gate.decision is not None or gate.purpose != "approve-plan" else "RECEIVED"
-
-
-def gate_view(workflow_id: str, gate: Gate, origin: str | None) -> dict[str, Any]:
-    prompt = dict(gate.prompt or {})
-    if prompt:
-        prompt["createdAt"] = _ms(gate.created_at)
-        prompt["deadlineAt"] = _ms(gate.deadline_at)
-    return {
-        "workflowID": workflow_id,
-        "gateKey": gate.gate_key,
-        "topic": gate.topic,
-        "purpose": gate.purpose,
-        "stepID": gate.step_id,
-        "generation": gate.generation,
-        "state": _state(gate),
-        "prompt": prompt or None,
-        "result": gate.result,
-        "decision": gate.decision,
-        "origin": origin,
-        "createdAt": _ms(gate.created_at),
-        "deadlineAt": _ms(gate.deadline_at),
-        "resolvedAt": _ms(gate.resolved_at),
-    }
-
-
-def _origins(conn: sa.Connection, run_id: str) -> dict[str, str]:
-    return {i.gate_key: i.origin for i in gate_store.interactions(conn, run_id, limit=500)}
 
 
 def _gate_key(raw: str) -> str:
@@ -95,24 +56,17 @@ def list_gates(wid: str, request: Request) -> JSONResponse:
     """The run's gates, newest first (an unknown run has none)."""
     ctx = context(request)
     with ctx.read() as conn:
-        from kodo.store import runs
-
         run = runs.get(conn, wid)
-        if run is None:
-            return JSONResponse([])
-        origins = _origins(conn, run.id)
-        return JSONResponse(
-            [gate_view(run.workflow_id, g, origins.get(g.gate_key)) for g in gate_store.list_for_run(conn, run.id)]
-        )
+        return JSONResponse([] if run is None else gate_views(conn, run))
 
 
-def _read_gate(ctx: ApiContext, wid: str, key: str) -> dict[str, Any]:
+def _read_gate(ctx: ApiContext, wid: str, key: str) -> GateView:
     with ctx.read() as conn:
         run = require_run(conn, wid)
         gate = gate_store.get(conn, run.id, key)
         if gate is None:
             raise NotFound("gate not found")
-        view = gate_view(run.workflow_id, gate, _origins(conn, run.id).get(key))
+        view = gate_view(run.workflow_id, gate, origins(conn, run.id).get(key))
         review = gate_review(conn, run, gate, ctx.settings.review_diff_max_lines)
         if review is not None:  # the plan gate's card: the plan and the diff it approves
             view["review"] = review
@@ -205,27 +159,9 @@ def list_interactions(wid: str, request: Request) -> JSONResponse:
     ctx = context(request)
     limit = _int_query(request, "limit", 200, 1, 500)
     with ctx.read() as conn:
-        from kodo.store import runs
-
         run = runs.get(conn, wid)
-        if run is None:
-            return JSONResponse([])
-        rows = gate_store.interactions(conn, run.id, limit)
-    return JSONResponse(
-        [
-            {
-                "workflowID": i.workflow_id,
-                "gateKey": i.gate_key,
-                "topic": i.topic,
-                "dedupeKey": i.dedupe_key,
-                "payloadHash": i.payload_hash,
-                "origin": i.origin,
-                "actor": i.actor,
-                "createdAt": _ms(i.created_at),
-            }
-            for i in rows
-        ]
-    )
+        rows = [] if run is None else gate_store.interactions(conn, run.id, limit)
+    return JSONResponse([interaction_row(i) for i in rows])
 
 
 @router.get(
@@ -242,29 +178,10 @@ def inbox(request: Request) -> JSONResponse:
     now = datetime.now(UTC)
     rows = []
     with ctx.read() as conn:
-        from kodo.store import runs
-
         for gate in gate_store.open_gates(conn, limit, partition_patterns(request)):
             run = runs.get(conn, gate.run_id)
             assert run is not None
-            left = (gate.deadline_at - now).total_seconds() if gate.deadline_at else None
-            sla = "NORMAL" if left is None or left > 60 else ("WARNING" if left > 0 else "CRITICAL")
-            rows.append(
-                {
-                    "workflowID": run.workflow_id,
-                    "runId": run.id,
-                    "gateKey": gate.gate_key,
-                    "topic": gate.topic,
-                    "purpose": gate.purpose,
-                    "nextAction": gate.next_action,
-                    "deadline": _ms(gate.deadline_at),
-                    "slaStatus": sla,
-                    "mismatchRisk": gate.topic != f"human:{gate.gate_key}",
-                    "createdAt": _ms(gate.created_at),
-                    # a budget gate: the limit hit, spend by step and model, the proposed top-up
-                    "details": (gate.prompt or {}).get("details"),
-                }
-            )
+            rows.append(inbox_row(run, gate, now))
     return JSONResponse(rows)
 
 

@@ -15,12 +15,12 @@ from pydantic import Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import actor, not_found, partition_patterns, requires
-from kodo.api.deps import ApiContext, context
+from kodo.api.deps import context
 from kodo.api.openapi import BOOLEAN, TEXT, body, integer, query
+from kodo.api.queries import query_bool, query_int, query_text, strict_query
 from kodo.api.schemas import Strict, parse_body
 from kodo.errors import Conflict, InvalidInput
 from kodo.ops import executors, queues, workflows
-from kodo.ops.context import Ops
 from kodo.store import dbos_workflows, runs
 from kodo.store.dbos_workflows import STATUSES, Filter
 from kodo.workflows.timers import MAX_SLEEP_MS, SLEEP_WORKFLOW, start_sleep
@@ -37,50 +37,6 @@ class OpsActionBody(Strict):
 class ForkBody(OpsActionBody):
     stepN: Annotated[int, Field(ge=1, le=2_147_483_647)]
     appVersion: NonBlank | None = None
-
-
-def ops_of(ctx: ApiContext) -> Ops:
-    return Ops(engine=ctx.engine, client=ctx.client, settings=ctx.settings)
-
-
-def strict_query(request: Request, allowed: set[str]) -> dict[str, str]:
-    """The query as a dict; an unknown or repeated key is a 400."""
-    items = request.query_params.multi_items()
-    keys = [key for key, _value in items]
-    unknown = sorted(set(keys) - allowed)
-    if unknown:
-        raise InvalidInput(
-            f"unknown query parameter(s): {', '.join(unknown)}", [{"loc": ["query", k]} for k in unknown]
-        )
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise InvalidInput(f"repeated query parameter(s): {', '.join(repeated)}")
-    return dict(items)
-
-
-def query_int(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    if not raw.strip().isdecimal() or not low <= int(raw) <= high:
-        raise InvalidInput(f"{name} must be an integer between {low} and {high}", [{"loc": ["query", name]}])
-    return int(raw)
-
-
-def query_bool(query: dict[str, str], name: str) -> bool:
-    raw = query.get(name, "false").strip().lower()
-    if raw not in {"true", "false", "1", "0"}:
-        raise InvalidInput(f"{name} must be true or false", [{"loc": ["query", name]}])
-    return raw in {"true", "1"}
-
-
-def query_text(query: dict[str, str], name: str) -> str | None:
-    raw = query.get(name)
-    if raw is None:
-        return None
-    if not raw.strip():
-        raise InvalidInput(f"{name} must not be empty", [{"loc": ["query", name]}])
-    return raw.strip()
 
 
 # --- the six workflow routes ---------------------------------------------------------------------
@@ -116,7 +72,7 @@ def list_workflows(request: Request) -> JSONResponse:
         limit=query_int(query, "limit", 20, 1, 200),
         partition_like=partition_patterns(request),
     )
-    return JSONResponse(workflows.list_workflows(ops_of(context(request)), where))
+    return JSONResponse(workflows.list_workflows(context(request).ops(), where))
 
 
 @router.get("/api/ops/wf/{wid}")
@@ -124,7 +80,7 @@ def list_workflows(request: Request) -> JSONResponse:
 def get_workflow(wid: str, request: Request) -> JSONResponse:
     """Summary + run + children + audit (newest first); 404 ``workflow not found: <id>``."""
     strict_query(request, set())
-    return JSONResponse(workflows.get_workflow(ops_of(context(request)), wid))
+    return JSONResponse(workflows.get_workflow(context(request).ops(), wid))
 
 
 @router.get("/api/ops/wf/{wid}/steps")
@@ -132,7 +88,7 @@ def get_workflow(wid: str, request: Request) -> JSONResponse:
 def get_workflow_steps(wid: str, request: Request) -> JSONResponse:
     """WorkflowStepSummary[] in function-id order."""
     strict_query(request, set())
-    return JSONResponse(workflows.steps(ops_of(context(request)), wid))
+    return JSONResponse(workflows.steps(context(request).ops(), wid))
 
 
 @router.post("/api/ops/wf/{wid}/cancel", openapi_extra=body(OpsActionBody))
@@ -142,7 +98,7 @@ async def cancel_workflow(wid: str, request: Request) -> JSONResponse:
     strict_query(request, set())
     body = await parse_body(request, OpsActionBody)
     result = await run_in_threadpool(
-        partial(workflows.cancel, actor=actor(request, body.actor), reason=body.reason), ops_of(context(request)), wid
+        partial(workflows.cancel, actor=actor(request, body.actor), reason=body.reason), context(request).ops(), wid
     )
     return JSONResponse(result, status_code=202)
 
@@ -154,7 +110,7 @@ async def resume_workflow(wid: str, request: Request) -> JSONResponse:
     strict_query(request, set())
     body = await parse_body(request, OpsActionBody)
     result = await run_in_threadpool(
-        partial(workflows.resume, actor=actor(request, body.actor), reason=body.reason), ops_of(context(request)), wid
+        partial(workflows.resume, actor=actor(request, body.actor), reason=body.reason), context(request).ops(), wid
     )
     return JSONResponse(result, status_code=202)
 
@@ -173,7 +129,7 @@ async def fork_workflow(wid: str, request: Request) -> JSONResponse:
             actor=actor(request, body.actor),
             reason=body.reason,
         ),
-        ops_of(context(request)),
+        context(request).ops(),
         wid,
     )
     return JSONResponse(result, status_code=202)
@@ -198,7 +154,7 @@ def queue_depth(request: Request) -> JSONResponse:
     if status is not None and status not in {"ENQUEUED", "PENDING", "DELAYED"}:
         raise InvalidInput("status must be ENQUEUED, PENDING or DELAYED", [{"loc": ["query", "status"]}])
     rows = queues.depth(
-        ops_of(context(request)),
+        context(request).ops(),
         queue=query_text(query, "queueName"),
         status=status,
         limit=query_int(query, "limit", 20, 1, 200),
@@ -211,7 +167,7 @@ def queue_depth(request: Request) -> JSONResponse:
 def queue_fairness(request: Request) -> JSONResponse:
     """Per queue partition: waiting and running counts, oldest and newest."""
     query = strict_query(request, {"queueName", "limit"})
-    ops = ops_of(context(request))
+    ops = context(request).ops()
     rows = queues.fairness(ops, queue=query_text(query, "queueName"), limit=query_int(query, "limit", 200, 1, 1000))
     return JSONResponse(rows)
 
@@ -222,7 +178,7 @@ def queue_priority(request: Request) -> JSONResponse:
     """Per queue priority: counts and the mean enqueue→dequeue latency over ``windowSec`` (default 3600)."""
     query = strict_query(request, {"queueName", "windowSec"})
     rows = queues.priority(
-        ops_of(context(request)),
+        context(request).ops(),
         queue=query_text(query, "queueName"),
         window_s=query_int(query, "windowSec", 3600, 1, 30 * 86400),
     )
@@ -235,7 +191,7 @@ def throughput(request: Request) -> JSONResponse:
     """Completions over ``windowSec`` (default 300), fairness, priority and run counts."""
     query = strict_query(request, {"windowSec"})
     window = query_int(query, "windowSec", 300, 1, 30 * 86400)
-    return JSONResponse(queues.throughput(ops_of(context(request)), window_s=window))
+    return JSONResponse(queues.throughput(context(request).ops(), window_s=window))
 
 
 @router.get("/api/ops/executors")
@@ -243,7 +199,7 @@ def throughput(request: Request) -> JSONResponse:
 def list_executors(request: Request) -> JSONResponse:
     """Workers with heartbeat age, version and leader; workflows awaiting recovery; stranded ones."""
     strict_query(request, set())
-    return JSONResponse(executors.view(ops_of(context(request))))
+    return JSONResponse(executors.view(context(request).ops()))
 
 
 @router.post("/api/ops/sleep", openapi_extra=query(("wf", TEXT), ("sleep", integer(1, MAX_SLEEP_MS)), required=("wf",)))

@@ -14,11 +14,12 @@ from kodo.api.access import principal, requires
 from kodo.api.answers import RecipeAnswer, RunHeaderAnswer, answers
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body
-from kodo.api.runs import header, read_by_key, require_run
 from kodo.api.schemas import RunStartBody, parse_body
 from kodo.errors import Conflict, IdentityDrift
 from kodo.store import eval_results
 from kodo.store import recipe_versions as versions
+from kodo.views import read_by_key
+from kodo.views.runs import RunHeader, header, require_run
 from kodo.workflows import recipes
 from kodo.workflows.recipe_spec import RecipeBundle, RecipeExportRequest
 
@@ -69,7 +70,7 @@ async def export_recipes(request: Request) -> Response:
 _OTHER_TENANT = "a run with this identity exists outside your tenant (change formData to start another)"
 
 
-def _start(ctx: ApiContext, body: RunStartBody, who: Principal | None) -> tuple[dict[str, Any], bool]:
+def _start(ctx: ApiContext, body: RunStartBody, who: Principal | None) -> tuple[RunHeader, bool]:
     opts = body.opts.model_dump(exclude_none=True) if body.opts else {}
     if who is not None and not who.everywhere:  # with tokens, a run's tenant is its token's
         opts["tenantId"] = who.tenant

@@ -10,7 +10,7 @@ from kodo.api.access import empty_list, not_found, requires
 from kodo.api.answers import DiagnosisAnswer, answers
 from kodo.api.deps import context
 from kodo.api.openapi import integer, query
-from kodo.api.ops import ops_of, query_int, strict_query
+from kodo.api.queries import query_int, strict_query
 from kodo.ops import diagnosis, evidence, executions
 
 router = APIRouter()
@@ -21,7 +21,7 @@ router = APIRouter()
 def run_diagnosis(wid: str, request: Request) -> JSONResponse:
     """A plain-language cause (``code`` + ``reason`` + ``details``) for a run or any workflow; 404 if unknown."""
     strict_query(request, set())
-    return JSONResponse(diagnosis.diagnose(ops_of(context(request)), wid))
+    return JSONResponse(diagnosis.diagnose(context(request).ops(), wid))
 
 
 @router.get("/api/runs/{wid}/repro")
@@ -29,7 +29,7 @@ def run_diagnosis(wid: str, request: Request) -> JSONResponse:
 def run_repro(wid: str, request: Request) -> Response:
     """ReproSnapshot as canonical JSON (app rows + DBOS workflows of the run); 404 ``run not found``."""
     strict_query(request, set())
-    text = evidence.snapshot_text(ops_of(context(request)), wid)
+    text = evidence.snapshot_text(context(request).ops(), wid)
     return Response(text, media_type="application/json")
 
 
@@ -38,7 +38,7 @@ def run_repro(wid: str, request: Request) -> Response:
 def run_proofs(wid: str, request: Request) -> JSONResponse:
     """ProofCard[], newest evidence first; an unknown run has none (``[]``)."""
     strict_query(request, set())
-    return JSONResponse(evidence.proofs(ops_of(context(request)), wid))
+    return JSONResponse(evidence.proofs(context(request).ops(), wid))
 
 
 @router.get(
@@ -52,4 +52,4 @@ def run_executions(wid: str, request: Request) -> JSONResponse:
     found = strict_query(request, {"limit", "offset"})
     limit = query_int(found, "limit", 100, 1, executions.MAX_LIMIT)
     offset = query_int(found, "offset", 0, 0, 1_000_000)
-    return JSONResponse(executions.for_run(ops_of(context(request)), wid, limit=limit, offset=offset))
+    return JSONResponse(executions.for_run(context(request).ops(), wid, limit=limit, offset=offset))
