@@ -14,7 +14,20 @@ from kodo.views.artifacts import render
 router = APIRouter()
 
 
-@router.get("/api/artifacts/{uri:path}")
+@router.get(
+    "/api/artifacts/{uri:path}",
+    responses={
+        200: {
+            "description": "The content, by kind (JSON; an artifact kept elsewhere answers its identity)",
+            "content": {
+                "application/json": {"schema": {"description": "Any JSON value, or an ArtifactStubAnswer"}},
+                "text/plain": {"schema": {"type": "string"}},
+                "text/x-diff": {"schema": {"type": "string"}},
+                "image/svg+xml": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 @requires("viewer", hidden=not_found("artifact not found"))
 def get_artifact(uri: str, request: Request) -> Response:
     """The artifact's content (highest attempt), rendered by kind; 404 if unknown."""

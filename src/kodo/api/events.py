@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import requires
+from kodo.api.answers import media
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import integer, query
 from kodo.api.run_changes import watching
@@ -38,7 +39,12 @@ def _snapshot(ctx: ApiContext, run_id: str) -> tuple[runs.Fingerprint | None, Ru
         return fingerprint, header(ctx, conn, run)
 
 
-@router.get("/api/runs/{wid}/events", openapi_extra=query(("maxSeconds", integer(1, 3600))))
+@router.get(
+    "/api/runs/{wid}/events",
+    openapi_extra=query(("maxSeconds", integer(1, 3600))),
+    response_class=StreamingResponse,
+    responses=media(200, "text/event-stream", "Server-Sent Events: `event: run` (data: the RunHeader), `event: end`"),
+)
 @requires("viewer")
 async def run_events(wid: str, request: Request) -> StreamingResponse:
     """Stream ``event: run`` (the RunHeader as JSON) each time the run changes."""

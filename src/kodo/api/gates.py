@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import actor, empty_list, partition_patterns, requires
-from kodo.api.answers import GateAnswer, InboxAnswer, ReplyAnswer, answers
+from kodo.api.answers import GateAnswer, InboxAnswer, LegacyEventAnswer, OkAnswer, ReplyAnswer, RetryAnswer, answers
 from kodo.api.deps import DEPRECATION, ApiContext, context
 from kodo.api.openapi import body, integer, query
 from kodo.api.run_changes import read_until
@@ -21,7 +21,7 @@ from kodo.errors import Conflict, Gone, InvalidInput, NotFound
 from kodo.store import gates as gate_store
 from kodo.store import runs
 from kodo.views import read_by_key
-from kodo.views.gates import GateView, gate_view, gate_views, inbox_row, interaction_row, origins
+from kodo.views.gates import GateView, InteractionRow, gate_view, gate_views, inbox_row, interaction_row, origins
 from kodo.views.reviews import gate_review
 from kodo.views.runs import require_run
 from kodo.workflows import gates
@@ -50,7 +50,7 @@ def _int_query(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
-@router.get("/api/runs/{wid}/gates", response_model=list[GateAnswer], responses=answers(200, None))
+@router.get("/api/runs/{wid}/gates", response_model=list[GateAnswer])
 @requires("viewer", hidden=empty_list)
 def list_gates(wid: str, request: Request) -> JSONResponse:
     """The run's gates, newest first (an unknown run has none)."""
@@ -73,7 +73,9 @@ def _read_gate(ctx: ApiContext, wid: str, key: str) -> GateView:
         return view
 
 
-@router.get("/api/runs/{wid}/gates/{gate_key}", openapi_extra=query(("timeoutS", integer(0, 30))))
+@router.get(
+    "/api/runs/{wid}/gates/{gate_key}", openapi_extra=query(("timeoutS", integer(0, 30))), response_model=GateAnswer
+)
 @requires("viewer")
 async def get_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
     """One gate; ``?timeoutS=`` (0..30) long-polls until it is resolved or the time is up."""
@@ -107,7 +109,7 @@ def _reply(
     "/api/runs/{wid}/gates/{gate_key}/reply",
     openapi_extra=body(GateReplyBody),
     response_model=ReplyAnswer,
-    responses=answers(200, None, 400, 404, 409),
+    responses=answers(200, None, 409),
 )
 @requires("approver")
 async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
@@ -118,7 +120,12 @@ async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONRespon
     return JSONResponse({"ok": True, "isReplay": replay})
 
 
-@router.post("/api/events/hitl", openapi_extra=body(ExternalEventBody))
+@router.post(
+    "/api/events/hitl",
+    openapi_extra=body(ExternalEventBody),
+    response_model=OkAnswer,
+    responses=answers(200, None, 404, 409),
+)
 @requires("approver", run_field="workflowId")
 async def external_event(request: Request) -> JSONResponse:
     """A machine sender's reply; topic ``human:<gateKey>`` must match the gate (``sys:*`` is ledgered only)."""
@@ -152,7 +159,9 @@ def _ledger_only(ctx: ApiContext, body: ExternalEventBody, who: str) -> None:
         )
 
 
-@router.get("/api/runs/{wid}/interactions", openapi_extra=query(("limit", integer(1, 500))))
+@router.get(
+    "/api/runs/{wid}/interactions", openapi_extra=query(("limit", integer(1, 500))), response_model=list[InteractionRow]
+)
 @requires("viewer", hidden=empty_list)
 def list_interactions(wid: str, request: Request) -> JSONResponse:
     """The reply ledger of a run, oldest first (``?limit=`` 1..500)."""
@@ -168,7 +177,7 @@ def list_interactions(wid: str, request: Request) -> JSONResponse:
     "/api/hitl/inbox",
     openapi_extra=query(("limit", integer(1, 200))),
     response_model=list[InboxAnswer],
-    responses=answers(200, None, 400),
+    responses=answers(200, None),
 )
 @requires("viewer", scoping="filtered")
 def inbox(request: Request) -> JSONResponse:
@@ -185,7 +194,12 @@ def inbox(request: Request) -> JSONResponse:
     return JSONResponse(rows)
 
 
-@router.post("/runs/{run_key}/events", openapi_extra=body(RunEventBody))
+@router.post(
+    "/runs/{run_key}/events",
+    openapi_extra=body(RunEventBody),
+    status_code=202,
+    responses=answers(202, LegacyEventAnswer, 409, 410),
+)
 @requires("approver")
 async def legacy_event(run_key: str, request: Request) -> JSONResponse:
     """Legacy: an event answers the gate it names (``gateKey``) or the run's newest open gate; 202
@@ -207,7 +221,7 @@ async def legacy_event(run_key: str, request: Request) -> JSONResponse:
     return JSONResponse({"accepted": True, "isReplay": replay, "gateKey": key}, status_code=202, headers=DEPRECATION)
 
 
-@router.post("/runs/{run_key}/retry")
+@router.post("/runs/{run_key}/retry", status_code=202, responses=answers(202, RetryAnswer, 409, 410))
 @requires("operator")
 def legacy_retry(run_key: str, request: Request) -> JSONResponse:
     """Retry a failed run from its first incomplete step: 202 ``{accepted, newRunId, fromStep}``; else 409."""

@@ -15,6 +15,7 @@ from pydantic import Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import actor, not_found, partition_patterns, requires
+from kodo.api.answers import OpsAnswer, answers
 from kodo.api.deps import context
 from kodo.api.openapi import BOOLEAN, TEXT, body, integer, query
 from kodo.api.queries import query_bool, query_int, query_text, strict_query
@@ -52,6 +53,7 @@ class ForkBody(OpsActionBody):
         ("partition", TEXT),
         ("hideInternal", BOOLEAN),
     ),
+    response_model=list[OpsAnswer],
 )
 @requires("viewer", scoping="filtered")
 def list_workflows(request: Request) -> JSONResponse:
@@ -75,7 +77,7 @@ def list_workflows(request: Request) -> JSONResponse:
     return JSONResponse(workflows.list_workflows(context(request).ops(), where))
 
 
-@router.get("/api/ops/wf/{wid}")
+@router.get("/api/ops/wf/{wid}", response_model=OpsAnswer)
 @requires("viewer", hidden=not_found("workflow not found: {key}"))
 def get_workflow(wid: str, request: Request) -> JSONResponse:
     """Summary + run + children + audit (newest first); 404 ``workflow not found: <id>``."""
@@ -83,7 +85,7 @@ def get_workflow(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(workflows.get_workflow(context(request).ops(), wid))
 
 
-@router.get("/api/ops/wf/{wid}/steps")
+@router.get("/api/ops/wf/{wid}/steps", response_model=list[OpsAnswer])
 @requires("viewer", hidden=not_found("workflow not found: {key}"))
 def get_workflow_steps(wid: str, request: Request) -> JSONResponse:
     """WorkflowStepSummary[] in function-id order."""
@@ -91,7 +93,12 @@ def get_workflow_steps(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(workflows.steps(context(request).ops(), wid))
 
 
-@router.post("/api/ops/wf/{wid}/cancel", openapi_extra=body(OpsActionBody))
+@router.post(
+    "/api/ops/wf/{wid}/cancel",
+    openapi_extra=body(OpsActionBody),
+    status_code=202,
+    responses=answers(202, OpsAnswer, 409),
+)
 @requires("operator", hidden=not_found("workflow not found: {key}"))
 async def cancel_workflow(wid: str, request: Request) -> JSONResponse:
     """Cancel (a run: its phase, children and sandboxes): 202; 409 unless PENDING/ENQUEUED/DELAYED (live run)."""
@@ -103,7 +110,12 @@ async def cancel_workflow(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(result, status_code=202)
 
 
-@router.post("/api/ops/wf/{wid}/resume", openapi_extra=body(OpsActionBody))
+@router.post(
+    "/api/ops/wf/{wid}/resume",
+    openapi_extra=body(OpsActionBody),
+    status_code=202,
+    responses=answers(202, OpsAnswer, 409),
+)
 @requires("operator", hidden=not_found("workflow not found: {key}"))
 async def resume_workflow(wid: str, request: Request) -> JSONResponse:
     """Resume from the last checkpoint, same id: 202; 409 unless CANCELLED/ENQUEUED (a cancelled run)."""
@@ -115,7 +127,9 @@ async def resume_workflow(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(result, status_code=202)
 
 
-@router.post("/api/ops/wf/{wid}/fork", openapi_extra=body(ForkBody))
+@router.post(
+    "/api/ops/wf/{wid}/fork", openapi_extra=body(ForkBody), status_code=202, responses=answers(202, OpsAnswer, 409)
+)
 @requires("operator", hidden=not_found("workflow not found: {key}"))
 async def fork_workflow(wid: str, request: Request) -> JSONResponse:
     """Fork from step N (steps before N reused): 202 with ``forkedWorkflowID``; 409 past the last step."""
@@ -145,6 +159,7 @@ async def fork_workflow(wid: str, request: Request) -> JSONResponse:
         ("status", {"type": "string", "enum": ["ENQUEUED", "PENDING", "DELAYED"]}),
         ("limit", integer(1, 200)),
     ),
+    response_model=list[OpsAnswer],
 )
 @requires("viewer", scoping="cluster")
 def queue_depth(request: Request) -> JSONResponse:
@@ -162,7 +177,11 @@ def queue_depth(request: Request) -> JSONResponse:
     return JSONResponse(rows)
 
 
-@router.get("/api/ops/queue-fairness", openapi_extra=query(("queueName", TEXT), ("limit", integer(1, 1000))))
+@router.get(
+    "/api/ops/queue-fairness",
+    openapi_extra=query(("queueName", TEXT), ("limit", integer(1, 1000))),
+    response_model=list[OpsAnswer],
+)
 @requires("viewer", scoping="cluster")
 def queue_fairness(request: Request) -> JSONResponse:
     """Per queue partition: waiting and running counts, oldest and newest."""
@@ -172,7 +191,11 @@ def queue_fairness(request: Request) -> JSONResponse:
     return JSONResponse(rows)
 
 
-@router.get("/api/ops/queue-priority", openapi_extra=query(("queueName", TEXT), ("windowSec", integer(1, 30 * 86400))))
+@router.get(
+    "/api/ops/queue-priority",
+    openapi_extra=query(("queueName", TEXT), ("windowSec", integer(1, 30 * 86400))),
+    response_model=list[OpsAnswer],
+)
 @requires("viewer", scoping="cluster")
 def queue_priority(request: Request) -> JSONResponse:
     """Per queue priority: counts and the mean enqueue→dequeue latency over ``windowSec`` (default 3600)."""
@@ -185,7 +208,7 @@ def queue_priority(request: Request) -> JSONResponse:
     return JSONResponse(rows)
 
 
-@router.get("/api/ops/throughput", openapi_extra=query(("windowSec", integer(1, 30 * 86400))))
+@router.get("/api/ops/throughput", openapi_extra=query(("windowSec", integer(1, 30 * 86400))), response_model=OpsAnswer)
 @requires("viewer", scoping="cluster")
 def throughput(request: Request) -> JSONResponse:
     """Completions over ``windowSec`` (default 300), fairness, priority and run counts."""
@@ -194,7 +217,7 @@ def throughput(request: Request) -> JSONResponse:
     return JSONResponse(queues.throughput(context(request).ops(), window_s=window))
 
 
-@router.get("/api/ops/executors")
+@router.get("/api/ops/executors", response_model=OpsAnswer)
 @requires("viewer", scoping="cluster")
 def list_executors(request: Request) -> JSONResponse:
     """Workers with heartbeat age, version and leader; workflows awaiting recovery; stranded ones."""
@@ -202,7 +225,12 @@ def list_executors(request: Request) -> JSONResponse:
     return JSONResponse(executors.view(context(request).ops()))
 
 
-@router.post("/api/ops/sleep", openapi_extra=query(("wf", TEXT), ("sleep", integer(1, MAX_SLEEP_MS)), required=("wf",)))
+@router.post(
+    "/api/ops/sleep",
+    openapi_extra=query(("wf", TEXT), ("sleep", integer(1, MAX_SLEEP_MS)), required=("wf",)),
+    status_code=202,
+    responses=answers(202, OpsAnswer, 409),
+)
 @requires("operator", scoping="cluster")
 def durable_sleep(request: Request) -> JSONResponse:
     """Start the durable sleep ``wf`` for ``sleep`` ms (default 5000) on controlQ: 202 (a replay too)."""

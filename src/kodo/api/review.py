@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from kodo.api.access import requires
+from kodo.api.answers import RunDeliveryAnswer, media
 from kodo.api.deps import context
 from kodo.errors import InvalidInput, NotFound
 from kodo.store import workspaces
@@ -17,7 +18,11 @@ from kodo.views.runs import require_run
 router = APIRouter()
 
 
-@router.get("/api/runs/{wid}/diff")
+@router.get(
+    "/api/runs/{wid}/diff",
+    response_class=Response,
+    responses=media(200, "text/x-diff", "The unified diff (empty when the patches changed nothing)"),
+)
 @requires("viewer")
 def get_run_diff(wid: str, request: Request) -> Response:
     """The workspace's diff against the run's base commit, as reviewed at the plan gate (``text/x-diff``)."""
@@ -28,7 +33,7 @@ def get_run_diff(wid: str, request: Request) -> Response:
     return Response(text, media_type="text/x-diff; charset=utf-8", headers={"X-Kodo-Run": run.id})
 
 
-@router.get("/api/runs/{wid}/delivery")
+@router.get("/api/runs/{wid}/delivery", response_model=RunDeliveryAnswer)
 @requires("viewer")
 def get_run_delivery(wid: str, request: Request) -> JSONResponse:
     """The run's delivery (branch, commit or format-patch artifact, status); 404 when it was not delivered."""

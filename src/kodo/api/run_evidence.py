@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from kodo.api.access import empty_list, not_found, requires
-from kodo.api.answers import DiagnosisAnswer, answers
+from kodo.api.answers import DiagnosisAnswer, OpsAnswer
 from kodo.api.deps import context
 from kodo.api.openapi import integer, query
 from kodo.api.queries import query_int, strict_query
@@ -16,7 +16,7 @@ from kodo.ops import diagnosis, evidence, executions
 router = APIRouter()
 
 
-@router.get("/api/runs/{wid}/diagnosis", response_model=DiagnosisAnswer, responses=answers(200, None, 404))
+@router.get("/api/runs/{wid}/diagnosis", response_model=DiagnosisAnswer)
 @requires("viewer", hidden=not_found("workflow not found: {key}"))
 def run_diagnosis(wid: str, request: Request) -> JSONResponse:
     """A plain-language cause (``code`` + ``reason`` + ``details``) for a run or any workflow; 404 if unknown."""
@@ -24,7 +24,7 @@ def run_diagnosis(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(diagnosis.diagnose(context(request).ops(), wid))
 
 
-@router.get("/api/runs/{wid}/repro")
+@router.get("/api/runs/{wid}/repro", response_model=OpsAnswer)
 @requires("viewer")
 def run_repro(wid: str, request: Request) -> Response:
     """ReproSnapshot as canonical JSON (app rows + DBOS workflows of the run); 404 ``run not found``."""
@@ -33,7 +33,7 @@ def run_repro(wid: str, request: Request) -> Response:
     return Response(text, media_type="application/json")
 
 
-@router.get("/api/runs/{wid}/proofs")
+@router.get("/api/runs/{wid}/proofs", response_model=list[OpsAnswer])
 @requires("viewer", hidden=empty_list)
 def run_proofs(wid: str, request: Request) -> JSONResponse:
     """ProofCard[], newest evidence first; an unknown run has none (``[]``)."""
@@ -44,6 +44,7 @@ def run_proofs(wid: str, request: Request) -> JSONResponse:
 @router.get(
     "/api/runs/{wid}/executions",
     openapi_extra=query(("limit", integer(1, executions.MAX_LIMIT)), ("offset", integer(0, 1_000_000))),
+    response_model=list[OpsAnswer],
 )
 @requires("viewer")
 def run_executions(wid: str, request: Request) -> JSONResponse:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import actor, not_found, principal, requires
-from kodo.api.answers import ApprovalAnswer, RunHeaderAnswer, answers
+from kodo.api.answers import ApprovalAnswer, LegacyStartAnswer, RunHeaderAnswer, answers
 from kodo.api.deps import DEPRECATION, context
 from kodo.api.openapi import body, integer, query
 from kodo.api.run_changes import read_until
@@ -22,7 +22,7 @@ from kodo.errors import Gone, InvalidInput, NotFound
 from kodo.models import RUN_STATUSES, TERMINAL_HEADER_STATUSES, Run, header_status
 from kodo.store import artifacts, intents, steps
 from kodo.views import Reads, read_by_key
-from kodo.views.runs import RunHeader, header, read_header, require_run, run_view, step_rows
+from kodo.views.runs import RunHeader, RunView, StepRow, header, read_header, require_run, run_view, step_rows
 from kodo.workflows import gates
 from kodo.workflows.queue_policy import admit
 from kodo.workflows.runs import start_run
@@ -65,7 +65,7 @@ async def _start(request: Request, intent_id: str, body: RunRequestBody, missing
     "/api/runs",
     openapi_extra=body(ApiRunBody),
     status_code=201,
-    responses={**answers(201, RunHeaderAnswer, 400, 404, 409, 413), 200: {"model": RunHeaderAnswer}},
+    responses={**answers(201, RunHeaderAnswer, 404, 409), 200: {"model": RunHeaderAnswer, "description": "A replay"}},
 )
 @requires(
     "approver",
@@ -81,7 +81,12 @@ async def start_api_run(request: Request) -> JSONResponse:
     return JSONResponse({**view, "isReplay": replay}, status_code=200 if replay else 201)
 
 
-@router.post("/intents/{intent_id}/run", openapi_extra=body(RunRequestBody, required=False))
+@router.post(
+    "/intents/{intent_id}/run",
+    openapi_extra=body(RunRequestBody, required=False),
+    status_code=202,
+    responses=answers(202, LegacyStartAnswer, 409, 410),
+)
 @requires("approver", partition_field=("queuePartitionKey",), hidden=not_found("intent not found"))
 async def start_legacy_run(intent_id: str, request: Request) -> JSONResponse:
     """Legacy start: 202 ``{runId, workflowId}`` for new and replayed starts alike."""
@@ -139,7 +144,7 @@ def _wakes(statuses: frozenset[str]) -> Callable[[str], bool]:
     "/api/runs/{wid}",
     openapi_extra=query(("until", {"type": "string", "enum": list(UNTIL)}), ("timeoutS", integer(0, 30))),
     response_model=RunHeaderAnswer,
-    responses=answers(200, None, 400, 404),
+    responses=answers(200, None),
 )
 @requires("viewer")
 async def get_run_header(wid: str, request: Request) -> JSONResponse:
@@ -178,7 +183,11 @@ def _page(request: Request) -> tuple[int, int]:
     return values[0], values[1]
 
 
-@router.get("/api/runs/{wid}/steps", openapi_extra=query(("limit", integer(1, 500)), ("offset", integer(0, 10**9))))
+@router.get(
+    "/api/runs/{wid}/steps",
+    openapi_extra=query(("limit", integer(1, 500)), ("offset", integer(0, 10**9))),
+    response_model=list[StepRow],
+)
 @requires("viewer")
 def get_run_steps(wid: str, request: Request) -> JSONResponse:
     """Step attempts with their artifact refs (never content), in a stable order, ``?limit=`` (default 200) at a
@@ -197,7 +206,7 @@ def get_run_steps(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(rows, headers=more if len(records) > limit else None)
 
 
-@router.get("/runs/{run_key}")
+@router.get("/runs/{run_key}", response_model=RunView)
 @requires("viewer")
 def get_run_view(run_key: str, request: Request) -> JSONResponse:
     """The legacy RunView: status, latest step attempts, all artifacts."""
@@ -233,7 +242,7 @@ async def _approve(request: Request, key: str, headers: dict[str, str] | None) -
     "/api/runs/{wid}/approve-plan",
     openapi_extra=body(PlanApprovalBody),
     status_code=202,
-    responses=answers(202, ApprovalAnswer, 400, 404, 409),
+    responses=answers(202, ApprovalAnswer, 409),
 )
 @requires("approver")
 async def approve_plan(wid: str, request: Request) -> JSONResponse:
@@ -241,7 +250,12 @@ async def approve_plan(wid: str, request: Request) -> JSONResponse:
     return await _approve(request, wid, None)
 
 
-@router.post("/runs/{run_key}/approve-plan", openapi_extra=body(PlanApprovalBody))
+@router.post(
+    "/runs/{run_key}/approve-plan",
+    openapi_extra=body(PlanApprovalBody),
+    status_code=202,
+    responses=answers(202, ApprovalAnswer, 409, 410),
+)
 @requires("approver")
 async def approve_plan_legacy(run_key: str, request: Request) -> JSONResponse:
     """The legacy alias of approve-plan, with deprecation headers."""

@@ -4,7 +4,9 @@ by kind (what ``GET /api/artifacts/{uri}`` serves)."""
 from __future__ import annotations
 
 import json
-from typing import Any, TypedDict
+from typing import Any
+
+from typing_extensions import TypedDict
 
 from kodo.models import Run
 from kodo.store.artifacts import ArtifactRef

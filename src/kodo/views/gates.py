@@ -4,9 +4,10 @@ reply-ledger row."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired
 
 import sqlalchemy as sa
+from typing_extensions import TypedDict
 
 from kodo.models import Run
 from kodo.store import gates as gate_store

@@ -4,9 +4,10 @@ step rows, and the legacy RunView. Reads only; a missing run is :class:`kodo.err
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired
 
 import sqlalchemy as sa
+from typing_extensions import TypedDict
 
 from kodo import telemetry
 from kodo.errors import NotFound
