@@ -13,6 +13,7 @@ from kodo.models import Run
 from kodo.store import gates as gate_store
 from kodo.store.gates import Gate, Interaction
 from kodo.views import epoch_ms
+from kodo.views.reviews import GateReview
 
 GateState = Literal["PENDING", "RECEIVED", "RESOLVED", "TIMED_OUT"]
 SlaStatus = Literal["NORMAL", "WARNING", "CRITICAL"]
@@ -35,7 +36,7 @@ class GateView(TypedDict):
     createdAt: int | None
     deadlineAt: int | None
     resolvedAt: int | None
-    review: NotRequired[dict[str, Any]]  # the plan gate's card (one gate's answer): the plan and its diff
+    review: NotRequired[GateReview]  # the plan gate's card (one gate's answer): the plan and its diff
 
 
 class InboxRow(TypedDict):

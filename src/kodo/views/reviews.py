@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
+from typing_extensions import TypedDict
 
 from kodo.errors import NotFound
 from kodo.identity import artifact_uri
@@ -21,6 +22,77 @@ from kodo.models import Run
 from kodo.store import artifacts, sandbox_runs, steps, workspaces
 from kodo.store.gates import Gate
 from kodo.views.runs import require_run
+
+
+class DiffFileSummary(TypedDict):
+    path: str
+    added: int
+    removed: int
+
+
+class DiffLineView(TypedDict):
+    kind: str  # add | del | ctx | hunk | meta
+    text: str
+    old: int | None
+    new: int | None
+
+
+class DiffFileView(DiffFileSummary):
+    lines: list[DiffLineView]
+
+
+class DiffView(TypedDict):
+    """A diff as a card shows it: every file's counts, the lines shown (cut at ``maxLines``), links."""
+
+    base: Any
+    sourceRepo: Any
+    files: list[DiffFileSummary]
+    shown: list[DiffFileView]
+    truncated: bool
+    maxLines: int
+    artifactUrl: str
+    diffUrl: str
+
+
+class GateReview(TypedDict):
+    """The plan gate's card beyond its form: the plan it approves and the diff."""
+
+    plan: dict[str, Any] | None
+    diff: DiffView | None
+
+
+class DeliveryView(TypedDict):
+    runId: str
+    mode: str
+    status: str
+    sourceRepo: str
+    branch: str
+    baseCommit: str
+    commit: str | None
+    artifactUri: str | None
+    error: Any
+    requestedBy: str | None
+    command: str | None
+
+
+class TemplateUse(TypedDict):
+    taskKey: str
+    attempt: int
+    templateKey: Any
+    source: Any
+    environment: Any
+    bootMs: Any
+    buildMs: Any
+
+
+class ChangeCard(TypedDict):
+    """The run page's "change" card."""
+
+    diff: DiffView | None
+    delivery: workspaces.Delivery | None
+    command: str | None
+    templates: list[TemplateUse]
+
 
 PLAN_FIELDS = ("design", "files", "risks", "tests")
 DIFF_URI_NAME = "workspace.diff"
@@ -105,7 +177,7 @@ def diff_record(conn: sa.Connection, run: Run) -> dict[str, Any] | None:
     return {**found.inline, "uri": uri}
 
 
-def diff_view(run: Run, record: dict[str, Any], max_lines: int) -> dict[str, Any]:
+def diff_view(run: Run, record: dict[str, Any], max_lines: int) -> DiffView:
     """The diff as the gate card shows it: files with their numbered lines, cut at ``max_lines``."""
     files = parse(str(record.get("text") or ""))
     shown, truncated = _cap(files, max_lines)
@@ -137,7 +209,7 @@ def plan_fields(conn: sa.Connection, run: Run) -> dict[str, Any] | None:
     return None
 
 
-def gate_review(conn: sa.Connection, run: Run, gate: Gate, max_lines: int) -> dict[str, Any] | None:
+def gate_review(conn: sa.Connection, run: Run, gate: Gate, max_lines: int) -> GateReview | None:
     """What a plan gate's card shows beyond its form: the plan and the diff (None for other gates)."""
     if gate.purpose != "approve-plan":
         return None
@@ -165,7 +237,7 @@ def delivery_command(delivery: workspaces.Delivery) -> str:
     return f"git -C {shlex.quote(delivery.source_repo)} diff {delivery.base_commit[:12]} {shlex.quote(delivery.branch)}"
 
 
-def delivery_json(delivery: workspaces.Delivery) -> dict[str, Any]:
+def delivery_json(delivery: workspaces.Delivery) -> DeliveryView:
     return {
         "runId": delivery.run_id,
         "mode": delivery.mode,
@@ -181,7 +253,7 @@ def delivery_json(delivery: workspaces.Delivery) -> dict[str, Any]:
     }
 
 
-def change_view(conn: sa.Connection, run: Run, max_lines: int) -> dict[str, Any]:
+def change_view(conn: sa.Connection, run: Run, max_lines: int) -> ChangeCard:
     """The run page's "change" card: the recorded diff and the delivery, with a copyable git command."""
     record = diff_record(conn, run)
     delivery = workspaces.get_delivery(conn, run.id)
@@ -193,10 +265,10 @@ def change_view(conn: sa.Connection, run: Run, max_lines: int) -> dict[str, Any]
     }
 
 
-def templates_used(conn: sa.Connection, run: Run) -> list[dict[str, Any]]:
+def templates_used(conn: sa.Connection, run: Run) -> list[TemplateUse]:
     """Each sandbox attempt's template: its key, installed environment (cold: built for it, warm: reused),
     boot and build times."""
-    used = []
+    used: list[TemplateUse] = []
     for row in sandbox_runs.list_for_run(conn, run.id):
         template = (row["response"] or {}).get("template") or {}
         if template:
