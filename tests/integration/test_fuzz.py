@@ -1,5 +1,6 @@
-"""schemathesis against kodo's own OpenAPI schema: no request ends in a 5xx, and no rejected request (4xx)
-writes a row. Bounded: a fixed number of derandomized examples per operation, valid and invalid."""
+"""schemathesis against kodo's own OpenAPI schema: no request ends in a 5xx, no rejected request (4xx)
+writes a row, and every answer conforms to the document (status, media type, body schema).
+Bounded: a fixed number of derandomized examples per operation, valid and invalid."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
 from helpers import table_counts
 from kodo.api.deps import ApiContext
@@ -21,6 +23,7 @@ from kodo.main import create_app, dbos_client
 from kodo.settings import Settings
 
 EXAMPLES = 12  # per operation and generation mode
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @pytest.fixture
@@ -53,6 +56,9 @@ def _check_operation(operation: Any, mode: GenerationMode, engine: sa.Engine, se
             assert "Traceback" not in response.text
             with engine.connect() as conn:
                 assert table_counts(conn) == before, f"{where} → {response.status_code} wrote rows"
+        # The answer is one the document promises: its status is documented for the operation, and its media
+        # type and body match what is documented for that status.
+        case.validate_response(response, checks=CONFORMANCE)
 
     try:
         check()
@@ -63,7 +69,7 @@ def _check_operation(operation: Any, mode: GenerationMode, engine: sa.Engine, se
 
 def test_fuzzing_the_schema_finds_no_5xx_and_no_writes_on_rejection(api: FastAPI, engine: sa.Engine) -> None:
     """Every operation of /openapi.json, fuzzed with valid and invalid inputs: never a 5xx, never a row
-    written by a 4xx."""
+    written by a 4xx, every answer as documented."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", api)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 45

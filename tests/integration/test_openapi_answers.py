@@ -6,9 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from helpers import wait_status
+from kodo.api.deps import ApiContext
+from kodo.main import create_app, dbos_client
+from kodo.settings import Settings
 
 
 class Checked:
@@ -67,3 +71,44 @@ def test_the_golden_path_answers_what_the_document_says(client: TestClient) -> N
     again = check("GET", header, f"/api/runs/{started['workflowID']}?until=input&timeoutS=30", 200)
     accepted = check("POST", approve, f"/api/runs/{again['workflowID']}/approve-plan", 202, json={"approvedBy": "me"})
     assert accepted["accepted"] is True
+
+
+SUCCESS_MEDIA = {"application/json", "text/event-stream", "text/x-diff", "text/plain", "image/svg+xml"}
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method.upper(), path, op) for path, ops in document["paths"].items() for method, op in ops.items()]
+
+
+def test_every_route_documents_its_success_schema_and_its_errors(settings: Settings, engine: sa.Engine) -> None:
+    """Every operation of /openapi.json declares a typed success (a schema per media type) and the error
+    answers it can give, each with the error body's schema; none declares FastAPI's 422."""
+    client = dbos_client(settings, engine)
+    try:
+        app = create_app(ApiContext(settings=settings, engine=engine, client=client, role="api"))
+        document = TestClient(app, base_url="http://127.0.0.1").get("/openapi.json").json()
+    finally:
+        client.destroy()
+    error_ref = {"$ref": "#/components/schemas/ErrorAnswer"}
+    operations = _operations(document)
+    assert len(operations) >= 50
+    for method, path, operation in operations:
+        where = f"{method} {path}"
+        responses = operation["responses"]
+        assert "422" not in responses, where
+        successes = {code: answer for code, answer in responses.items() if code.startswith("2")}
+        assert successes, f"{where} documents no success"
+        for code, answer in successes.items():
+            content = answer.get("content") or {}
+            assert content and set(content) <= SUCCESS_MEDIA, f"{where} {code}: {sorted(content)}"
+            for media_type, described in content.items():
+                assert described.get("schema"), f"{where} {code} {media_type} has no schema"
+        expected = {"400", "503"} | ({"401", "403"} if path != "/healthz" else set())
+        if method in {"POST", "PUT", "PATCH", "DELETE"}:
+            expected |= {"413", "415"}
+        if "{" in path:
+            expected.add("404")
+        assert expected <= set(responses), f"{where} lacks {sorted(expected - set(responses))}"
+        for code, answer in responses.items():
+            if code[0] in "45":
+                assert answer["content"]["application/json"]["schema"] == error_ref, f"{where} {code}"

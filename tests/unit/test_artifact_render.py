@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kodo.api.artifacts import ref_media_type, render
+from kodo.views.artifacts import ref_media_type, render
 
 JSON_KINDS = ["json", "raw", "timings", "artifact_index", "question_card"]
 TEXT_KINDS = ["stdout", "stderr", "file", "text", "none"]

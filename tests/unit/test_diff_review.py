@@ -1,8 +1,8 @@
-"""Parsing and capping of a workspace diff for the gate card (kodo.api.review)."""
+"""Parsing and capping of a workspace diff for the gate card (kodo.views.reviews)."""
 
 from __future__ import annotations
 
-from kodo.api.review import _cap, parse
+from kodo.views.reviews import _cap, parse
 
 DIFF = (
     "diff --git a/a.py b/a.py\n"

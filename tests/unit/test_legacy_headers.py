@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
-from kodo.api.runs import DEPRECATION
+from kodo.api.deps import DEPRECATION
 
 
 def test_sunset_is_a_valid_http_date_still_ahead() -> None:

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from kodo.access import parse as parse_tokens
 from kodo.api import (
     access,
+    answers,
     artifacts,
     errors,
     events,
@@ -33,6 +34,7 @@ def create_api(context: ApiContext, *, title: str = "kodo") -> FastAPI:
     """The FastAPI app for one process; ``context`` carries the engine, DBOS client and settings."""
     app = FastAPI(title=title, version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.kodo = context
+    app.openapi = lambda: answers.document(app)  # type: ignore[method-assign]
     app.state.metrics = metrics.build(context.engine)
     errors.install(app)
     modules = (

@@ -11,6 +11,7 @@ from dbos import DBOSClient
 from fastapi import Request
 
 from kodo.api.run_changes import RunChanges
+from kodo.ops.context import Ops
 from kodo.settings import Role, Settings
 
 
@@ -33,6 +34,14 @@ class ApiContext:
         statement took its own snapshot anyway, so a read-only transaction would add nothing but latency."""
         with self.engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    def ops(self) -> Ops:
+        """The ops plane over this process's engine, DBOS client and settings."""
+        return Ops(engine=self.engine, client=self.client, settings=self.settings)
+
+
+# The headers of a legacy route's answer (it still works; clients should move to its /api successor).
+DEPRECATION = {"Deprecation": "true", "Sunset": "Wed, 30 Jun 2027 23:59:59 GMT"}
 
 
 def context(request: Request) -> ApiContext:

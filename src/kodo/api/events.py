@@ -12,41 +12,39 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import requires
+from kodo.api.answers import media
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import integer, query
 from kodo.api.run_changes import watching
-from kodo.api.runs import header, read_by_key, require_run
 from kodo.errors import InvalidInput
 from kodo.models import TERMINAL_HEADER_STATUSES, TERMINAL_STATUSES
+from kodo.store import runs
+from kodo.views import read_by_key
+from kodo.views.runs import RunHeader, header, require_run
 
 router = APIRouter()
 SSE_SLICE_SEC = 1.0
-_FINGERPRINT = sa.text(
-    "SELECT r.status, r.updated_at, r.next_action, r.last_step, "
-    "(SELECT count(*) FROM app.run_steps s WHERE s.run_id = r.id), "
-    "(SELECT count(*) FROM app.artifacts a WHERE a.run_id = r.id), "
-    "(SELECT count(*) FROM app.human_gates g WHERE g.run_id = r.id), "
-    "(SELECT count(*) FROM app.human_gates g WHERE g.run_id = r.id AND g.resolved_at IS NOT NULL) "
-    "FROM app.runs r WHERE r.id = :id"
-)
 
 
-def _snapshot(ctx: ApiContext, run_id: str) -> tuple[str, dict[str, Any]]:
+def _snapshot(ctx: ApiContext, run_id: str) -> tuple[runs.Fingerprint | None, RunHeader]:
     with ctx.read() as conn:
-        fingerprint = conn.execute(_FINGERPRINT, {"id": run_id}).first()
+        fingerprint = runs.fingerprint(conn, run_id)
         run = require_run(conn, run_id)
-        return repr(tuple(fingerprint or ())), header(ctx, conn, run)
+        return fingerprint, header(ctx, conn, run)
 
 
-@router.get("/api/runs/{wid}/events", openapi_extra=query(("maxSeconds", integer(1, 3600))))
+@router.get(
+    "/api/runs/{wid}/events",
+    openapi_extra=query(("maxSeconds", integer(1, 3600))),
+    response_class=StreamingResponse,
+    responses=media(200, "text/event-stream", "Server-Sent Events: `event: run` (data: the RunHeader), `event: end`"),
+)
 @requires("viewer")
 async def run_events(wid: str, request: Request) -> StreamingResponse:
     """Stream ``event: run`` (the RunHeader as JSON) each time the run changes."""
@@ -62,7 +60,7 @@ async def run_events(wid: str, request: Request) -> StreamingResponse:
 
     async def stream() -> AsyncIterator[str]:
         deadline = time.monotonic() + max_seconds
-        last_print = ""
+        last_print: runs.Fingerprint | str | None = ""  # nothing sent yet
         last_ping = time.monotonic()
         yield "retry: 1000\n\n"
         with watching(ctx.changes, run_id) as watch:  # before each read: a change in between wakes it

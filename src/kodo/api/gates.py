@@ -6,69 +6,30 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import actor, empty_list, partition_patterns, requires
-from kodo.api.answers import GateAnswer, InboxAnswer, ReplyAnswer, answers
-from kodo.api.deps import ApiContext, context
+from kodo.api.answers import GateAnswer, InboxAnswer, LegacyEventAnswer, OkAnswer, ReplyAnswer, RetryAnswer, answers
+from kodo.api.deps import DEPRECATION, ApiContext, context
 from kodo.api.openapi import body, integer, query
-from kodo.api.review import gate_review
 from kodo.api.run_changes import read_until
-from kodo.api.runs import DEPRECATION, read_by_key, require_run
 from kodo.api.schemas import ExternalEventBody, GateReplyBody, RunEventBody, parse_body
 from kodo.errors import Conflict, Gone, InvalidInput, NotFound
 from kodo.store import gates as gate_store
-from kodo.store.gates import Gate
+from kodo.store import runs
+from kodo.views import read_by_key
+from kodo.views.gates import GateView, InteractionRow, gate_view, gate_views, inbox_row, interaction_row, origins
+from kodo.views.reviews import gate_review
+from kodo.views.runs import require_run
 from kodo.workflows import gates
 from kodo.workflows.runs import retry_run
 
 router = APIRouter()
 GATE_SLICE_SEC = 1.0
 _GATE_KEY = re.compile(r"^[a-z0-9][a-z0-9:_-]{0,127}$")
-
-
-def _ms(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
-
-
-def _state(gate: Gate) -> str:
-    if gate.resolved_at is None:
-        return "PENDING"
-    if (gate.result or {}).get("state") == "TIMED_OUT":
-        return "TIMED_OUT"
-    return "RESOLVED" if gate.decision is not None or gate.purpose != "approve-plan" else "RECEIVED"
-
-
-def gate_view(workflow_id: str, gate: Gate, origin: str | None) -> dict[str, Any]:
-    prompt = dict(gate.prompt or {})
-    if prompt:
-        prompt["createdAt"] = _ms(gate.created_at)
-        prompt["deadlineAt"] = _ms(gate.deadline_at)
-    return {
-        "workflowID": workflow_id,
-        "gateKey": gate.gate_key,
-        "topic": gate.topic,
-        "purpose": gate.purpose,
-        "stepID": gate.step_id,
-        "generation": gate.generation,
-        "state": _state(gate),
-        "prompt": prompt or None,
-        "result": gate.result,
-        "decision": gate.decision,
-        "origin": origin,
-        "createdAt": _ms(gate.created_at),
-        "deadlineAt": _ms(gate.deadline_at),
-        "resolvedAt": _ms(gate.resolved_at),
-    }
-
-
-def _origins(conn: sa.Connection, run_id: str) -> dict[str, str]:
-    return {i.gate_key: i.origin for i in gate_store.interactions(conn, run_id, limit=500)}
 
 
 def _gate_key(raw: str) -> str:
@@ -89,37 +50,32 @@ def _int_query(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
-@router.get("/api/runs/{wid}/gates", response_model=list[GateAnswer], responses=answers(200, None))
+@router.get("/api/runs/{wid}/gates", response_model=list[GateAnswer])
 @requires("viewer", hidden=empty_list)
 def list_gates(wid: str, request: Request) -> JSONResponse:
     """The run's gates, newest first (an unknown run has none)."""
     ctx = context(request)
     with ctx.read() as conn:
-        from kodo.store import runs
-
         run = runs.get(conn, wid)
-        if run is None:
-            return JSONResponse([])
-        origins = _origins(conn, run.id)
-        return JSONResponse(
-            [gate_view(run.workflow_id, g, origins.get(g.gate_key)) for g in gate_store.list_for_run(conn, run.id)]
-        )
+        return JSONResponse([] if run is None else gate_views(conn, run))
 
 
-def _read_gate(ctx: ApiContext, wid: str, key: str) -> dict[str, Any]:
+def _read_gate(ctx: ApiContext, wid: str, key: str) -> GateView:
     with ctx.read() as conn:
         run = require_run(conn, wid)
         gate = gate_store.get(conn, run.id, key)
         if gate is None:
             raise NotFound("gate not found")
-        view = gate_view(run.workflow_id, gate, _origins(conn, run.id).get(key))
+        view = gate_view(run.workflow_id, gate, origins(conn, run.id).get(key))
         review = gate_review(conn, run, gate, ctx.settings.review_diff_max_lines)
         if review is not None:  # the plan gate's card: the plan and the diff it approves
             view["review"] = review
         return view
 
 
-@router.get("/api/runs/{wid}/gates/{gate_key}", openapi_extra=query(("timeoutS", integer(0, 30))))
+@router.get(
+    "/api/runs/{wid}/gates/{gate_key}", openapi_extra=query(("timeoutS", integer(0, 30))), response_model=GateAnswer
+)
 @requires("viewer")
 async def get_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
     """One gate; ``?timeoutS=`` (0..30) long-polls until it is resolved or the time is up."""
@@ -153,7 +109,7 @@ def _reply(
     "/api/runs/{wid}/gates/{gate_key}/reply",
     openapi_extra=body(GateReplyBody),
     response_model=ReplyAnswer,
-    responses=answers(200, None, 400, 404, 409),
+    responses=answers(200, None, 409),
 )
 @requires("approver")
 async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONResponse:
@@ -164,7 +120,12 @@ async def reply_to_gate(wid: str, gate_key: str, request: Request) -> JSONRespon
     return JSONResponse({"ok": True, "isReplay": replay})
 
 
-@router.post("/api/events/hitl", openapi_extra=body(ExternalEventBody))
+@router.post(
+    "/api/events/hitl",
+    openapi_extra=body(ExternalEventBody),
+    response_model=OkAnswer,
+    responses=answers(200, None, 404, 409),
+)
 @requires("approver", run_field="workflowId")
 async def external_event(request: Request) -> JSONResponse:
     """A machine sender's reply; topic ``human:<gateKey>`` must match the gate (``sys:*`` is ledgered only)."""
@@ -198,41 +159,25 @@ def _ledger_only(ctx: ApiContext, body: ExternalEventBody, who: str) -> None:
         )
 
 
-@router.get("/api/runs/{wid}/interactions", openapi_extra=query(("limit", integer(1, 500))))
+@router.get(
+    "/api/runs/{wid}/interactions", openapi_extra=query(("limit", integer(1, 500))), response_model=list[InteractionRow]
+)
 @requires("viewer", hidden=empty_list)
 def list_interactions(wid: str, request: Request) -> JSONResponse:
     """The reply ledger of a run, oldest first (``?limit=`` 1..500)."""
     ctx = context(request)
     limit = _int_query(request, "limit", 200, 1, 500)
     with ctx.read() as conn:
-        from kodo.store import runs
-
         run = runs.get(conn, wid)
-        if run is None:
-            return JSONResponse([])
-        rows = gate_store.interactions(conn, run.id, limit)
-    return JSONResponse(
-        [
-            {
-                "workflowID": i.workflow_id,
-                "gateKey": i.gate_key,
-                "topic": i.topic,
-                "dedupeKey": i.dedupe_key,
-                "payloadHash": i.payload_hash,
-                "origin": i.origin,
-                "actor": i.actor,
-                "createdAt": _ms(i.created_at),
-            }
-            for i in rows
-        ]
-    )
+        rows = [] if run is None else gate_store.interactions(conn, run.id, limit)
+    return JSONResponse([interaction_row(i) for i in rows])
 
 
 @router.get(
     "/api/hitl/inbox",
     openapi_extra=query(("limit", integer(1, 200))),
     response_model=list[InboxAnswer],
-    responses=answers(200, None, 400),
+    responses=answers(200, None),
 )
 @requires("viewer", scoping="filtered")
 def inbox(request: Request) -> JSONResponse:
@@ -242,33 +187,19 @@ def inbox(request: Request) -> JSONResponse:
     now = datetime.now(UTC)
     rows = []
     with ctx.read() as conn:
-        from kodo.store import runs
-
         gates = gate_store.open_gates(conn, limit, partition_patterns(request))
         owners = runs.workflow_ids(conn, [gate.run_id for gate in gates])  # one read, not one per gate
         for gate in gates:
-            left = (gate.deadline_at - now).total_seconds() if gate.deadline_at else None
-            sla = "NORMAL" if left is None or left > 60 else ("WARNING" if left > 0 else "CRITICAL")
-            rows.append(
-                {
-                    "workflowID": owners[gate.run_id],
-                    "runId": gate.run_id,
-                    "gateKey": gate.gate_key,
-                    "topic": gate.topic,
-                    "purpose": gate.purpose,
-                    "nextAction": gate.next_action,
-                    "deadline": _ms(gate.deadline_at),
-                    "slaStatus": sla,
-                    "mismatchRisk": gate.topic != f"human:{gate.gate_key}",
-                    "createdAt": _ms(gate.created_at),
-                    # a budget gate: the limit hit, spend by step and model, the proposed top-up
-                    "details": (gate.prompt or {}).get("details"),
-                }
-            )
+            rows.append(inbox_row(owners[gate.run_id], gate, now))
     return JSONResponse(rows)
 
 
-@router.post("/runs/{run_key}/events", openapi_extra=body(RunEventBody))
+@router.post(
+    "/runs/{run_key}/events",
+    openapi_extra=body(RunEventBody),
+    status_code=202,
+    responses=answers(202, LegacyEventAnswer, 409, 410),
+)
 @requires("approver")
 async def legacy_event(run_key: str, request: Request) -> JSONResponse:
     """Legacy: an event answers the gate it names (``gateKey``) or the run's newest open gate; 202
@@ -290,7 +221,7 @@ async def legacy_event(run_key: str, request: Request) -> JSONResponse:
     return JSONResponse({"accepted": True, "isReplay": replay, "gateKey": key}, status_code=202, headers=DEPRECATION)
 
 
-@router.post("/runs/{run_key}/retry")
+@router.post("/runs/{run_key}/retry", status_code=202, responses=answers(202, RetryAnswer, 409, 410))
 @requires("operator")
 def legacy_retry(run_key: str, request: Request) -> JSONResponse:
     """Retry a failed run from its first incomplete step: 202 ``{accepted, newRunId, fromStep}``; else 409."""

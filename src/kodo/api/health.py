@@ -10,13 +10,15 @@ from fastapi.responses import JSONResponse
 
 from kodo import outages
 from kodo.api.access import public
+from kodo.api.answers import HealthAnswer, answers
 from kodo.api.deps import context
 from kodo.api.errors import UNAVAILABLE_RETRY_AFTER_SEC
 
 router = APIRouter()
 
 
-@router.get("/healthz")
+# ``security: []``: OpenAPI's word for "no token needed".
+@router.get("/healthz", response_model=HealthAnswer, responses=answers(200, None, 503), openapi_extra={"security": []})
 @public
 def healthz(request: Request) -> JSONResponse:
     """200 ``{"ok": true, …}`` when Postgres answers, 503 otherwise."""

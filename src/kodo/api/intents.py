@@ -54,7 +54,7 @@ async def create_intent(request: Request) -> JSONResponse:
     return await _create(request)
 
 
-@router.post("/intents", openapi_extra=body(IntentBody))
+@router.post("/intents", openapi_extra=body(IntentBody), status_code=201, responses=answers(201, IntentAnswer))
 @requires("approver", scoping="shared")
 async def create_intent_legacy(request: Request) -> JSONResponse:
     """The legacy alias of ``POST /api/intents``."""

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from kodo.api.access import requires
+from kodo.api.answers import media
 from kodo.models import RUN_STATUSES  # every status is exported, even at zero
 from kodo.store import metrics as queries
 
@@ -167,7 +168,9 @@ def build(engine: sa.Engine) -> Metrics:
     return Metrics(registry=registry, http=http)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+@router.get(
+    "/metrics", response_class=Response, responses=media(200, "text/plain", "Prometheus text exposition format")
+)
 @requires("viewer", scoping="cluster")
 def metrics(request: Request) -> Response:
     """Prometheus exposition of this app's registry."""

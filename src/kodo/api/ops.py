@@ -15,12 +15,13 @@ from pydantic import Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from kodo.api.access import actor, not_found, partition_patterns, requires
-from kodo.api.deps import ApiContext, context
+from kodo.api.answers import OpsAnswer, answers
+from kodo.api.deps import context
 from kodo.api.openapi import BOOLEAN, TEXT, body, integer, query
+from kodo.api.queries import query_bool, query_int, query_text, strict_query
 from kodo.api.schemas import Strict, parse_body
 from kodo.errors import Conflict, InvalidInput
 from kodo.ops import executors, queues, workflows
-from kodo.ops.context import Ops
 from kodo.store import dbos_workflows, runs
 from kodo.store.dbos_workflows import STATUSES, Filter
 from kodo.workflows.timers import MAX_SLEEP_MS, SLEEP_WORKFLOW, start_sleep
@@ -39,50 +40,6 @@ class ForkBody(OpsActionBody):
     appVersion: NonBlank | None = None
 
 
-def ops_of(ctx: ApiContext) -> Ops:
-    return Ops(engine=ctx.engine, client=ctx.client, settings=ctx.settings)
-
-
-def strict_query(request: Request, allowed: set[str]) -> dict[str, str]:
-    """The query as a dict; an unknown or repeated key is a 400."""
-    items = request.query_params.multi_items()
-    keys = [key for key, _value in items]
-    unknown = sorted(set(keys) - allowed)
-    if unknown:
-        raise InvalidInput(
-            f"unknown query parameter(s): {', '.join(unknown)}", [{"loc": ["query", k]} for k in unknown]
-        )
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise InvalidInput(f"repeated query parameter(s): {', '.join(repeated)}")
-    return dict(items)
-
-
-def query_int(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    if not raw.strip().isdecimal() or not low <= int(raw) <= high:
-        raise InvalidInput(f"{name} must be an integer between {low} and {high}", [{"loc": ["query", name]}])
-    return int(raw)
-
-
-def query_bool(query: dict[str, str], name: str) -> bool:
-    raw = query.get(name, "false").strip().lower()
-    if raw not in {"true", "false", "1", "0"}:
-        raise InvalidInput(f"{name} must be true or false", [{"loc": ["query", name]}])
-    return raw in {"true", "1"}
-
-
-def query_text(query: dict[str, str], name: str) -> str | None:
-    raw = query.get(name)
-    if raw is None:
-        return None
-    if not raw.strip():
-        raise InvalidInput(f"{name} must not be empty", [{"loc": ["query", name]}])
-    return raw.strip()
-
-
 # --- the six workflow routes ---------------------------------------------------------------------
 
 
@@ -96,6 +53,7 @@ def query_text(query: dict[str, str], name: str) -> str | None:
         ("partition", TEXT),
         ("hideInternal", BOOLEAN),
     ),
+    response_model=list[OpsAnswer],
 )
 @requires("viewer", scoping="filtered")
 def list_workflows(request: Request) -> JSONResponse:
@@ -116,50 +74,62 @@ def list_workflows(request: Request) -> JSONResponse:
         limit=query_int(query, "limit", 20, 1, 200),
         partition_like=partition_patterns(request),
     )
-    return JSONResponse(workflows.list_workflows(ops_of(context(request)), where))
+    return JSONResponse(workflows.list_workflows(context(request).ops(), where))
 
 
-@router.get("/api/ops/wf/{wid}")
+@router.get("/api/ops/wf/{wid}", response_model=OpsAnswer)
 @requires("viewer", hidden=not_found("workflow not found: {key}"))
 def get_workflow(wid: str, request: Request) -> JSONResponse:
     """Summary + run + children + audit (newest first); 404 ``workflow not found: <id>``."""
     strict_query(request, set())
-    return JSONResponse(workflows.get_workflow(ops_of(context(request)), wid))
+    return JSONResponse(workflows.get_workflow(context(request).ops(), wid))
 
 
-@router.get("/api/ops/wf/{wid}/steps")
+@router.get("/api/ops/wf/{wid}/steps", response_model=list[OpsAnswer])
 @requires("viewer", hidden=not_found("workflow not found: {key}"))
 def get_workflow_steps(wid: str, request: Request) -> JSONResponse:
     """WorkflowStepSummary[] in function-id order."""
     strict_query(request, set())
-    return JSONResponse(workflows.steps(ops_of(context(request)), wid))
+    return JSONResponse(workflows.steps(context(request).ops(), wid))
 
 
-@router.post("/api/ops/wf/{wid}/cancel", openapi_extra=body(OpsActionBody))
+@router.post(
+    "/api/ops/wf/{wid}/cancel",
+    openapi_extra=body(OpsActionBody),
+    status_code=202,
+    responses=answers(202, OpsAnswer, 409),
+)
 @requires("operator", hidden=not_found("workflow not found: {key}"))
 async def cancel_workflow(wid: str, request: Request) -> JSONResponse:
     """Cancel (a run: its phase, children and sandboxes): 202; 409 unless PENDING/ENQUEUED/DELAYED (live run)."""
     strict_query(request, set())
     body = await parse_body(request, OpsActionBody)
     result = await run_in_threadpool(
-        partial(workflows.cancel, actor=actor(request, body.actor), reason=body.reason), ops_of(context(request)), wid
+        partial(workflows.cancel, actor=actor(request, body.actor), reason=body.reason), context(request).ops(), wid
     )
     return JSONResponse(result, status_code=202)
 
 
-@router.post("/api/ops/wf/{wid}/resume", openapi_extra=body(OpsActionBody))
+@router.post(
+    "/api/ops/wf/{wid}/resume",
+    openapi_extra=body(OpsActionBody),
+    status_code=202,
+    responses=answers(202, OpsAnswer, 409),
+)
 @requires("operator", hidden=not_found("workflow not found: {key}"))
 async def resume_workflow(wid: str, request: Request) -> JSONResponse:
     """Resume from the last checkpoint, same id: 202; 409 unless CANCELLED/ENQUEUED (a cancelled run)."""
     strict_query(request, set())
     body = await parse_body(request, OpsActionBody)
     result = await run_in_threadpool(
-        partial(workflows.resume, actor=actor(request, body.actor), reason=body.reason), ops_of(context(request)), wid
+        partial(workflows.resume, actor=actor(request, body.actor), reason=body.reason), context(request).ops(), wid
     )
     return JSONResponse(result, status_code=202)
 
 
-@router.post("/api/ops/wf/{wid}/fork", openapi_extra=body(ForkBody))
+@router.post(
+    "/api/ops/wf/{wid}/fork", openapi_extra=body(ForkBody), status_code=202, responses=answers(202, OpsAnswer, 409)
+)
 @requires("operator", hidden=not_found("workflow not found: {key}"))
 async def fork_workflow(wid: str, request: Request) -> JSONResponse:
     """Fork from step N (steps before N reused): 202 with ``forkedWorkflowID``; 409 past the last step."""
@@ -173,7 +143,7 @@ async def fork_workflow(wid: str, request: Request) -> JSONResponse:
             actor=actor(request, body.actor),
             reason=body.reason,
         ),
-        ops_of(context(request)),
+        context(request).ops(),
         wid,
     )
     return JSONResponse(result, status_code=202)
@@ -189,6 +159,7 @@ async def fork_workflow(wid: str, request: Request) -> JSONResponse:
         ("status", {"type": "string", "enum": ["ENQUEUED", "PENDING", "DELAYED"]}),
         ("limit", integer(1, 200)),
     ),
+    response_model=list[OpsAnswer],
 )
 @requires("viewer", scoping="cluster")
 def queue_depth(request: Request) -> JSONResponse:
@@ -198,7 +169,7 @@ def queue_depth(request: Request) -> JSONResponse:
     if status is not None and status not in {"ENQUEUED", "PENDING", "DELAYED"}:
         raise InvalidInput("status must be ENQUEUED, PENDING or DELAYED", [{"loc": ["query", "status"]}])
     rows = queues.depth(
-        ops_of(context(request)),
+        context(request).ops(),
         queue=query_text(query, "queueName"),
         status=status,
         limit=query_int(query, "limit", 20, 1, 200),
@@ -206,47 +177,60 @@ def queue_depth(request: Request) -> JSONResponse:
     return JSONResponse(rows)
 
 
-@router.get("/api/ops/queue-fairness", openapi_extra=query(("queueName", TEXT), ("limit", integer(1, 1000))))
+@router.get(
+    "/api/ops/queue-fairness",
+    openapi_extra=query(("queueName", TEXT), ("limit", integer(1, 1000))),
+    response_model=list[OpsAnswer],
+)
 @requires("viewer", scoping="cluster")
 def queue_fairness(request: Request) -> JSONResponse:
     """Per queue partition: waiting and running counts, oldest and newest."""
     query = strict_query(request, {"queueName", "limit"})
-    ops = ops_of(context(request))
+    ops = context(request).ops()
     rows = queues.fairness(ops, queue=query_text(query, "queueName"), limit=query_int(query, "limit", 200, 1, 1000))
     return JSONResponse(rows)
 
 
-@router.get("/api/ops/queue-priority", openapi_extra=query(("queueName", TEXT), ("windowSec", integer(1, 30 * 86400))))
+@router.get(
+    "/api/ops/queue-priority",
+    openapi_extra=query(("queueName", TEXT), ("windowSec", integer(1, 30 * 86400))),
+    response_model=list[OpsAnswer],
+)
 @requires("viewer", scoping="cluster")
 def queue_priority(request: Request) -> JSONResponse:
     """Per queue priority: counts and the mean enqueue→dequeue latency over ``windowSec`` (default 3600)."""
     query = strict_query(request, {"queueName", "windowSec"})
     rows = queues.priority(
-        ops_of(context(request)),
+        context(request).ops(),
         queue=query_text(query, "queueName"),
         window_s=query_int(query, "windowSec", 3600, 1, 30 * 86400),
     )
     return JSONResponse(rows)
 
 
-@router.get("/api/ops/throughput", openapi_extra=query(("windowSec", integer(1, 30 * 86400))))
+@router.get("/api/ops/throughput", openapi_extra=query(("windowSec", integer(1, 30 * 86400))), response_model=OpsAnswer)
 @requires("viewer", scoping="cluster")
 def throughput(request: Request) -> JSONResponse:
     """Completions over ``windowSec`` (default 300), fairness, priority and run counts."""
     query = strict_query(request, {"windowSec"})
     window = query_int(query, "windowSec", 300, 1, 30 * 86400)
-    return JSONResponse(queues.throughput(ops_of(context(request)), window_s=window))
+    return JSONResponse(queues.throughput(context(request).ops(), window_s=window))
 
 
-@router.get("/api/ops/executors")
+@router.get("/api/ops/executors", response_model=OpsAnswer)
 @requires("viewer", scoping="cluster")
 def list_executors(request: Request) -> JSONResponse:
     """Workers with heartbeat age, version and leader; workflows awaiting recovery; stranded ones."""
     strict_query(request, set())
-    return JSONResponse(executors.view(ops_of(context(request))))
+    return JSONResponse(executors.view(context(request).ops()))
 
 
-@router.post("/api/ops/sleep", openapi_extra=query(("wf", TEXT), ("sleep", integer(1, MAX_SLEEP_MS)), required=("wf",)))
+@router.post(
+    "/api/ops/sleep",
+    openapi_extra=query(("wf", TEXT), ("sleep", integer(1, MAX_SLEEP_MS)), required=("wf",)),
+    status_code=202,
+    responses=answers(202, OpsAnswer, 409),
+)
 @requires("operator", scoping="cluster")
 def durable_sleep(request: Request) -> JSONResponse:
     """Start the durable sleep ``wf`` for ``sleep`` ms (default 5000) on controlQ: 202 (a replay too)."""

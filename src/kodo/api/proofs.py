@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from kodo.api.access import requires
+from kodo.api.answers import AcceptedAnswer, answers
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import TEXT, integer, query
 from kodo.errors import Conflict, InvalidInput
@@ -44,7 +45,7 @@ def _start(ctx: ApiContext, name: str, wf: str, sleep_ms: int) -> None:
     start_proof(ctx.client, name=name, workflow_id=wf, sleep_ms=sleep_ms, app_version=ctx.settings.app_version)
 
 
-@router.post("/crashdemo", openapi_extra=_WF_SLEEP)
+@router.post("/crashdemo", openapi_extra=_WF_SLEEP, status_code=202, responses=answers(202, AcceptedAnswer, 409))
 @requires("operator", scoping="cluster")
 def crashdemo(request: Request) -> JSONResponse:
     """Start the crash demo (mark s1, durable sleep WF_SLEEP_MS, mark s2): 202."""
@@ -55,7 +56,7 @@ def crashdemo(request: Request) -> JSONResponse:
     return JSONResponse({"accepted": True, "workflowId": wf}, status_code=202)
 
 
-@router.post("/slowstep", openapi_extra=_WF_SLEEP)
+@router.post("/slowstep", openapi_extra=_WF_SLEEP, status_code=202, responses=answers(202, AcceptedAnswer, 409))
 @requires("operator", scoping="cluster")
 def slowstep(request: Request) -> JSONResponse:
     """Start the slow-step fixture (mark s1, sleep, mark s2): 202."""
@@ -66,7 +67,7 @@ def slowstep(request: Request) -> JSONResponse:
     return JSONResponse({"accepted": True, "workflowId": wf}, status_code=202)
 
 
-@router.get("/marks", openapi_extra=_WF_SLEEP)
+@router.get("/marks", openapi_extra=_WF_SLEEP, response_model=dict[str, int])
 @requires("viewer", scoping="cluster")
 def get_marks(request: Request) -> JSONResponse:
     """``{"s1": n, "s2": n}``: how often each side effect happened."""
@@ -76,7 +77,7 @@ def get_marks(request: Request) -> JSONResponse:
         return JSONResponse(marks.counts(conn, wf))
 
 
-@router.get("/slowmarks", openapi_extra=_WF_SLEEP)
+@router.get("/slowmarks", openapi_extra=_WF_SLEEP, response_model=dict[str, int])
 @requires("viewer", scoping="cluster")
 def get_slowmarks(request: Request) -> JSONResponse:
     """The slow step's marks, same shape as ``/marks``."""

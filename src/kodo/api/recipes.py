@@ -11,14 +11,23 @@ from fastapi.responses import JSONResponse, Response
 
 from kodo.access import Principal
 from kodo.api.access import principal, requires
-from kodo.api.answers import RecipeAnswer, RunHeaderAnswer, answers
+from kodo.api.answers import (
+    EvalAnswer,
+    ImportAnswer,
+    RecipeAnswer,
+    RecipeBundleAnswer,
+    RecipeVersionAnswer,
+    RunHeaderAnswer,
+    answers,
+)
 from kodo.api.deps import ApiContext, context
 from kodo.api.openapi import body
-from kodo.api.runs import header, read_by_key, require_run
 from kodo.api.schemas import RunStartBody, parse_body
 from kodo.errors import Conflict, IdentityDrift
 from kodo.store import eval_results
 from kodo.store import recipe_versions as versions
+from kodo.views import read_by_key
+from kodo.views.runs import RunHeader, header, require_run
 from kodo.workflows import recipes
 from kodo.workflows.recipe_spec import RecipeBundle, RecipeExportRequest
 
@@ -33,7 +42,7 @@ def list_recipes(request: Request) -> JSONResponse:
         return JSONResponse(recipes.registry(conn))
 
 
-@router.get("/api/recipes/{recipe_id}/versions")
+@router.get("/api/recipes/{recipe_id}/versions", response_model=list[RecipeVersionAnswer])
 @requires("viewer", scoping="shared")
 def list_versions(recipe_id: str, request: Request) -> JSONResponse:
     """Every version of a recipe, highest ``v`` first; an unknown id has none (``[]``)."""
@@ -41,7 +50,12 @@ def list_versions(recipe_id: str, request: Request) -> JSONResponse:
         return JSONResponse([recipes.version_row(conn, v) for v in versions.list_versions(conn, recipe_id)])
 
 
-@router.post("/api/recipes/import", openapi_extra=body(RecipeBundle))
+@router.post(
+    "/api/recipes/import",
+    openapi_extra=body(RecipeBundle),
+    status_code=201,
+    responses={**answers(201, ImportAnswer, 409), 200: {"model": ImportAnswer, "description": "All of it was there"}},
+)
 @requires("admin", scoping="shared")
 async def import_recipes(request: Request) -> JSONResponse:
     """Import a bundle as drafts: 201 when something was new, 200 when all of it was already there; a
@@ -57,7 +71,11 @@ async def import_recipes(request: Request) -> JSONResponse:
     return JSONResponse(summary, status_code=201 if created else 200)
 
 
-@router.post("/api/recipes/export", openapi_extra=body(RecipeExportRequest))
+@router.post(
+    "/api/recipes/export",
+    openapi_extra=body(RecipeExportRequest),
+    response_model=RecipeBundleAnswer,
+)
 @requires("viewer", scoping="shared")
 async def export_recipes(request: Request) -> Response:
     """The canonical JSON bundle of a recipe's versions (ascending ``v``); it imports back unchanged."""
@@ -69,7 +87,7 @@ async def export_recipes(request: Request) -> Response:
 _OTHER_TENANT = "a run with this identity exists outside your tenant (change formData to start another)"
 
 
-def _start(ctx: ApiContext, body: RunStartBody, who: Principal | None) -> tuple[dict[str, Any], bool]:
+def _start(ctx: ApiContext, body: RunStartBody, who: Principal | None) -> tuple[RunHeader, bool]:
     opts = body.opts.model_dump(exclude_none=True) if body.opts else {}
     if who is not None and not who.everywhere:  # with tokens, a run's tenant is its token's
         opts["tenantId"] = who.tenant
@@ -99,7 +117,7 @@ def _start(ctx: ApiContext, body: RunStartBody, who: Principal | None) -> tuple[
     "/api/run",
     openapi_extra=body(RunStartBody),
     status_code=201,
-    responses={**answers(201, RunHeaderAnswer, 400, 404, 409, 413), 200: {"model": RunHeaderAnswer}},
+    responses={**answers(201, RunHeaderAnswer, 404, 409), 200: {"model": RunHeaderAnswer, "description": "A replay"}},
 )
 @requires("approver", partition_field=("opts", "queuePartitionKey"))
 async def start_recipe_run(request: Request) -> JSONResponse:
@@ -110,7 +128,7 @@ async def start_recipe_run(request: Request) -> JSONResponse:
     return JSONResponse({**view, "isReplay": replay}, status_code=200 if replay else 201)
 
 
-@router.get("/api/runs/{wid}/evals")
+@router.get("/api/runs/{wid}/evals", response_model=list[EvalAnswer])
 @requires("viewer")
 def list_evals(wid: str, request: Request) -> JSONResponse:
     """The run's eval results, one per check (empty until its ExecuteST succeeded)."""

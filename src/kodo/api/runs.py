@@ -4,219 +4,68 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
 from urllib.parse import quote
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from kodo import telemetry
 from kodo.api.access import actor, not_found, principal, requires
-from kodo.api.answers import ApprovalAnswer, RunHeaderAnswer, answers
-from kodo.api.artifacts import ref_media_type
-from kodo.api.deps import ApiContext, context
+from kodo.api.answers import ApprovalAnswer, LegacyStartAnswer, RunHeaderAnswer, answers
+from kodo.api.deps import DEPRECATION, context
 from kodo.api.openapi import body, integer, query
 from kodo.api.run_changes import read_until
 from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse_body
 from kodo.errors import Gone, InvalidInput, NotFound
-from kodo.models import RUN_STATUSES, TERMINAL_HEADER_STATUSES, Run, StepRecord, header_status
-from kodo.store import artifacts, budgets, durable_status, eval_results, intents, runs, steps
-from kodo.store.artifacts import ArtifactRef
-from kodo.store.durable_status import RunDurability
-from kodo.workflows import gates, spend
+from kodo.models import RUN_STATUSES, TERMINAL_HEADER_STATUSES, Run, header_status
+from kodo.store import artifacts, intents, steps
+from kodo.views import Reads, read_by_key
+from kodo.views.runs import RunHeader, RunView, StepRow, header, read_header, require_run, run_view, step_rows
+from kodo.workflows import gates
 from kodo.workflows.queue_policy import admit
-from kodo.workflows.runs import WORKFLOW_NAME, start_run
+from kodo.workflows.runs import start_run
 
 router = APIRouter()
-T = TypeVar("T")
-DEPRECATION = {"Deprecation": "true", "Sunset": "Wed, 30 Jun 2027 23:59:59 GMT"}
 
 
-def _ms(value: Any) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
+def _intent_missing(reads: Reads, intent_id: str, message: str) -> NotFound | None:
+    """A NotFound when the intent does not exist: asked only on a start's error path, so that a start of a
+    missing intent answers 404 whatever else is wrong with it (the happy path's one check is
+    ``start_run``'s)."""
+    with reads.read() as conn:
+        return NotFound(message) if intents.get(conn, intent_id) is None else None
 
 
-def header(ctx: ApiContext, conn: sa.Connection, run: Run, facts: RunDurability | None = None) -> dict[str, Any]:
-    """The RunHeader: app status merged (monotonically) with DBOS's, plus posture (``facts``: read here
-    unless the caller read them with the run)."""
-    # The run's identity is its workflow id; its progress is the phase workflow now responsible for it.
-    if facts is None:
-        facts = durable_status.for_run(
-            conn,
-            current_workflow_id=run.current_workflow_id or run.workflow_id,
-            workflow_id=run.workflow_id,
-            run_id=run.id,
-        )
-    durable = facts.status
-    settings = ctx.settings
-    body: dict[str, Any] = {
-        "workflowID": run.workflow_id,
-        "runId": run.id,
-        "intentId": run.intent_id,
-        "status": header_status(run.status, durable.status if durable else None),
-        "durableStatus": run.status,
-        "dbosStatus": durable.status if durable else None,
-        "workflowName": WORKFLOW_NAME,
-        "currentWorkflowID": run.current_workflow_id or run.workflow_id,
-        "recipeRef": {"id": run.recipe_id, "v": run.recipe_v} if run.recipe_id else None,
-        "recipeHash": run.recipe_hash,
-        "intentHash": run.intent_hash,
-        "createdAt": _ms(run.created_at),
-        "updatedAt": _ms(run.updated_at),
-        "queue": run.options.get("queueName"),
-        "priority": run.options.get("priority"),
-        "lane": run.options.get("lane"),
-        "queuePartitionKey": run.queue_partition_key,
-        "tenantId": run.tenant_id,
-        "budget": run.budget,
-        "budgetViolation": budgets.latest_violation(conn, run.id) if run.budget else None,
-        "spend": spend.header(conn, run, datetime.now(UTC)),
-        "evalSummary": eval_results.summary(conn, run.id) if run.recipe_id else None,
-        "nextAction": run.next_action,
-        "lastStep": run.last_step,
-        "retryCount": run.retry_count,
-        "traceId": run.trace_id,
-        "spanId": None,
-        "topology": settings.mode_for(ctx.role),
-        "runtimeMode": settings.mode_for(ctx.role),
-        "ocMode": settings.oc_mode,
-        "ocStrictMode": settings.oc_strict_mode,
-        "sbxMode": settings.sbx_mode,
-        "sbxProvider": settings.sbx_provider,
-        "sbxUnisolatedAllowed": settings.unisolated_allowed,
-        "appVersion": settings.app_version,
-        "workflowVersion": durable.application_version if durable else None,
-        "claimScope": settings.claim_scope,
-    }
-    if run.error is not None:
-        body["error"] = run.error
-    trace_id = telemetry.trace_id_of(facts.traceparent) or facts.step_trace_id
-    body["otelTraceId"] = trace_id
-    body["traceUrl"] = telemetry.trace_link(settings.trace_base_url, trace_id)
-    if settings.trace_base_url:
-        body["traceBaseUrl"] = settings.trace_base_url
-    return body
-
-
-def artifact_ref(run: Run, artifact: ArtifactRef) -> dict[str, Any]:
-    return {
-        "id": artifact.uri,
-        "workflowID": run.workflow_id,
-        "stepID": artifact.step_id,
-        "taskKey": artifact.task_key,
-        "idx": artifact.idx,
-        "attempt": artifact.attempt,
-        "kind": artifact.kind,
-        "mime": ref_media_type(artifact.kind),
-        "size": artifact.size,
-        "sha256": artifact.sha256,
-        "storageKey": artifact.uri,
-    }
-
-
-def step_rows(
-    run: Run, records: list[StepRecord], made: list[ArtifactRef], trace_base_url: str | None = None
-) -> list[dict[str, Any]]:
-    """StepRow[]: every attempt with its artifacts (same step and attempt), by startedAt then stepID, and a
-    ``traceUrl`` (``TRACE_BASE_URL`` made concrete) when the attempt was traced."""
-    rows = []
-    for record in records:
-        refs = [artifact_ref(run, a) for a in made if a.step_id == record.step_id and a.attempt == record.attempt]
-        row: dict[str, Any] = {
-            "stepID": record.step_id,
-            "name": record.phase,
-            "attempt": record.attempt,
-            "startedAt": _ms(record.started_at),
-            "endedAt": _ms(record.finished_at),
-            "artifactRefs": refs,
-            "traceId": record.trace_id,
-            "spanId": record.span_id,
-            "traceUrl": telemetry.trace_link(trace_base_url, record.trace_id, record.span_id),
-        }
-        if isinstance(record.output, dict) and record.output.get("error"):
-            row["error"] = record.output["error"]
-        rows.append(row)
-    rows.sort(key=lambda r: (r["startedAt"] or 0, r["stepID"], r["attempt"]))
-    return rows
-
-
-def run_view(run: Run, latest: list[StepRecord], made: list[ArtifactRef]) -> dict[str, Any]:
-    """The legacy RunView of ``GET /runs/{id}``."""
-    view: dict[str, Any] = {
-        "runId": run.id,
-        "workflowId": run.workflow_id,
-        "intentId": run.intent_id,
-        "recipeRef": {"id": run.recipe_id, "v": run.recipe_v} if run.recipe_id else None,
-        "recipeHash": run.recipe_hash,
-        "intentHash": run.intent_hash,
-        "status": run.status,
-        "steps": [
-            {
-                "stepId": s.step_id,
-                "phase": s.phase,
-                "attempt": s.attempt,
-                "output": s.output,
-                "startedAt": s.started_at.isoformat(),
-                "finishedAt": s.finished_at.isoformat() if s.finished_at else None,
-                "traceId": s.trace_id,
-                "spanId": s.span_id,
-            }
-            for s in latest
-        ],
-        # No content: an artifact is fetched by its URI (GET /api/artifacts/{uri}).
-        "artifacts": [{"kind": a.kind, "uri": a.uri, "sha256": a.sha256, "size": a.size} for a in made],
-        "traceId": run.trace_id,
-        "lastStep": run.last_step,
-        "retryCount": run.retry_count,
-    }
-    if run.error is not None:
-        view["error"] = run.error
-    if run.next_action is not None:
-        view["nextAction"] = run.next_action
-    return view
-
-
-def read_by_key(ctx: ApiContext, read: Callable[[sa.Connection, str], T], key: str) -> T:
-    """One read by key on a read connection (for async routes: call it through ``run_in_threadpool``)."""
-    with ctx.read() as conn:
-        return read(conn, key)
-
-
-def require_run(conn: sa.Connection, key: str) -> Run:
-    run = runs.get(conn, key)
-    if run is None:
-        raise NotFound("run not found")
-    return run
-
-
-async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tuple[dict[str, Any], bool]:
+async def _start(request: Request, intent_id: str, body: RunRequestBody, missing: str) -> tuple[RunHeader, bool]:
     ctx = context(request)
     fields = body.model_dump(exclude_none=True, exclude={"intentId"})
     who = principal(request)
     if who is not None and not who.everywhere:  # with tokens, a run's tenant is its token's
         fields["tenantId"] = who.tenant
 
-    def _transaction() -> tuple[dict[str, Any], bool]:
+    def _transaction() -> tuple[RunHeader, bool]:
         with ctx.transaction() as conn:
-            if intents.get(conn, intent_id) is None:
-                raise NotFound(f"Intent not found: {intent_id}")
             start = admit(conn, ctx.settings, intent_id, fields)
-            run, replay = start_run(conn, ctx.client, ctx.settings, start)
+            try:
+                run, replay = start_run(conn, ctx.client, ctx.settings, start)
+            except NotFound:  # the intent does not exist: the route's own words for it
+                raise NotFound(missing) from None
             return header(ctx, conn, run), replay
 
     # Off the event loop: a route's database work (a commit waits for the disk) never stalls other requests.
-    return await run_in_threadpool(_transaction)
+    try:
+        return await run_in_threadpool(_transaction)
+    except InvalidInput as refused:
+        raise (await run_in_threadpool(_intent_missing, ctx, intent_id, missing) or refused) from None
 
 
 @router.post(
     "/api/runs",
     openapi_extra=body(ApiRunBody),
     status_code=201,
-    responses={**answers(201, RunHeaderAnswer, 400, 404, 409, 413), 200: {"model": RunHeaderAnswer}},
+    responses={**answers(201, RunHeaderAnswer, 404, 409), 200: {"model": RunHeaderAnswer, "description": "A replay"}},
 )
 @requires(
     "approver",
@@ -228,36 +77,33 @@ async def _start(request: Request, intent_id: str, body: RunRequestBody) -> tupl
 async def start_api_run(request: Request) -> JSONResponse:
     """Start (or replay) the run of an intent: 201 new, 200 replay; RunHeader + ``isReplay``."""
     body = await parse_body(request, ApiRunBody)
-    view, replay = await _start(request, body.intentId, body)
+    view, replay = await _start(request, body.intentId, body, f"Intent not found: {body.intentId}")
     return JSONResponse({**view, "isReplay": replay}, status_code=200 if replay else 201)
 
 
-@router.post("/intents/{intent_id}/run", openapi_extra=body(RunRequestBody, required=False))
+@router.post(
+    "/intents/{intent_id}/run",
+    openapi_extra=body(RunRequestBody, required=False),
+    status_code=202,
+    responses=answers(202, LegacyStartAnswer, 409, 410),
+)
 @requires("approver", partition_field=("queuePartitionKey",), hidden=not_found("intent not found"))
 async def start_legacy_run(intent_id: str, request: Request) -> JSONResponse:
     """Legacy start: 202 ``{runId, workflowId}`` for new and replayed starts alike."""
     ctx = context(request)
     if not ctx.settings.enable_legacy_run_routes:
         raise Gone("legacy route disabled; use POST /api/runs")
-    if await run_in_threadpool(read_by_key, ctx, intents.get, intent_id) is None:
-        raise NotFound("intent not found")
-    body = await parse_body(request, RunRequestBody)
+    try:
+        body = await parse_body(request, RunRequestBody)
+    except InvalidInput as refused:
+        raise (await run_in_threadpool(_intent_missing, ctx, intent_id, "intent not found") or refused) from None
     if body.queuePartitionKey is None and ctx.settings.intent_queue_partition:
         # The legacy route predates the partition law: it starts in the intent's own partition.
         body = body.model_copy(update={"queuePartitionKey": f"legacy-{intent_id}"})
-    view, _replay = await _start(request, intent_id, body)
+    view, _replay = await _start(request, intent_id, body, "intent not found")
     return JSONResponse(
         {"runId": view["runId"], "workflowId": view["workflowID"]}, status_code=202, headers=DEPRECATION
     )
-
-
-def read_header(ctx: ApiContext, wid: str) -> dict[str, Any]:
-    """The RunHeader, by run id or workflow id (one statement)."""
-    with ctx.read() as conn:
-        found = durable_status.run_with_durability(conn, wid)
-        if found is None:
-            raise NotFound("run not found")
-        return header(ctx, conn, *found)
 
 
 # ``?until=``: the header statuses that end a long-poll (a run that needs a human, or one that has ended).
@@ -298,7 +144,7 @@ def _wakes(statuses: frozenset[str]) -> Callable[[str], bool]:
     "/api/runs/{wid}",
     openapi_extra=query(("until", {"type": "string", "enum": list(UNTIL)}), ("timeoutS", integer(0, 30))),
     response_model=RunHeaderAnswer,
-    responses=answers(200, None, 400, 404),
+    responses=answers(200, None),
 )
 @requires("viewer")
 async def get_run_header(wid: str, request: Request) -> JSONResponse:
@@ -337,7 +183,11 @@ def _page(request: Request) -> tuple[int, int]:
     return values[0], values[1]
 
 
-@router.get("/api/runs/{wid}/steps", openapi_extra=query(("limit", integer(1, 500)), ("offset", integer(0, 10**9))))
+@router.get(
+    "/api/runs/{wid}/steps",
+    openapi_extra=query(("limit", integer(1, 500)), ("offset", integer(0, 10**9))),
+    response_model=list[StepRow],
+)
 @requires("viewer")
 def get_run_steps(wid: str, request: Request) -> JSONResponse:
     """Step attempts with their artifact refs (never content), in a stable order, ``?limit=`` (default 200) at a
@@ -356,7 +206,7 @@ def get_run_steps(wid: str, request: Request) -> JSONResponse:
     return JSONResponse(rows, headers=more if len(records) > limit else None)
 
 
-@router.get("/runs/{run_key}")
+@router.get("/runs/{run_key}", response_model=RunView)
 @requires("viewer")
 def get_run_view(run_key: str, request: Request) -> JSONResponse:
     """The legacy RunView: status, latest step attempts, all artifacts."""
@@ -392,7 +242,7 @@ async def _approve(request: Request, key: str, headers: dict[str, str] | None) -
     "/api/runs/{wid}/approve-plan",
     openapi_extra=body(PlanApprovalBody),
     status_code=202,
-    responses=answers(202, ApprovalAnswer, 400, 404, 409),
+    responses=answers(202, ApprovalAnswer, 409),
 )
 @requires("approver")
 async def approve_plan(wid: str, request: Request) -> JSONResponse:
@@ -400,7 +250,12 @@ async def approve_plan(wid: str, request: Request) -> JSONResponse:
     return await _approve(request, wid, None)
 
 
-@router.post("/runs/{run_key}/approve-plan", openapi_extra=body(PlanApprovalBody))
+@router.post(
+    "/runs/{run_key}/approve-plan",
+    openapi_extra=body(PlanApprovalBody),
+    status_code=202,
+    responses=answers(202, ApprovalAnswer, 409, 410),
+)
 @requires("approver")
 async def approve_plan_legacy(run_key: str, request: Request) -> JSONResponse:
     """The legacy alias of approve-plan, with deprecation headers."""

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
 from kodo.api.access import principal, requires
+from kodo.api.answers import ErrorAnswer
 from kodo.api.deps import context
 from kodo.api.openapi import body
 from kodo.api.schemas import Strict, parse_body
@@ -28,12 +29,6 @@ MAX_LIST = 500
 
 # --- what the routes answer (documented in the OpenAPI schema; tests/integration/test_webhook_openapi.py
 # checks each answer against it) -------------------------------------------------------------------------
-
-
-class ErrorAnswer(BaseModel):
-    error: str
-    details: list[Any] | None = None
-    code: str | None = None
 
 
 class SubscriptionAnswer(BaseModel):

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from kodo.api.access import principal, requires
-from kodo.api.webhooks import ErrorAnswer
+from kodo.api.answers import ErrorAnswer
 
 router = APIRouter()
 

@@ -19,7 +19,7 @@ def runs() -> None:
 @click.argument("run")
 def runs_diff(run: str) -> None:
     """Print RUN's diff (run id or workflow id) against its base commit, as reviewed at the plan gate."""
-    from kodo.api.review import run_diff
+    from kodo.views.reviews import run_diff
 
     with ops_context(migrated=True) as context, context.engine.connect() as conn:
         _run, text = run_diff(conn, run)

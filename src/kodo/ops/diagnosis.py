@@ -29,7 +29,7 @@ from kodo.models import RETRYABLE_SANDBOX_CODES, Run
 from kodo.ops.context import Ops
 from kodo.ops.stranded import grace_sec
 from kodo.ops.targets import resolve
-from kodo.store import dbos_workflows, executors, gates, ops_audit, sandbox_runs, stranded
+from kodo.store import dbos_workflows, executors, gates, ops_audit, repairs, sandbox_runs, stranded
 from kodo.store.dbos_workflows import WorkflowRow
 
 INTERNAL_QUEUE = "_dbos_internal_queue"
@@ -76,17 +76,6 @@ def _silent(ops: Ops, owner: executors.Executor, name: str, common: dict[str, An
         deadAfterSec=dead_after,
         **common,
     )
-
-
-def _last_step(conn: sa.Connection, workflow_id: str) -> tuple[str | None, int | None]:
-    row = conn.execute(
-        sa.text(
-            "SELECT function_name, completed_at_epoch_ms FROM dbos.operation_outputs WHERE workflow_uuid = :w "
-            "ORDER BY function_id DESC LIMIT 1"
-        ),
-        {"w": workflow_id},
-    ).first()
-    return (None, None) if row is None else (row.function_name, row.completed_at_epoch_ms)
 
 
 def diagnose_workflow(conn: sa.Connection, ops: Ops, row: WorkflowRow, *, anchors: list[str]) -> dict[str, Any]:
@@ -191,7 +180,8 @@ def _pending(
             recoveryAttempts=row.recovery_attempts,
             **common,
         )
-    step, at = _last_step(conn, row.workflow_id)
+    last = dbos_workflows.last_step(conn, row.workflow_id)
+    step, at = (None, None) if last is None else (last.function_name, last.completed_at_epoch_ms)
     since = f"; last checkpoint {step} at {_iso(at)}" if step else ""
     return _answer("RUNNING", f"{name} is running on {row.executor_id}{since}", executorId=row.executor_id, **common)
 
@@ -259,10 +249,7 @@ def _run_cause(conn: sa.Connection, ops: Ops, run: Run) -> dict[str, Any]:
         return _answer("STALLED", f"{what} names phase workflow {phase}, which DBOS does not have")
     found = diagnose_workflow(conn, ops, row, anchors=[run.id, phase])
     if run.status == "repairing" and found["code"] in {"RUNNING", "QUEUED_BEHIND"}:
-        repair = conn.execute(
-            sa.text("SELECT attempt, from_step FROM app.repairs WHERE run_id = :r ORDER BY attempt DESC LIMIT 1"),
-            {"r": run.id},
-        ).first()
+        repair = repairs.latest(conn, run.id)
         if repair is not None:
             found["details"].update({"repairAttempt": repair.attempt, "fromStep": repair.from_step})
             if found["code"] == "RUNNING":

@@ -176,7 +176,7 @@ class Heartbeat:
     def _try_lead(self) -> None:
         conn = self.engine.connect()
         try:
-            got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK}).scalar())
+            got = executors.try_lead(conn, LEADER_LOCK)
             conn.commit()
         except Exception:
             conn.close()
@@ -192,7 +192,7 @@ class Heartbeat:
         if conn is None:
             return
         try:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK})
+            executors.release_lead(conn, LEADER_LOCK)
             conn.commit()
         except Exception as error:
             log.warning("could not release the leader lock", error=repr(error))
@@ -210,14 +210,7 @@ def view(ops: Ops) -> dict[str, Any]:
         orphaned = dbos_workflows.pending_of(conn, dead_ids)
         unserved = dbos_workflows.unserved(conn, list(live))
         without_thread = stranded_store.of_executors(conn, [e.executor_id for e in rows])
-        pending: dict[str, int] = dict(
-            conn.execute(
-                sa.text(
-                    "SELECT executor_id, count(*) FROM dbos.workflow_status WHERE status = 'PENDING' "
-                    "AND executor_id IS NOT NULL GROUP BY executor_id"
-                )
-            ).all()
-        )
+        pending = executors.pending_workflows(conn)
     stranded = {row.workflow_id: row for row in [*orphaned, *unserved] if row.app_version not in live}
     return {
         "executors": [

@@ -233,3 +233,21 @@ def max_step(conn: sa.Connection, workflow_id: str) -> int:
         {"w": workflow_id},
     ).scalar_one()
     return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class LastStep:
+    function_name: str
+    completed_at_epoch_ms: int | None
+
+
+def last_step(conn: sa.Connection, workflow_id: str) -> LastStep | None:
+    """The workflow's newest recorded step (DBOS's ``operation_outputs``), or None before its first."""
+    row = conn.execute(
+        sa.text(
+            "SELECT function_name, completed_at_epoch_ms FROM dbos.operation_outputs WHERE workflow_uuid = :w "
+            "ORDER BY function_id DESC LIMIT 1"
+        ),
+        {"w": workflow_id},
+    ).first()
+    return None if row is None else LastStep(row.function_name, row.completed_at_epoch_ms)

@@ -103,3 +103,23 @@ def silent(conn: sa.Connection, dead_after_s: float) -> list[Executor]:
         {"dead": dead_after_s},
     )
     return [_executor(row) for row in rows]
+
+
+def try_lead(conn: sa.Connection, lock_key: int) -> bool:
+    """Take the session-level advisory lock ``lock_key`` on this connection, if it is free."""
+    return bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key}).scalar())
+
+
+def release_lead(conn: sa.Connection, lock_key: int) -> None:
+    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key})
+
+
+def pending_workflows(conn: sa.Connection) -> dict[str, int]:
+    """How many PENDING DBOS workflows each executor holds."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT executor_id, count(*) FROM dbos.workflow_status WHERE status = 'PENDING' "
+            "AND executor_id IS NOT NULL GROUP BY executor_id"
+        )
+    ).all()
+    return {executor_id: int(count) for executor_id, count in rows}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 
 
@@ -22,3 +24,18 @@ def record(
         ),
         {"r": run_id, "a": attempt, "w": workflow_id, "f": from_step, "b": requested_by},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    attempt: int
+    from_step: str
+
+
+def latest(conn: sa.Connection, run_id: str) -> Repair | None:
+    """The run's newest repair (its attempt number and the step it retries from), or None."""
+    row = conn.execute(
+        sa.text("SELECT attempt, from_step FROM app.repairs WHERE run_id = :r ORDER BY attempt DESC LIMIT 1"),
+        {"r": run_id},
+    ).first()
+    return None if row is None else Repair(row.attempt, row.from_step)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -129,3 +131,60 @@ def count_for_intent(conn: sa.Connection, intent_id: str) -> int:
     return int(
         conn.execute(sa.text("SELECT count(*) FROM app.runs WHERE intent_id = :i"), {"i": intent_id}).scalar_one()
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What changes when anything an event stream shows of a run changes: its row and its counts."""
+
+    status: str
+    updated_at: datetime
+    next_action: str | None
+    last_step: str | None
+    steps: int
+    artifacts: int
+    gates: int
+    resolved_gates: int
+
+
+_FINGERPRINT = sa.text(
+    "SELECT r.status, r.updated_at, r.next_action, r.last_step, "
+    "(SELECT count(*) FROM app.run_steps s WHERE s.run_id = r.id), "
+    "(SELECT count(*) FROM app.artifacts a WHERE a.run_id = r.id), "
+    "(SELECT count(*) FROM app.human_gates g WHERE g.run_id = r.id), "
+    "(SELECT count(*) FROM app.human_gates g WHERE g.run_id = r.id AND g.resolved_at IS NOT NULL) "
+    "FROM app.runs r WHERE r.id = :id"
+)
+
+
+def fingerprint(conn: sa.Connection, run_id: str) -> Fingerprint | None:
+    """The run's fingerprint (by run id), or None when there is no such run."""
+    row = conn.execute(_FINGERPRINT, {"id": run_id}).first()
+    return None if row is None else Fingerprint(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class RecentRun:
+    """A row of the console's recent runs."""
+
+    id: str
+    workflow_id: str
+    status: str
+    next_action: str | None
+    last_step: str | None
+    updated_at: datetime
+    goal: str
+
+
+def recent(conn: sa.Connection, limit: int = 25, partition_like: list[str] | None = None) -> list[RecentRun]:
+    """The newest runs with their intents' goals (only runs whose partition matches one of
+    ``partition_like``'s LIKE patterns, when given)."""
+    scoped = "" if partition_like is None else "WHERE r.queue_partition_key LIKE ANY(:partitions) "
+    rows = conn.execute(
+        sa.text(
+            "SELECT r.id, r.workflow_id, r.status, r.next_action, r.last_step, r.updated_at, i.goal "
+            f"FROM app.runs r JOIN app.intents i ON i.id = r.intent_id {scoped}ORDER BY r.created_at DESC LIMIT :n"
+        ),
+        {"n": limit, "partitions": partition_like or []},
+    )
+    return [RecentRun(*row) for row in rows]

@@ -7,7 +7,6 @@ from fastapi.responses import HTMLResponse
 
 from kodo.api.access import principal, requires
 from kodo.api.deps import context
-from kodo.api.ops import ops_of
 from kodo.errors import KodoError
 from kodo.ops import executors, queues, workflows
 from kodo.store import recipe_versions, webhooks
@@ -22,7 +21,7 @@ STATUSES = ("ENQUEUED", "DELAYED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "
 @router.get("/ops", response_class=HTMLResponse)
 def ops_page(request: Request) -> HTMLResponse:
     """Workflows with filters; ``?wid=`` opens one with its steps, audit and the cancel/resume/fork form."""
-    ops = ops_of(context(request))
+    ops = context(request).ops()
     query = request.query_params
     status = query.get("status") or ""
     where = Filter(
@@ -84,7 +83,7 @@ def ops_page(request: Request) -> HTMLResponse:
 @router.get("/throughput", response_class=HTMLResponse)
 def throughput_page(request: Request) -> HTMLResponse:
     """Throughput, queue depth, fairness by partition, priority latency, executors."""
-    ops = ops_of(context(request))
+    ops = context(request).ops()
     return render(
         "throughput.html",
         request,

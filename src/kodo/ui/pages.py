@@ -15,15 +15,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from kodo.api.access import partition_patterns, requires
 from kodo.api.deps import ApiContext, context
-from kodo.api.gates import gate_view
-from kodo.api.ops import ops_of
-from kodo.api.review import change_view, gate_review
-from kodo.api.runs import header, require_run, step_rows
 from kodo.errors import NotFound
 from kodo.ops import diagnosis
 from kodo.ops import executions as execution_view
 from kodo.store import artifacts, executions, patches, runs, steps
 from kodo.store import gates as gate_store
+from kodo.views.gates import gate_view, origins, sla_status
+from kodo.views.reviews import change_view, gate_review
+from kodo.views.runs import header, require_run, step_rows
 
 router = APIRouter(include_in_schema=False)
 _ENV = Environment(
@@ -76,30 +75,18 @@ def render(name: str, request: Request, **values: Any) -> HTMLResponse:
     return HTMLResponse(html)
 
 
-def _recent(conn: sa.Connection, limit: int = 25, partition_like: list[str] | None = None) -> list[dict[str, Any]]:
-    scoped = "" if partition_like is None else "WHERE r.queue_partition_key LIKE ANY(:partitions) "
-    rows = conn.execute(
-        sa.text(
-            "SELECT r.id, r.workflow_id, r.status, r.next_action, r.last_step, r.updated_at, i.goal "
-            f"FROM app.runs r JOIN app.intents i ON i.id = r.intent_id {scoped}ORDER BY r.created_at DESC LIMIT :n"
-        ),
-        {"n": limit, "partitions": partition_like or []},
-    )
-    return [dict(row._mapping) for row in rows]
-
-
 def run_panel(ctx: ApiContext, conn: sa.Connection, key: str) -> dict[str, Any]:
     """Everything the live run panel shows."""
     run = require_run(conn, key)
     made = artifacts.refs_for_run(conn, run.id)
-    interactions = {i.gate_key: i.origin for i in gate_store.interactions(conn, run.id, 500)}
+    replied = origins(conn, run.id)
     gate_rows = gate_store.list_for_run(conn, run.id)
     max_lines = ctx.settings.review_diff_max_lines
     return {
-        "diagnosis": diagnosis.diagnose(ops_of(ctx), run.workflow_id),
+        "diagnosis": diagnosis.diagnose(ctx.ops(), run.workflow_id),
         "run": header(ctx, conn, run),
         "steps": step_rows(run, steps.list_for_run(conn, run.id), made, ctx.settings.trace_base_url),
-        "gates": [gate_view(run.workflow_id, g, interactions.get(g.gate_key)) for g in gate_rows],
+        "gates": [gate_view(run.workflow_id, g, replied.get(g.gate_key)) for g in gate_rows],
         "reviews": {g.gate_key: gate_review(conn, run, g, max_lines) for g in gate_rows if g.resolved_at is None},
         "change": change_view(conn, run, max_lines),
         "artifacts": made,
@@ -123,7 +110,8 @@ def home(request: Request) -> HTMLResponse:
         return run_page(wid, request)
     ctx = context(request)
     with ctx.read() as conn:
-        return render("console.html", request, recent=_recent(conn, 25, partition_patterns(request)), page="console")
+        recent = runs.recent(conn, 25, partition_patterns(request))
+    return render("console.html", request, recent=recent, page="console")
 
 
 @router.get("/runs/{wid}/view", response_class=HTMLResponse)
@@ -161,7 +149,5 @@ def inbox_page(request: Request) -> HTMLResponse:
             run = runs.get(conn, gate.run_id)
             if run is None:
                 continue
-            left = (gate.deadline_at - datetime.now(UTC)).total_seconds() if gate.deadline_at else None
-            sla = "NORMAL" if left is None or left > 60 else ("WARNING" if left > 0 else "CRITICAL")
-            rows.append({"gate": gate, "run": run, "sla": sla})
+            rows.append({"gate": gate, "run": run, "sla": sla_status(gate.deadline_at, datetime.now(UTC))})
     return render("inbox.html", request, rows=rows, page="inbox")
