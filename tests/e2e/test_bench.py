@@ -36,8 +36,9 @@ def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
     for rep in reps:
         assert rep["runs"] == 6 and rep["failed"] == 0 and rep["pollers"] == 2 and rep["runsPerSecond"] > 0
         assert rep["cpuSecondsPerRun"] > 0 and rep["postgresCpuSecondsPerRun"] >= 0 and rep["serverProcesses"] >= 1
-        # kodo up's workers are its own children: none outside its tree; the machine ran at least the server
-        assert rep["workerCpuSecondsPerRun"] == 0 and "workerProcesses" not in rep
+        # kodo up's API answers /healthz from a process of its own; the worker (kodo up itself) is found
+        # through app.executors, outside the API's tree
+        assert rep["workerCpuSecondsPerRun"] > 0 and rep["workerProcesses"] == 1
         assert rep["clientCpuSecondsPerRun"] > 0 and rep["machineCpuSecondsPerRun"] > 0
         # every phase is checkpointed: begin (CompileST, ApplyPatchST, park), resume (DecideST), the
         # child's enqueue, its result, ExecuteST, and the child's executeTask and settleExecution

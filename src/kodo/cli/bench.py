@@ -189,3 +189,33 @@ def bench_hitl(**options: Any) -> None:
 def bench_ceiling(**options: Any) -> None:
     """The burst as the run's bare DBOS skeleton in kodo's worker: the baseline to hold the burst against."""
     _run("ceiling", **options)
+
+
+@bench.command("scale")
+@click.option("--workers", default="1,2,4", show_default=True, help="Worker process counts (kodo up --workers K).")
+@click.option("--n", "runs", type=click.IntRange(1, 2000), default=200, show_default=True, help="Runs per burst.")
+@click.option("--reps", "repetitions", type=click.IntRange(1, 10), default=3, show_default=True)
+@click.option("--partitions", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="Pollers.")
+@click.option("--poll-ms", type=click.IntRange(0, 5000), default=200, show_default=True, help="Re-read each run.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=900, show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="Also write the JSON here.")
+def bench_scale(workers: str, out_path: str | None, **options: Any) -> None:
+    """The burst against a fresh ``kodo up --workers K`` per K and repetition (alternating): the curve, and
+    what bounds it."""
+    from kodo.bench.scale import run_scale
+
+    try:
+        counts = tuple(int(part) for part in workers.split(","))
+    except ValueError as error:
+        raise click.BadParameter("a comma-separated list of counts, e.g. 1,2,4", param_hint="--workers") from error
+    try:
+        report = run_scale(_settings(), workers=counts, **options)
+    except KodoError as error:
+        raise click.ClickException(error.message) from error
+    except (TimeoutError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from error
+    text = json.dumps(report, indent=2)
+    click.echo(text)
+    if out_path:
+        Path(out_path).write_text(text + "\n")
