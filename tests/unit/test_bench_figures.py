@@ -8,6 +8,7 @@ import socket
 
 from kodo.bench.bench import run_id, spread, start_body, summarize
 from kodo.bench.probe import listener_pid, machine_share
+from kodo.bench.scale import bound
 
 
 def test_spread_keeps_the_milliseconds_of_cpu_seconds_per_run() -> None:
@@ -46,3 +47,13 @@ def test_the_start_body_speaks_both_servers() -> None:
     assert start_body("it_1", "p0", auto=True)["autoApprove"] is True
     assert run_id({"workflowID": "wf_9", "status": "ENQUEUED"}, "it_1") == "wf_9"
     assert run_id({"status": "ENQUEUED"}, "it_1") == "it_1"
+
+
+def test_the_scale_curve_names_what_bounds_it() -> None:
+    """A busy machine bounds the curve by its cores (the busiest point named); an idle one by waits."""
+    busy = [
+        {"workers": 1, "cpuBusyPercent": 91.0, "cpuStealPercent": 1.0, "machineCpuSecondsPerRun": 0.14},
+        {"workers": 2, "cpuBusyPercent": 98.5, "cpuStealPercent": 2.0, "machineCpuSecondsPerRun": 0.15},
+    ]
+    assert "cores: 98.5% busy at 2 worker(s)" in bound(busy)
+    assert bound([{"workers": 1, "cpuBusyPercent": 60.0}]).startswith("waits, not CPU")
