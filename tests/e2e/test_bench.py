@@ -128,6 +128,7 @@ def test_bench_measures_a_server_without_kodo_database(spawn: Callable[..., Kodo
     )
     rep = burst["repetitions"][0]
     assert rep["failed"] == 0 and rep["runsPerSecond"] > 0 and rep["pollsAnswered"] >= 4 and rep["acceptSeconds"] > 0
+    assert rep["requestsPerSecond"] > rep["pollsPerSecond"] > 0  # the polls, plus accepting and approving
     assert rep["cpuSecondsPerRun"] > 0 and rep["serverProcesses"] >= 1 and rep["postgresCpuSecondsPerRun"] > 0
     assert "dbosOperationsPerRun" not in rep and burst["environment"]["postgres"] is None
     api = run_bench(base, None, settings, scenario="api", runs=3, dbos_client=no_client, **options)

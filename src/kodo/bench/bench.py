@@ -191,6 +191,8 @@ class Bench:
             "acceptSeconds": round(accepted, 2),  # every intent and run accepted (2N POSTs from 16 clients)
             "pollsAnswered": self.polls_answered,
             "pollsPerSecond": round(self.polls_answered / elapsed, 1),
+            # every request the API answered during the burst: 2N to accept, the approvals, the polls
+            "requestsPerSecond": round((2 * runs + (0 if auto else runs) + self.polls_answered) / elapsed, 1),
             **self.probe.per_run(before, self.probe.read(), runs),
         }
 
@@ -510,6 +512,7 @@ def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             ("runsPerSecond",),
             ("acceptSeconds",),
             ("pollsPerSecond",),
+            ("requestsPerSecond",),
             ("cpuSecondsPerRun",),
             ("workerCpuSecondsPerRun",),
             ("postgresCpuSecondsPerRun",),

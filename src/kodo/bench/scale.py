@@ -158,7 +158,8 @@ def _report(results: dict[int, list[dict[str, Any]]], **shape: int) -> dict[str,
     curve = []
     for count, reps in results.items():
         point: dict[str, Any] = {"workers": count, "runsPerSecond": spread([rep["runsPerSecond"] for rep in reps])}
-        for figure in ("cpuSecondsPerRun", "postgresCpuSecondsPerRun", "machineCpuSecondsPerRun", "pollsPerSecond"):
+        figures = ("cpuSecondsPerRun", "workerCpuSecondsPerRun", "postgresCpuSecondsPerRun", "machineCpuSecondsPerRun")
+        for figure in (*figures, "pollsPerSecond"):
             values = [rep[figure] for rep in reps if isinstance(rep.get(figure), int | float)]
             if values:
                 point[figure] = round(statistics.median(values), 4)
