@@ -12,7 +12,9 @@ import ipaddress
 import os
 import signal
 import socket
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -390,6 +392,26 @@ def die_with_parent() -> None:
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def share_fate(processes: list[subprocess.Popen[bytes]]) -> threading.Event:
+    """Watch ``processes`` (``kodo up``'s API processes) from a daemon thread: if one ends while this process
+    is not stopping, this process ends the same way (killed → killed, else a graceful stop), so ``kodo up``
+    crashes and restarts as one unit, as it did in one process. Set the returned event before stopping them."""
+    stopping = threading.Event()
+
+    def watch() -> None:
+        while not stopping.wait(0.2):
+            for process in processes:
+                code = process.poll()
+                if code is None or stopping.is_set():
+                    continue
+                log.error("an API process of kodo up ended: kodo up ends too", pid=process.pid, code=code)
+                os.kill(os.getpid(), signal.SIGKILL if code == -signal.SIGKILL else signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="kodo-share-fate", daemon=True).start()
+    return stopping
 
 
 def _exit_on_signal(_signum: int, _frame: object) -> None:

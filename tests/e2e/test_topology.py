@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,7 +143,8 @@ def test_kodo_up_serves_its_api_from_a_process_of_its_own_that_dies_with_it(
     spawn: Callable[..., KodoProcess],
 ) -> None:
     """The default ``kodo up``: the worker in the process started, the API on PORT in a child (a core each),
-    headers still saying inproc-worker; kill -9 of kodo up takes the API down with it, and a restart serves."""
+    headers still saying inproc-worker; kill -9 of kodo up takes the API down with it, a restart serves, and
+    kill -9 of the API takes kodo up down (they crash as one, as the single process did)."""
     up = spawn("up")
     base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
     api, worker = httpx.get(f"{base}/healthz").json(), httpx.get(f"http://127.0.0.1:{up.admin_port}/healthz").json()  # type: ignore[attr-defined]
@@ -151,4 +153,7 @@ def test_kodo_up_serves_its_api_from_a_process_of_its_own_that_dies_with_it(
     up.kill9()
     wait_until(lambda: _gone(api["pid"]), timeout=10, what="the API process gone")
     up.start()
-    assert httpx.get(f"{base}/healthz").json()["pid"] not in {api["pid"], up.proc.pid}
+    restarted = httpx.get(f"{base}/healthz").json()["pid"]
+    assert restarted not in {api["pid"], up.proc.pid}
+    os.kill(restarted, signal.SIGKILL)  # and the other way round: a crash of its API is a crash of kodo up
+    assert up.proc.wait(timeout=30) == -signal.SIGKILL

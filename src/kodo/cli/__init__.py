@@ -66,7 +66,7 @@ def _with_siblings(
         return
     settings = _settings()
     from kodo.database import resolve_database_url
-    from kodo.main import die_with_parent, prepare_database
+    from kodo.main import die_with_parent, prepare_database, share_fate
 
     url = resolve_database_url(settings.database_url, settings.home)  # started once, before the children
     if apis:
@@ -80,9 +80,11 @@ def _with_siblings(
         env = {**os.environ, "DATABASE_URL": url, **extra_env}
         process = subprocess.Popen([sys.executable, "-m", "kodo", command], env=env, preexec_fn=die_with_parent)
         children.append(process)
+    stopping = share_fate(children[extra:])  # a crash of an API process is a crash of kodo up
     try:
         _serve(role, api=apis == 0)
     finally:
+        stopping.set()
         for child in children:
             child.send_signal(signal.SIGTERM)
         for child in children:
