@@ -10,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+import os
 import signal
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -314,18 +318,20 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
 
 
 @contextlib.contextmanager
-def running(settings: Settings, role: Role) -> Iterator[FastAPI]:
-    """Everything one process needs, started; yields the HTTP app it serves."""
+def running(settings: Settings, role: Role, *, api: bool = True) -> Iterator[FastAPI]:
+    """Everything one process needs, started; yields the HTTP app it serves (``api=False``: the monolith's
+    worker half, whose API runs in processes of its own, serves what a worker serves)."""
     faults.arm(settings.fault_points)
     telemetry.configure(settings)
     url, engine = prepare_database(settings, role)
     worker = launch_worker(settings, url, engine, role) if role in {"monolith", "worker"} else None
     client = dbos_client(settings, engine)
     # LISTEN kodo_run_changed: long-polls and event streams wake on a run's change instead of a timer.
-    changes = RunChanges(url, application_name=f"kodo-{role}-changes").start() if role != "worker" else None
+    serves_api = role != "worker" and api
+    changes = RunChanges(url, application_name=f"kodo-{role}-changes").start() if serves_api else None
     try:
-        if role == "worker":
-            yield admin_app(settings, engine)
+        if not serves_api:
+            yield admin_app(settings, engine, role)
         else:
             yield create_app(ApiContext(settings=settings, engine=engine, client=client, role=role, changes=changes))
     finally:
@@ -347,7 +353,7 @@ def create_app(context: ApiContext) -> FastAPI:
     return app
 
 
-def admin_app(settings: Settings, engine: sa.Engine) -> FastAPI:
+def admin_app(settings: Settings, engine: sa.Engine, role: Role = "worker") -> FastAPI:
     """The worker's own small HTTP surface: ``/healthz`` (open) and ``/metrics`` (a token when tokens are set)."""
     app = FastAPI(title="kodo worker", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.metrics = metrics.build(engine)
@@ -364,9 +370,10 @@ def admin_app(settings: Settings, engine: sa.Engine) -> FastAPI:
         return JSONResponse(
             {
                 "ok": True,
-                "role": "worker",
+                "role": role,
                 "appVersion": settings.app_version,
-                "executorId": settings.executor_for("worker"),
+                "executorId": settings.executor_for(role),
+                "pid": os.getpid(),
                 **({"unisolatedSandboxAllowed": True} if settings.unisolated_allowed else {}),
             }
         )
@@ -396,14 +403,14 @@ def check_exposure(settings: Settings) -> None:
     parse_tokens(settings.api_tokens)  # a broken token table fails here, before anything starts
 
 
-def serve(settings: Settings, role: Role) -> None:
-    """Run one process until it is told to stop."""
+def serve(settings: Settings, role: Role, *, api: bool = True) -> None:
+    """Run one process until it is told to stop (``api=False``: without the API, on ADMIN_PORT)."""
     # uvicorn re-raises SIGTERM once it has shut down; with the default action that would kill the process
     # before its cleanup (DBOS, sibling processes) runs. Turned into SystemExit, every ``finally`` runs.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    port = settings.admin_port if role == "worker" else settings.port
+    port = settings.admin_port if role == "worker" or not api else settings.port
     check_exposure(settings)
-    with running(settings, role) as app:
+    with running(settings, role, api=api) as app:
         if settings.api_tokens is None:
             log.warning("no KODO_API_TOKENS: no authentication, serving on loopback only", host=settings.host)
         else:
@@ -419,6 +426,36 @@ def serve(settings: Settings, role: Role) -> None:
             uvicorn.Server(config).run(sockets=[shared_socket(settings.host, port)])
         else:
             uvicorn.run(app, host=settings.host, port=port, log_level="warning", access_log=False)
+
+
+def die_with_parent() -> None:
+    """In a child process before it runs (``preexec_fn``): the kernel kills it when its parent dies, so a
+    kill -9 of ``kodo up`` leaves no API or worker process behind (Linux; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def share_fate(processes: list[subprocess.Popen[bytes]]) -> threading.Event:
+    """Watch ``processes`` (``kodo up``'s API processes) from a daemon thread: if one ends while this process
+    is not stopping, this process ends the same way (killed → killed, else a graceful stop), so ``kodo up``
+    crashes and restarts as one unit, as it did in one process. Set the returned event before stopping them."""
+    stopping = threading.Event()
+
+    def watch() -> None:
+        while not stopping.wait(0.2):
+            for process in processes:
+                code = process.poll()
+                if code is None or stopping.is_set():
+                    continue
+                log.error("an API process of kodo up ended: kodo up ends too", pid=process.pid, code=code)
+                os.kill(os.getpid(), signal.SIGKILL if code == -signal.SIGKILL else signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="kodo-share-fate", daemon=True).start()
+    return stopping
 
 
 def _exit_on_signal(_signum: int, _frame: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -128,3 +129,31 @@ def test_worker_processes_stop_with_their_parent(spawn: Callable[..., KodoProces
     assert len(children) == 1
     parent.stop()
     wait_until(lambda: _gone(children[0]), timeout=30, what="the second worker stopped")
+
+
+def _gone(pid: int) -> bool:
+    """Exited (or a zombie nobody reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_kodo_up_serves_its_api_from_a_process_of_its_own_that_dies_with_it(
+    spawn: Callable[..., KodoProcess],
+) -> None:
+    """The default ``kodo up``: the worker in the process started, the API on PORT in a child (a core each),
+    headers still saying inproc-worker; kill -9 of kodo up takes the API down with it, a restart serves, and
+    kill -9 of the API takes kodo up down (they crash as one, as the single process did)."""
+    up = spawn("up")
+    base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
+    api, worker = httpx.get(f"{base}/healthz").json(), httpx.get(f"http://127.0.0.1:{up.admin_port}/healthz").json()  # type: ignore[attr-defined]
+    assert up.proc is not None and worker["role"] == "monolith" and worker["pid"] == up.proc.pid
+    assert api["role"] == "api" and api["runtimeMode"] == "inproc-worker" and api["pid"] != up.proc.pid
+    up.kill9()
+    wait_until(lambda: _gone(api["pid"]), timeout=10, what="the API process gone")
+    up.start()
+    restarted = httpx.get(f"{base}/healthz").json()["pid"]
+    assert restarted not in {api["pid"], up.proc.pid}
+    os.kill(restarted, signal.SIGKILL)  # and the other way round: a crash of its API is a crash of kodo up
+    assert up.proc.wait(timeout=30) == -signal.SIGKILL

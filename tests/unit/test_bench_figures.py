@@ -1,9 +1,14 @@
-"""The arithmetic of ``kodo bench``'s reports: spreads, percentiles and the machine's busy share."""
+"""The arithmetic of ``kodo bench``'s reports (spreads, percentiles, the machine's busy share) and how it finds
+and talks to any server speaking the same API."""
 
 from __future__ import annotations
 
-from kodo.ops.bench import spread, summarize
-from kodo.ops.probe import machine_share
+import os
+import socket
+
+from kodo.bench.bench import run_id, spread, start_body, summarize
+from kodo.bench.probe import listener_pid, machine_share
+from kodo.bench.scale import bound
 
 
 def test_spread_keeps_the_milliseconds_of_cpu_seconds_per_run() -> None:
@@ -23,3 +28,32 @@ def test_machine_share_splits_busy_and_steal() -> None:
     """Busy and steal are shares of all the machine's jiffies between two reads; no reads, no figures."""
     assert machine_share((100, 10, 1000), (400, 60, 2000)) == {"cpuBusyPercent": 30.0, "cpuStealPercent": 5.0}
     assert machine_share(None, (1, 1, 1)) == {}
+
+
+def test_listener_pid_finds_the_process_listening_on_a_port() -> None:
+    """A server that does not say its PID (the predecessor's /healthz) is found by the port it listens on."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert listener_pid(server.getsockname()[1]) == os.getpid()
+    with socket.socket() as unused:  # bound, never listening: nobody
+        unused.bind(("127.0.0.1", 0))
+        assert listener_pid(unused.getsockname()[1]) is None
+
+
+def test_the_start_body_speaks_both_servers() -> None:
+    """autoApprove is sent only when asked (the predecessor refuses unknown fields); the run id is workflowID."""
+    assert start_body("it_1", "p0", auto=False) == {"intentId": "it_1", "queuePartitionKey": "p0"}
+    assert start_body("it_1", "p0", auto=True)["autoApprove"] is True
+    assert run_id({"workflowID": "wf_9", "status": "ENQUEUED"}, "it_1") == "wf_9"
+    assert run_id({"status": "ENQUEUED"}, "it_1") == "it_1"
+
+
+def test_the_scale_curve_names_what_bounds_it() -> None:
+    """A busy machine bounds the curve by its cores (the busiest point named); an idle one by waits."""
+    busy = [
+        {"workers": 1, "cpuBusyPercent": 91.0, "cpuStealPercent": 1.0, "machineCpuSecondsPerRun": 0.14},
+        {"workers": 2, "cpuBusyPercent": 98.5, "cpuStealPercent": 2.0, "machineCpuSecondsPerRun": 0.15},
+    ]
+    assert "cores: 98.5% busy at 2 worker(s)" in bound(busy)
+    assert bound([{"workers": 1, "cpuBusyPercent": 60.0}]).startswith("waits, not CPU")

@@ -1,1 +1,2 @@
-"""Load tools that measure a running kodo: ``kodo bench history`` (seed a long history, time the hot reads)."""
+"""Load tools: ``kodo bench`` and ``kodo soak`` against a running server on loopback (``kodo bench history``
+seeds a long history and times the hot reads), and what they measure."""

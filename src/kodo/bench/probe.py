@@ -93,9 +93,53 @@ def worker_processes(engine: sa.Engine, server: list[int], processes: list[tuple
     return sorted(found - set(server))
 
 
-def postgres_processes(processes: list[tuple[int, int, str]]) -> list[int]:
-    """Postgres server processes on this (loopback) machine: the benchmark's database."""
+def postgres_processes(processes: list[tuple[int, int, str]], postmaster: int | None = None) -> list[int]:
+    """The benchmark's Postgres: the server ``postmaster`` and its backends when known (a shared machine runs
+    other clusters too), else every Postgres process on this machine."""
+    if postmaster is not None:
+        return server_tree(postmaster, processes)
     return [pid for pid, _, name in processes if name == "postgres" or name.startswith("postgres:")]
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # state LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on TCP ``port`` of this machine (the root one, when children share the socket):
+    how the load tools find a server that does not say its PID, and a database server's postmaster."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if not wanted:
+        return None
+    holders: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            descriptors = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        links = set()
+        for descriptor in descriptors:
+            try:  # a descriptor closed since the listing (the listing's own, in this process) is skipped
+                links.add(os.readlink(descriptor))
+            except OSError:
+                continue
+        fields = _stat(int(entry.name))
+        if links & wanted and fields is not None:
+            holders[int(entry.name)] = int(fields[1])
+    roots = sorted(pid for pid, parent in holders.items() if parent not in holders)
+    return roots[0] if roots else None
 
 
 def rss_mb(pid: int) -> float | None:
@@ -114,25 +158,28 @@ class Probe:
     """Counters read before and after a repetition: CPU of the server's processes, of the worker processes
     outside it, of Postgres, of this client and of the whole machine; DBOS operations, Postgres commits."""
 
-    engine: sa.Engine
+    engine: sa.Engine | None  # kodo's database; None for another server (no DBOS or commit counts)
     pid: int | None
+    postmaster: int | None = None  # the benchmark's Postgres server process, when known
     worker_pids: list[int] = field(default_factory=list)  # as of the last read
 
     def read(self) -> dict[str, float]:
-        with self.engine.connect() as conn:
-            operations = conn.execute(sa.text("SELECT count(*) FROM dbos.operation_outputs")).scalar_one()
-            commits = conn.execute(
-                sa.text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-            ).scalar_one()
-        found = {"operations": float(operations), "commits": float(commits)}
+        found: dict[str, float] = {}
+        if self.engine is not None:
+            with self.engine.connect() as conn:
+                operations = conn.execute(sa.text("SELECT count(*) FROM dbos.operation_outputs")).scalar_one()
+                commits = conn.execute(
+                    sa.text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+                ).scalar_one()
+            found = {"operations": float(operations), "commits": float(commits)}
         processes = _processes()  # one /proc snapshot per read
-        found["postgresCpu"] = _cpu_seconds(postgres_processes(processes))
+        found["postgresCpu"] = _cpu_seconds(postgres_processes(processes, self.postmaster))
         tree: list[int] = []
         if self.pid is not None and _stat(self.pid) is not None:
             tree = server_tree(self.pid, processes)
             found["cpu"] = _cpu_seconds(tree)
             found["serverProcesses"] = float(len(tree))
-        workers = worker_processes(self.engine, tree, processes)
+        workers = [] if self.engine is None else worker_processes(self.engine, tree, processes)
         found["workerCpu"], found["workerProcesses"] = _cpu_seconds(workers), float(len(workers))
         # Worker processes: `kodo up --workers N`'s children, or the split topology's `kodo worker` processes.
         self.worker_pids = [pid for pid in tree if pid != self.pid] + workers
@@ -144,10 +191,10 @@ class Probe:
         return found
 
     def per_run(self, before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "dbosOperationsPerRun": round((after["operations"] - before["operations"]) / runs, 1),
-            "postgresCommitsPerRun": round((after["commits"] - before["commits"]) / runs, 1),
-        }
+        out: dict[str, Any] = {}
+        if "operations" in before and "operations" in after:  # kodo's database only
+            out["dbosOperationsPerRun"] = round((after["operations"] - before["operations"]) / runs, 1)
+            out["postgresCommitsPerRun"] = round((after["commits"] - before["commits"]) / runs, 1)
         if "cpu" in before and "cpu" in after:  # the server process tree
             out["cpuSecondsPerRun"] = round((after["cpu"] - before["cpu"]) / runs, 4)
         for name in ("postgresCpu", "workerCpu", "clientCpu", "machineCpu"):

@@ -24,20 +24,22 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import sqlalchemy as sa
 from dbos import DBOSClient, EnqueueOptions
 
+from kodo.bench.probe import Probe, cpu_clock, listener_pid, machine_share
+from kodo.bench.soak import loopback_client, require_loopback
 from kodo.errors import InvalidInput
 from kodo.models import TERMINAL_HEADER_STATUSES
-from kodo.ops.probe import Probe, cpu_clock, machine_share
-from kodo.ops.soak import loopback_client, require_loopback
 from kodo.settings import Settings
 
 SCENARIOS = ("burst", "latency", "api", "hitl", "ceiling")
@@ -71,6 +73,18 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": keep(min(values)), "median": keep(statistics.median(values)), "max": keep(max(values))}
 
 
+def start_body(intent_id: str, partition: str, *, auto: bool) -> dict[str, Any]:
+    """``POST /api/runs``'s body; ``autoApprove`` only when set (the predecessor refuses fields it does not know)."""
+    body: dict[str, Any] = {"intentId": intent_id, "queuePartitionKey": partition}
+    return body | {"autoApprove": True} if auto else body
+
+
+def run_id(answer: Any, intent_id: str) -> str:
+    """The run's workflow id from ``POST /api/runs``'s answer (kodo's and the predecessor's say ``workflowID``)."""
+    found = answer.get("workflowID") if isinstance(answer, dict) else None
+    return str(found) if found else intent_id
+
+
 def long_poll(http: httpx.Client, wid: str, until: str) -> dict[str, Any]:
     """``GET /api/runs/{wid}?until=…``: the header once the run gets there (or after ``LONG_POLL_S``)."""
     params = {"until": until, "timeoutS": str(LONG_POLL_S)}
@@ -81,17 +95,21 @@ class Bench:
     def __init__(
         self,
         base_url: str,
-        engine: sa.Engine,
+        engine: sa.Engine | None,
         settings: Settings,
         *,
         pid: int | None,
         timeout_s: float,
         dbos_client: Callable[[], DBOSClient],
+        postmaster: int | None = None,
+        poll_ms: int = 20,
     ) -> None:
         require_loopback(base_url)
         self.http = loopback_client(base_url, connections=64)
         self.engine, self.settings, self._connect = engine, settings, dbos_client
-        self.probe = Probe(engine, pid)
+        self.probe = Probe(engine, pid, postmaster)
+        self.poll_s = poll_ms / 1000
+        self.polls_answered = 0  # burst: run headers read (answered 200) while the runs ran
         self.deadline = time.monotonic() + timeout_s
         self._client: DBOSClient | None = None
 
@@ -114,15 +132,15 @@ class Bench:
         intent = self.http.post("/api/intents", json={"goal": goal, "inputs": {}, "constraints": {}})
         if intent.status_code != 201:
             raise RuntimeError(f"POST /api/intents answered {intent.status_code}: {intent.text[:200]}")
-        wid = str(intent.json()["intentId"])
-        body = {"intentId": wid, "queuePartitionKey": partition, "autoApprove": auto}
+        intent_id = str(intent.json()["intentId"])
+        body = start_body(intent_id, partition, auto=auto)
         started = self.http.post("/api/runs", json=body)
         if started.status_code != 201:
             raise RuntimeError(f"POST /api/runs answered {started.status_code}: {started.text[:200]}")
-        return wid
+        return run_id(started.json(), intent_id)
 
     def status(self, wid: str) -> dict[str, Any]:
-        return dict(self.http.get(f"/api/runs/{wid}").json())
+        return dict(self.http.get(f"/api/runs/{wid}").raise_for_status().json())
 
     def wait(
         self, wid: str, want: Callable[[dict[str, Any]], bool], interval: float = 0.01, until: str | None = None
@@ -150,11 +168,13 @@ class Bench:
         """N runs over P partitions, each followed to its end (approving plans as they appear): ``follow="poll"``,
         ``pollers`` clients re-read every run's header in turn; ``"wait"``, one long-poll per run at a time."""
         before = self.probe.read()
+        self.polls_answered = 0
         began = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             wids = list(
                 pool.map(lambda n: self.start(f"{tag} burst {n}", f"bench-p{n % partitions}", auto=auto), range(runs))
             )
+        accepted = time.monotonic() - began
         if follow == "wait":
             outcomes = self._wait_all(wids)
             pollers = 0
@@ -168,27 +188,36 @@ class Bench:
             "pollers": pollers,
             "seconds": round(elapsed, 2),
             "runsPerSecond": round(runs / elapsed, 2),
+            "acceptSeconds": round(accepted, 2),  # every intent and run accepted (2N POSTs from 16 clients)
+            "pollsAnswered": self.polls_answered,
+            "pollsPerSecond": round(self.polls_answered / elapsed, 1),
+            # every request the API answered during the burst: 2N to accept, the approvals, the polls
+            "requestsPerSecond": round((2 * runs + (0 if auto else runs) + self.polls_answered) / elapsed, 1),
             **self.probe.per_run(before, self.probe.read(), runs),
         }
 
     def _poll_all(self, wids: list[str], pollers: int) -> dict[str, str]:
-        """Each of ``pollers`` threads reads its share of the runs' headers in turn, approving plans as they
-        appear, until every run has ended; returns each run's final status."""
+        """Each of ``pollers`` threads reads its share of the runs' headers in turn (each run at most every
+        ``poll_ms``), approving plans as they appear, until every run has ended; returns each run's final status."""
         outcomes: dict[str, str] = {}
+        lock = threading.Lock()
 
         def poll(share: list[str]) -> None:
             pending, approved = set(share), set()
             while pending:
                 self._check_time()
+                sweep = time.monotonic()
                 for wid in list(pending):
                     header = self.status(wid)
+                    with lock:
+                        self.polls_answered += 1
                     if header["status"] in TERMINAL:
                         pending.discard(wid)
                         outcomes[wid] = header["status"]
                     elif header["nextAction"] == "APPROVE_PLAN" and wid not in approved:
                         self.approve(wid)
                         approved.add(wid)
-                time.sleep(0.02)
+                time.sleep(max(0.0, self.poll_s - (time.monotonic() - sweep)))
 
         with ThreadPoolExecutor(pollers) as pool:
             list(pool.map(poll, [wids[k::pollers] for k in range(pollers)]))
@@ -244,9 +273,12 @@ class Bench:
         begun, waiting_resumes = set(partition_of), set[str]()
         outcomes: dict[str, str] = {}
         query = sa.text("SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY(:ids)")
+        engine = self.engine
+        if engine is None:
+            raise InvalidInput("the ceiling runs in kodo's own worker: it needs a kodo target")
         while begun or waiting_resumes:
             self._check_time()
-            with self.engine.connect() as conn:
+            with engine.connect() as conn:
                 rows = conn.execute(query, {"ids": [*begun, *waiting_resumes]}).all()
             for workflow_id, status in rows:
                 if status not in TERMINAL:
@@ -319,9 +351,9 @@ class Bench:
         def loop(n: int) -> None:
             self._check_time()
             goal = {"goal": f"{tag} api {n}", "inputs": {}, "constraints": {}}
-            wid = str(call("intent", "POST", "/api/intents", {201}, json=goal).json()["intentId"])
-            start = {"intentId": wid, "queuePartitionKey": f"k6-part-{n % 8}", "autoApprove": auto}
-            call("start", "POST", "/api/runs", {201}, json=start)
+            intent_id = str(call("intent", "POST", "/api/intents", {201}, json=goal).json()["intentId"])
+            start = start_body(intent_id, f"k6-part-{n % 8}", auto=auto)
+            wid = run_id(call("start", "POST", "/api/runs", {201}, json=start).json(), intent_id)
             call("header", "GET", f"/api/runs/{wid}", {200})
             call("queueDepth", "GET", "/api/ops/queue-depth?limit=10", {200})
             rows = call("steps", "GET", f"/api/runs/{wid}/steps", {200}).json()
@@ -362,9 +394,11 @@ class Bench:
         return {"runs": runs, "replyToResumeMs": summarize(samples)}
 
 
-def environment(base_url: str, engine: sa.Engine) -> dict[str, Any]:
-    with engine.connect() as conn:
-        server = conn.execute(sa.text("SHOW server_version")).scalar_one()
+def environment(base_url: str, engine: sa.Engine | None) -> dict[str, Any]:
+    server = None
+    if engine is not None:
+        with engine.connect() as conn:
+            server = conn.execute(sa.text("SHOW server_version")).scalar_one()
     health = httpx.get(f"{base_url}/healthz", timeout=5).json()
     return {
         "cpus": os.cpu_count(),
@@ -379,7 +413,7 @@ def environment(base_url: str, engine: sa.Engine) -> dict[str, Any]:
 
 def run_bench(
     base_url: str,
-    engine: sa.Engine,
+    engine: sa.Engine | None,
     settings: Settings,
     *,
     dbos_client: Callable[[], DBOSClient],
@@ -393,6 +427,8 @@ def run_bench(
     think_ms: int = 0,
     against: str | None = None,
     follow: str = "poll",
+    poll_ms: int = 20,
+    postgres_port: int | None = None,
 ) -> dict[str, Any]:
     """Run one scenario ``repetitions`` times; returns the per-repetition results and their spread.
 
@@ -401,7 +437,10 @@ def run_bench(
     moments earlier on the same machine holds still where a shared VM's absolute numbers drift.
 
     The target must be loopback (checked before the first request); the server's PID comes from its
-    ``/healthz``, for the CPU figures.
+    ``/healthz``, else from the process listening on its port, for the CPU figures. ``engine`` is kodo's
+    database: None when the target is another server that speaks the same HTTP API (the predecessor), which
+    skips what needs it (DBOS operations, commits, worker executors; the ceiling is refused).
+    ``postgres_port``: the benchmark's Postgres, whose server process and backends are counted.
     """
     require_loopback(base_url)
     if scenario not in SCENARIOS:
@@ -412,14 +451,18 @@ def run_bench(
         raise InvalidInput("--against ceiling applies to the burst scenario only")
     if follow not in FOLLOW or (follow != "poll" and scenario not in {"burst", "latency"}):
         raise InvalidInput("--follow is poll or wait, and wait applies to burst and latency only")
+    if engine is None and (scenario == "ceiling" or against is not None):
+        raise InvalidInput("the ceiling runs in kodo's own worker: it needs a kodo target")
     pid = httpx.get(f"{base_url}/healthz", timeout=5).json().get("pid")
     bench = Bench(
         base_url,
         engine,
         settings,
-        pid=pid if isinstance(pid, int) else None,
+        pid=pid if isinstance(pid, int) else listener_pid(urlparse(base_url).port or 80),
         timeout_s=timeout_s,
         dbos_client=dbos_client,
+        postmaster=None if postgres_port is None else listener_pid(postgres_port),
+        poll_ms=poll_ms,
     )
     results: list[dict[str, Any]] = []
     try:
@@ -467,6 +510,9 @@ def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     table: dict[str, list[tuple[str, ...]]] = {
         "burst": [
             ("runsPerSecond",),
+            ("acceptSeconds",),
+            ("pollsPerSecond",),
+            ("requestsPerSecond",),
             ("cpuSecondsPerRun",),
             ("workerCpuSecondsPerRun",),
             ("postgresCpuSecondsPerRun",),
