@@ -50,7 +50,7 @@ from kodo.errors import ConfigurationError
 from kodo.ops.context import Ops
 from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
-from kodo.store import completion_trigger, create_engine, dbos_indexes, executions, queue_counts
+from kodo.store import completion_trigger, create_engine, dbos_indexes, executions, measurements, queue_counts
 from kodo.store import webhooks as webhook_store
 from kodo.store.migrate import migrate
 from kodo.workflows import completions, outage_retry, runtime, webhooks
@@ -364,7 +364,7 @@ def admin_app(settings: Settings, engine: sa.Engine, role: Role = "worker") -> F
     def healthz() -> JSONResponse:
         try:
             with engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+                measurements.ping(conn)
         except Exception as error:
             return unhealthy(error)
         return JSONResponse(

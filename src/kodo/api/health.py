@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -13,6 +12,7 @@ from kodo.api.access import public
 from kodo.api.answers import HealthAnswer, answers
 from kodo.api.deps import context
 from kodo.api.errors import UNAVAILABLE_RETRY_AFTER_SEC
+from kodo.store import measurements
 
 router = APIRouter()
 
@@ -25,7 +25,7 @@ def healthz(request: Request) -> JSONResponse:
     ctx = context(request)
     try:
         with ctx.read() as conn:
-            conn.execute(sa.text("SELECT 1"))
+            measurements.ping(conn)
     except Exception as error:
         return unhealthy(error)
     outages.clock.succeeded()

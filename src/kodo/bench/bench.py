@@ -41,6 +41,7 @@ from kodo.bench.soak import loopback_client, require_loopback
 from kodo.errors import InvalidInput
 from kodo.models import TERMINAL_HEADER_STATUSES
 from kodo.settings import Settings
+from kodo.store import measurements
 
 SCENARIOS = ("burst", "latency", "api", "hitl", "ceiling")
 # The skeleton's workflows (kodo.workflows.ceiling), enqueued by name like the API enqueues RunIntent.
@@ -272,14 +273,13 @@ class Bench:
             enqueue(CEILING_BEGIN, key, partition, key)
         begun, waiting_resumes = set(partition_of), set[str]()
         outcomes: dict[str, str] = {}
-        query = sa.text("SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY(:ids)")
         engine = self.engine
         if engine is None:
             raise InvalidInput("the ceiling runs in kodo's own worker: it needs a kodo target")
         while begun or waiting_resumes:
             self._check_time()
             with engine.connect() as conn:
-                rows = conn.execute(query, {"ids": [*begun, *waiting_resumes]}).all()
+                rows = measurements.workflow_statuses(conn, [*begun, *waiting_resumes])
             for workflow_id, status in rows:
                 if status not in TERMINAL:
                     continue
@@ -398,7 +398,7 @@ def environment(base_url: str, engine: sa.Engine | None) -> dict[str, Any]:
     server = None
     if engine is not None:
         with engine.connect() as conn:
-            server = conn.execute(sa.text("SHOW server_version")).scalar_one()
+            server = measurements.server_version(conn)
     health = httpx.get(f"{base_url}/healthz", timeout=5).json()
     return {
         "cpus": os.cpu_count(),

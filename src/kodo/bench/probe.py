@@ -12,6 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kodo.store import measurements
+
 
 def _stat(pid: int) -> list[str] | None:
     try:
@@ -83,9 +85,8 @@ def server_tree(pid: int, processes: list[tuple[int, int, str]]) -> list[int]:
 def worker_processes(engine: sa.Engine, server: list[int], processes: list[tuple[int, int, str]]) -> list[int]:
     """Live worker executors on this machine (``app.executors``) outside the server's own tree, with their
     descendants: in the split topology, the processes of ``kodo worker [--processes N]``."""
-    query = sa.text("SELECT pid FROM app.executors WHERE stopped_at IS NULL AND hostname = :host")
     with engine.connect() as conn:
-        registered = {int(pid) for pid in conn.execute(query, {"host": socket.gethostname()}).scalars()}
+        registered = measurements.live_executor_pids(conn, socket.gethostname())
     alive = {pid for pid, _, _ in processes}
     found: set[int] = set()
     for pid in sorted(registered & alive - set(server)):
@@ -167,11 +168,8 @@ class Probe:
         found: dict[str, float] = {}
         if self.engine is not None:
             with self.engine.connect() as conn:
-                operations = conn.execute(sa.text("SELECT count(*) FROM dbos.operation_outputs")).scalar_one()
-                commits = conn.execute(
-                    sa.text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-                ).scalar_one()
-            found = {"operations": float(operations), "commits": float(commits)}
+                counted = measurements.counters(conn)
+            found = {"operations": float(counted.operations), "commits": float(counted.commits)}
         processes = _processes()  # one /proc snapshot per read
         found["postgresCpu"] = _cpu_seconds(postgres_processes(processes, self.postmaster))
         tree: list[int] = []

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from kodo.errors import InvalidInput
 from kodo.models import TERMINAL_HEADER_STATUSES
+from kodo.store import measurements
 
 MAX_RUNS = 5000
 
@@ -195,24 +196,7 @@ def soak_hitl(
         report.reply_to_resume_ms = _percentiles([(resumed[w] - sent_at[w]) * 1000 for w in resumed])
         report.reply_to_success_ms = _percentiles([(finished[w] - sent_at[w]) * 1000 for w in finished])
     with engine.connect() as conn:
-        report.ledger_rows_per_key_max = int(
-            conn.execute(
-                sa.text(
-                    "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM app.human_interactions "
-                    "WHERE dedupe_key LIKE :tag GROUP BY workflow_id, gate_key, dedupe_key) AS counted"
-                ),
-                {"tag": f"{tag}:%"},
-            ).scalar_one()
-        )
-        report.decisions_per_gate_max = int(
-            conn.execute(
-                sa.text(
-                    "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM app.human_gates g JOIN app.runs r "
-                    "ON r.id = g.run_id JOIN app.intents i ON i.id = r.intent_id WHERE i.goal LIKE :tag "
-                    "AND g.decision IS NOT NULL GROUP BY g.run_id, g.purpose) AS counted"
-                ),
-                {"tag": f"{tag} %"},
-            ).scalar_one()
-        )
+        report.ledger_rows_per_key_max = measurements.most_replies_per_key(conn, f"{tag}:")
+        report.decisions_per_gate_max = measurements.most_decisions_per_gate(conn, f"{tag} ")
     report.wall_seconds = round(time.monotonic() - began, 2)
     return report

@@ -7,7 +7,6 @@ Each group loads the heavy modules (DBOS, FastAPI) inside its commands, so ``kod
 
 from __future__ import annotations
 
-
 import click
 
 from kodo.cli.agent import agent

@@ -20,7 +20,7 @@ from typing import Any, TypedDict
 import sqlalchemy as sa
 import structlog
 from dbos import DBOS
-from dbos._error import DBOSException
+from dbos import error as dbos_errors
 
 from kodo import faults
 from kodo.settings import Settings
@@ -90,7 +90,7 @@ def ensure_retention_schedule(settings: Settings) -> bool:
             automatic_backfill=False,
             queue_name="controlQ",
         )
-    except DBOSException as error:
+    except dbos_errors.DBOSException as error:
         if "already exists" not in str(error):  # another worker created it first
             raise
     return True
