@@ -253,6 +253,7 @@ class Worker:
 
     def stop(self) -> None:
         outages.abandon_waits()  # a step waiting out an outage gives up now: this worker no longer runs it
+        outage_retry.retire_executor_threads()  # and DBOS's own retries in its threads stop retrying
         if self.dispatcher is not None:
             self.dispatcher.stop()
             self.dispatcher.client.destroy()

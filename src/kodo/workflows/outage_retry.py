@@ -18,7 +18,9 @@ DBOS's retry sleeps when the outage ends (``_TimeWithOutageSleep``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,8 @@ from kodo import outages
 log = structlog.get_logger("kodo.outage")
 _dbos_check: Callable[[Exception], bool] = dbos_utils.retriable_postgres_exception
 _quiet = outages.QuietDuringOutage()
+# Executor threads of a stopped worker (``retire_executor_threads``): their retries give up at once.
+_retired: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 
 class _TimeWithOutageSleep:
@@ -47,7 +51,13 @@ class _TimeWithOutageSleep:
 
     @staticmethod
     def sleep(seconds: float) -> None:
-        outages.clock.sleep(seconds)
+        me = threading.current_thread()
+        if me not in _retired:
+            outages.clock.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds  # a stopped worker's thread: give up as soon as an outage is seen
+        while (left := deadline - time.monotonic()) > 0 and not outages.clock.state().down:
+            outages.clock.sleep(min(left, 0.5))
 
 
 class _Ceiling:
@@ -58,6 +68,8 @@ class _Ceiling:
 def retriable(e: Exception) -> bool:
     """DBOS's retry check, widened by kodo's classifier and bounded by ``KODO_DB_OUTAGE_MAX_SEC``."""
     error = e  # DBOS's parameter name, kept so the two checks have one signature
+    if threading.current_thread() in _retired:
+        return False  # its worker has stopped: the workflow is recovered by a live one, not waited for here
     if not (_dbos_check(error) or outages.is_transient(error)):
         return False
     if not outages.is_outage_error(error):
@@ -87,6 +99,30 @@ def install(max_outage_sec: float) -> None:
     dbos_logger = logging.getLogger("dbos")
     if _quiet not in dbos_logger.filters:
         dbos_logger.addFilter(_quiet)
+
+
+def retire_executor_threads() -> None:
+    """Mark the DBOS executor threads of this process's stopping worker: from now on a database error they
+    meet is not retried (DBOS's ``db_retry`` would otherwise keep a thread of a destroyed DBOS waiting up to
+    ``KODO_DB_OUTAGE_MAX_SEC`` for a database that may be gone for good, and hold its process at exit).
+    Their workflows are recovered by a live worker, as after a crash.
+
+    DBOS internals, in this one place: the executor is DBOS's ``ThreadPoolExecutor``; it has no public
+    accessor, and ``DBOS.destroy`` does not wait for its threads.
+    """
+    from dbos._dbos import _get_dbos_instance
+
+    try:
+        dbos = _get_dbos_instance()
+    except Exception:  # no DBOS in this process: nothing to retire
+        return
+    executor = dbos._executor_field
+    if executor is not None:
+        _retired.update(executor._threads)
+
+
+def retired(thread: threading.Thread) -> bool:
+    return thread in _retired
 
 
 def live_workflow_ids() -> set[str] | None:
