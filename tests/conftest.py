@@ -27,7 +27,9 @@ from kodo.database import EmbeddedPostgres, libpq_url, with_database
 from kodo.settings import Settings
 
 TEMPLATE = "kodo_template"
-logs.configure("info")  # as every kodo entry point does: log lines on fd 2, never in a command's stdout
+# As every kodo entry point does: log lines on fd 2, never in a command's stdout; uncached, so capture_logs
+# sees the events of loggers an earlier test used.
+logs.configure("info", cache=False)
 
 
 def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
