@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -86,22 +87,28 @@ def ensure_schedule(settings: Settings) -> bool:
 
     ``KODO_SCHEDULED_TICK_CRON=off`` removes it (so no worker fires it). A changed cron replaces it.
     """
-    cron = settings.scheduled_tick_cron.strip()
-    existing = DBOS.get_schedule(TICK_SCHEDULE)
+    return put_schedule(TICK_SCHEDULE, scheduled_tick, settings.scheduled_tick_cron, backfill=True)
+
+
+def put_schedule(name: str, workflow: Callable[[datetime, Any], None], cron: str, *, backfill: bool) -> bool:
+    """Make DBOS's schedule ``name`` fire ``workflow`` on ``cron`` (on controlQ); True if it is active.
+    ``off`` removes it; a changed cron replaces it; a schedule another worker created first is kept."""
+    cron = cron.strip()
+    existing = DBOS.get_schedule(name)
     if cron.lower() == "off":
         if existing is not None:
-            DBOS.delete_schedule(TICK_SCHEDULE)
+            DBOS.delete_schedule(name)
         return False
     if existing is not None:
         if existing["schedule"] == cron:
             return True
-        DBOS.delete_schedule(TICK_SCHEDULE)
+        DBOS.delete_schedule(name)
     try:
         DBOS.create_schedule(
-            schedule_name=TICK_SCHEDULE,
-            workflow_fn=scheduled_tick,
+            schedule_name=name,
+            workflow_fn=workflow,
             schedule=cron,
-            automatic_backfill=True,
+            automatic_backfill=backfill,
             queue_name="controlQ",
         )
     except dbos_errors.DBOSException as error:

@@ -20,11 +20,11 @@ from typing import Any, TypedDict
 import sqlalchemy as sa
 import structlog
 from dbos import DBOS
-from dbos import error as dbos_errors
 
 from kodo import faults
 from kodo.settings import Settings
 from kodo.store import webhooks
+from kodo.workflows import timers
 from kodo.workflows.runtime import services, transact
 
 log = structlog.get_logger("kodo")
@@ -72,25 +72,4 @@ def webhook_retention(scheduled_at: datetime, context: Any) -> None:
 def ensure_retention_schedule(settings: Settings) -> bool:
     """Create the sweep's schedule once (after launch); True if it is active. ``off`` removes it; a changed
     cron replaces it."""
-    cron = settings.webhook_retention_cron.strip()
-    existing = DBOS.get_schedule(RETENTION_SCHEDULE)
-    if cron.lower() == "off":
-        if existing is not None:
-            DBOS.delete_schedule(RETENTION_SCHEDULE)
-        return False
-    if existing is not None:
-        if existing["schedule"] == cron:
-            return True
-        DBOS.delete_schedule(RETENTION_SCHEDULE)
-    try:
-        DBOS.create_schedule(
-            schedule_name=RETENTION_SCHEDULE,
-            workflow_fn=webhook_retention,
-            schedule=cron,
-            automatic_backfill=False,
-            queue_name="controlQ",
-        )
-    except dbos_errors.DBOSException as error:
-        if "already exists" not in str(error):  # another worker created it first
-            raise
-    return True
+    return timers.put_schedule(RETENTION_SCHEDULE, webhook_retention, settings.webhook_retention_cron, backfill=False)
