@@ -52,14 +52,15 @@ EXECUTE FUNCTION app.notify_workflow_done()
 VERSION = "kodo " + hashlib.sha256((FUNCTION_SQL + TRIGGER_SQL).encode()).hexdigest()[:16]
 
 
-def installed_version(conn: sa.Connection) -> str | None:
-    """The version comment of the installed trigger, or None if there is none (or no ``dbos`` schema yet)."""
+def installed_version(conn: sa.Connection, trigger: str = TRIGGER) -> str | None:
+    """The version comment of kodo's ``trigger`` on ``dbos.workflow_status`` (this module's by default), or None
+    if there is none (or no ``dbos`` schema yet)."""
     return conn.execute(
         sa.text(
             "SELECT coalesce(obj_description(t.oid, 'pg_trigger'), '') FROM pg_trigger t "
             "WHERE t.tgname = :name AND t.tgrelid = to_regclass('dbos.workflow_status') AND NOT t.tgisinternal"
         ),
-        {"name": TRIGGER},
+        {"name": trigger},
     ).scalar()
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from kodo.store import completion_trigger
+
 WAITING = ("ENQUEUED", "PENDING", "DELAYED")
 TRIGGER = "kodo_queue_counts"
 _LOCK_ID = 0x6B6F6471
@@ -77,13 +79,7 @@ class QueueCount:
 
 
 def installed_version(conn: sa.Connection) -> str | None:
-    return conn.execute(
-        sa.text(
-            "SELECT coalesce(obj_description(t.oid, 'pg_trigger'), '') FROM pg_trigger t "
-            "WHERE t.tgname = :name AND t.tgrelid = to_regclass('dbos.workflow_status') AND NOT t.tgisinternal"
-        ),
-        {"name": TRIGGER},
-    ).scalar()
+    return completion_trigger.installed_version(conn, TRIGGER)
 
 
 def install(conn: sa.Connection) -> bool:
