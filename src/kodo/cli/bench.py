@@ -15,15 +15,9 @@ from typing import Any
 
 import click
 
+from kodo.cli.context import command_settings
 from kodo.errors import KodoError
-from kodo.settings import Settings, load_settings
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except KodoError as error:
-        raise click.ClickException(error.message) from error
+from kodo.settings import Settings
 
 
 @click.group()
@@ -43,7 +37,7 @@ def soak_hitl(runs: int, dupes: int, partition: str, base: str | None, timeout_s
     from kodo.database import resolve_database_url
     from kodo.store import create_engine
 
-    settings = _settings()
+    settings = command_settings()
     engine = create_engine(resolve_database_url(settings.database_url, settings.home), pool_size=2)
     try:
         report = run_soak(
@@ -112,7 +106,7 @@ def _run(scenario: str, base: str | None, out_path: str | None, postgres_port: i
     from kodo.bench.bench import run_bench
     from kodo.bench.soak import require_loopback
 
-    settings = _settings()
+    settings = command_settings()
     target = base or f"http://127.0.0.1:{settings.port}"
     engine = None
     try:
@@ -210,7 +204,7 @@ def bench_scale(workers: str, out_path: str | None, **options: Any) -> None:
     except ValueError as error:
         raise click.BadParameter("a comma-separated list of counts, e.g. 1,2,4", param_hint="--workers") from error
     try:
-        report = run_scale(_settings(), workers=counts, **options)
+        report = run_scale(command_settings(), workers=counts, **options)
     except KodoError as error:
         raise click.ClickException(error.message) from error
     except (TimeoutError, RuntimeError) as error:
