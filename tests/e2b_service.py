@@ -52,6 +52,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from helpers import make_settings
+from kodo.settings import Settings
+
 API_KEY = "e2b_standin_key"
 BWRAP = shutil.which("bwrap")
 ENVD_VERSION = "0.5.4"  # multipart uploads, the default user: what the adapter's calls need
@@ -429,3 +432,18 @@ def running(root: Path) -> Iterator[E2BService]:
         yield service
     finally:
         service.stop()
+
+
+def live_settings(database_url: str, tmp_path: Path, service: E2BService, **overrides: str) -> Settings:
+    """kodo on live E2B sandboxes served by ``service``; runs may clone repositories under ``tmp_path``."""
+    return make_settings(
+        database_url,
+        tmp_path / "home",
+        KODO_REPO_ROOTS=str(tmp_path),
+        SBX_MODE="live",
+        SBX_PROVIDER="e2b",
+        E2B_API_KEY=API_KEY,
+        E2B_API_URL=service.url,
+        E2B_SANDBOX_URL=service.url,
+        **overrides,
+    )

@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from e2b_service import API_KEY, E2BService, running
+from e2b_service import E2BService, live_settings, running
 from git_repos import fix_plan, make_repo
-from helpers import make_settings, wait_status
+from helpers import wait_status
 from kodo.adapters.sandbox import SandboxRequest
 from kodo.adapters.sandbox.e2b import E2BSandbox
 from kodo.adapters.sandbox.e2b_workspace import PACKAGES_DIRECTORY
@@ -38,16 +38,7 @@ def sdk(tmp_path: Path) -> Iterator[E2BService]:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, sdk: E2BService) -> Settings:
-    return make_settings(
-        database_url,
-        tmp_path / "home",
-        KODO_REPO_ROOTS=str(tmp_path),
-        SBX_MODE="live",
-        SBX_PROVIDER="e2b",
-        E2B_API_KEY=API_KEY,
-        E2B_API_URL=sdk.url,
-        E2B_SANDBOX_URL=sdk.url,
-    )
+    return live_settings(database_url, tmp_path, sdk)
 
 
 def recipe(recipe_id: str, deps: list[str]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 import git_repos
-from e2b_service import API_KEY, E2BService, running
-from helpers import make_settings, wait_status
+from e2b_service import E2BService, live_settings, running
+from helpers import wait_status
 from kodo.settings import Settings
 from kodo.store import patches, sandbox_runs
 
@@ -33,17 +33,7 @@ def sdk(tmp_path: Path) -> Iterator[E2BService]:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, sdk: E2BService) -> Settings:
     """Live sandboxes on E2B (the stand-in); the runs clone repositories under the test's tmp dir."""
-    return make_settings(
-        database_url,
-        tmp_path / "home",
-        KODO_REPO_ROOTS=str(tmp_path),
-        SBX_MODE="live",
-        SBX_PROVIDER="e2b",
-        E2B_API_KEY=API_KEY,
-        E2B_API_URL=sdk.url,
-        E2B_SANDBOX_URL=sdk.url,
-        SBX_E2B_UPLOAD_MAX_MB="1",
-    )
+    return live_settings(database_url, tmp_path, sdk, SBX_E2B_UPLOAD_MAX_MB="1")
 
 
 def make_repo(path: Path, extra_bytes: int = 0) -> Path:
