@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -16,14 +15,14 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from e2b_service import E2BService, live_settings, running
-from git_repos import fix_plan, make_repo
-from helpers import wait_status
+from git_repos import make_repo
 from kodo.adapters.sandbox import SandboxRequest
 from kodo.adapters.sandbox.e2b import E2BSandbox
 from kodo.adapters.sandbox.e2b_workspace import PACKAGES_DIRECTORY
 from kodo.adapters.toolchains import ensure_packages
 from kodo.settings import Settings
 from kodo.workflows import templates
+from template_runs import fix_recipe, run_to_end, sandbox_response
 
 pytestmark = pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv")
 PYTEST = "pytest==8.3.*"
@@ -39,43 +38,6 @@ def sdk(tmp_path: Path) -> Iterator[E2BService]:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, sdk: E2BService) -> Settings:
     return live_settings(database_url, tmp_path, sdk)
-
-
-def recipe(recipe_id: str, deps: list[str]) -> dict[str, Any]:
-    return {
-        "id": recipe_id,
-        "v": "v1",
-        "name": recipe_id,
-        "formSchema": {"type": "object", "properties": {"repo": {"type": "string"}, "plan": {"type": "array"}}},
-        "intentTmpl": {
-            "goal": "fix add with pytest",
-            "inputs": {"repo": "{{formData.repo}}"},
-            "constraints": {"testCommand": TEST_COMMAND, "patchPlan": "{{formData.plan}}"},
-        },
-        "wfEntry": "RunIntent",
-        "queue": "intentQ",
-        "limits": {"maxSteps": 8, "maxFanout": 2, "maxSbxMin": 5, "maxTokens": 100},
-        "eval": [],
-        "fixtures": [],
-        "sandbox": {"envRef": "local-python-3.11", "deps": deps},
-    }
-
-
-def start(client: TestClient, recipe_id: str, repo: Path) -> dict[str, Any]:
-    payload = {
-        "recipeRef": {"id": recipe_id, "v": "v1"},
-        "formData": {"repo": str(repo), "plan": fix_plan()},
-        "opts": {"queuePartitionKey": "e2b-templates", "allowDraft": True, "autoApprove": True},
-    }
-    started = client.post("/api/run", json=payload)
-    assert started.status_code == 201, started.text
-    return wait_status(client, started.json()["workflowID"], {"SUCCESS", "ERROR"}, timeout=300)
-
-
-def boot(engine: sa.Engine, run_id: str) -> dict[str, Any]:
-    with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT response FROM app.sbx_runs WHERE run_id = :r"), {"r": run_id}).one()
-    return dict(row.response)
 
 
 def test_packages_are_uploaded_once_per_sandbox_and_the_command_imports_them(sdk: E2BService, tmp_path: Path) -> None:
@@ -110,14 +72,16 @@ def test_recipe_deps_reach_the_e2b_sandbox_cold_then_warm(
 ) -> None:
     """pytest (not on the sandbox's python) comes from the template: the first run builds it (cold), the second
     reuses it (warm); both upload it into their sandbox and the repository's tests pass with it."""
-    assert client.post("/api/recipes/import", json={"id": "p", "versions": [recipe("e2b-pytest", [PYTEST])]}).is_success
-    cold_run = start(client, "e2b-pytest", make_repo(tmp_path / "repo1"))
+    assert client.post(
+        "/api/recipes/import", json={"id": "p", "versions": [fix_recipe("e2b-pytest", [PYTEST], TEST_COMMAND)]}
+    ).is_success
+    cold_run = run_to_end(client, "e2b-pytest", make_repo(tmp_path / "repo1"), "e2b-templates")
     assert cold_run["status"] == "SUCCESS", cold_run
-    cold = boot(engine, cold_run["runId"])
+    cold = sandbox_response(engine, cold_run["runId"])
     assert cold["template"]["environment"] == "cold" and "1 passed" in cold["stdout"]
-    warm_run = start(client, "e2b-pytest", make_repo(tmp_path / "repo2"))
+    warm_run = run_to_end(client, "e2b-pytest", make_repo(tmp_path / "repo2"), "e2b-templates")
     assert warm_run["status"] == "SUCCESS", warm_run
-    warm = boot(engine, warm_run["runId"])
+    warm = sandbox_response(engine, warm_run["runId"])
     assert warm["template"]["environment"] == "warm" and warm["template"]["buildMs"] == 0
     assert warm["template"]["packages"] == cold["template"]["packages"] and "1 passed" in warm["stdout"]
     assert warm["raw"]["packages"]["files"] == cold["raw"]["packages"]["files"] > 0
@@ -132,13 +96,13 @@ def test_a_registered_e2b_template_is_booted_for_the_recipe_and_nothing_is_built
 ) -> None:
     """With a template id registered for the recipe's deps (hot), the sandbox boots it and no packages are built:
     the stand-in's sandbox has no pytest, so the run fails its tests — proof the upload did not happen."""
-    spec = recipe("e2b-hot", [PYTEST])
+    spec = fix_recipe("e2b-hot", [PYTEST], TEST_COMMAND)
     assert client.post("/api/recipes/import", json={"id": "h", "versions": [spec]}).is_success
     with engine.begin() as conn:
         templates.register(conn, "e2b-hot", "v1", "tpl-e2b-hot")
-    done = start(client, "e2b-hot", make_repo(tmp_path / "repo"))
+    done = run_to_end(client, "e2b-hot", make_repo(tmp_path / "repo"), "e2b-templates")
     assert sdk.calls.templates == ["tpl-e2b-hot"]
-    assert done["status"] == "ERROR" and "No module named pytest" in boot(engine, done["runId"])["stderr"]
+    assert done["status"] == "ERROR" and "No module named pytest" in sandbox_response(engine, done["runId"])["stderr"]
     assert not any(path.startswith(PACKAGES_DIRECTORY) for path in sdk.calls.writes)
     assert not (settings.templates_dir / templates.deps_hash(spec) / "packages").exists()
 
@@ -147,9 +111,9 @@ def test_deps_that_do_not_build_fail_template_build_fail_before_any_sandbox(
     client: TestClient, engine: sa.Engine, sdk: E2BService, tmp_path: Path
 ) -> None:
     """TEMPLATE_BUILD_FAIL once (not retried), the build log in the task's stderr.log; E2B never asked for a sandbox."""
-    spec = recipe("e2b-broken", ["not a requirement!!"])
+    spec = fix_recipe("e2b-broken", ["not a requirement!!"], TEST_COMMAND)
     assert client.post("/api/recipes/import", json={"id": "b", "versions": [spec]}).is_success
-    done = start(client, "e2b-broken", make_repo(tmp_path / "repo"))
+    done = run_to_end(client, "e2b-broken", make_repo(tmp_path / "repo"), "e2b-templates")
     assert done["status"] == "ERROR" and done["error"]["code"] == "TEMPLATE_BUILD_FAIL", done
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT err_code FROM app.sbx_runs WHERE run_id = :r"), {"r": done["runId"]}).all()

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from git_repos import fix_plan, make_repo
-from helpers import make_settings, wait_status
+from git_repos import make_repo
+from helpers import make_settings
 from kodo.adapters.sandbox import SandboxRequest
 from kodo.adapters.sandbox.local import LocalSandbox
 from kodo.adapters.toolchains import ToolchainBuildError, ensure
 from kodo.settings import Settings
+from template_runs import fix_recipe, run_to_end, sandbox_response
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bwrap") is None or shutil.which("uv") is None, reason="needs bubblewrap and uv"
@@ -64,54 +64,17 @@ def test_a_failed_build_raises_with_its_log_and_leaves_nothing_usable(tmp_path: 
     assert not (tmp_path / "templates" / ("b" * 64) / "venv").exists()
 
 
-def _recipe(recipe_id: str, deps: list[str]) -> dict[str, Any]:
-    return {
-        "id": recipe_id,
-        "v": "v1",
-        "name": recipe_id,
-        "formSchema": {"type": "object", "properties": {"repo": {"type": "string"}, "plan": {"type": "array"}}},
-        "intentTmpl": {
-            "goal": "fix add with pytest",
-            "inputs": {"repo": "{{formData.repo}}"},
-            "constraints": {"testCommand": "python -m pytest -q test_calc.py", "patchPlan": "{{formData.plan}}"},
-        },
-        "wfEntry": "RunIntent",
-        "queue": "intentQ",
-        "limits": {"maxSteps": 8, "maxFanout": 2, "maxSbxMin": 5, "maxTokens": 100},
-        "eval": [],
-        "fixtures": [],
-        "sandbox": {"envRef": "local-python-3.11", "deps": deps},
-    }
-
-
-def _run(client: TestClient, recipe_id: str, repo: Path) -> dict[str, Any]:
-    payload = {
-        "recipeRef": {"id": recipe_id, "v": "v1"},
-        "formData": {"repo": str(repo), "plan": fix_plan()},
-        "opts": {"queuePartitionKey": "templates", "allowDraft": True, "autoApprove": True},
-    }
-    started = client.post("/api/run", json=payload)
-    assert started.status_code == 201, started.text
-    return wait_status(client, started.json()["workflowID"], {"SUCCESS", "ERROR"}, timeout=300)
-
-
-def _boot(engine: sa.Engine, run_id: str) -> dict[str, Any]:
-    with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT response FROM app.sbx_runs WHERE run_id = :r"), {"r": run_id}).one()
-    return dict(row.response)
-
-
 def test_recipe_deps_are_installed_and_the_repository_tests_run_with_them(
     client: TestClient, engine: sa.Engine, tmp_path: Path
 ) -> None:
     """pytest (absent from the system python) comes from the template: first run cold, second run warm."""
-    cold_run = _run(client, "pytest-fix", make_repo(tmp_path / "repo1"))
+    cold_run = run_to_end(client, "pytest-fix", make_repo(tmp_path / "repo1"), "templates")
     assert cold_run["status"] == "SUCCESS", cold_run
-    cold = _boot(engine, cold_run["runId"])
+    cold = sandbox_response(engine, cold_run["runId"])
     assert cold["template"]["environment"] == "cold" and "1 passed" in cold["stdout"]
-    warm_run = _run(client, "pytest-fix", make_repo(tmp_path / "repo2"))
+    warm_run = run_to_end(client, "pytest-fix", make_repo(tmp_path / "repo2"), "templates")
     assert warm_run["status"] == "SUCCESS", warm_run
-    warm = _boot(engine, warm_run["runId"])
+    warm = sandbox_response(engine, warm_run["runId"])
     assert warm["template"]["environment"] == "warm" and warm["template"]["venv"] == cold["template"]["venv"]
     assert warm["template"]["buildMs"] == 0 and cold["template"]["buildMs"] > 0
     page = client.get(f"/runs/{warm_run['workflowID']}/view").text
@@ -122,9 +85,9 @@ def test_a_recipe_whose_deps_do_not_build_fails_template_build_fail_with_the_log
     client: TestClient, engine: sa.Engine, tmp_path: Path
 ) -> None:
     """TEMPLATE_BUILD_FAIL: the run's error, once (not retried), the build log in the task's stderr.log artifact."""
-    spec = _recipe("broken-deps", ["not a requirement!!"])
+    spec = fix_recipe("broken-deps", ["not a requirement!!"], "python -m pytest -q test_calc.py")
     assert client.post("/api/recipes/import", json={"id": "b", "versions": [spec]}).status_code == 201
-    done = _run(client, "broken-deps", make_repo(tmp_path / "repo"))
+    done = run_to_end(client, "broken-deps", make_repo(tmp_path / "repo"), "templates")
     assert done["status"] == "ERROR" and done["error"]["code"] == "TEMPLATE_BUILD_FAIL", done
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT err_code FROM app.sbx_runs WHERE run_id = :r"), {"r": done["runId"]}).all()
@@ -141,5 +104,5 @@ def _pytest_fix_recipe(request: pytest.FixtureRequest) -> None:
     """Import the pytest recipe for the tests that run it."""
     if "client" in request.fixturenames and request.node.name.startswith("test_recipe_deps"):
         client: TestClient = request.getfixturevalue("client")
-        spec = _recipe("pytest-fix", [PYTEST])
+        spec = fix_recipe("pytest-fix", [PYTEST], "python -m pytest -q test_calc.py")
         assert client.post("/api/recipes/import", json={"id": "p", "versions": [spec]}).status_code == 201
