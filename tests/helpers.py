@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,3 +93,31 @@ def make_settings(database_url: str, home: Path, **env: str) -> Settings:
         "KODO_WEBHOOK_RETENTION_CRON": "off",  # likewise for the hourly webhook retention sweep
     }
     return load_settings({**base, **env})
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again on exit: nothing listens there
+
+
+def refused_error(url: str) -> sa.exc.OperationalError:
+    """The error SQLAlchemy raises when connecting to ``url`` fails (a real attempt, nothing mocked)."""
+    engine = sa.create_engine(url)
+    try:
+        engine.connect()
+    except sa.exc.OperationalError as error:
+        return error
+    finally:
+        engine.dispose()
+    raise AssertionError(f"{url} accepted a connection")
+
+
+def tcp_refused() -> sa.exc.OperationalError:
+    """A TCP connection to a loopback port nothing listens on: refused."""
+    return refused_error(f"postgresql+psycopg://kodo@127.0.0.1:{_closed_port()}/kodo")
+
+
+def socket_missing(tmp_path: Path) -> sa.exc.OperationalError:
+    """A Unix socket that does not exist (kodo's embedded Postgres while it is down)."""
+    return refused_error(f"postgresql+psycopg://kodo@/kodo?host={tmp_path}")

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
-import pytest
 import sqlalchemy as sa
 from dbos._dbos import _get_dbos_instance
 from dbos._sys_db import db_retry
 
+from helpers import tcp_refused
 from kodo import outages
 from kodo.main import Worker, launch_worker
 from kodo.settings import Settings
 from kodo.workflows import outage_retry
 
 
-def _refused() -> sa.exc.OperationalError:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])  # closed again on exit: nothing listens there
-    engine = sa.create_engine(f"postgresql+psycopg://kodo@127.0.0.1:{port}/kodo")
-    try:
-        with pytest.raises(sa.exc.OperationalError) as caught:
-            engine.connect()
-        return caught.value
-    finally:
-        engine.dispose()
-
-
 def _retrying_in_the_executor(release: threading.Event, calls: list[float], outcome: list[BaseException]) -> None:
     """A DBOS-retried database call (as a workflow's result poll is) failing as a dropped database does."""
-    error = _refused()
+    error = tcp_refused()
 
     @db_retry(initial_backoff=0.2, max_backoff=0.2)
     def poll() -> None:

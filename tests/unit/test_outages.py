@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from dbos._utils import retriable_postgres_exception
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from helpers import socket_missing, tcp_refused
 from kodo import outages
 from kodo.api import errors
 from kodo.errors import DatabaseUnavailable, InvalidInput
@@ -25,30 +25,6 @@ def _no_outage_left_behind() -> Iterator[None]:
     """These tests note failures on the process's outage clock; end each with the clock clear."""
     yield
     outages.clock.succeeded()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # closed again on exit: nothing listens there
-
-
-def _refused(url: str) -> sa.exc.OperationalError:
-    engine = sa.create_engine(url)
-    try:
-        with pytest.raises(sa.exc.OperationalError) as caught:
-            engine.connect()
-        return caught.value
-    finally:
-        engine.dispose()
-
-
-def tcp_refused() -> sa.exc.OperationalError:
-    return _refused(f"postgresql+psycopg://kodo@127.0.0.1:{_closed_port()}/kodo")
-
-
-def socket_missing(tmp_path: Path) -> sa.exc.OperationalError:
-    return _refused(f"postgresql+psycopg://kodo@/kodo?host={tmp_path}")
 
 
 def test_a_refused_tcp_connection_is_transient() -> None:
