@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "src" / "kodo"
 
@@ -37,3 +39,12 @@ def test_every_command_group_is_registered_from_its_own_module() -> None:
     in_root = sorted(name for name, module in modules.items() if module == "kodo.cli")
     assert set(in_root) <= {"bench", "soak"}  # the load tools, on their way to kodo.cli.bench (issue #25)
     assert all(module.startswith("kodo.cli.") for name, module in modules.items() if name not in in_root)
+
+
+def test_kodo_bench_offers_every_scenario_the_readme_names() -> None:
+    """README: ``kodo bench burst|latency|api|hitl|ceiling|scale|history`` — each is a subcommand of kodo bench."""
+    from kodo.cli import cli
+
+    bench = cli.commands["bench"]
+    assert isinstance(bench, click.Group)
+    assert {"burst", "latency", "api", "hitl", "ceiling", "scale", "history"} <= set(bench.commands)
