@@ -95,13 +95,14 @@ def test_control_and_compile_queues() -> None:
 
 @pytest.mark.parametrize("interval", ["0.05", "0.25", "1"])
 def test_every_queue_polls_at_the_configured_interval(interval: str) -> None:
-    """intentQ/sbxQ poll at KODO_QUEUE_POLLING_INTERVAL_SEC, controlQ/compileQ at the control interval."""
+    """intentQ/sbxQ poll at KODO_QUEUE_POLLING_INTERVAL_SEC; controlQ, compileQ and webhookQ (off every run's
+    path) at the control interval."""
     limits = queue_limits(
         _settings(KODO_QUEUE_POLLING_INTERVAL_SEC=interval, KODO_CONTROL_QUEUE_POLLING_INTERVAL_SEC="0.75")
     )
     for name in ("intentQ", "sbxQ"):
         assert limits[name]["polling_interval_sec"] == float(interval), name
-    for name in ("controlQ", "compileQ"):
+    for name in ("controlQ", "compileQ", "webhookQ"):
         assert limits[name]["polling_interval_sec"] == 0.75, name
 
 

@@ -9,10 +9,11 @@ import sqlalchemy as sa
 
 from kodo.store import to_json
 from kodo.store.spend import Charge
+from kodo.store.statements import sql
 
 
 def find(conn: sa.Connection, op_key: str) -> dict[str, Any] | None:
-    row = conn.execute(sa.text("SELECT * FROM app.opencode_calls WHERE op_key = :k"), {"k": op_key}).first()
+    row = conn.execute(sql("SELECT * FROM app.opencode_calls WHERE op_key = :k"), {"k": op_key}).first()
     return None if row is None else dict(row._mapping)
 
 
@@ -28,7 +29,7 @@ def record(
 ) -> None:
     """Ledger one agent call (once per op key), with its usage and cost when it reported any."""
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.opencode_calls (id, op_key, run_id, step_id, attempt, agent, mode, session_id, "
             "schema_hash, prompt, request, response, structured, error, duration_ms, model, tenant_id, input_tokens, "
             "output_tokens, cached_tokens, cost_usd, priced_usd) VALUES (:id, :k, :r, :s, :a, "

@@ -11,6 +11,7 @@ from kodo.errors import Conflict
 from kodo.identity import sha256_hex
 from kodo.models import Artifact, NewArtifact
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 
 def _row_to_artifact(row: sa.Row[Any]) -> Artifact:
@@ -33,7 +34,7 @@ def digest(inline: Any) -> str:
     return sha256_hex(inline if inline is not None else "none")
 
 
-_INSERT = sa.text(
+_INSERT = sql(
     "INSERT INTO app.artifacts (run_id, step_id, task_key, idx, attempt, kind, uri, inline, sha256) "
     "SELECT :run_id, r.step_id, r.task_key, r.idx, r.attempt, r.kind, r.uri, CAST(r.inline AS jsonb), r.sha256 "
     "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS "
@@ -41,7 +42,7 @@ _INSERT = sa.text(
     "n integer) "
     "ORDER BY r.n ON CONFLICT DO NOTHING RETURNING *"
 )
-_EXISTING = sa.text(
+_EXISTING = sql(
     "SELECT * FROM app.artifacts WHERE run_id=:run_id AND step_id=:step_id AND task_key=:task_key "
     "AND idx=:idx AND attempt=:attempt"
 )
@@ -88,7 +89,7 @@ def add(conn: sa.Connection, run_id: str, artifact: NewArtifact) -> Artifact:
 
 def list_for_run(conn: sa.Connection, run_id: str) -> list[Artifact]:
     rows = conn.execute(
-        sa.text("SELECT * FROM app.artifacts WHERE run_id = :r ORDER BY step_id, task_key, idx, attempt"),
+        sql("SELECT * FROM app.artifacts WHERE run_id = :r ORDER BY step_id, task_key, idx, attempt"),
         {"r": run_id},
     )
     return [_row_to_artifact(row) for row in rows]
@@ -112,7 +113,7 @@ class ArtifactRef:
 def refs_for_run(conn: sa.Connection, run_id: str) -> list[ArtifactRef]:
     """Every artifact of a run, in ``list_for_run``'s order, without reading its content out of Postgres."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT run_id, step_id, task_key, idx, attempt, kind, uri, sha256, length(inline::text) AS size "
             "FROM app.artifacts WHERE run_id = :r ORDER BY step_id, task_key, idx, attempt"
         ),
@@ -124,11 +125,11 @@ def refs_for_run(conn: sa.Connection, run_id: str) -> list[ArtifactRef]:
 def get_by_uri(conn: sa.Connection, uri: str) -> Artifact | None:
     """The highest attempt of the artifact at ``uri``."""
     row = conn.execute(
-        sa.text("SELECT * FROM app.artifacts WHERE uri = :u ORDER BY attempt DESC, created_at DESC LIMIT 1"),
+        sql("SELECT * FROM app.artifacts WHERE uri = :u ORDER BY attempt DESC, created_at DESC LIMIT 1"),
         {"u": uri},
     ).first()
     return None if row is None else _row_to_artifact(row)
 
 
 def count(conn: sa.Connection) -> int:
-    return int(conn.execute(sa.text("SELECT count(*) FROM app.artifacts")).scalar_one())
+    return int(conn.execute(sql("SELECT count(*) FROM app.artifacts")).scalar_one())

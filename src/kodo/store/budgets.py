@@ -6,13 +6,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 
 def generation_start_workflow(conn: sa.Connection, run_id: str, workflow_id: str, generation: int) -> str:
     """The workflow that began this generation: the run's own, or the repair that started it."""
     if generation <= 1:
         return workflow_id
     found = conn.execute(
-        sa.text("SELECT workflow_id FROM app.repairs WHERE run_id = :r AND attempt = :a"),
+        sql("SELECT workflow_id FROM app.repairs WHERE run_id = :r AND attempt = :a"),
         {"r": run_id, "a": generation - 1},
     ).scalar()
     return str(found) if found else workflow_id
@@ -26,7 +28,7 @@ def active_ms(conn: sa.Connection, *, run_id: str, workflow_id: str, generation:
     """
     first = generation_start_workflow(conn, run_id, workflow_id, generation)
     row = conn.execute(
-        sa.text(
+        sql(
             "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms, "
             "coalesce(started_at_epoch_ms, created_at) AS t0 FROM dbos.workflow_status WHERE workflow_uuid = :w"
         ),
@@ -35,7 +37,7 @@ def active_ms(conn: sa.Connection, *, run_id: str, workflow_id: str, generation:
     if row is None:
         return 0
     parked = conn.execute(
-        sa.text(
+        sql(
             "SELECT coalesce(sum(extract(epoch FROM (resolved_at - created_at)) * 1000), 0)::bigint "
             "FROM app.human_gates WHERE run_id = :r AND generation = :g AND resolved_at IS NOT NULL"
         ),
@@ -47,7 +49,7 @@ def active_ms(conn: sa.Connection, *, run_id: str, workflow_id: str, generation:
 def latest_violation(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:
     """The inline body of the run's newest BUDGET artifact, if any."""
     inline = conn.execute(
-        sa.text(
+        sql(
             "SELECT inline FROM app.artifacts WHERE run_id = :r AND step_id = 'BUDGET' "
             "ORDER BY attempt DESC, created_at DESC LIMIT 1"
         ),

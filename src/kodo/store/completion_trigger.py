@@ -22,6 +22,8 @@ import hashlib
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 CHANNEL = "kodo_workflow_done"
 TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 TRIGGER = "kodo_workflow_done"
@@ -56,7 +58,7 @@ def installed_version(conn: sa.Connection, trigger: str = TRIGGER) -> str | None
     """The version comment of kodo's ``trigger`` on ``dbos.workflow_status`` (this module's by default), or None
     if there is none (or no ``dbos`` schema yet)."""
     return conn.execute(
-        sa.text(
+        sql(
             "SELECT coalesce(obj_description(t.oid, 'pg_trigger'), '') FROM pg_trigger t "
             "WHERE t.tgname = :name AND t.tgrelid = to_regclass('dbos.workflow_status') AND NOT t.tgisinternal"
         ),
@@ -71,10 +73,10 @@ def install(conn: sa.Connection) -> bool:
     """
     if installed_version(conn) == VERSION:
         return False
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+    conn.execute(sql("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
     if installed_version(conn) == VERSION:  # a concurrent installer got there first
         return False
-    conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS app"))
+    conn.execute(sql("CREATE SCHEMA IF NOT EXISTS app"))
     conn.exec_driver_sql(FUNCTION_SQL)
     conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {TRIGGER} ON dbos.workflow_status")
     conn.exec_driver_sql(TRIGGER_SQL)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 INTERNAL_QUEUE = "_dbos_internal_queue"  # where DBOS puts a resumed workflow that names no queue
 _NOW_MS = "CAST(extract(epoch FROM now()) * 1000 AS bigint)"
 _FINISHED = "('SUCCESS', 'ERROR')"
@@ -27,7 +29,7 @@ def cancel(conn: sa.Connection, workflow_ids: Sequence[str], *, cascade: bool = 
     frontier = list(workflow_ids)
     while frontier:
         rows = conn.execute(
-            sa.text(
+            sql(
                 "UPDATE dbos.workflow_status SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL, "
                 f"deduplication_id = NULL, started_at_epoch_ms = NULL, updated_at = {_NOW_MS}, "
                 f"completed_at = {_NOW_MS} WHERE workflow_uuid = ANY(:ids) AND status NOT IN {_FINISHED} "
@@ -39,7 +41,7 @@ def cancel(conn: sa.Connection, workflow_ids: Sequence[str], *, cascade: bool = 
         if not cascade:
             break
         children = conn.execute(
-            sa.text("SELECT workflow_uuid FROM dbos.workflow_status WHERE parent_workflow_id = ANY(:ids)"),
+            sql("SELECT workflow_uuid FROM dbos.workflow_status WHERE parent_workflow_id = ANY(:ids)"),
             {"ids": frontier},
         ).scalars()
         frontier = [str(child) for child in children if child not in seen]
@@ -51,7 +53,7 @@ def resume(conn: sa.Connection, workflow_id: str, *, queue_name: str) -> bool:
     """ENQUEUED on ``queue_name`` with its recovery attempts and deadline cleared, unless finished; returns
     whether it changed."""
     row = conn.execute(
-        sa.text(
+        sql(
             "UPDATE dbos.workflow_status SET status = 'ENQUEUED', owner_xid = NULL, queue_name = :q, "
             "recovery_attempts = 0, workflow_deadline_epoch_ms = NULL, deduplication_id = NULL, "
             f"started_at_epoch_ms = NULL, updated_at = {_NOW_MS}, completed_at = NULL "
@@ -65,6 +67,7 @@ def resume(conn: sa.Connection, workflow_id: str, *, queue_name: str) -> bool:
 def status_for_update(conn: sa.Connection, workflow_id: str) -> str | None:
     """The workflow's status, its row locked until the caller's transaction ends (``None``: no such row)."""
     value = conn.execute(
-        sa.text("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = :w FOR UPDATE"), {"w": workflow_id}
+        sql("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = :w FOR UPDATE"),
+        {"w": workflow_id},
     ).scalar()
     return None if value is None else str(value)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 PARTITION_INDEX = "kodo_workflow_status_by_partition"
 INDEXES = {
     # The ops list's own order (newest first, then by id) within one partition. Its predicate names created_at,
@@ -36,9 +38,7 @@ _LOCK_ID = 0x6B6F6469  # one installer at a time across processes
 
 def _missing(conn: sa.Connection) -> list[str]:
     return [
-        name
-        for name in INDEXES
-        if conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": f"dbos.{name}"}).scalar() is None
+        name for name in INDEXES if conn.execute(sql("SELECT to_regclass(:n)"), {"n": f"dbos.{name}"}).scalar() is None
     ]
 
 
@@ -47,7 +47,7 @@ def install(conn: sa.Connection) -> list[str]:
     start together wait for each other (two concurrent ``CREATE INDEX IF NOT EXISTS`` of one name collide)."""
     if not _missing(conn):
         return []
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+    conn.execute(sql("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
     created = _missing(conn)  # again: a concurrent installer may have committed them meanwhile
     for name in created:
         conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON dbos.workflow_status {INDEXES[name]}")

@@ -11,6 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 ACTIVE = ("ENQUEUED", "PENDING", "DELAYED")
 STATUSES = ("ENQUEUED", "DELAYED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 # Utility and scheduled workflows, hidden from ops lists on request (``hideInternal``).
@@ -77,7 +79,7 @@ def _row(row: sa.Row[Any]) -> WorkflowRow:
 
 def get(conn: sa.Connection, workflow_id: str) -> WorkflowRow | None:
     row = conn.execute(
-        sa.text(
+        sql(
             f"SELECT {_COLUMNS}, r.id AS run_id, r.status AS run_status FROM dbos.workflow_status ws {_RUN_JOIN} "
             "WHERE ws.workflow_uuid = :w LIMIT 1"
         ),
@@ -124,7 +126,7 @@ def select(conn: sa.Connection, where: Filter) -> list[WorkflowRow]:
     condition = " AND ".join(clauses) or "TRUE"
     order = "ws.created_at ASC, ws.workflow_uuid ASC" if where.oldest_first else "ws.created_at DESC, ws.workflow_uuid"
     rows = conn.execute(
-        sa.text(
+        sql(
             f"SELECT {_COLUMNS}, r.id AS run_id, r.status AS run_status FROM dbos.workflow_status ws {_RUN_JOIN} "
             f"WHERE {condition} ORDER BY {order} LIMIT :limit"
         ),
@@ -136,7 +138,7 @@ def select(conn: sa.Connection, where: Filter) -> list[WorkflowRow]:
 def children(conn: sa.Connection, parent_id: str) -> list[WorkflowRow]:
     """The direct children of a workflow (DBOS's ``parent_workflow_id``), oldest first."""
     rows = conn.execute(
-        sa.text(
+        sql(
             f"SELECT {_COLUMNS} FROM dbos.workflow_status ws WHERE ws.parent_workflow_id = :p "
             "ORDER BY ws.created_at, ws.workflow_uuid"
         ),
@@ -150,7 +152,7 @@ def pending_of(conn: sa.Connection, executor_ids: Sequence[str], limit: int = 50
     if not executor_ids:
         return []
     rows = conn.execute(
-        sa.text(
+        sql(
             f"SELECT {_COLUMNS} FROM dbos.workflow_status ws WHERE ws.status = 'PENDING' "
             "AND ws.executor_id = ANY(:e) ORDER BY ws.created_at, ws.workflow_uuid LIMIT :n"
         ),
@@ -162,7 +164,7 @@ def pending_of(conn: sa.Connection, executor_ids: Sequence[str], limit: int = 50
 def unserved(conn: sa.Connection, live_versions: Sequence[str], limit: int = 200) -> list[WorkflowRow]:
     """Queued or running workflows whose application version no live executor serves."""
     rows = conn.execute(
-        sa.text(
+        sql(
             f"SELECT {_COLUMNS} FROM dbos.workflow_status ws WHERE ws.status IN ('ENQUEUED', 'PENDING') "
             "AND ws.application_version IS NOT NULL AND NOT (ws.application_version = ANY(:v)) "
             "ORDER BY ws.created_at, ws.workflow_uuid LIMIT :n"
@@ -175,7 +177,7 @@ def unserved(conn: sa.Connection, live_versions: Sequence[str], limit: int = 200
 def position(conn: sa.Connection, row: WorkflowRow) -> tuple[int, int]:
     """(running, queued ahead) in the row's queue and partition: what stands between it and a slot."""
     result = conn.execute(
-        sa.text(
+        sql(
             "SELECT count(*) FILTER (WHERE status = 'PENDING') AS running, "
             "count(*) FILTER (WHERE status = 'ENQUEUED' AND (coalesce(priority, 0) < :prio "
             "OR (coalesce(priority, 0) = :prio AND (created_at, workflow_uuid) < (:created, :w)))) AS ahead "
@@ -196,7 +198,7 @@ def position(conn: sa.Connection, row: WorkflowRow) -> tuple[int, int]:
 
 def queue(conn: sa.Connection, name: str) -> dict[str, Any] | None:
     """The registered queue ``name`` (its limits), or None when no process registered it."""
-    row = conn.execute(sa.text("SELECT * FROM dbos.queues WHERE name = :n"), {"n": name}).first()
+    row = conn.execute(sql("SELECT * FROM dbos.queues WHERE name = :n"), {"n": name}).first()
     return None if row is None else dict(row._mapping)
 
 
@@ -208,7 +210,7 @@ def redelay(conn: sa.Connection, workflow_id: str, *, until_ms: int, queue_name:
     resumes a cancelled parked run wants it parked again until the gate's deadline.
     """
     result = conn.execute(
-        sa.text(
+        sql(
             "UPDATE dbos.workflow_status SET status = 'DELAYED', queue_name = :q, delay_until_epoch_ms = :until, "
             "owner_xid = NULL, recovery_attempts = 0, started_at_epoch_ms = NULL, completed_at = NULL, "
             "deduplication_id = NULL, updated_at = CAST(extract(epoch FROM clock_timestamp()) * 1000 AS bigint) "
@@ -222,14 +224,14 @@ def redelay(conn: sa.Connection, workflow_id: str, *, until_ms: int, queue_name:
 def has_steps(conn: sa.Connection, workflow_id: str) -> bool:
     """Whether the workflow has checkpointed any operation (it started at some point)."""
     found = conn.execute(
-        sa.text("SELECT 1 FROM dbos.operation_outputs WHERE workflow_uuid = :w LIMIT 1"), {"w": workflow_id}
+        sql("SELECT 1 FROM dbos.operation_outputs WHERE workflow_uuid = :w LIMIT 1"), {"w": workflow_id}
     ).first()
     return found is not None
 
 
 def max_step(conn: sa.Connection, workflow_id: str) -> int:
     value = conn.execute(
-        sa.text("SELECT coalesce(max(function_id), 0) FROM dbos.operation_outputs WHERE workflow_uuid = :w"),
+        sql("SELECT coalesce(max(function_id), 0) FROM dbos.operation_outputs WHERE workflow_uuid = :w"),
         {"w": workflow_id},
     ).scalar_one()
     return int(value)
@@ -244,7 +246,7 @@ class LastStep:
 def last_step(conn: sa.Connection, workflow_id: str) -> LastStep | None:
     """The workflow's newest recorded step (DBOS's ``operation_outputs``), or None before its first."""
     row = conn.execute(
-        sa.text(
+        sql(
             "SELECT function_name, completed_at_epoch_ms FROM dbos.operation_outputs WHERE workflow_uuid = :w "
             "ORDER BY function_id DESC LIMIT 1"
         ),

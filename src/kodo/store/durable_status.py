@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from kodo.models import Run
-from kodo.store import runs
+from kodo.store import runs, spend
+from kodo.store.statements import sql
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,7 +40,7 @@ _STATUS_COLUMNS = (
 
 def get(conn: sa.Connection, workflow_id: str) -> DurableStatus | None:
     row = conn.execute(
-        sa.text(f"SELECT {', '.join(_STATUS_COLUMNS)} FROM dbos.workflow_status WHERE workflow_uuid = :w"),
+        sql(f"SELECT {', '.join(_STATUS_COLUMNS)} FROM dbos.workflow_status WHERE workflow_uuid = :w"),
         {"w": workflow_id},
     ).first()
     return None if row is None else _status(row)
@@ -68,6 +69,7 @@ class RunDurability:
     status: DurableStatus | None  # the phase workflow now responsible for the run
     traceparent: str | None  # the W3C traceparent the run's workflow was started under
     step_trace_id: str | None  # the trace of the run's first traced step
+    spend: spend.RunSpend | None = None  # the run's spend, when read with the run (``run_with_durability``)
 
 
 # DBOS's columns of the current phase (prefixed ``w_``), the start traceparent and the first traced step.
@@ -80,8 +82,9 @@ _FACTS = (
 )
 
 
-def _durability(row: sa.Row[Any]) -> RunDurability:
+def _durability(row: sa.Row[Any], spent: spend.RunSpend | None = None) -> RunDurability:
     return RunDurability(
+        spend=spent,
         status=None if row.w_workflow_uuid is None else _status(row, "w_"),
         traceparent=str(row.traceparent) if row.traceparent else None,
         step_trace_id=str(row.step_trace_id) if row.step_trace_id else None,
@@ -92,32 +95,31 @@ def for_run(conn: sa.Connection, *, current_workflow_id: str, workflow_id: str, 
     """The current phase's DBOS status, the run's start traceparent and its first traced step, in one query."""
     facts = _FACTS.format(origin=":origin", run=":run")
     row = conn.execute(
-        sa.text(
-            f"SELECT {facts} FROM (SELECT 1) AS one LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = :current"
-        ),
+        sql(f"SELECT {facts} FROM (SELECT 1) AS one LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = :current"),
         {"current": current_workflow_id, "origin": workflow_id, "run": run_id},
     ).one()
     return _durability(row)
 
 
 def run_with_durability(conn: sa.Connection, run_or_workflow_id: str) -> tuple[Run, RunDurability] | None:
-    """A run (dual lookup, as ``runs.get``) and what its header reads beside it (as ``for_run``), in one
-    statement instead of two: the read a polling client repeats most."""
+    """A run (dual lookup, as ``runs.get``) and what its header reads beside it (as ``for_run``, and its
+    spend), in one statement: the read a polling client repeats most."""
     facts = _FACTS.format(origin="r.workflow_id", run="r.id")
     row = conn.execute(
-        sa.text(
-            f"SELECT r.*, {facts} FROM ({runs.DUAL_LOOKUP}) AS r "
-            "LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = coalesce(r.current_workflow_id, r.workflow_id)"
+        sql(
+            f"SELECT r.*, {facts}, {spend.RUN_SPEND_COLUMNS} FROM ({runs.DUAL_LOOKUP}) AS r "
+            "LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = coalesce(r.current_workflow_id, r.workflow_id) "
+            f"CROSS JOIN {spend.RUN_SPEND_FROM.format(run='r.id')}"
         ),
         {"key": run_or_workflow_id},
     ).first()
-    return None if row is None else (runs.from_row(row), _durability(row))
+    return None if row is None else (runs.from_row(row), _durability(row, spend.spend_of(row)))
 
 
 def step_rows(conn: sa.Connection, workflow_id: str) -> list[dict[str, Any]]:
     """DBOS's checkpoint rows of one workflow (its operation outputs), in step order."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT function_id, function_name, child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms, "
             "error IS NOT NULL AS failed FROM dbos.operation_outputs WHERE workflow_uuid = :w ORDER BY function_id"
         ),
@@ -133,7 +135,7 @@ def release_delayed(conn: sa.Connection, workflow_id: str) -> bool:
     done for one workflow at once, so a reply wakes its parked run within one queue poll.
     """
     moved = conn.execute(
-        sa.text(
+        sql(
             "UPDATE dbos.workflow_status SET status = 'ENQUEUED', "
             "delay_until_epoch_ms = (extract(epoch FROM clock_timestamp()) * 1000)::bigint "
             "WHERE workflow_uuid = :w AND status = 'DELAYED' AND NOT coalesce(is_debounced, false) "
@@ -147,9 +149,7 @@ def release_delayed(conn: sa.Connection, workflow_id: str) -> bool:
 def traceparent(conn: sa.Connection, workflow_id: str) -> str | None:
     """The W3C ``traceparent`` a workflow was started under (DBOS keeps it in its attributes), if any."""
     value = conn.execute(
-        sa.text(
-            "SELECT attributes->'dbos.otelContext'->>'traceparent' FROM dbos.workflow_status WHERE workflow_uuid = :w"
-        ),
+        sql("SELECT attributes->'dbos.otelContext'->>'traceparent' FROM dbos.workflow_status WHERE workflow_uuid = :w"),
         {"w": workflow_id},
     ).scalar()
     return str(value) if value else None
@@ -158,9 +158,7 @@ def traceparent(conn: sa.Connection, workflow_id: str) -> str | None:
 def cancelled_among(conn: sa.Connection, workflow_ids: list[str]) -> list[str]:
     """Which of these workflows are CANCELLED (an operator's cancel, seen by a running task's watch)."""
     found = conn.execute(
-        sa.text(
-            "SELECT workflow_uuid FROM dbos.workflow_status WHERE workflow_uuid = ANY(:ids) AND status = 'CANCELLED'"
-        ),
+        sql("SELECT workflow_uuid FROM dbos.workflow_status WHERE workflow_uuid = ANY(:ids) AND status = 'CANCELLED'"),
         {"ids": workflow_ids},
     ).scalars()
     return list(found)

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from kodo.errors import Conflict
 from kodo.identity import canonical
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 
 def record(
@@ -16,7 +17,7 @@ def record(
 ) -> bool:
     """Insert a check's result; an identical re-write is a no-op, a different one a divergence."""
     row = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.eval_results (run_id, check_id, kind, pass, reason, payload) VALUES "
             "(:r, :c, :k, :p, :reason, CAST(:payload AS jsonb)) ON CONFLICT DO NOTHING RETURNING run_id"
         ),
@@ -25,7 +26,7 @@ def record(
     if row is not None:
         return True
     existing = conn.execute(
-        sa.text("SELECT pass AS passed, reason, payload FROM app.eval_results WHERE run_id = :r AND check_id = :c"),
+        sql("SELECT pass AS passed, reason, payload FROM app.eval_results WHERE run_id = :r AND check_id = :c"),
         {"r": run_id, "c": check_id},
     ).one()
     if existing.passed != passed or existing.reason != reason or canonical(existing.payload) != canonical(payload):
@@ -35,7 +36,7 @@ def record(
 
 def list_for_run(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT check_id, kind, pass AS passed, reason, payload, created_at FROM app.eval_results "
             "WHERE run_id = :r ORDER BY check_id"
         ),
@@ -57,9 +58,7 @@ def list_for_run(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
 def summary(conn: sa.Connection, run_id: str) -> dict[str, int] | None:
     """``{total, passed, failed}`` for a run with eval results, else None."""
     row = conn.execute(
-        sa.text(
-            "SELECT count(*) AS total, count(*) FILTER (WHERE pass) AS passed FROM app.eval_results WHERE run_id = :r"
-        ),
+        sql("SELECT count(*) AS total, count(*) FILTER (WHERE pass) AS passed FROM app.eval_results WHERE run_id = :r"),
         {"r": run_id},
     ).one()
     if not row.total:

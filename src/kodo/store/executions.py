@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 EXECUTION_STATUSES = ("started", "finished", "interrupted", "reused")
 
@@ -59,7 +60,7 @@ def start(
 ) -> None:
     """The execution is about to run its command: a ``started`` row (commit it before the command starts)."""
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.sbx_executions (execution_id, run_id, task_key, attempt, idempotency_key, provider, "
             "executor_id, pid, status) VALUES (:e, :r, :t, :a, :k, :p, :x, :pid, 'started')"
         ),
@@ -79,7 +80,7 @@ def start(
 def interrupt_for_task(conn: sa.Connection, task_key: str, *, found_by: str, spare: str | None = None) -> int:
     """Mark the task's ``started`` executions (all but ``spare``) interrupted, found by ``found_by``; how many."""
     result = conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.sbx_executions SET status = 'interrupted', interrupted_by = :f, "
             "interrupted_at = clock_timestamp() WHERE task_key = :t AND status = 'started' "
             "AND execution_id IS DISTINCT FROM :s"
@@ -92,7 +93,7 @@ def interrupt_for_task(conn: sa.Connection, task_key: str, *, found_by: str, spa
 def interrupt_owned(conn: sa.Connection, executor_id: str, *, found_by: str) -> int:
     """At an executor's start: its executions still ``started`` were cut off by its previous life."""
     result = conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.sbx_executions SET status = 'interrupted', interrupted_by = :f, "
             "interrupted_at = clock_timestamp() WHERE executor_id = :x AND status = 'started' "
             "AND started_at < clock_timestamp()"
@@ -105,7 +106,7 @@ def interrupt_owned(conn: sa.Connection, executor_id: str, *, found_by: str) -> 
 def interrupt(conn: sa.Connection, execution_id: str, *, found_by: str) -> None:
     """This execution ends without a result (its command was cancelled)."""
     conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.sbx_executions SET status = 'interrupted', interrupted_by = :f, "
             "interrupted_at = clock_timestamp() WHERE execution_id = :e AND status = 'started'"
         ),
@@ -126,7 +127,7 @@ def finish(
     ``finished``. A producer found ``interrupted`` whose stored result proves it ran to its end is finished
     too (its ``interrupted_by`` stays as the record of who found it). False if nothing was open to complete."""
     result = conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.sbx_executions SET status = CASE WHEN CAST(:from AS text) IS NULL THEN 'finished' "
             "ELSE 'reused' END, finished_at = coalesce(CAST(:at AS timestamptz), clock_timestamp()), "
             "exit = :exit, err_code = :code, reused_from = :from WHERE execution_id = :e "
@@ -139,7 +140,7 @@ def finish(
 
 def get(conn: sa.Connection, execution_id: str) -> Execution | None:
     row = conn.execute(
-        sa.text(f"SELECT {_COLUMNS} FROM app.sbx_executions WHERE execution_id = :e"), {"e": execution_id}
+        sql(f"SELECT {_COLUMNS} FROM app.sbx_executions WHERE execution_id = :e"), {"e": execution_id}
     ).first()
     return Execution(**dict(row._mapping)) if row is not None else None
 
@@ -147,7 +148,7 @@ def get(conn: sa.Connection, execution_id: str) -> Execution | None:
 def list_for_run(conn: sa.Connection, run_id: str, *, limit: int = 1000, offset: int = 0) -> list[Execution]:
     """The run's executions in the order they started."""
     rows = conn.execute(
-        sa.text(
+        sql(
             f"SELECT {_COLUMNS} FROM app.sbx_executions WHERE run_id = :r ORDER BY started_at, execution_id "
             "LIMIT :l OFFSET :o"
         ),
@@ -162,7 +163,7 @@ def list_for_run(conn: sa.Connection, run_id: str, *, limit: int = 1000, offset:
 def keep_mock_result(conn: sa.Connection, idempotency_key: str, execution_id: str, result: dict[str, Any]) -> None:
     """The mock sandbox ran ``execution_id`` to its end: keep its result (the first one kept wins)."""
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.mock_sandbox_results (idempotency_key, execution_id, result) "
             "VALUES (:k, :e, CAST(:r AS jsonb)) ON CONFLICT (idempotency_key) DO NOTHING"
         ),
@@ -172,6 +173,7 @@ def keep_mock_result(conn: sa.Connection, idempotency_key: str, execution_id: st
 
 def find_mock_result(conn: sa.Connection, idempotency_key: str) -> dict[str, Any] | None:
     row = conn.execute(
-        sa.text("SELECT result FROM app.mock_sandbox_results WHERE idempotency_key = :k"), {"k": idempotency_key}
+        sql("SELECT result FROM app.mock_sandbox_results WHERE idempotency_key = :k"),
+        {"k": idempotency_key},
     ).first()
     return dict(row.result) if row is not None else None

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from kodo.errors import Conflict
 from kodo.identity import sha256_hex
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +73,7 @@ def open_gate(
 ) -> Gate:
     """Open a gate once (a second open of the same key changes nothing) and return it."""
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.human_gates (run_id, gate_key, topic, purpose, step_id, generation, next_action, prompt, "
             "deadline_at, resume_workflow_id) VALUES (:r, :g, :t, :p, :s, :gen, :na, CAST(:prompt AS jsonb), "
             "CASE WHEN CAST(:ttl AS integer) IS NULL THEN NULL "
@@ -99,7 +100,7 @@ def open_gate(
 
 def get(conn: sa.Connection, run_id: str, gate_key: str, *, lock: bool = False) -> Gate | None:
     query = "SELECT * FROM app.human_gates WHERE run_id = :r AND gate_key = :g" + (" FOR UPDATE" if lock else "")
-    row = conn.execute(sa.text(query), {"r": run_id, "g": gate_key}).first()
+    row = conn.execute(sql(query), {"r": run_id, "g": gate_key}).first()
     return None if row is None else _gate(row)
 
 
@@ -107,7 +108,7 @@ def resolve(
     conn: sa.Connection, run_id: str, gate_key: str, *, result: dict[str, Any], decision: dict[str, Any] | None
 ) -> None:
     conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.human_gates SET result = CAST(:res AS jsonb), decision = CAST(:dec AS jsonb), "
             "resolved_at = clock_timestamp() WHERE run_id = :r AND gate_key = :g AND resolved_at IS NULL"
         ),
@@ -118,7 +119,7 @@ def resolve(
 def list_for_run(conn: sa.Connection, run_id: str) -> list[Gate]:
     """The run's gates, newest first."""
     rows = conn.execute(
-        sa.text("SELECT * FROM app.human_gates WHERE run_id = :r ORDER BY created_at DESC, gate_key DESC"),
+        sql("SELECT * FROM app.human_gates WHERE run_id = :r ORDER BY created_at DESC, gate_key DESC"),
         {"r": run_id},
     )
     return [_gate(row) for row in rows]
@@ -129,7 +130,7 @@ def open_gates(conn: sa.Connection, limit: int, partition_like: list[str] | None
     one of ``partition_like``'s LIKE patterns, when given)."""
     scoped = "" if partition_like is None else "AND r.queue_partition_key LIKE ANY(:partitions) "
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT g.* FROM app.human_gates g JOIN app.runs r ON r.id = g.run_id "
             f"WHERE g.resolved_at IS NULL AND r.status = 'waiting_input' {scoped}"
             "ORDER BY g.deadline_at NULLS LAST, g.created_at, g.run_id LIMIT :n"
@@ -157,7 +158,7 @@ def record_interaction(
     """
     payload_hash = sha256_hex(payload)
     inserted = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.human_interactions (workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, "
             "payload, origin, actor) VALUES (:w, :r, :g, :t, :d, :h, CAST(:p AS jsonb), :o, :a) "
             "ON CONFLICT (workflow_id, gate_key, topic, dedupe_key) DO NOTHING RETURNING id"
@@ -175,7 +176,7 @@ def record_interaction(
         },
     ).first()
     existing = conn.execute(
-        sa.text(
+        sql(
             "SELECT topic, payload_hash FROM app.human_interactions WHERE workflow_id=:w AND gate_key=:g "
             "AND dedupe_key=:d ORDER BY created_at"
         ),
@@ -189,7 +190,7 @@ def record_interaction(
 def ledgered(conn: sa.Connection, workflow_id: str, gate_key: str, dedupe_key: str) -> list[Interaction]:
     """The ledger rows of one dedupe key at one gate (any topic), oldest first."""
     rows = conn.execute(
-        sa.text(
+        sql(
             f"SELECT {_INTERACTION} FROM app.human_interactions WHERE workflow_id = :w AND gate_key = :g "
             "AND dedupe_key = :d ORDER BY created_at, id"
         ),
@@ -201,7 +202,7 @@ def ledgered(conn: sa.Connection, workflow_id: str, gate_key: str, dedupe_key: s
 def same_payload(conn: sa.Connection, run_id: str, origin: str, payload: dict[str, Any]) -> list[Interaction]:
     """The run's ledger rows from ``origin`` whose payload is exactly ``payload`` (by hash), oldest first."""
     rows = conn.execute(
-        sa.text(
+        sql(
             f"SELECT {_INTERACTION} FROM app.human_interactions WHERE run_id = :r AND origin = :o "
             "AND payload_hash = :h ORDER BY created_at, id"
         ),
@@ -213,7 +214,7 @@ def same_payload(conn: sa.Connection, run_id: str, origin: str, payload: dict[st
 def first_reply(conn: sa.Connection, workflow_id: str, gate_key: str) -> Interaction | None:
     """The reply that answers a gate: the first one ledgered on its human topic."""
     row = conn.execute(
-        sa.text(
+        sql(
             "SELECT workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, payload, origin, created_at, "
             "actor "
             "FROM app.human_interactions WHERE workflow_id = :w AND gate_key = :g AND topic = :t "
@@ -226,7 +227,7 @@ def first_reply(conn: sa.Connection, workflow_id: str, gate_key: str) -> Interac
 
 def interactions(conn: sa.Connection, run_id: str, limit: int = 200) -> list[Interaction]:
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT workflow_id, run_id, gate_key, topic, dedupe_key, payload_hash, payload, origin, created_at, "
             "actor "
             "FROM app.human_interactions WHERE run_id = :r ORDER BY created_at, dedupe_key LIMIT :n"
@@ -240,10 +241,10 @@ def approve_plan(conn: sa.Connection, *, run_id: str, approved_by: str, notes: s
     """Record the legacy plan approval once (append-only: a later approval, of a repaired run's new plan gate,
     never rewrites the first); returns when this approval was recorded."""
     inserted = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.plan_approvals (run_id, approved_by, notes) VALUES (:r, :b, :n) "
             "ON CONFLICT (run_id) DO NOTHING RETURNING approved_at"
         ),
         {"r": run_id, "b": approved_by, "n": notes},
     ).scalar_one_or_none()
-    return inserted or conn.execute(sa.text("SELECT now()")).scalar_one()  # type: ignore[no-any-return]
+    return inserted or conn.execute(sql("SELECT now()")).scalar_one()  # type: ignore[no-any-return]

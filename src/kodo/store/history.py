@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 TEMPLATE_PARTITION = "hist-template"
 CLONE_PARTITIONS = tuple(f"hist-{k}" for k in range(8))
 PARKED_PARTITION_PREFIX = "hist-parked-"
@@ -73,7 +75,7 @@ class Staged:
 
 def counts(conn: sa.Connection) -> HistoryCounts:
     row = conn.execute(
-        sa.text(
+        sql(
             "/* bench */ SELECT count(*) FILTER (WHERE status = ANY(:finished)) AS finished, "
             "count(*) FILTER (WHERE status = 'waiting_input') AS parked, "
             "count(*) FILTER (WHERE queue_partition_key = ANY(:clones) AND status = ANY(:finished)) AS clones, "
@@ -91,7 +93,7 @@ def sample_workflows(conn: sa.Connection, per_status: int = 20) -> list[str]:
     """Workflow ids of some parked runs and some finished ones, for the benchmark to read."""
     return list(
         conn.execute(
-            sa.text(
+            sql(
                 "/* bench */ (SELECT workflow_id FROM app.runs WHERE status = 'waiting_input' ORDER BY id LIMIT :n) "
                 "UNION ALL (SELECT workflow_id FROM app.runs WHERE status = 'succeeded' ORDER BY id LIMIT :n)"
             ),
@@ -104,7 +106,7 @@ def template_runs(conn: sa.Connection) -> list[str]:
     """The finished template runs, oldest first."""
     return list(
         conn.execute(
-            sa.text(
+            sql(
                 "SELECT id FROM app.runs WHERE queue_partition_key = :p AND status = ANY(:finished) "
                 "ORDER BY created_at, id"
             ),
@@ -116,7 +118,7 @@ def template_runs(conn: sa.Connection) -> list[str]:
 def _tables(conn: sa.Connection) -> dict[tuple[str, str], list[Column]]:
     """Every table of app and dbos with its writable columns (no serial, identity or generated column)."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT c.table_schema, c.table_name, c.column_name, c.data_type FROM information_schema.columns c "
             "JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
             "WHERE c.table_schema IN ('app', 'dbos') AND t.table_type = 'BASE TABLE' "
@@ -161,9 +163,9 @@ def _source(schema: str, table: str, names: set[str]) -> str | None:
 
 def _stage_workflows(conn: sa.Connection, runs: list[str]) -> None:
     """The templates' workflows: each run's own, its continuations (``<wid>:<gate>``) and their children."""
-    conn.execute(sa.text("DROP TABLE IF EXISTS pg_temp.hist_workflows"))
+    conn.execute(sql("DROP TABLE IF EXISTS pg_temp.hist_workflows"))
     conn.execute(
-        sa.text(
+        sql(
             "CREATE TEMP TABLE hist_workflows AS "
             "SELECT k.i - 1 AS template_index, ws.workflow_uuid FROM app.runs r "
             "JOIN unnest(CAST(:runs AS text[])) WITH ORDINALITY AS k(id, i) ON r.id = k.id "
@@ -173,7 +175,7 @@ def _stage_workflows(conn: sa.Connection, runs: list[str]) -> None:
         {"runs": runs},
     )
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO hist_workflows SELECT w.template_index, ws.workflow_uuid FROM hist_workflows w "
             "JOIN dbos.workflow_status ws ON ws.parent_workflow_id = w.workflow_uuid"
         )
@@ -184,7 +186,7 @@ def _constraint_columns(conn: sa.Connection, schema: str, table: str) -> set[str
     """Columns of the table's primary key and unique constraints: where its rows' identifiers are."""
     return set(
         conn.execute(
-            sa.text(
+            sql(
                 "SELECT a.attname FROM pg_constraint c JOIN pg_attribute a "
                 "ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "
                 "WHERE c.conrelid = to_regclass(:t) AND c.contype IN ('p', 'u')"
@@ -206,12 +208,12 @@ def stage(conn: sa.Connection, runs: list[str]) -> Staged:
         if source is None:
             continue
         staged = f"hist_{schema}_{table}"
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS pg_temp.{staged}"))
+        conn.execute(sql(f"DROP TABLE IF EXISTS pg_temp.{staged}"))
         conn.execute(
-            sa.text(f"CREATE TEMP TABLE {staged} (template_index int, body text) ON COMMIT PRESERVE ROWS"),
+            sql(f"CREATE TEMP TABLE {staged} (template_index int, body text) ON COMMIT PRESERVE ROWS"),
         )
-        conn.execute(sa.text(f"INSERT INTO {staged} {source}"), {"runs": runs})
-        bodies = list(conn.execute(sa.text(f"SELECT body FROM {staged}")).scalars())
+        conn.execute(sql(f"INSERT INTO {staged} {source}"), {"runs": runs})
+        bodies = list(conn.execute(sql(f"SELECT body FROM {staged}")).scalars())
         if not bodies:
             continue
         keys = _constraint_columns(conn, schema, table) | {"run_id", "workflow_id", "workflow_uuid"}
@@ -254,7 +256,7 @@ def clone(conn: sa.Connection, staged: Staged, first: int, count: int, spacing_s
     for table in staged.tables:
         names = ", ".join(f'"{column.name}"' for column in table.columns)
         result = conn.execute(
-            sa.text(
+            sql(
                 f"INSERT INTO {table.schema}.{table.table} ({names}) SELECT {_select_list(table)} "
                 f"FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS n "
                 f"JOIN pg_temp.{table.staged} h ON h.template_index = n % :templates "

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from kodo.models import Intent
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 
 def _row_to_intent(row: sa.Row[Any]) -> Intent:
@@ -32,7 +33,7 @@ def create(conn: sa.Connection, intent: Intent) -> bool:
     if intent.connectors is not None:
         payload["connectors"] = intent.connectors
     result = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.intents (id, goal, payload, intent_hash, recipe_id, recipe_v, recipe_hash, json) "
             "VALUES (:id, :goal, CAST(:payload AS jsonb), :intent_hash, :recipe_id, :recipe_v, :recipe_hash, "
             "CAST(:json AS jsonb)) ON CONFLICT DO NOTHING RETURNING id"
@@ -52,9 +53,9 @@ def create(conn: sa.Connection, intent: Intent) -> bool:
 
 
 def get(conn: sa.Connection, intent_id: str) -> Intent | None:
-    row = conn.execute(sa.text("SELECT * FROM app.intents WHERE id = :id"), {"id": intent_id}).first()
+    row = conn.execute(sql("SELECT * FROM app.intents WHERE id = :id"), {"id": intent_id}).first()
     return None if row is None else _row_to_intent(row)
 
 
 def count(conn: sa.Connection) -> int:
-    return int(conn.execute(sa.text("SELECT count(*) FROM app.intents")).scalar_one())
+    return int(conn.execute(sql("SELECT count(*) FROM app.intents")).scalar_one())

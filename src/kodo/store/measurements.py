@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Counters:
@@ -20,17 +22,17 @@ class Counters:
 
 def ping(conn: sa.Connection) -> None:
     """One round trip: raises if the database does not answer."""
-    conn.execute(sa.text("SELECT 1"))
+    conn.execute(sql("SELECT 1"))
 
 
 def server_version(conn: sa.Connection) -> str:
-    return str(conn.execute(sa.text("SHOW server_version")).scalar_one())
+    return str(conn.execute(sql("SHOW server_version")).scalar_one())
 
 
 def counters(conn: sa.Connection) -> Counters:
-    operations = conn.execute(sa.text("SELECT count(*) FROM dbos.operation_outputs")).scalar_one()
+    operations = conn.execute(sql("SELECT count(*) FROM dbos.operation_outputs")).scalar_one()
     commits = conn.execute(
-        sa.text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        sql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
     ).scalar_one()
     return Counters(operations=int(operations), commits=int(commits))
 
@@ -38,7 +40,7 @@ def counters(conn: sa.Connection) -> Counters:
 def workflow_statuses(conn: sa.Connection, workflow_ids: list[str]) -> list[tuple[str, str]]:
     """(workflow id, DBOS status) of the given workflows that exist."""
     rows = conn.execute(
-        sa.text("SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY(:ids)"),
+        sql("SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY(:ids)"),
         {"ids": workflow_ids},
     )
     return [(str(row.workflow_uuid), str(row.status)) for row in rows]
@@ -46,7 +48,7 @@ def workflow_statuses(conn: sa.Connection, workflow_ids: list[str]) -> list[tupl
 
 def live_executor_pids(conn: sa.Connection, hostname: str) -> set[int]:
     """PIDs of the executors registered as live on ``hostname`` (``app.executors``)."""
-    query = sa.text("SELECT pid FROM app.executors WHERE stopped_at IS NULL AND hostname = :host")
+    query = sql("SELECT pid FROM app.executors WHERE stopped_at IS NULL AND hostname = :host")
     return {int(pid) for pid in conn.execute(query, {"host": hostname}).scalars()}
 
 
@@ -54,7 +56,7 @@ def most_replies_per_key(conn: sa.Connection, dedupe_prefix: str) -> int:
     """The most ledger rows any one (workflow, gate, dedupe key) has, among keys starting with the prefix."""
     return int(
         conn.execute(
-            sa.text(
+            sql(
                 "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM app.human_interactions "
                 "WHERE dedupe_key LIKE :tag GROUP BY workflow_id, gate_key, dedupe_key) AS counted"
             ),
@@ -67,7 +69,7 @@ def most_decisions_per_gate(conn: sa.Connection, goal_prefix: str) -> int:
     """The most decided gates of one purpose any run has, among runs whose goal starts with the prefix."""
     return int(
         conn.execute(
-            sa.text(
+            sql(
                 "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM app.human_gates g JOIN app.runs r "
                 "ON r.id = g.run_id JOIN app.intents i ON i.id = r.intent_id WHERE i.goal LIKE :tag "
                 "AND g.decision IS NOT NULL GROUP BY g.run_id, g.purpose) AS counted"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from kodo.store.queue_stats import WAITING_WORKFLOWS
+from kodo.store.statements import sql
 
 STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 GATE_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
@@ -43,7 +44,7 @@ class QueueRow:
 
 
 def runs_by_status(conn: sa.Connection) -> dict[str, int]:
-    rows = conn.execute(sa.text("SELECT status, count(*) FROM app.runs GROUP BY status"))
+    rows = conn.execute(sql("SELECT status, count(*) FROM app.runs GROUP BY status"))
     return {str(status): int(count) for status, count in rows}
 
 
@@ -52,7 +53,7 @@ def histogram(conn: sa.Connection, durations: str, buckets: Sequence[float]) -> 
     filters = ", ".join(f"count(*) FILTER (WHERE seconds <= :b{i})" for i in range(len(buckets)))
     params = {f"b{i}": bound for i, bound in enumerate(buckets)}
     rows = conn.execute(
-        sa.text(
+        sql(
             f"WITH d AS ({durations}) SELECT label, count(*), coalesce(sum(seconds), 0), {filters} "
             "FROM d GROUP BY label ORDER BY label"
         ),
@@ -65,7 +66,7 @@ def queue_rows(conn: sa.Connection) -> list[QueueRow]:
     """Workflows waiting (ENQUEUED, DELAYED) or running (PENDING) per queue, partition and status, with the
     age of the oldest."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT queue_name, coalesce(queue_partition_key, ''), status, count(*), "
             "extract(epoch FROM clock_timestamp()) - min(created_at) / 1000.0 "
             f"FROM {WAITING_WORKFLOWS} WHERE queue_name IS NOT NULL "
@@ -78,7 +79,7 @@ def queue_rows(conn: sa.Connection) -> list[QueueRow]:
 def open_gates(conn: sa.Connection) -> list[tuple[str, int, float]]:
     """(purpose, open gates, age of the oldest in seconds)."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT purpose, count(*), extract(epoch FROM clock_timestamp() - min(created_at)) "
             "FROM app.human_gates WHERE resolved_at IS NULL GROUP BY purpose ORDER BY purpose"
         )
@@ -89,7 +90,7 @@ def open_gates(conn: sa.Connection) -> list[tuple[str, int, float]]:
 def sandbox_usage(conn: sa.Connection) -> list[tuple[str, str, int, float]]:
     """(provider, errCode, sandbox runs, sandbox minutes of wall time) over every recorded attempt."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT provider, err_code, count(*), "
             "coalesce(sum((response->'metrics'->>'wallMs')::numeric), 0) / 60000.0 "
             "FROM app.sbx_runs GROUP BY 1, 2 ORDER BY 1, 2"
@@ -101,7 +102,7 @@ def sandbox_usage(conn: sa.Connection) -> list[tuple[str, str, int, float]]:
 def agent_spend(conn: sa.Connection) -> list[tuple[str, str, int, int, int, float]]:
     """(tenant, model, input tokens, output tokens, cached tokens, USD charged) over every ledgered agent call."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT coalesce(tenant_id, ''), coalesce(model, ''), sum(input_tokens), sum(output_tokens), "
             "sum(cached_tokens), sum(cost_usd) FROM app.opencode_calls GROUP BY 1, 2 ORDER BY 1, 2"
         )

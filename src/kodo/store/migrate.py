@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kodo.store import recipe_versions
+from kodo.store.statements import sql
 
 _LOCK_ID = 0x6B6F646F  # "kodo": one migrator at a time across processes
 
@@ -32,25 +33,25 @@ def pack_files() -> list[tuple[str, dict[str, Any]]]:
 
 
 def applied(conn: sa.Connection) -> list[str]:
-    exists = conn.execute(sa.text("SELECT to_regclass('app.schema_migrations')")).scalar()
+    exists = conn.execute(sql("SELECT to_regclass('app.schema_migrations')")).scalar()
     if exists is None:
         return []
-    return list(conn.execute(sa.text("SELECT name FROM app.schema_migrations ORDER BY name")).scalars())
+    return list(conn.execute(sql("SELECT name FROM app.schema_migrations ORDER BY name")).scalars())
 
 
 def drop_schemas(conn: sa.Connection) -> None:
     """Drop schemas ``app`` and ``dbos``: every run, artifact and workflow (``kodo db reset``)."""
-    conn.execute(sa.text("DROP SCHEMA IF EXISTS app CASCADE"))
-    conn.execute(sa.text("DROP SCHEMA IF EXISTS dbos CASCADE"))
+    conn.execute(sql("DROP SCHEMA IF EXISTS app CASCADE"))
+    conn.execute(sql("DROP SCHEMA IF EXISTS dbos CASCADE"))
 
 
 def migrate(engine: sa.Engine) -> list[str]:
     """Apply pending migrations in one transaction; returns the names applied now."""
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-        conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS app"))
+        conn.execute(sql("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+        conn.execute(sql("CREATE SCHEMA IF NOT EXISTS app"))
         conn.execute(
-            sa.text(
+            sql(
                 "CREATE TABLE IF NOT EXISTS app.schema_migrations "
                 "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
@@ -61,13 +62,13 @@ def migrate(engine: sa.Engine) -> list[str]:
             if name in done:
                 continue
             conn.connection.driver_connection.execute(script)  # type: ignore[union-attr]
-            conn.execute(sa.text("INSERT INTO app.schema_migrations (name) VALUES (:n)"), {"n": name})
+            conn.execute(sql("INSERT INTO app.schema_migrations (name) VALUES (:n)"), {"n": name})
             now.append(name)
         for name, bundle in pack_files():
             marker = f"pack:{name}"
             if marker in done:
                 continue
             recipe_versions.load_pack(conn, bundle)
-            conn.execute(sa.text("INSERT INTO app.schema_migrations (name) VALUES (:n)"), {"n": marker})
+            conn.execute(sql("INSERT INTO app.schema_migrations (name) VALUES (:n)"), {"n": marker})
             now.append(marker)
         return now

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from kodo.identity import artifact_uri
 from kodo.models import NewArtifact
 from kodo.store import artifacts
+from kodo.store.statements import sql
 
 STEP_ID = "OPS"
 KIND = "json_diagnostic"
@@ -50,7 +51,7 @@ def add(conn: sa.Connection, anchor: str, payload: dict[str, Any]) -> str:
 def list_for(conn: sa.Connection, anchors: Sequence[str], *, op: str | None = None, limit: int = 100) -> list[AuditRow]:
     """Audit rows of the anchors, newest first (optionally only one kind of action)."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT run_id AS anchor, task_key, inline, created_at FROM app.artifacts "
             "WHERE step_id = 'OPS' AND run_id = ANY(:a) AND (CAST(:op AS text) IS NULL OR inline->>'op' = :op) "
             "ORDER BY created_at DESC, task_key LIMIT :n"
@@ -61,7 +62,7 @@ def list_for(conn: sa.Connection, anchors: Sequence[str], *, op: str | None = No
 
 
 def count(conn: sa.Connection) -> int:
-    return int(conn.execute(sa.text("SELECT count(*) FROM app.artifacts WHERE step_id = 'OPS'")).scalar_one())
+    return int(conn.execute(sql("SELECT count(*) FROM app.artifacts WHERE step_id = 'OPS'")).scalar_one())
 
 
 # --- the invariant: every audit row names a change DBOS shows, every fork has its audit row -------------
@@ -117,5 +118,5 @@ def violations(conn: sa.Connection) -> list[OpsViolation]:
     """OPS audit rows whose DBOS change is not there (a cancel, resume or fork the audit names but DBOS does not
     show, and no later audited action explains), and forks DBOS shows without their audit row. Empty when the
     audit and DBOS agree. (A CANCELLED workflow without a cancel audit is not one: DBOS's own timeouts cancel.)"""
-    rows = conn.execute(sa.text(_VIOLATIONS))
+    rows = conn.execute(sql(_VIOLATIONS))
     return [OpsViolation(**dict(row._mapping)) for row in rows]

@@ -12,6 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpsIntent:
@@ -29,7 +31,7 @@ def add(
     conn: sa.Connection, *, forked_workflow_id: str, anchor: str, target_workflow_id: str, payload: dict[str, Any]
 ) -> None:
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.ops_intents (forked_workflow_id, op, anchor, target_workflow_id, payload) "
             "VALUES (:f, 'fork', :a, :t, CAST(:p AS jsonb))"
         ),
@@ -41,7 +43,7 @@ def pending_for_update(conn: sa.Connection, forked_workflow_id: str | None = Non
     """Pending intents (one, or all), locked until the caller's transaction ends; rows another
     transaction holds are skipped (it is finishing them)."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT * FROM app.ops_intents WHERE state = 'pending' "
             "AND (CAST(:f AS text) IS NULL OR forked_workflow_id = :f) ORDER BY created_at FOR UPDATE SKIP LOCKED"
         ),
@@ -54,7 +56,7 @@ def finish(conn: sa.Connection, forked_workflow_id: str, state: str) -> None:
     if state not in {"done", "abandoned"}:
         raise ValueError(state)
     conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.ops_intents SET state = :s, finished_at = clock_timestamp() "
             "WHERE forked_workflow_id = :f AND state = 'pending'"
         ),
@@ -65,6 +67,6 @@ def finish(conn: sa.Connection, forked_workflow_id: str, state: str) -> None:
 def remove(conn: sa.Connection, forked_workflow_id: str) -> None:
     """Forget a pending intent whose change DBOS refused (it never happened)."""
     conn.execute(
-        sa.text("DELETE FROM app.ops_intents WHERE forked_workflow_id = :f AND state = 'pending'"),
+        sql("DELETE FROM app.ops_intents WHERE forked_workflow_id = :f AND state = 'pending'"),
         {"f": forked_workflow_id},
     )

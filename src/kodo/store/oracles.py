@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kodo.store import ops_audit, patches
+from kodo.store.statements import sql
 
 ACTIVE_DBOS = "('PENDING', 'ENQUEUED', 'DELAYED')"
 TERMINAL_RUNS = "('succeeded', 'failed', 'canceled', 'retries_exceeded')"
@@ -148,7 +149,7 @@ def violations(
             found[WORKSPACE_CHECK] = mismatched
     for name, oracle in ORACLES.items():
         params = {"dead_after_s": dead_after_s} if ":dead_after_s" in oracle.query else {}
-        rows = conn.execute(sa.text(oracle.query), params).all()
+        rows = conn.execute(sql(oracle.query), params).all()
         if rows:
             found[name] = [tuple(row) for row in rows]
     return found

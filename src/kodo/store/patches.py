@@ -15,6 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 ABSENT = "absent"
 APPLY_STEP = "ApplyPatchST"
 
@@ -96,7 +98,7 @@ def record(conn: sa.Connection, image: PatchImage) -> PatchRecord:
     """Record (or record again, for a re-apply) a patch's images as ``pending``; the caller commits this
     *before* touching the file."""
     row = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.patch_history (run_id, step_id, patch_index, target_path, preimage_hash, postimage_hash, "
             "diff_hash, preimage_content, postimage_content, preimage_bytes, postimage_bytes, preimage_mode, "
             "preimage_existed) VALUES (:run_id, :step_id, :patch_index, :target_path, :preimage_hash, "
@@ -133,7 +135,7 @@ def mark(conn: sa.Connection, *, run_id: str, step_id: str, patch_index: int, co
     if column not in {"applied_at", "rolled_back_at"}:
         raise ValueError(column)
     conn.execute(
-        sa.text(
+        sql(
             f"UPDATE app.patch_history SET {column} = coalesce({column}, clock_timestamp()) "
             "WHERE run_id=:r AND step_id=:s AND patch_index=:i"
         ),
@@ -143,7 +145,7 @@ def mark(conn: sa.Connection, *, run_id: str, step_id: str, patch_index: int, co
 
 def list_for_run(conn: sa.Connection, run_id: str, step_id: str | None = None) -> list[PatchRecord]:
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT * FROM app.patch_history WHERE run_id = :r AND (CAST(:s AS text) IS NULL OR step_id = :s) "
             "ORDER BY step_id, patch_index"
         ),
@@ -186,7 +188,7 @@ def workspace_violations(conn: sa.Connection, workspaces_dir: Path, run_id: str 
     A file's rows are read in the order they were written: the patch plan's, then those of files a sandbox
     brought back (ExecuteST)."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT * FROM app.patch_history WHERE CAST(:r AS text) IS NULL OR run_id = :r "
             "ORDER BY run_id, target_path, step_id <> :s, patch_index"
         ),

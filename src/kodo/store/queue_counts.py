@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from kodo.store import completion_trigger
+from kodo.store.statements import sql
 
 WAITING = ("ENQUEUED", "PENDING", "DELAYED")
 TRIGGER = "kodo_queue_counts"
@@ -87,10 +88,10 @@ def install(conn: sa.Connection) -> bool:
     in the caller's transaction; returns whether it changed. Needs ``dbos.workflow_status``."""
     if installed_version(conn) == VERSION:
         return False
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+    conn.execute(sql("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
     if installed_version(conn) == VERSION:  # a concurrent installer got there first
         return False
-    conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS app"))
+    conn.execute(sql("CREATE SCHEMA IF NOT EXISTS app"))
     conn.exec_driver_sql("LOCK TABLE dbos.workflow_status IN SHARE ROW EXCLUSIVE MODE")
     conn.exec_driver_sql(FUNCTION_SQL)
     for suffix in ("_insert", "", "_delete"):
@@ -105,7 +106,7 @@ def install(conn: sa.Connection) -> bool:
 def compact(conn: sa.Connection) -> int:
     """Fold the counter rows of backends that are gone into ``backend = 0``; returns the rows folded."""
     folded = conn.execute(
-        sa.text(
+        sql(
             "WITH gone AS (DELETE FROM app.queue_counts WHERE backend <> 0 "
             "AND backend NOT IN (SELECT pid FROM pg_stat_activity) RETURNING queue_name, status, workflow_count), "
             "sums AS (SELECT queue_name, status, sum(workflow_count) AS n, count(*) AS folded FROM gone "
@@ -122,7 +123,7 @@ def compact(conn: sa.Connection) -> int:
 def counts(conn: sa.Connection, *, queue: str | None = None, status: str | None = None) -> list[QueueCount]:
     """Waiting workflows per (queue, status) with at least one, ordered by queue and status."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT queue_name, status, sum(workflow_count) AS workflow_count FROM app.queue_counts "
             "WHERE (CAST(:q AS text) IS NULL OR queue_name = :q) AND (CAST(:s AS text) IS NULL OR status = :s) "
             "GROUP BY queue_name, status HAVING sum(workflow_count) > 0 ORDER BY queue_name, status"

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kodo.store import queue_counts
+from kodo.store.statements import sql
 
 _NOW_MS = "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS bigint)"
 # Workflows waiting in or running from a queue. Written as two halves so that each one matches one of
@@ -66,7 +67,7 @@ def depth(conn: sa.Connection, *, queue: str | None, status: str | None, limit: 
         if row.status not in queue_counts.WAITING:  # the trigger counts no other; the status is in the SQL text
             continue
         edges = conn.execute(
-            sa.text(
+            sql(
                 "SELECT min(created_at) AS oldest_created_at, max(created_at) AS newest_created_at "
                 f"FROM dbos.workflow_status WHERE queue_name = :q AND status = '{row.status}'"
             ),
@@ -87,7 +88,7 @@ def depth(conn: sa.Connection, *, queue: str | None, status: str | None, limit: 
 def fairness(conn: sa.Connection, *, queue: str | None, limit: int) -> list[FairnessRow]:
     """Per partition: how many workflows wait or run, and since when (starvation shows as an old oldest)."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT queue_name, queue_partition_key AS partition_key, status, count(*) AS workflow_count, "
             "min(created_at) AS oldest_created_at, max(created_at) AS newest_created_at "
             f"FROM {WAITING_WORKFLOWS} WHERE queue_name IS NOT NULL "
@@ -103,7 +104,7 @@ def fairness(conn: sa.Connection, *, queue: str | None, limit: int) -> list[Fair
 def priority(conn: sa.Connection, *, queue: str | None, window_s: int, limit: int) -> list[PriorityRow]:
     """Per priority: counts and the mean wait from enqueue to dequeue over the window."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT queue_name, coalesce(priority, 0) AS priority, status, count(*) AS workflow_count, "
             "CAST(avg(started_at_epoch_ms - created_at) FILTER (WHERE started_at_epoch_ms IS NOT NULL) AS float) "
             "AS avg_latency_ms FROM dbos.workflow_status WHERE queue_name IS NOT NULL "
@@ -118,7 +119,7 @@ def priority(conn: sa.Connection, *, queue: str | None, window_s: int, limit: in
 def completions(conn: sa.Connection, *, window_s: int) -> list[CompletionRow]:
     """Workflows that finished within the window, by name and status, with duration percentiles."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT name, status, count(*) AS count, "
             "CAST(percentile_cont(0.5) WITHIN GROUP (ORDER BY completed_at - created_at) AS float) AS p50_ms, "
             "CAST(percentile_cont(0.95) WITHIN GROUP (ORDER BY completed_at - created_at) AS float) AS p95_ms "
@@ -134,14 +135,14 @@ def completions(conn: sa.Connection, *, window_s: int) -> list[CompletionRow]:
 
 def run_statuses(conn: sa.Connection) -> dict[str, int]:
     """How many app runs are in each status."""
-    rows = conn.execute(sa.text("SELECT status, count(*) FROM app.runs GROUP BY status ORDER BY status"))
+    rows = conn.execute(sql("SELECT status, count(*) FROM app.runs GROUP BY status ORDER BY status"))
     return {str(status): int(count) for status, count in rows}
 
 
 def failures(conn: sa.Connection, *, window_s: int, limit: int) -> list[dict[str, Any]]:
     """Workflows that failed (ERROR or out of recovery attempts) within the window, newest first."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT workflow_uuid AS workflow_id, status, name, application_version AS app_version, created_at, "
             "updated_at, recovery_attempts FROM dbos.workflow_status "
             "WHERE status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED') "
@@ -155,7 +156,7 @@ def failures(conn: sa.Connection, *, window_s: int, limit: int) -> list[dict[str
 def slow_steps(conn: sa.Connection, *, min_ms: int, limit: int) -> list[dict[str, Any]]:
     """Checkpointed operations that took longer than ``min_ms``, slowest first."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT workflow_uuid AS workflow_id, function_id, function_name, started_at_epoch_ms, "
             "completed_at_epoch_ms, completed_at_epoch_ms - started_at_epoch_ms AS duration_ms, "
             "error IS NOT NULL AS failed FROM dbos.operation_outputs "

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from kodo.identity import sha256_hex
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 
 def record(conn: sa.Connection, *, run_id: str, step_id: str, attempt: int, request: Any, response: Any) -> int:
@@ -16,7 +17,7 @@ def record(conn: sa.Connection, *, run_id: str, step_id: str, attempt: int, requ
     receipt_key = sha256_hex(f"{run_id}:{step_id}:{payload_hash}")
     return int(
         conn.execute(
-            sa.text(
+            sql(
                 "INSERT INTO app.mock_receipts (receipt_key, run_id, step_id, payload_hash, first_attempt, "
                 "last_attempt, request_payload, response_payload) VALUES (:k, :r, :s, :h, :a, :a, "
                 "CAST(:req AS jsonb), CAST(:res AS jsonb)) ON CONFLICT (receipt_key) DO UPDATE SET "

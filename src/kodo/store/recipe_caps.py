@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kodo.models import Recipe
+from kodo.store.statements import sql
 
 
 def _row_to_recipe(row: sa.Row[Any]) -> Recipe:
@@ -26,10 +27,10 @@ def find(conn: sa.Connection, name: str, version: int | None = None) -> Recipe |
     """The recipe with this name: the exact version if given, else the highest."""
     if version is None:
         row = conn.execute(
-            sa.text("SELECT * FROM app.recipes WHERE name = :n ORDER BY version DESC LIMIT 1"), {"n": name}
+            sql("SELECT * FROM app.recipes WHERE name = :n ORDER BY version DESC LIMIT 1"), {"n": name}
         ).first()
     else:
         row = conn.execute(
-            sa.text("SELECT * FROM app.recipes WHERE name = :n AND version = :v"), {"n": name, "v": version}
+            sql("SELECT * FROM app.recipes WHERE name = :n AND version = :v"), {"n": name, "v": version}
         ).first()
     return None if row is None else _row_to_recipe(row)

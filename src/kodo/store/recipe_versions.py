@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from kodo.errors import Conflict, NotFound
 from kodo.identity import sha256_hex
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 STATUSES = ("draft", "candidate", "stable")
 
@@ -69,31 +70,31 @@ def _row(row: sa.Row[Any]) -> RecipeVersion:
 
 def get(conn: sa.Connection, recipe_id: str, v: str, *, lock: bool = False) -> RecipeVersion | None:
     query = "SELECT * FROM app.recipe_versions WHERE id = :id AND v = :v" + (" FOR UPDATE" if lock else "")
-    row = conn.execute(sa.text(query), {"id": recipe_id, "v": v}).first()
+    row = conn.execute(sql(query), {"id": recipe_id, "v": v}).first()
     return None if row is None else _row(row)
 
 
 def list_versions(conn: sa.Connection, recipe_id: str) -> list[RecipeVersion]:
     """Every version of a recipe, newest (highest ``v``) first."""
-    rows = conn.execute(sa.text("SELECT * FROM app.recipe_versions WHERE id = :id"), {"id": recipe_id})
+    rows = conn.execute(sql("SELECT * FROM app.recipe_versions WHERE id = :id"), {"id": recipe_id})
     return sorted((_row(r) for r in rows), key=lambda rv: version_order(rv.v), reverse=True)
 
 
 def list_all(conn: sa.Connection) -> list[RecipeVersion]:
-    rows = conn.execute(sa.text("SELECT * FROM app.recipe_versions ORDER BY id"))
+    rows = conn.execute(sql("SELECT * FROM app.recipe_versions ORDER BY id"))
     return sorted((_row(r) for r in rows), key=lambda rv: (rv.id, version_order(rv.v)))
 
 
 def active_versions(conn: sa.Connection) -> dict[str, str]:
     """recipe id → the stable version it points at."""
-    rows = conn.execute(sa.text("SELECT recipe_id, v FROM app.recipe_active"))
+    rows = conn.execute(sql("SELECT recipe_id, v FROM app.recipe_active"))
     return {row.recipe_id: row.v for row in rows}
 
 
 def fixture_count(conn: sa.Connection, recipe_id: str, v: str) -> int:
     return int(
         conn.execute(
-            sa.text("SELECT count(*) FROM app.recipe_fixtures WHERE recipe_id = :id AND v = :v"),
+            sql("SELECT count(*) FROM app.recipe_fixtures WHERE recipe_id = :id AND v = :v"),
             {"id": recipe_id, "v": v},
         ).scalar_one()
     )
@@ -104,7 +105,7 @@ def insert(conn: sa.Connection, spec: dict[str, Any]) -> tuple[RecipeVersion, bo
     digest = spec_hash(spec)
     recipe_id, v = str(spec["id"]), str(spec["v"])
     row = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.recipe_versions (id, v, hash, status, json) VALUES (:id, :v, :hash, 'draft', "
             "CAST(:json AS jsonb)) ON CONFLICT DO NOTHING RETURNING *"
         ),
@@ -125,7 +126,7 @@ def insert(conn: sa.Connection, spec: dict[str, Any]) -> tuple[RecipeVersion, bo
         )
     for fixture in spec.get("fixtures") or []:
         conn.execute(
-            sa.text(
+            sql(
                 "INSERT INTO app.recipe_fixtures (recipe_id, v, fixture_id, json) VALUES (:id, :v, :f, "
                 "CAST(:json AS jsonb)) ON CONFLICT DO NOTHING"
             ),
@@ -162,7 +163,7 @@ def promote(conn: sa.Connection, recipe_id: str, v: str, to: str) -> RecipeVersi
                 status=version.status,
             )
     row = conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.recipe_versions SET status = :to, promoted_at = clock_timestamp() "
             "WHERE id = :id AND v = :v RETURNING *"
         ),
@@ -170,7 +171,7 @@ def promote(conn: sa.Connection, recipe_id: str, v: str, to: str) -> RecipeVersi
     ).one()
     if to == "stable":
         conn.execute(
-            sa.text(
+            sql(
                 "INSERT INTO app.recipe_active (recipe_id, v) VALUES (:id, :v) ON CONFLICT (recipe_id) "
                 "DO UPDATE SET v = EXCLUDED.v, updated_at = clock_timestamp()"
             ),

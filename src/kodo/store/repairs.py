@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 
 def next_attempt(conn: sa.Connection, run_id: str) -> int:
     value = conn.execute(
-        sa.text("SELECT coalesce(max(attempt), 0) FROM app.repairs WHERE run_id = :r"), {"r": run_id}
+        sql("SELECT coalesce(max(attempt), 0) FROM app.repairs WHERE run_id = :r"), {"r": run_id}
     ).scalar_one()
     return int(value) + 1
 
@@ -18,7 +20,7 @@ def record(
     conn: sa.Connection, *, run_id: str, attempt: int, workflow_id: str, from_step: str, requested_by: str | None
 ) -> None:
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.repairs (run_id, attempt, workflow_id, from_step, requested_by) "
             "VALUES (:r, :a, :w, :f, :b)"
         ),
@@ -35,7 +37,7 @@ class Repair:
 def latest(conn: sa.Connection, run_id: str) -> Repair | None:
     """The run's newest repair (its attempt number and the step it retries from), or None."""
     row = conn.execute(
-        sa.text("SELECT attempt, from_step FROM app.repairs WHERE run_id = :r ORDER BY attempt DESC LIMIT 1"),
+        sql("SELECT attempt, from_step FROM app.repairs WHERE run_id = :r ORDER BY attempt DESC LIMIT 1"),
         {"r": run_id},
     ).first()
     return None if row is None else Repair(row.attempt, row.from_step)

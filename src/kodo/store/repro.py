@@ -9,6 +9,8 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 # table → (query for one run, deterministic order)
 RUN_TABLES: dict[str, str] = {
     "runSteps": "SELECT * FROM app.run_steps WHERE run_id = :r ORDER BY step_id, attempt",
@@ -42,7 +44,7 @@ def plain(value: Any) -> Any:
 
 
 def _rows(conn: sa.Connection, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    return [plain(dict(row._mapping)) for row in conn.execute(sa.text(query), params)]
+    return [plain(dict(row._mapping)) for row in conn.execute(sql(query), params)]
 
 
 def run_row(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:

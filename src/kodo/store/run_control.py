@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 _TERMINAL = "('succeeded', 'failed', 'canceled', 'retries_exceeded')"
 
 
 def cancel(conn: sa.Connection, run_id: str) -> bool:
     """``canceled`` + ``NONE``, only if the run is not already terminal; returns whether it changed."""
     row = conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.runs SET status = 'canceled', next_action = 'NONE', updated_at = clock_timestamp() "
             f"WHERE id = :id AND status NOT IN {_TERMINAL} RETURNING id"
         ),
@@ -22,7 +24,7 @@ def cancel(conn: sa.Connection, run_id: str) -> bool:
 def reopen(conn: sa.Connection, run_id: str, *, status: str, next_action: str | None) -> bool:
     """A cancelled run goes back to a live status (operator resume); returns whether it changed."""
     row = conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.runs SET status = :s, next_action = :na, updated_at = clock_timestamp() "
             "WHERE id = :id AND status = 'canceled' RETURNING id"
         ),
@@ -34,6 +36,6 @@ def reopen(conn: sa.Connection, run_id: str, *, status: str, next_action: str | 
 def find_by_phase(conn: sa.Connection, workflow_id: str) -> str | None:
     """The run whose current phase workflow is ``workflow_id`` (a continuation or a repair), if any."""
     value = conn.execute(
-        sa.text("SELECT id FROM app.runs WHERE current_workflow_id = :w LIMIT 1"), {"w": workflow_id}
+        sql("SELECT id FROM app.runs WHERE current_workflow_id = :w LIMIT 1"), {"w": workflow_id}
     ).scalar()
     return None if value is None else str(value)

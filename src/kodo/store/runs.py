@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from kodo.models import Run, RunStart
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 # A terminal status is never overwritten by a non-terminal one, except by an explicit repair.
 _GUARDED_STATUS = (
@@ -50,7 +51,7 @@ def from_row(row: sa.Row[Any]) -> Run:
 def create(conn: sa.Connection, *, run_id: str, workflow_id: str, start: RunStart) -> bool:
     """Insert a queued run; returns False (and writes nothing) if the workflow id already has one."""
     result = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.runs (id, intent_id, workflow_id, status, trace_id, tenant_id, queue_partition_key, "
             "intent_hash, recipe_id, recipe_v, recipe_hash, budget, options) VALUES (:id, :intent_id, :workflow_id, "
             "'queued', :trace_id, :tenant_id, :partition, :intent_hash, :recipe_id, :recipe_v, :recipe_hash, "
@@ -76,13 +77,13 @@ def create(conn: sa.Connection, *, run_id: str, workflow_id: str, start: RunStar
 
 def get(conn: sa.Connection, run_or_workflow_id: str, *, lock: bool = False) -> Run | None:
     """Dual lookup: by run id or by workflow id; ``lock`` holds the row until commit."""
-    row = conn.execute(sa.text(DUAL_LOOKUP + (" FOR UPDATE" if lock else "")), {"key": run_or_workflow_id}).first()
+    row = conn.execute(sql(DUAL_LOOKUP + (" FOR UPDATE" if lock else "")), {"key": run_or_workflow_id}).first()
     return None if row is None else from_row(row)
 
 
 def workflow_ids(conn: sa.Connection, run_ids: list[str]) -> dict[str, str]:
     """Run id → workflow id of the given runs, in one statement (a list of gates names its runs by id)."""
-    rows = conn.execute(sa.text("SELECT id, workflow_id FROM app.runs WHERE id = ANY(:ids)"), {"ids": run_ids})
+    rows = conn.execute(sql("SELECT id, workflow_id FROM app.runs WHERE id = ANY(:ids)"), {"ids": run_ids})
     return {row.id: row.workflow_id for row in rows}
 
 
@@ -124,13 +125,11 @@ def update(
         params["current"] = current_workflow_id
     if increment_retry:
         sets.append("retry_count = retry_count + 1")
-    conn.execute(sa.text(f"UPDATE app.runs SET {', '.join(sets)} WHERE id = :id"), params)
+    conn.execute(sql(f"UPDATE app.runs SET {', '.join(sets)} WHERE id = :id"), params)
 
 
 def count_for_intent(conn: sa.Connection, intent_id: str) -> int:
-    return int(
-        conn.execute(sa.text("SELECT count(*) FROM app.runs WHERE intent_id = :i"), {"i": intent_id}).scalar_one()
-    )
+    return int(conn.execute(sql("SELECT count(*) FROM app.runs WHERE intent_id = :i"), {"i": intent_id}).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +146,7 @@ class Fingerprint:
     resolved_gates: int
 
 
-_FINGERPRINT = sa.text(
+_FINGERPRINT = sql(
     "SELECT r.status, r.updated_at, r.next_action, r.last_step, "
     "(SELECT count(*) FROM app.run_steps s WHERE s.run_id = r.id), "
     "(SELECT count(*) FROM app.artifacts a WHERE a.run_id = r.id), "
@@ -181,7 +180,7 @@ def recent(conn: sa.Connection, limit: int = 25, partition_like: list[str] | Non
     ``partition_like``'s LIKE patterns, when given)."""
     scoped = "" if partition_like is None else "WHERE r.queue_partition_key LIKE ANY(:partitions) "
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT r.id, r.workflow_id, r.status, r.next_action, r.last_step, r.updated_at, i.goal "
             f"FROM app.runs r JOIN app.intents i ON i.id = r.intent_id {scoped}ORDER BY r.created_at DESC LIMIT :n"
         ),

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 
 def record(
@@ -21,7 +22,7 @@ def record(
 ) -> bool:
     """Insert the attempt's row; the first write of an attempt wins (a replayed attempt writes nothing)."""
     row = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.sbx_runs (run_id, step_id, task_key, attempt, provider, request, response, err_code, "
             "metrics) VALUES (:r, 'ExecuteST', :t, :a, :p, CAST(:req AS jsonb), CAST(:res AS jsonb), :e, "
             "CAST(:m AS jsonb)) ON CONFLICT DO NOTHING RETURNING run_id"
@@ -42,7 +43,7 @@ def record(
 
 def list_for_run(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT task_key, attempt, provider, err_code, response FROM app.sbx_runs WHERE run_id = :r "
             "ORDER BY task_key, attempt"
         ),

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from kodo.errors import Conflict
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,7 +38,7 @@ def _row(row: sa.Row[Any]) -> SbxTemplate:
 
 def get(conn: sa.Connection, recipe_id: str, recipe_v: str, deps_hash: str) -> SbxTemplate | None:
     row = conn.execute(
-        sa.text("SELECT * FROM app.sbx_templates WHERE recipe_id = :r AND recipe_v = :v AND deps_hash = :d"),
+        sql("SELECT * FROM app.sbx_templates WHERE recipe_id = :r AND recipe_v = :v AND deps_hash = :d"),
         {"r": recipe_id, "v": recipe_v, "d": deps_hash},
     ).first()
     return None if row is None else _row(row)
@@ -45,7 +46,7 @@ def get(conn: sa.Connection, recipe_id: str, recipe_v: str, deps_hash: str) -> S
 
 def list_for_version(conn: sa.Connection, recipe_id: str, recipe_v: str) -> list[SbxTemplate]:
     rows = conn.execute(
-        sa.text("SELECT * FROM app.sbx_templates WHERE recipe_id = :r AND recipe_v = :v ORDER BY created_at"),
+        sql("SELECT * FROM app.sbx_templates WHERE recipe_id = :r AND recipe_v = :v ORDER BY created_at"),
         {"r": recipe_id, "v": recipe_v},
     )
     return [_row(row) for row in rows]
@@ -63,7 +64,7 @@ def register(
 ) -> tuple[SbxTemplate, bool]:
     """Insert a template; returns (template, created). The same key with another template id is drift."""
     row = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.sbx_templates (recipe_id, recipe_v, deps_hash, template_key, template_id, build_meta) "
             "VALUES (:r, :v, :d, :k, :t, CAST(:m AS jsonb)) ON CONFLICT DO NOTHING RETURNING *"
         ),

@@ -15,6 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Charge:
@@ -75,7 +77,7 @@ def reserve(
 ) -> bool:
     """Hold a call's maximum (once per op key); returns whether this call took the hold."""
     taken = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.spend_reservations (id, op_key, run_id, tenant_id, step_id, model, tokens, cost_usd) "
             "VALUES (:id, :k, :r, :t, :s, :m, :tokens, :cost) ON CONFLICT (op_key) DO NOTHING RETURNING id"
         ),
@@ -96,7 +98,7 @@ def reserve(
 def close(conn: sa.Connection, op_key: str, state: str) -> None:
     """Settle (the call was ledgered) or release (it was not made) the op key's open reservation."""
     conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.spend_reservations SET state = :state, closed_at = clock_timestamp() "
             "WHERE op_key = :k AND state = 'reserved'"
         ),
@@ -107,7 +109,7 @@ def close(conn: sa.Connection, op_key: str, state: str) -> None:
 def release_run(conn: sa.Connection, run_id: str) -> int:
     """Release every open reservation of a run (it failed, parked or ended between reserve and call)."""
     result = conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.spend_reservations SET state = 'released', closed_at = clock_timestamp() "
             "WHERE run_id = :r AND state = 'reserved'"
         ),
@@ -118,37 +120,48 @@ def release_run(conn: sa.Connection, run_id: str) -> int:
 
 def open_reservation(conn: sa.Connection, op_key: str) -> bool:
     found = conn.execute(
-        sa.text("SELECT 1 FROM app.spend_reservations WHERE op_key = :k AND state = 'reserved'"), {"k": op_key}
+        sql("SELECT 1 FROM app.spend_reservations WHERE op_key = :k AND state = 'reserved'"), {"k": op_key}
     ).first()
     return found is not None
 
 
-def run_spend(conn: sa.Connection, run_id: str) -> RunSpend:
-    """A run's settled spend and open holds, in one statement (the run header reads it on every GET)."""
-    row = conn.execute(
-        sa.text(
-            "SELECT c.tokens, c.cost, c.priced, h.tokens AS held_tokens, h.cost AS held_cost FROM "
-            "(SELECT coalesce(sum(input_tokens + output_tokens) FILTER (WHERE mode = 'live'), 0) AS tokens, "
-            "coalesce(sum(cost_usd), 0) AS cost, coalesce(sum(priced_usd), 0) AS priced "
-            "FROM app.opencode_calls WHERE run_id = :r) c, "
-            "(SELECT coalesce(sum(tokens), 0) AS tokens, coalesce(sum(cost_usd), 0) AS cost "
-            "FROM app.spend_reservations WHERE run_id = :r AND state = 'reserved') h"
-        ),
-        {"r": run_id},
-    ).one()
+# A run's spend: two aggregates of ``{run}`` (an id expression) joined as ``RUN_SPEND_FROM`` and read as
+# ``RUN_SPEND_COLUMNS``. ``run_spend`` reads them alone; the run header's one statement
+# (``durable_status.run_with_durability``) reads them beside the run row.
+RUN_SPEND_FROM = (
+    "LATERAL (SELECT coalesce(sum(input_tokens + output_tokens) FILTER (WHERE mode = 'live'), 0) AS tokens, "
+    "coalesce(sum(cost_usd), 0) AS cost, coalesce(sum(priced_usd), 0) AS priced "
+    "FROM app.opencode_calls WHERE run_id = {run}) AS spend_c, "
+    "LATERAL (SELECT coalesce(sum(tokens), 0) AS tokens, coalesce(sum(cost_usd), 0) AS cost "
+    "FROM app.spend_reservations WHERE run_id = {run} AND state = 'reserved') AS spend_h"
+)
+RUN_SPEND_COLUMNS = (
+    "spend_c.tokens AS spend_tokens, spend_c.cost AS spend_cost, spend_c.priced AS spend_priced, "
+    "spend_h.tokens AS spend_held_tokens, spend_h.cost AS spend_held_cost"
+)
+
+
+def spend_of(row: sa.Row[Any]) -> RunSpend:
+    """The RunSpend of a row that carries ``RUN_SPEND_COLUMNS``."""
     return RunSpend(
-        tokens=int(row.tokens),
-        cost_usd=Decimal(row.cost),
-        reserved_tokens=int(row.held_tokens),
-        reserved_usd=Decimal(row.held_cost),
-        priced_usd=Decimal(row.priced),
+        tokens=int(row.spend_tokens),
+        cost_usd=Decimal(row.spend_cost),
+        reserved_tokens=int(row.spend_held_tokens),
+        reserved_usd=Decimal(row.spend_held_cost),
+        priced_usd=Decimal(row.spend_priced),
     )
+
+
+def run_spend(conn: sa.Connection, run_id: str) -> RunSpend:
+    """A run's settled spend and open holds, in one statement."""
+    statement = f"SELECT {RUN_SPEND_COLUMNS} FROM {RUN_SPEND_FROM.format(run=':r')}"
+    return spend_of(conn.execute(sql(statement), {"r": run_id}).one())
 
 
 def tenant_spend(conn: sa.Connection, tenant_id: str, since: datetime) -> tuple[Decimal, Decimal]:
     """(charged since ``since``, held by open reservations) of a tenant, in one statement."""
     row = conn.execute(
-        sa.text(
+        sql(
             "SELECT (SELECT coalesce(sum(cost_usd), 0) FROM app.opencode_calls "
             "WHERE tenant_id = :t AND cost_usd > 0 AND created_at >= :since) AS spent, "
             "(SELECT coalesce(sum(cost_usd), 0) FROM app.spend_reservations "
@@ -161,7 +174,7 @@ def tenant_spend(conn: sa.Connection, tenant_id: str, since: datetime) -> tuple[
 
 def tenant_budget(conn: sa.Connection, tenant_id: str, *, lock: bool = False) -> TenantBudget | None:
     row = conn.execute(
-        sa.text("SELECT * FROM app.tenant_budgets WHERE tenant_id = :t" + (" FOR UPDATE" if lock else "")),
+        sql("SELECT * FROM app.tenant_budgets WHERE tenant_id = :t" + (" FOR UPDATE" if lock else "")),
         {"t": tenant_id},
     ).first()
     return None if row is None else TenantBudget(**dict(row._mapping))
@@ -171,7 +184,7 @@ def set_tenant_budget(
     conn: sa.Connection, tenant_id: str, *, daily_usd: Decimal | None, monthly_usd: Decimal | None, updated_by: str
 ) -> TenantBudget:
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.tenant_budgets (tenant_id, daily_usd, monthly_usd, updated_by) VALUES (:t, :d, :m, :by) "
             "ON CONFLICT (tenant_id) DO UPDATE SET daily_usd = EXCLUDED.daily_usd, monthly_usd = EXCLUDED.monthly_usd, "
             "updated_by = EXCLUDED.updated_by, updated_at = clock_timestamp()"
@@ -221,14 +234,14 @@ def _lines(conn: sa.Connection, query: str, params: dict[str, Any]) -> list[Spen
             cost_usd=Decimal(row.cost_usd),
             priced_usd=Decimal(row.priced_usd),
         )
-        for row in conn.execute(sa.text(query), params)
+        for row in conn.execute(sql(query), params)
     ]
 
 
 def approved_limits(conn: sa.Connection, run_id: str, generation: int) -> dict[str, Any]:
     """The limits given by the run's approved ``budget`` gates of this generation, newest first wins."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT result->'payload' AS payload FROM app.human_gates WHERE run_id = :r AND generation = :g "
             "AND purpose = 'budget' AND decision->>'decision' = 'yes' ORDER BY resolved_at"
         ),

@@ -11,6 +11,7 @@ from kodo.errors import Conflict
 from kodo.identity import canonical
 from kodo.models import StepRecord
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 
 def _row_to_step(row: sa.Row[Any]) -> StepRecord:
@@ -42,7 +43,7 @@ def record(
     """Append a step attempt. Re-recording the same attempt with different content is a conflict."""
     output = {**output, "attempt": attempt}
     inserted = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.run_steps (run_id, step_id, attempt, phase, output, trace_id, span_id, started_at, "
             "finished_at) VALUES (:run_id, :step_id, :attempt, :phase, CAST(:output AS jsonb), :trace_id, :span_id, "
             ":started_at, clock_timestamp()) ON CONFLICT DO NOTHING RETURNING run_id"
@@ -60,7 +61,7 @@ def record(
     ).first()
     if inserted is None:
         existing = conn.execute(
-            sa.text("SELECT phase, output FROM app.run_steps WHERE run_id=:r AND step_id=:s AND attempt=:a"),
+            sql("SELECT phase, output FROM app.run_steps WHERE run_id=:r AND step_id=:s AND attempt=:a"),
             {"r": run_id, "s": step_id, "a": attempt},
         ).one()
         if existing.phase != phase or canonical(existing.output) != canonical(output):
@@ -70,9 +71,7 @@ def record(
 def list_for_run(conn: sa.Connection, run_id: str, *, limit: int | None = None, offset: int = 0) -> list[StepRecord]:
     """Every attempt (or one page of them), in a stable order: startedAt, then stepId, then attempt."""
     rows = conn.execute(
-        sa.text(
-            "SELECT * FROM app.run_steps WHERE run_id = :r ORDER BY started_at, step_id, attempt LIMIT :n OFFSET :o"
-        ),
+        sql("SELECT * FROM app.run_steps WHERE run_id = :r ORDER BY started_at, step_id, attempt LIMIT :n OFFSET :o"),
         {"r": run_id, "n": limit, "o": offset},
     )
     return [_row_to_step(row) for row in rows]
@@ -81,7 +80,7 @@ def list_for_run(conn: sa.Connection, run_id: str, *, limit: int | None = None, 
 def latest_for_run(conn: sa.Connection, run_id: str) -> list[StepRecord]:
     """The latest attempt of each step, ordered by start time."""
     rows = conn.execute(
-        sa.text("SELECT DISTINCT ON (step_id) * FROM app.run_steps WHERE run_id = :r ORDER BY step_id, attempt DESC"),
+        sql("SELECT DISTINCT ON (step_id) * FROM app.run_steps WHERE run_id = :r ORDER BY step_id, attempt DESC"),
         {"r": run_id},
     )
     return sorted((_row_to_step(row) for row in rows), key=lambda s: (s.started_at, s.step_id))
@@ -90,7 +89,7 @@ def latest_for_run(conn: sa.Connection, run_id: str) -> list[StepRecord]:
 def next_attempt(conn: sa.Connection, run_id: str, step_id: str) -> int:
     """1 + the highest recorded attempt of this step."""
     value = conn.execute(
-        sa.text("SELECT coalesce(max(attempt), 0) FROM app.run_steps WHERE run_id = :r AND step_id = :s"),
+        sql("SELECT coalesce(max(attempt), 0) FROM app.run_steps WHERE run_id = :r AND step_id = :s"),
         {"r": run_id, "s": step_id},
     ).scalar_one()
     return int(value) + 1

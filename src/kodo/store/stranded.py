@@ -13,6 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kodo.store.statements import sql
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stranded:
@@ -37,12 +39,12 @@ def _stranded(row: sa.Row[Any]) -> Stranded:
 def observe(conn: sa.Connection, executor_id: str, workflow_ids: Sequence[str]) -> list[Stranded]:
     """This executor's stranded set is now ``workflow_ids``: new ones start their clock, the rest are dropped."""
     conn.execute(
-        sa.text("DELETE FROM app.stranded_workflows WHERE executor_id = :e AND NOT (workflow_id = ANY(:w))"),
+        sql("DELETE FROM app.stranded_workflows WHERE executor_id = :e AND NOT (workflow_id = ANY(:w))"),
         {"e": executor_id, "w": list(workflow_ids)},
     )
     if workflow_ids:
         conn.execute(
-            sa.text(
+            sql(
                 "INSERT INTO app.stranded_workflows (workflow_id, executor_id) SELECT unnest(CAST(:w AS text[])), :e "
                 "ON CONFLICT (workflow_id) DO UPDATE SET seen_at = clock_timestamp(), "
                 "since = CASE WHEN app.stranded_workflows.executor_id = EXCLUDED.executor_id "
@@ -55,19 +57,19 @@ def observe(conn: sa.Connection, executor_id: str, workflow_ids: Sequence[str]) 
 
 def of_executors(conn: sa.Connection, executor_ids: Sequence[str]) -> list[Stranded]:
     rows = conn.execute(
-        sa.text(f"{_SELECT} WHERE executor_id = ANY(:e) ORDER BY since, workflow_id"), {"e": list(executor_ids)}
+        sql(f"{_SELECT} WHERE executor_id = ANY(:e) ORDER BY since, workflow_id"), {"e": list(executor_ids)}
     )
     return [_stranded(row) for row in rows]
 
 
 def of_workflows(conn: sa.Connection, workflow_ids: Sequence[str]) -> dict[str, Stranded]:
-    rows = conn.execute(sa.text(f"{_SELECT} WHERE workflow_id = ANY(:w)"), {"w": list(workflow_ids)})
+    rows = conn.execute(sql(f"{_SELECT} WHERE workflow_id = ANY(:w)"), {"w": list(workflow_ids)})
     return {row.workflow_id: _stranded(row) for row in rows}
 
 
 def mark_recovered(conn: sa.Connection, workflow_id: str, by: str) -> None:
     conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.stranded_workflows SET recovered_at = clock_timestamp(), recovered_by = :b "
             "WHERE workflow_id = :w"
         ),

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 import sqlalchemy as sa
 
 from kodo.store import to_json
+from kodo.store.statements import sql
 
 # The one list of event types: the API's request schema (``kodo.api.webhooks``), the CLI's choices and the
 # check of record_event all read it from here.
@@ -114,7 +115,7 @@ def create_subscription(
     created_by: str | None,
 ) -> Subscription:
     row = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.webhook_subscriptions (id, tenant, partitions, url, events, sealed_secret, "
             "description, created_by) "
             "VALUES (:id, :tenant, :partitions, :url, :events, :sealed, :description, :by) RETURNING *"
@@ -140,7 +141,7 @@ def _tenant_clause(tenant: str | None) -> str:
 def list_subscriptions(conn: sa.Connection, tenant: str | None) -> list[Subscription]:
     """Live subscriptions, oldest first (only ``tenant``'s when given)."""
     rows = conn.execute(
-        sa.text(
+        sql(
             f"SELECT * FROM app.webhook_subscriptions WHERE deleted_at IS NULL {_tenant_clause(tenant)}"
             "ORDER BY created_at, id"
         ),
@@ -151,9 +152,7 @@ def list_subscriptions(conn: sa.Connection, tenant: str | None) -> list[Subscrip
 
 def get_subscription(conn: sa.Connection, subscription_id: str, tenant: str | None) -> Subscription | None:
     row = conn.execute(
-        sa.text(
-            f"SELECT * FROM app.webhook_subscriptions WHERE id = :id AND deleted_at IS NULL {_tenant_clause(tenant)}"
-        ),
+        sql(f"SELECT * FROM app.webhook_subscriptions WHERE id = :id AND deleted_at IS NULL {_tenant_clause(tenant)}"),
         {"id": subscription_id, "tenant": tenant},
     ).one_or_none()
     return None if row is None else _subscription(row)
@@ -162,7 +161,7 @@ def get_subscription(conn: sa.Connection, subscription_id: str, tenant: str | No
 def delete_subscription(conn: sa.Connection, subscription_id: str, tenant: str | None) -> bool:
     """Stop a subscription (kept, with its deliveries, for the record); False when there is none."""
     row = conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.webhook_subscriptions SET deleted_at = clock_timestamp() "
             f"WHERE id = :id AND deleted_at IS NULL {_tenant_clause(tenant)}RETURNING id"
         ),
@@ -183,7 +182,7 @@ def record_event(
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type}")
     event_id: str = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.webhook_events (type, run_id, partition_key, data) "
             "VALUES (:type, :run, :partition, CAST(:data AS jsonb)) RETURNING id"
         ),
@@ -207,7 +206,7 @@ def _event(row: Any) -> Event:
 def claim_undispatched(conn: sa.Connection, limit: int) -> list[Event]:
     """Events not yet fanned out, oldest first, locked (``SKIP LOCKED``: two dispatchers never take one)."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT * FROM app.webhook_events WHERE dispatched_at IS NULL ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED"
         ),
         {"n": limit},
@@ -216,7 +215,7 @@ def claim_undispatched(conn: sa.Connection, limit: int) -> list[Event]:
 
 
 def get_event(conn: sa.Connection, event_id: str) -> Event | None:
-    row = conn.execute(sa.text("SELECT * FROM app.webhook_events WHERE id = :id"), {"id": event_id}).one_or_none()
+    row = conn.execute(sql("SELECT * FROM app.webhook_events WHERE id = :id"), {"id": event_id}).one_or_none()
     return None if row is None else _event(row)
 
 
@@ -224,7 +223,7 @@ def subscribers(conn: sa.Connection, event: Event) -> list[Subscription]:
     """Live subscriptions that hear ``event``: its type, created before it, and its run's partition within
     theirs (an event of no partition, like ``ops.batch_done``, only reaches subscriptions of every partition)."""
     rows = conn.execute(
-        sa.text(
+        sql(
             "SELECT * FROM app.webhook_subscriptions WHERE deleted_at IS NULL AND :type = ANY(events) "
             "AND created_at <= :at AND (partitions IS NULL OR CAST(:partition AS text) LIKE ANY(partitions)) "
             "ORDER BY created_at, id"
@@ -237,7 +236,7 @@ def subscribers(conn: sa.Connection, event: Event) -> list[Subscription]:
 def add_delivery(conn: sa.Connection, event_id: str, subscription_id: str, workflow_prefix: str) -> str | None:
     """One delivery per (event, subscription); returns its id, or None when it already exists."""
     row = conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.webhook_deliveries (id, event_id, subscription_id, workflow_id) "
             "SELECT d.id, :event, :subscription, :prefix || d.id "
             "FROM (SELECT 'whd_' || replace(gen_random_uuid()::text, '-', '') AS id) d "
@@ -250,7 +249,7 @@ def add_delivery(conn: sa.Connection, event_id: str, subscription_id: str, workf
 
 def mark_dispatched(conn: sa.Connection, event_ids: list[str]) -> None:
     conn.execute(
-        sa.text("UPDATE app.webhook_events SET dispatched_at = clock_timestamp() WHERE id = ANY(:ids)"),
+        sql("UPDATE app.webhook_events SET dispatched_at = clock_timestamp() WHERE id = ANY(:ids)"),
         {"ids": event_ids},
     )
 
@@ -286,7 +285,7 @@ def get_delivery(
     scoped = "" if tenant is None else "AND s.tenant = :tenant "
     locking = "FOR UPDATE OF d" if lock else ""
     row = conn.execute(
-        sa.text(f"{_DELIVERY}WHERE d.id = :id {scoped}{locking}"), {"id": delivery_id, "tenant": tenant}
+        sql(f"{_DELIVERY}WHERE d.id = :id {scoped}{locking}"), {"id": delivery_id, "tenant": tenant}
     ).one_or_none()
     return None if row is None else _delivery(row)
 
@@ -312,7 +311,7 @@ def list_deliveries(
     if before is not None:
         clauses.append("(d.created_at, d.id) < (SELECT created_at, id FROM app.webhook_deliveries WHERE id = :before)")
     rows = conn.execute(
-        sa.text(f"{_DELIVERY}WHERE {' AND '.join(clauses)} ORDER BY d.created_at DESC, d.id DESC LIMIT :n"),
+        sql(f"{_DELIVERY}WHERE {' AND '.join(clauses)} ORDER BY d.created_at DESC, d.id DESC LIMIT :n"),
         {"tenant": tenant, "state": state, "subscription": subscription_id, "n": limit, "before": before},
     )
     return [_delivery(row) for row in rows]
@@ -330,14 +329,14 @@ def record_attempt(
 ) -> None:
     """Ledger one HTTP attempt (once per round and attempt) and move the delivery to ``state``."""
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.webhook_attempts (delivery_id, round, attempt, status, error) "
             "VALUES (:id, :round, :attempt, :status, :error) ON CONFLICT DO NOTHING"
         ),
         {"id": delivery_id, "round": round_number, "attempt": attempt, "status": status, "error": error},
     )
     conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.webhook_deliveries SET state = :state, attempts = attempts + 1, last_status = :status, "
             "last_error = :error, updated_at = clock_timestamp(), "
             "delivered_at = CASE WHEN :state = 'delivered' THEN clock_timestamp() ELSE delivered_at END "
@@ -349,7 +348,7 @@ def record_attempt(
 
 def attempts_of(conn: sa.Connection, delivery_id: str) -> list[Attempt]:
     rows = conn.execute(
-        sa.text("SELECT * FROM app.webhook_attempts WHERE delivery_id = :id ORDER BY round, attempt"),
+        sql("SELECT * FROM app.webhook_attempts WHERE delivery_id = :id ORDER BY round, attempt"),
         {"id": delivery_id},
     )
     return [
@@ -361,7 +360,7 @@ def attempts_of(conn: sa.Connection, delivery_id: str) -> list[Attempt]:
 def restart_delivery(conn: sa.Connection, delivery_id: str, workflow_id: str) -> None:
     """A redelivery by hand: a new round under a new workflow id, pending again."""
     conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.webhook_deliveries SET state = 'pending', redeliveries = redeliveries + 1, "
             "workflow_id = :wf, updated_at = clock_timestamp() WHERE id = :id"
         ),
@@ -376,7 +375,7 @@ def sending_view(conn: sa.Connection, delivery_id: str) -> tuple[Delivery, Event
         return None
     event = get_event(conn, delivery.event_id)
     row = conn.execute(
-        sa.text("SELECT * FROM app.webhook_subscriptions WHERE id = :id"), {"id": delivery.subscription_id}
+        sql("SELECT * FROM app.webhook_subscriptions WHERE id = :id"), {"id": delivery.subscription_id}
     ).one()
     assert event is not None
     return delivery, event, _subscription(row)
@@ -386,13 +385,13 @@ def reseal_secrets(conn: sa.Connection, current: Callable[[str], str]) -> int:
     """Rewrite each stored signing secret to ``current(stored)`` where that differs (plaintext from before
     migration 0016 sealed, an older key's value resealed); returns how many changed. Without subscriptions it
     calls nothing (no key is needed, none is created)."""
-    rows = conn.execute(sa.text("SELECT id, sealed_secret FROM app.webhook_subscriptions FOR UPDATE")).all()
+    rows = conn.execute(sql("SELECT id, sealed_secret FROM app.webhook_subscriptions FOR UPDATE")).all()
     changed = 0
     for row in rows:
         value = current(row.sealed_secret)
         if value != row.sealed_secret:
             conn.execute(
-                sa.text("UPDATE app.webhook_subscriptions SET sealed_secret = :sealed WHERE id = :id"),
+                sql("UPDATE app.webhook_subscriptions SET sealed_secret = :sealed WHERE id = :id"),
                 {"id": row.id, "sealed": value},
             )
             changed += 1
@@ -407,7 +406,7 @@ def delete_finished_deliveries(conn: sa.Connection, older_than_days: int, limit:
     with their attempts; returns how many. A ``pending`` delivery is never deleted, and one a redelivery has
     locked is skipped (``SKIP LOCKED``; the state is checked again on the locked row)."""
     deleted: int = conn.execute(
-        sa.text(
+        sql(
             "WITH doomed AS (SELECT id FROM app.webhook_deliveries "
             "  WHERE state IN ('delivered', 'dead') AND updated_at < clock_timestamp() - make_interval(days => :days) "
             "  ORDER BY updated_at LIMIT :n FOR UPDATE SKIP LOCKED), "
@@ -425,7 +424,7 @@ def delete_spent_events(conn: sa.Connection, older_than_days: int, limit: int) -
     """Delete up to ``limit`` events older than ``older_than_days`` that were fanned out and have no delivery
     left; returns how many. An event not yet dispatched, or with any delivery on record, is kept."""
     deleted: int = conn.execute(
-        sa.text(
+        sql(
             "WITH doomed AS (SELECT e.seq FROM app.webhook_events e "
             "  WHERE e.dispatched_at IS NOT NULL AND e.created_at < clock_timestamp() - make_interval(days => :days) "
             "  AND NOT EXISTS (SELECT 1 FROM app.webhook_deliveries d WHERE d.event_id = e.id) "
@@ -441,7 +440,7 @@ def delete_spent_events(conn: sa.Connection, older_than_days: int, limit: int) -
 def delete_stopped_subscriptions(conn: sa.Connection, older_than_days: int, limit: int) -> int:
     """Delete up to ``limit`` subscriptions stopped more than ``older_than_days`` ago with no delivery left."""
     deleted: int = conn.execute(
-        sa.text(
+        sql(
             "WITH doomed AS (SELECT s.id FROM app.webhook_subscriptions s "
             "  WHERE s.deleted_at < clock_timestamp() - make_interval(days => :days) "
             "  AND NOT EXISTS (SELECT 1 FROM app.webhook_deliveries d WHERE d.subscription_id = s.id) "

@@ -9,6 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from kodo.store.statements import sql
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Workspace:
@@ -38,7 +40,7 @@ class Delivery:
 def record(conn: sa.Connection, *, run_id: str, source_repo: str | None, base_commit: str | None) -> Workspace:
     """Record the workspace's origin once (the first record wins) and return what is recorded."""
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.workspaces (run_id, source_repo, base_commit) VALUES (:r, :s, :b) "
             "ON CONFLICT (run_id) DO NOTHING"
         ),
@@ -50,7 +52,7 @@ def record(conn: sa.Connection, *, run_id: str, source_repo: str | None, base_co
 
 
 def get(conn: sa.Connection, run_id: str) -> Workspace | None:
-    row = conn.execute(sa.text("SELECT * FROM app.workspaces WHERE run_id = :r"), {"r": run_id}).first()
+    row = conn.execute(sql("SELECT * FROM app.workspaces WHERE run_id = :r"), {"r": run_id}).first()
     return None if row is None else Workspace(**dict(row._mapping))
 
 
@@ -67,7 +69,7 @@ def ensure_delivery(
 ) -> Delivery:
     """The run's delivery row: inserted ``pending`` once, else the existing one (locked, so one deliverer works)."""
     conn.execute(
-        sa.text(
+        sql(
             "INSERT INTO app.deliveries (run_id, mode, status, source_repo, branch, base_commit, tree, requested_by) "
             "VALUES (:r, :m, 'pending', :s, :b, :base, :t, :by) ON CONFLICT (run_id) DO NOTHING"
         ),
@@ -80,7 +82,7 @@ def ensure_delivery(
 
 def get_delivery(conn: sa.Connection, run_id: str, *, lock: bool = False) -> Delivery | None:
     suffix = " FOR UPDATE" if lock else ""
-    row = conn.execute(sa.text(f"SELECT * FROM app.deliveries WHERE run_id = :r{suffix}"), {"r": run_id}).first()
+    row = conn.execute(sql(f"SELECT * FROM app.deliveries WHERE run_id = :r{suffix}"), {"r": run_id}).first()
     return None if row is None else Delivery(**dict(row._mapping))
 
 
@@ -97,7 +99,7 @@ def finish_delivery(
     if status not in {"delivered", "failed"}:
         raise ValueError(status)
     conn.execute(
-        sa.text(
+        sql(
             "UPDATE app.deliveries SET status = :st, commit_sha = coalesce(:c, commit_sha), "
             "artifact_uri = coalesce(:a, artifact_uri), error = :e, "
             "delivered_at = CASE WHEN :st = 'delivered' THEN coalesce(delivered_at, clock_timestamp()) "
@@ -114,6 +116,6 @@ def finish_delivery(
 def retry_delivery(conn: sa.Connection, run_id: str) -> None:
     """A failed delivery may be tried again (``kodo runs deliver``): back to ``pending``."""
     conn.execute(
-        sa.text("UPDATE app.deliveries SET status = 'pending', error = NULL WHERE run_id = :r AND status = 'failed'"),
+        sql("UPDATE app.deliveries SET status = 'pending', error = NULL WHERE run_id = :r AND status = 'failed'"),
         {"r": run_id},
     )

@@ -170,7 +170,7 @@ def header(ctx: Serving, conn: sa.Connection, run: Run, facts: RunDurability | N
         "tenantId": run.tenant_id,
         "budget": run.budget,
         "budgetViolation": budgets.latest_violation(conn, run.id) if run.budget else None,
-        "spend": spend.header(conn, run, datetime.now(UTC)),
+        "spend": spend.header(conn, run, datetime.now(UTC), facts.spend),
         "evalSummary": eval_results.summary(conn, run.id) if run.recipe_id else None,
         "nextAction": run.next_action,
         "lastStep": run.last_step,

@@ -51,9 +51,10 @@ def queue_limits(settings: Settings) -> dict[str, dict[str, Any]]:
         ),
         "controlQ": {"polling_interval_sec": quiet, "global_concurrency": 5, "worker_concurrency": 5},
         "compileQ": {"polling_interval_sec": quiet, "global_concurrency": 10, "worker_concurrency": 10},
-        # Webhook deliveries (kodo.workflows.webhooks): off every run's path; a slow receiver holds one slot
-        # for at most KODO_WEBHOOK_TIMEOUT_SEC per try.
-        "webhookQ": {"polling_interval_sec": poll, "worker_concurrency": 8},
+        # Webhook deliveries (kodo.workflows.webhooks): off every run's path, so polled at the quiet interval
+        # (an idle poll of an unpartitioned queue is a whole claim transaction); a slow receiver holds one
+        # slot for at most KODO_WEBHOOK_TIMEOUT_SEC per try.
+        "webhookQ": {"polling_interval_sec": quiet, "worker_concurrency": 8},
     }
 
 

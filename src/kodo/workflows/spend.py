@@ -138,9 +138,10 @@ def _limits(conn: sa.Connection, ctx: RunContext) -> dict[str, Decimal]:
     )
 
 
-def header(conn: sa.Connection, run: Run, now: datetime) -> dict[str, Any]:
-    """The run header's ``spend``: charged, held, what the run would have cost, limits and what remains."""
-    spent = spend_store.run_spend(conn, run.id)
+def header(conn: sa.Connection, run: Run, now: datetime, spent: spend_store.RunSpend | None = None) -> dict[str, Any]:
+    """The run header's ``spend``: charged, held, what the run would have cost, limits and what remains
+    (``spent``: read here unless the caller read it with the run)."""
+    spent = spent if spent is not None else spend_store.run_spend(conn, run.id)
     limits = limits_of(
         conn,
         run_id=run.id,
