@@ -20,7 +20,7 @@ from kodo.api.run_changes import read_until
 from kodo.api.schemas import ApiRunBody, PlanApprovalBody, RunRequestBody, parse_body
 from kodo.errors import Gone, InvalidInput, NotFound
 from kodo.models import RUN_STATUSES, TERMINAL_HEADER_STATUSES, Run, header_status
-from kodo.store import artifacts, intents, steps
+from kodo.store import artifacts, durable_status, intents, steps
 from kodo.views import Reads, read_by_key
 from kodo.views.runs import RunHeader, RunView, StepRow, header, read_header, require_run, run_view, step_rows
 from kodo.workflows import gates
@@ -52,7 +52,10 @@ async def _start(request: Request, intent_id: str, body: RunRequestBody, missing
                 run, replay = start_run(conn, ctx.client, ctx.settings, start)
             except NotFound:  # the intent does not exist: the route's own words for it
                 raise NotFound(missing) from None
-            return header(ctx, conn, run), replay
+            found = durable_status.run_with_durability(conn, run.id)  # the header's reads in one statement
+            if found is None:  # pragma: no cover - the run row was written or read in this transaction
+                raise NotFound(missing)
+            return header(ctx, conn, *found), replay
 
     # Off the event loop: a route's database work (a commit waits for the disk) never stalls other requests.
     try:

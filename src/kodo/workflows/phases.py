@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from kodo import telemetry
 from kodo.errors import StepFailure
-from kodo.identity import artifact_uri
+from kodo.identity import artifact_uri, run_id_for
 from kodo.models import STEP_PHASES, NewArtifact
 from kodo.store import artifacts, intents, runs, sandbox_runs, steps
 from kodo.store import gates as gate_store
@@ -295,14 +295,14 @@ def prepare_workspace(workflow_id: str) -> FailureJson | None:
     and cloned from its checked real path. Returns why no workspace could be made (``{code, message}``: the
     phase then fails with it; a retry tries again)."""
     settings = services().settings
+    if (settings.workspaces_dir / run_id_for(workflow_id)).exists():  # a continuation: made by an earlier phase
+        return None
     with services().engine.connect() as conn:
         run = runs.get(conn, workflow_id)
         intent = intents.get(conn, run.intent_id) if run is not None else None
     if run is None or intent is None:
         return None
     workspace = settings.workspaces_dir / run.id
-    if workspace.exists():
-        return None
     try:
         source = repositories.workspace_source(intent.inputs, settings)
     except StepFailure as failure:  # nothing cloned
