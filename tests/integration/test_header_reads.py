@@ -1,0 +1,54 @@
+"""The read a polling client repeats most: ``GET /api/runs/{wid}`` answers from one statement (the run, its
+durable facts and its spend together), and ``POST /api/runs`` reads its header the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+
+def _statements(engine: sa.Engine, call: Callable[[], Any]) -> list[str]:
+    """Every statement ``call`` makes kodo run on ``engine`` (transaction control included)."""
+    seen: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
+        seen.append(statement.strip().split(None, 1)[0].upper())
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    return seen
+
+
+def test_the_run_header_is_one_statement(client: TestClient, engine: sa.Engine) -> None:
+    """A header GET is one SELECT (no second read for the spend, no BEGIN/ROLLBACK), and the answer carries
+    the spend it read with the run."""
+    intent = client.post("/api/intents", json={"goal": "one statement", "inputs": {}, "constraints": {}})
+    assert intent.status_code == 201, intent.text
+    started = client.post("/api/runs", json={"intentId": intent.json()["intentId"], "queuePartitionKey": "p1"})
+    assert started.status_code == 201, started.text
+    wid = started.json()["workflowID"]
+    answers: list[dict[str, Any]] = []
+    seen = _statements(engine, lambda: answers.append(client.get(f"/api/runs/{wid}").raise_for_status().json()))
+    assert seen == ["SELECT"], seen
+    spend = answers[0]["spend"]
+    assert spend["tokens"] == 0 and spend["reservedTokens"] == 0, spend
+    assert answers[0]["workflowID"] == wid
+
+
+def test_starting_a_run_reads_its_header_in_one_statement(client: TestClient, engine: sa.Engine) -> None:
+    """After the insert and the enqueue, POST /api/runs reads the header back with one SELECT, not three."""
+    intent = client.post("/api/intents", json={"goal": "start reads", "inputs": {}, "constraints": {}})
+    seen = _statements(
+        engine,
+        lambda: client.post(
+            "/api/runs", json={"intentId": intent.json()["intentId"], "queuePartitionKey": "p2"}
+        ).raise_for_status(),
+    )
+    after_enqueue = seen[seen.index("INSERT", seen.index("INSERT") + 1) :]  # from DBOS's workflow status insert
+    assert [s for s in after_enqueue if s == "SELECT"] == ["SELECT", "SELECT"], seen  # the run back, the header
