@@ -121,3 +121,18 @@ def tcp_refused() -> sa.exc.OperationalError:
 def socket_missing(tmp_path: Path) -> sa.exc.OperationalError:
     """A Unix socket that does not exist (kodo's embedded Postgres while it is down)."""
     return refused_error(f"postgresql+psycopg://kodo@/kodo?host={tmp_path}")
+
+
+def statements_during(engine: sa.Engine, call: Callable[[], Any]) -> list[tuple[str, Any]]:
+    """Every statement (with its parameters) that ``call`` makes kodo run on ``engine``."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    return seen

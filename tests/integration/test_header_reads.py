@@ -9,20 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from helpers import statements_during
+
 
 def _statements(engine: sa.Engine, call: Callable[[], Any]) -> list[str]:
-    """Every statement ``call`` makes kodo run on ``engine`` (transaction control included)."""
-    seen: list[str] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
-        seen.append(statement.strip().split(None, 1)[0].upper())
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
-        call()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
-    return seen
+    """The first word of every statement ``call`` makes kodo run on ``engine``."""
+    return [statement.strip().split(None, 1)[0].upper() for statement, _ in statements_during(engine, call)]
 
 
 def test_the_run_header_is_one_statement(client: TestClient, engine: sa.Engine) -> None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from helpers import table_counts
+from helpers import statements_during, table_counts
 from kodo.bench import history as bench
 from kodo.cli.bench_history import history as history_command
 from kodo.errors import InvalidInput
@@ -120,19 +120,12 @@ def _examined(node: dict[str, Any]) -> float:
 
 def _captured(engine: sa.Engine, read: Callable[[], None]) -> list[tuple[str, Any]]:
     """The SELECTs over the runs or DBOS's workflows that ``read`` makes kodo run (on ``engine``)."""
-    statements: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        text = statement.lstrip().upper()
-        if text.startswith(("SELECT", "WITH")) and ("app.runs" in statement or "dbos.workflow_status" in statement):
-            statements.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
-        read()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
-    return statements
+    return [
+        (statement, parameters)
+        for statement, parameters in statements_during(engine, read)
+        if statement.lstrip().upper().startswith(("SELECT", "WITH"))
+        and ("app.runs" in statement or "dbos.workflow_status" in statement)
+    ]
 
 
 def test_hot_reads_use_indexes(client: TestClient, engine: sa.Engine) -> None:
