@@ -52,6 +52,7 @@ def test_kill_9_then_35_s_down_sleep_wakes_on_time_and_missed_ticks_catch_up(
         assert status.scalar() == "PENDING"
     assert "sleep-after-sleep" not in _artifact_times(engine, "sleep-k9")
     time.sleep(36)
+    restarting = time.time()  # no tick can run before this: no worker is up
     up.start()
     restarted = time.time()
 
@@ -61,7 +62,7 @@ def test_kill_9_then_35_s_down_sleep_wakes_on_time_and_missed_ticks_catch_up(
     caught_up = wait_until(lambda: len(missed()) >= 6 and missed(), timeout=40, what="backfilled ticks")
     for run_id, scheduled, lag_ms in caught_up:
         assert run_id.startswith("sched-kodo-scheduled-tick-")
-        assert lag_ms >= (restarted - scheduled.timestamp() - 3) * 1000  # it ran after the restart, late
+        assert lag_ms >= (restarting - scheduled.timestamp()) * 1000  # it ran after the restart began, late
     times = wait_until(
         lambda: (found := _artifact_times(engine, "sleep-k9")) and "sleep-after-sleep" in found and found,
         timeout=30,
