@@ -1,4 +1,4 @@
-"""Shared fixtures: one embedded Postgres per session, one template-database clone per test.
+"""Shared fixtures: one embedded Postgres per session (each pytest-xdist process is one), one template clone per test.
 
 * ``postgres_url`` — the session's server (``KODO_TEST_DATABASE_URL`` if set, else kodo's embedded one).
 * ``database_url`` — a fresh database cloned from a template that already holds schemas ``app`` and ``dbos``.

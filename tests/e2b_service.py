@@ -362,6 +362,9 @@ class _Process(Process):
             start_new_session=True,
         )
         sandbox.processes.add(process)
+        if self.service.sandboxes.get(sandbox.sandbox_id) is not sandbox:  # killed while the process was starting
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
         try:
             yield _event(start=process_pb.ProcessEvent.StartEvent(pid=process.pid))
             async for stream, chunk in _output(process):
