@@ -36,7 +36,7 @@ import httpx
 import sqlalchemy as sa
 from dbos import DBOSClient, EnqueueOptions
 
-from kodo.bench.probe import Probe, cpu_clock, listener_pid, machine_share
+from kodo.bench.probe import Probe, cpu_clock, listener_pid, machine_share, postmaster_of
 from kodo.bench.soak import loopback_client, require_loopback
 from kodo.errors import InvalidInput
 from kodo.models import TERMINAL_HEADER_STATUSES
@@ -411,6 +411,15 @@ def environment(base_url: str, engine: sa.Engine | None) -> dict[str, Any]:
     }
 
 
+def _postmaster(engine: sa.Engine | None, postgres_port: int | None) -> int | None:
+    """The benchmark's Postgres server process: found through kodo's own database when there is one, else by
+    the TCP port it listens on; None counts every Postgres process of the machine."""
+    found = None if engine is None else postmaster_of(engine)
+    if found is None and postgres_port is not None:
+        found = listener_pid(postgres_port)
+    return found
+
+
 def run_bench(
     base_url: str,
     engine: sa.Engine | None,
@@ -461,7 +470,7 @@ def run_bench(
         pid=pid if isinstance(pid, int) else listener_pid(urlparse(base_url).port or 80),
         timeout_s=timeout_s,
         dbos_client=dbos_client,
-        postmaster=None if postgres_port is None else listener_pid(postgres_port),
+        postmaster=_postmaster(engine, postgres_port),
         poll_ms=poll_ms,
     )
     results: list[dict[str, Any]] = []

@@ -102,6 +102,27 @@ def postgres_processes(processes: list[tuple[int, int, str]], postmaster: int | 
     return [pid for pid, _, name in processes if name == "postgres" or name.startswith("postgres:")]
 
 
+def _is_postgres(pid: int) -> bool:
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return False
+    return name in {"postgres", "postmaster"} or name.startswith("postgres:")
+
+
+def postmaster_of(engine: sa.Engine) -> int | None:
+    """The server process of ``engine``'s Postgres when it runs on this machine: the parent of one of its
+    backends (an embedded Postgres listens on a Unix socket only, with no TCP port to find it by). Its tree,
+    with the CPU of the backends it reaped, is the database's CPU, whatever else runs on the machine."""
+    with engine.connect() as conn:
+        backend = measurements.backend_pid(conn)
+        fields = _stat(backend)  # read while the backend lives
+    if fields is None or not _is_postgres(backend):
+        return None  # another machine (or another PID namespace)
+    parent = int(fields[1])
+    return parent if _is_postgres(parent) else None
+
+
 def _listening_inodes(port: int) -> set[str]:
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):

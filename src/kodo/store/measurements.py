@@ -46,6 +46,11 @@ def workflow_statuses(conn: sa.Connection, workflow_ids: list[str]) -> list[tupl
     return [(str(row.workflow_uuid), str(row.status)) for row in rows]
 
 
+def backend_pid(conn: sa.Connection) -> int:
+    """The process id of this connection's Postgres backend."""
+    return int(conn.execute(sql("SELECT pg_backend_pid()")).scalar_one())
+
+
 def live_executor_pids(conn: sa.Connection, hostname: str) -> set[int]:
     """PIDs of the executors registered as live on ``hostname`` (``app.executors``)."""
     query = sql("SELECT pid FROM app.executors WHERE stopped_at IS NULL AND hostname = :host")
