@@ -34,7 +34,8 @@ def test_the_run_header_is_one_statement(client: TestClient, engine: sa.Engine) 
 
 
 def test_starting_a_run_reads_its_header_in_one_statement(client: TestClient, engine: sa.Engine) -> None:
-    """After the insert and the enqueue, POST /api/runs reads the header back with one SELECT, not three."""
+    """After the insert (which returns the run) and the enqueue, POST /api/runs reads only its header back,
+    with one SELECT (it once read the run again, then the header in two)."""
     intent = client.post("/api/intents", json={"goal": "start reads", "inputs": {}, "constraints": {}})
     seen = _statements(
         engine,
@@ -43,4 +44,4 @@ def test_starting_a_run_reads_its_header_in_one_statement(client: TestClient, en
         ).raise_for_status(),
     )
     after_enqueue = seen[seen.index("INSERT", seen.index("INSERT") + 1) :]  # from DBOS's workflow status insert
-    assert [s for s in after_enqueue if s == "SELECT"] == ["SELECT", "SELECT"], seen  # the run back, the header
+    assert [s for s in after_enqueue if s == "SELECT"] == ["SELECT"], seen  # the header

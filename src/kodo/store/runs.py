@@ -48,14 +48,15 @@ def from_row(row: sa.Row[Any]) -> Run:
     )
 
 
-def create(conn: sa.Connection, *, run_id: str, workflow_id: str, start: RunStart) -> bool:
-    """Insert a queued run; returns False (and writes nothing) if the workflow id already has one."""
+def create(conn: sa.Connection, *, run_id: str, workflow_id: str, start: RunStart) -> Run | None:
+    """Insert a queued run and return it as written; None (and nothing written) if the workflow id already
+    has one."""
     result = conn.execute(
         sql(
             "INSERT INTO app.runs (id, intent_id, workflow_id, status, trace_id, tenant_id, queue_partition_key, "
             "intent_hash, recipe_id, recipe_v, recipe_hash, budget, options) VALUES (:id, :intent_id, :workflow_id, "
             "'queued', :trace_id, :tenant_id, :partition, :intent_hash, :recipe_id, :recipe_v, :recipe_hash, "
-            "CAST(:budget AS jsonb), CAST(:options AS jsonb)) ON CONFLICT DO NOTHING RETURNING id"
+            "CAST(:budget AS jsonb), CAST(:options AS jsonb)) ON CONFLICT DO NOTHING RETURNING *"
         ),
         {
             "id": run_id,
@@ -72,7 +73,8 @@ def create(conn: sa.Connection, *, run_id: str, workflow_id: str, start: RunStar
             "options": to_json(start.options()),
         },
     )
-    return result.first() is not None
+    row = result.first()
+    return None if row is None else from_row(row)
 
 
 def get(conn: sa.Connection, run_or_workflow_id: str, *, lock: bool = False) -> Run | None:

@@ -93,7 +93,8 @@ def start_run(conn: sa.Connection, client: DBOSClient, settings: Settings, start
         raise NotFound(f"Intent not found: {start.intent_id}")
     workflow_id = start.intent_id
     run_id = run_id_for(workflow_id)
-    if runs.create(conn, run_id=run_id, workflow_id=workflow_id, start=start):
+    created = runs.create(conn, run_id=run_id, workflow_id=workflow_id, start=start)
+    if created is not None:
         options: EnqueueOptions = {
             "workflow_name": WORKFLOW_NAME,
             "queue_name": start.queue_name,
@@ -111,9 +112,7 @@ def start_run(conn: sa.Connection, client: DBOSClient, settings: Settings, start
         if trace_context is not None:  # the run's spans join the trace of the request that started it
             options["otel_context"] = trace_context
         client.enqueue_in_transaction(conn, options, workflow_id)
-        run = runs.get(conn, run_id)
-        assert run is not None
-        return run, False
+        return created, False  # as inserted: the enqueue writes DBOS's tables, not the run row
     existing = runs.get(conn, workflow_id)
     if existing is None:  # pragma: no cover - the insert lost to a row that vanished
         raise Conflict(f"run for {workflow_id} could not be created")
