@@ -94,20 +94,24 @@ def worker_processes(engine: sa.Engine, server: list[int], processes: list[tuple
     return sorted(found - set(server))
 
 
+def _postgres_name(name: str) -> bool:
+    """A Postgres process's command name (a server started as ``postmaster`` and its backends keep that one)."""
+    return name in {"postgres", "postmaster"} or name.startswith("postgres:")
+
+
 def postgres_processes(processes: list[tuple[int, int, str]], postmaster: int | None = None) -> list[int]:
     """The benchmark's Postgres: the server ``postmaster`` and its backends when known (a shared machine runs
     other clusters too), else every Postgres process on this machine."""
     if postmaster is not None:
         return server_tree(postmaster, processes)
-    return [pid for pid, _, name in processes if name == "postgres" or name.startswith("postgres:")]
+    return [pid for pid, _, name in processes if _postgres_name(name)]
 
 
 def _is_postgres(pid: int) -> bool:
     try:
-        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        return _postgres_name(Path(f"/proc/{pid}/comm").read_text().strip())
     except OSError:
         return False
-    return name in {"postgres", "postmaster"} or name.startswith("postgres:")
 
 
 def postmaster_of(engine: sa.Engine) -> int | None:
