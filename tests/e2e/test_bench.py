@@ -135,3 +135,17 @@ def test_bench_measures_a_server_without_kodo_database(spawn: Callable[..., Kodo
     assert api["repetitions"][0]["routeMs"]["header"]["n"] == 3
     with pytest.raises(InvalidInput, match="kodo target"):
         run_bench(base, None, settings, scenario="ceiling", runs=1, dbos_client=no_client, **options)
+
+
+def test_repetitions_are_not_throttled_by_the_ones_before(spawn: Callable[..., KodoProcess]) -> None:
+    """With a rate limit of 4 starts a minute per partition, a ceiling then a burst, twice, all finish: each
+    repetition and its ceiling start their runs in partitions of their own (shared ones waited a minute)."""
+    up = spawn("up", INTENT_QUEUE_RATE_LIMIT_PER_PERIOD="4", SBX_QUEUE_RATE_LIMIT_PER_PERIOD="4")
+    result = run_cli(
+        ["bench", "burst", "--n", "2", "--partitions", "1", "--reps", "2", "--against", "ceiling", "--timeout", "50"],
+        up.env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    for rep in report["repetitions"]:
+        assert rep["failed"] == 0 and rep["runs"] == 2 and rep["ceilingRunsPerSecond"] > 0

@@ -74,6 +74,13 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": keep(min(values)), "median": keep(statistics.median(values)), "max": keep(max(values))}
 
 
+def partition_name(tag: str, index: int) -> str:
+    """A repetition's own partitions: a queue's rate limit is per partition and counts the last minute's
+    starts (kodo's default, as the predecessor's: 100 a minute), so partitions shared with the repetition
+    before, or with the ceiling taken right before, would throttle this one and measure the limiter."""
+    return f"{tag}-p{index}"
+
+
 def start_body(intent_id: str, partition: str, *, auto: bool) -> dict[str, Any]:
     """``POST /api/runs``'s body; ``autoApprove`` only when set (the predecessor refuses fields it does not know)."""
     body: dict[str, Any] = {"intentId": intent_id, "queuePartitionKey": partition}
@@ -173,7 +180,7 @@ class Bench:
         began = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             wids = list(
-                pool.map(lambda n: self.start(f"{tag} burst {n}", f"bench-p{n % partitions}", auto=auto), range(runs))
+                pool.map(lambda n: self.start(f"{tag} burst {n}", partition_name(tag, n % partitions), auto=auto), range(runs))
             )
         accepted = time.monotonic() - began
         if follow == "wait":
@@ -268,7 +275,7 @@ class Bench:
 
         before = self.probe.read()
         began = time.monotonic()
-        partition_of = {f"{tag}:{n}": f"bench-p{n % partitions}" for n in range(runs)}
+        partition_of = {f"{tag}:{n}": partition_name(tag, n % partitions) for n in range(runs)}
         for key, partition in partition_of.items():
             enqueue(CEILING_BEGIN, key, partition, key)
         begun, waiting_resumes = set(partition_of), set[str]()
@@ -318,7 +325,7 @@ class Bench:
         before = self.probe.read()
         for n in range(runs):
             began = time.monotonic()
-            wid = self.start(f"{tag} latency {n}", "bench-latency", auto=False)
+            wid = self.start(f"{tag} latency {n}", partition_name(tag, 0), auto=False)
             self.wait(wid, lambda h: h["status"] == "WAITING_INPUT", until="input" if waits else None)
             gate_at = time.monotonic()
             to_gate.append((gate_at - began) * 1000)
@@ -334,9 +341,10 @@ class Bench:
 
     def api(self, loops: int, concurrency: int, *, tag: str, auto: bool = False, think_ms: int = 0) -> dict[str, Any]:
         """The predecessor's k6 iteration, ``loops`` times from ``concurrency`` clients: create an intent,
-        start its run (partition ``k6-part-<n % 8>``), read its header, the queue depth, its steps and
-        an artifact (the first one its steps list, else a missing one: 404). Each client then pauses
-        ``think_ms`` (k6's ``sleep()`` between iterations; 0: a closed loop at full speed)."""
+        start its run (partition ``<tag>-k6-part-p<n % 8>``: the predecessor's eight, this repetition's own),
+        read its header, the queue depth, its steps and an artifact (the first one its steps list, else a
+        missing one: 404). Each client then pauses ``think_ms`` (k6's ``sleep()`` between iterations; 0: a
+        closed loop at full speed)."""
         samples: dict[str, list[float]] = {route: [] for route in API_ROUTES}
         unexpected: list[str] = []
 
@@ -352,7 +360,7 @@ class Bench:
             self._check_time()
             goal = {"goal": f"{tag} api {n}", "inputs": {}, "constraints": {}}
             intent_id = str(call("intent", "POST", "/api/intents", {201}, json=goal).json()["intentId"])
-            start = start_body(intent_id, f"k6-part-{n % 8}", auto=auto)
+            start = start_body(intent_id, partition_name(f"{tag}-k6-part", n % 8), auto=auto)
             wid = run_id(call("start", "POST", "/api/runs", {201}, json=start).json(), intent_id)
             call("header", "GET", f"/api/runs/{wid}", {200})
             call("queueDepth", "GET", "/api/ops/queue-depth?limit=10", {200})
@@ -380,7 +388,7 @@ class Bench:
         }
 
     def hitl(self, runs: int, *, tag: str) -> dict[str, Any]:
-        wids = [self.start(f"{tag} hitl {n}", f"bench-h{n % 8}", auto=False) for n in range(runs)]
+        wids = [self.start(f"{tag} hitl {n}", partition_name(tag, n % 8), auto=False) for n in range(runs)]
         for wid in wids:
             self.wait(wid, lambda h: h["status"] == "WAITING_INPUT", interval=0.05)
         samples = []
