@@ -180,7 +180,10 @@ class Bench:
         began = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             wids = list(
-                pool.map(lambda n: self.start(f"{tag} burst {n}", partition_name(tag, n % partitions), auto=auto), range(runs))
+                pool.map(
+                    lambda n: self.start(f"{tag} burst {n}", partition_name(tag, n % partitions), auto=auto),
+                    range(runs),
+                )
             )
         accepted = time.monotonic() - began
         if follow == "wait":
