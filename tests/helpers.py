@@ -13,19 +13,11 @@ import sqlalchemy as sa
 from kodo.settings import Settings, load_settings
 from kodo.store import oracles
 
-# A run's last step marks it ended a moment before DBOS marks its workflow SUCCESS: a test that saw the run end
-# can look inside that moment. Only this oracle is given it (a few seconds), and only while nothing else fails.
-_SETTLING = "terminal run with live workflows"
-
 
 def oracle_violations(conn: sa.Connection, settle: float = 5.0) -> dict[str, list[Any]]:
-    """Every SQL oracle (``kodo.store.oracles``) that returns rows; an empty dict means all hold."""
-    deadline = time.monotonic() + settle
-    found = dict(oracles.violations(conn))
-    while set(found) == {_SETTLING} and time.monotonic() < deadline:
-        time.sleep(0.05)
-        found = dict(oracles.violations(conn))
-    return found
+    """Every SQL oracle (``kodo.store.oracles``) that returns rows; an empty dict means all hold. The oracle that
+    is true for a moment after each run ends gets ``settle`` seconds, only while nothing else fails."""
+    return dict(oracles.violations(conn, settle_s=settle))
 
 
 class Getter(Protocol):

@@ -43,6 +43,7 @@ def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
         # every phase is checkpointed: begin (CompileST, ApplyPatchST, park), resume (DecideST), the
         # child's enqueue, its result, ExecuteST, and the child's executeTask and settleExecution
         assert rep["dbosOperationsPerRun"] >= 7
+        assert rep["oracles"] == {}  # checked after each repetition (a violation also fails the command)
         assert 0 <= rep["cpuStealPercent"] <= rep["cpuBusyPercent"] + rep["cpuStealPercent"] <= 100
     summary = burst["summary"]
     assert isinstance(summary, dict) and summary["cpuStealPercent"] is not None
@@ -149,3 +150,23 @@ def test_repetitions_are_not_throttled_by_the_ones_before(spawn: Callable[..., K
     report = json.loads(result.stdout)
     for rep in report["repetitions"]:
         assert rep["failed"] == 0 and rep["runs"] == 2 and rep["ceilingRunsPerSecond"] > 0
+
+
+def test_the_bench_fails_when_a_repetition_leaves_an_oracle_violated(
+    spawn: Callable[..., KodoProcess], engine: sa.Engine
+) -> None:
+    """The SQL oracles are checked after every repetition: a violation is reported with its repetition, and the
+    command fails after printing its figures."""
+    up = spawn("up", INTENT_QUEUE_RATE_LIMIT_PER_PERIOD="100000", SBX_QUEUE_RATE_LIMIT_PER_PERIOD="100000")
+    _bench(up, "burst", "--n", "2", "--partitions", "1")
+    with engine.begin() as conn:  # one sandbox receipt seen twice: what a re-run ExecuteST would leave
+        conn.execute(
+            sa.text(
+                "UPDATE app.mock_receipts SET seen_count = 2 "
+                "WHERE receipt_key = (SELECT min(receipt_key) FROM app.mock_receipts)"
+            )
+        )
+    result = run_cli(["bench", "burst", "--n", "1", "--partitions", "1", "--reps", "1"], up.env)
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["repetitions"][0]["oracles"] == {"duplicate receipts": 1}
+    assert "SQL oracles violated after the benchmark: repetition 1: duplicate receipts (1 row(s))" in result.stderr

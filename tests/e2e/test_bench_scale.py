@@ -30,4 +30,5 @@ def test_bench_scale_reports_a_point_per_worker_count_and_cleans_up(tmp_path: Pa
     assert report["curve"][0]["speedup"] == 1.0 and report["boundBy"]
     for reps in report["repetitions"].values():
         assert reps[0]["failed"] == 0 and reps[0]["runs"] == 4
+        assert reps[0]["oracles"] == {}  # checked on each server before it stops
     assert {path.name for path in temporary.glob("kodo-bench-scale-*")} <= before  # its own are removed

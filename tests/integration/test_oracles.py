@@ -3,6 +3,8 @@ test's own clone), reports it; the same database without the plant reports nothi
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -178,3 +180,34 @@ def test_kodo_ops_oracles_prints_each_oracle_and_fails_on_a_violation(scratch: s
         _receipt_twice(conn)
     broken = CliRunner().invoke(cli, ["ops", "oracles"], env=env)
     assert broken.exit_code == 1 and "VIOLATED duplicate receipts: 1 row(s)" in broken.output
+
+
+def test_the_settling_oracle_is_given_time_and_a_lasting_violation_is_still_reported(scratch: sa.Engine) -> None:
+    """A run ended a moment before DBOS marks its workflow SUCCESS: with ``settle_s`` that moment is waited out
+    (no violation), while the same violation that lasts, or any other beside it, is reported."""
+    pending = "UPDATE dbos.workflow_status SET status = :s WHERE workflow_uuid = :w"
+    with scratch.begin() as conn:
+        _sql(conn, pending, s="PENDING", w=WORKFLOW)
+
+    def finish_later() -> None:
+        time.sleep(0.5)
+        with scratch.begin() as conn:
+            _sql(conn, pending, s="SUCCESS", w=WORKFLOW)
+
+    finisher = threading.Thread(target=finish_later)
+    finisher.start()
+    with scratch.connect() as conn:
+        assert oracles.violations(conn, settle_s=10.0) == {}
+    finisher.join()
+    with scratch.begin() as conn:
+        _sql(conn, pending, s="PENDING", w=WORKFLOW)
+    with scratch.connect() as conn:
+        began = time.monotonic()
+        assert set(oracles.violations(conn, settle_s=0.5)) == {oracles.SETTLING}
+        assert time.monotonic() - began >= 0.5  # re-checked for the whole settle time before reporting it
+    with scratch.begin() as conn:
+        _receipt_twice(conn)
+    with scratch.connect() as conn:
+        began = time.monotonic()
+        assert set(oracles.violations(conn, settle_s=30.0)) == {oracles.SETTLING, "duplicate receipts"}
+        assert time.monotonic() - began < 30.0  # not alone: nothing to wait for

@@ -26,7 +26,7 @@ import platform
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any
@@ -41,7 +41,7 @@ from kodo.bench.soak import loopback_client, require_loopback
 from kodo.errors import InvalidInput
 from kodo.models import TERMINAL_HEADER_STATUSES
 from kodo.settings import Settings
-from kodo.store import measurements
+from kodo.store import measurements, oracles
 
 SCENARIOS = ("burst", "latency", "api", "hitl", "ceiling")
 # The skeleton's workflows (kodo.workflows.ceiling), enqueued by name like the API enqueues RunIntent.
@@ -506,6 +506,8 @@ def run_bench(
             else:
                 result = bench.hitl(runs, tag=tag)
             results.append(result | machine_share(clock, cpu_clock()))
+            if engine is not None:  # after the measurement: what the repetition left must hold every oracle
+                results[-1]["oracles"] = held_oracles(engine, settings)
     finally:
         bench.close()
     return {
@@ -514,6 +516,23 @@ def run_bench(
         "summary": _summary(scenario if against is None else f"{scenario}-{against}", results),
         "environment": environment(base_url, engine),
     }
+
+
+def held_oracles(engine: sa.Engine, settings: Settings) -> dict[str, int]:
+    """Each SQL oracle that returns rows, with how many (empty: every invariant holds after the repetition).
+    The oracle that is true for a moment after each run ends gets 5 s to settle (kodo.store.oracles)."""
+    with engine.connect() as conn:
+        found = oracles.violations(conn, dead_after_s=settings.executor_dead_after_sec, settle_s=5.0)
+    return {name: len(rows) for name, rows in found.items()}
+
+
+def violated(repetitions: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
+    """What labelled repetitions left violated, as ``label: oracle (N row(s))``; empty when every oracle held."""
+    return [
+        f"{label}: {name} ({count} row(s))"
+        for label, repetition in repetitions
+        for name, count in sorted(repetition.get("oracles", {}).items())
+    ]
 
 
 def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def _run(scenario: str, base: str | None, out_path: str | None, postgres_port: i
 
     import httpx
 
-    from kodo.bench.bench import run_bench
+    from kodo.bench.bench import run_bench, violated
     from kodo.bench.soak import require_loopback
 
     settings = command_settings()
@@ -137,6 +137,9 @@ def _run(scenario: str, base: str | None, out_path: str | None, postgres_port: i
     click.echo(text)
     if out_path:
         Path(out_path).write_text(text + "\n")
+    broken = violated((f"repetition {n + 1}", rep) for n, rep in enumerate(report["repetitions"]))
+    if broken:  # the report is printed (and written) first: the figures stay, the exit status says it failed
+        raise click.ClickException("SQL oracles violated after the benchmark: " + "; ".join(broken))
 
 
 def _dbos_client(settings: Settings, engine: Any) -> Any:
@@ -197,6 +200,7 @@ def bench_ceiling(**options: Any) -> None:
 def bench_scale(workers: str, out_path: str | None, **options: Any) -> None:
     """The burst against a fresh ``kodo up --workers K`` per K and repetition (alternating): the curve, and
     what bounds it."""
+    from kodo.bench.bench import violated
     from kodo.bench.scale import run_scale
 
     try:
@@ -213,3 +217,10 @@ def bench_scale(workers: str, out_path: str | None, **options: Any) -> None:
     click.echo(text)
     if out_path:
         Path(out_path).write_text(text + "\n")
+    broken = violated(
+        (f"{count} worker(s), repetition {n + 1}", rep)
+        for count, reps in report["repetitions"].items()
+        for n, rep in enumerate(reps)
+    )
+    if broken:  # the report is printed (and written) first: the figures stay, the exit status says it failed
+        raise click.ClickException("SQL oracles violated after the benchmark: " + "; ".join(broken))

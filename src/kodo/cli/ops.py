@@ -206,12 +206,16 @@ def executions_command(key: str, limit: int, as_json: bool) -> None:
 
 @ops.command("oracles")
 def oracles_command() -> None:
-    """Check every SQL oracle (kodo.store.oracles): one line each, ``ok`` or its rows; exit 1 if any has rows."""
+    """Check every SQL oracle (kodo.store.oracles): one line each, ``ok`` or its rows; exit 1 if any has rows.
+    A run that ended a moment ago may still show its workflow pending: that oracle alone gets 5 s to settle."""
     from kodo.store import oracles
 
     with _ops() as context, context.engine.connect() as conn:
         found = oracles.violations(
-            conn, dead_after_s=context.settings.executor_dead_after_sec, workspaces_dir=context.settings.workspaces_dir
+            conn,
+            dead_after_s=context.settings.executor_dead_after_sec,
+            workspaces_dir=context.settings.workspaces_dir,
+            settle_s=5.0,
         )
     for name in oracles.NAMES:
         rows = found.get(name, [])

@@ -8,6 +8,10 @@ plants a violation in a scratch database and sees it reported (tests/integration
 Adding an oracle is one entry in :data:`ORACLES`. A query may use ``:dead_after_s`` (how long a silent
 executor counts as alive).
 
+A run's last step marks it ended a moment before DBOS marks its workflow SUCCESS (two commits), so a check
+taken as runs end can look inside that moment: with ``settle_s``, :func:`violations` re-checks while "terminal
+run with live workflows" is the only oracle reporting, for up to that long (a violation that stays is reported).
+
 Two invariants are not one query each, and :func:`violations` adds them: "ops audit and DBOS disagree"
 (:func:`kodo.store.ops_audit.violations`, which also sees a fork DBOS shows without its audit row) and, when
 the caller names the workspaces folder, "workspace file matches neither image" (every ledgered file whose bytes
@@ -18,6 +22,7 @@ tests/integration/test_ops_atomic.py and tests/integration/test_patch_ledger.py.
 
 from __future__ import annotations
 
+import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
@@ -134,11 +139,27 @@ WORKSPACE_CHECK = "workspace file matches neither image"
 NAMES = (*ORACLES, OPS_AUDIT_CHECK, WORKSPACE_CHECK)  # everything violations() can report
 
 
+SETTLING = "terminal run with live workflows"  # true for a moment after each run ends (module docstring)
+
+
 def violations(
-    conn: sa.Connection, *, dead_after_s: float = 30.0, workspaces_dir: Path | None = None
+    conn: sa.Connection, *, dead_after_s: float = 30.0, workspaces_dir: Path | None = None, settle_s: float = 0.0
 ) -> dict[str, list[tuple[Any, ...]]]:
     """Every oracle that returns rows, with its rows (an empty dict means every invariant holds); with
-    ``workspaces_dir``, the workspaces on disk are held against their patch ledger too."""
+    ``workspaces_dir``, the workspaces on disk are held against their patch ledger too; with ``settle_s``, the
+    settling oracle alone is re-checked for up to that long. ``conn`` must see each statement's own snapshot
+    (READ COMMITTED, kodo's default) for a re-check to see anything new."""
+    deadline = time.monotonic() + settle_s
+    found = _violations(conn, dead_after_s, workspaces_dir)
+    while set(found) == {SETTLING} and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = _violations(conn, dead_after_s, workspaces_dir)
+    return found
+
+
+def _violations(
+    conn: sa.Connection, dead_after_s: float, workspaces_dir: Path | None
+) -> dict[str, list[tuple[Any, ...]]]:
     found: dict[str, list[tuple[Any, ...]]] = {}
     disagreements = [astuple(row) for row in ops_audit.violations(conn)]
     if disagreements:
