@@ -66,6 +66,25 @@ def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
             sa.text("SELECT name, count(*) FROM dbos.workflow_status WHERE name LIKE 'Ceiling%' GROUP BY name")
         ).all()
     assert dict(skeleton) == {"CeilingBegin": 12, "CeilingResume": 12, "CeilingTask": 12}
+    inline = _bench(up, "ceiling", "--n", "6", "--partitions", "3", "--shape", "inline")
+    for rep in inline["repetitions"]:  # the continuation on sbxQ runs its task: two workflows, five operations
+        assert rep["shape"] == "inline" and rep["failed"] == 0 and rep["oracles"] == {}
+        assert 5 <= rep["dbosOperationsPerRun"] < 7
+    with engine.connect() as conn:
+        queued = conn.execute(
+            sa.text(
+                "SELECT name, queue_name, count(*) FROM dbos.workflow_status WHERE name LIKE 'Ceiling%' "
+                "GROUP BY name, queue_name"
+            )
+        ).all()
+    assert {(name, queue): count for name, queue, count in queued} == {
+        ("CeilingBegin", "intentQ"): 24,
+        ("CeilingResume", "intentQ"): 12,
+        ("CeilingTask", "sbxQ"): 12,
+        ("CeilingResumeInline", "sbxQ"): 12,
+    }
+    refused = run_cli(["bench", "burst", "--n", "1", "--shape", "inline"], up.env)
+    assert refused.returncode != 0 and "No such option '--shape'" in refused.stderr
     paired = _bench(up, "burst", "--n", "4", "--partitions", "2", "--concurrency", "1", "--against", "ceiling")
     for rep in paired["repetitions"]:  # each burst repetition right after its own ceiling repetition
         assert rep["failed"] == 0 and rep["ceilingRunsPerSecond"] > 0

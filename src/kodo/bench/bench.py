@@ -46,6 +46,9 @@ from kodo.store import measurements, oracles
 SCENARIOS = ("burst", "latency", "api", "hitl", "ceiling")
 # The skeleton's workflows (kodo.workflows.ceiling), enqueued by name like the API enqueues RunIntent.
 CEILING_BEGIN, CEILING_RESUME = "CeilingBegin", "CeilingResume"
+# The ceiling's continuation by shape: ``child`` is a run's today (its task a child workflow on sbxQ);
+# ``inline`` is the continuation on sbxQ running its one task itself (kodo.workflows.ceiling).
+CEILING_SHAPES = {"child": (CEILING_RESUME, "intentQ"), "inline": ("CeilingResumeInline", "sbxQ")}
 API_ROUTES = ("intent", "start", "header", "queueDepth", "steps", "artifact")
 TERMINAL = TERMINAL_HEADER_STATUSES  # a header's (and, in the ceiling, a skeleton workflow's) end
 FOLLOW = ("poll", "wait")  # how burst and latency follow a run: re-read its header, or long-poll it
@@ -258,21 +261,24 @@ class Bench:
                 statuses = list(pool.map(follow, wids))
         return dict(zip(wids, statuses, strict=True))
 
-    def ceiling(self, runs: int, partitions: int, *, tag: str) -> dict[str, Any]:
+    def ceiling(self, runs: int, partitions: int, *, tag: str, shape: str = "child") -> dict[str, Any]:
         """``burst`` (approve-on-appear) as the run's DBOS skeleton: N CeilingBegin on intentQ over P
         partitions; as each one ends, its CeilingResume is enqueued (the approval), whose CeilingTask child
-        runs on sbxQ; runs/s from the first enqueue to the last CeilingResume's end."""
+        runs on sbxQ; runs/s from the first enqueue to the last CeilingResume's end. ``shape="inline"``: the
+        continuation is CeilingResumeInline on sbxQ, with no child."""
+        resume_name, resume_queue = CEILING_SHAPES[shape]
         version = self.settings.app_version
-        partitioned = self.settings.intent_queue_partition
+        partitioned = {"intentQ": self.settings.intent_queue_partition, "sbxQ": self.settings.sbx_queue_partition}
 
         def enqueue(name: str, workflow_id: str, partition: str, *args: str) -> None:
+            queue = resume_queue if name == resume_name else "intentQ"
             options: EnqueueOptions = {
                 "workflow_name": name,
-                "queue_name": "intentQ",
+                "queue_name": queue,
                 "workflow_id": workflow_id,
                 "app_version": version,
             }
-            if partitioned:
+            if partitioned[queue]:
                 options["queue_partition_key"] = partition
             self.client.enqueue(options, *args)
 
@@ -297,7 +303,7 @@ class Bench:
                     begun.discard(workflow_id)
                     if status == "SUCCESS":
                         enqueue(
-                            CEILING_RESUME,
+                            resume_name,
                             f"{workflow_id}:resume",
                             partition_of[workflow_id],
                             workflow_id,
@@ -313,6 +319,7 @@ class Bench:
         elapsed = time.monotonic() - began
         return {
             "runs": runs,
+            "shape": shape,
             "failed": sum(status != "SUCCESS" for status in outcomes.values()),
             "seconds": round(elapsed, 2),
             "runsPerSecond": round(runs / elapsed, 2),
@@ -449,6 +456,7 @@ def run_bench(
     follow: str = "poll",
     poll_ms: int = 20,
     postgres_port: int | None = None,
+    shape: str = "child",
 ) -> dict[str, Any]:
     """Run one scenario ``repetitions`` times; returns the per-repetition results and their spread.
 
@@ -471,6 +479,8 @@ def run_bench(
         raise InvalidInput("--against ceiling applies to the burst scenario only")
     if follow not in FOLLOW or (follow != "poll" and scenario not in {"burst", "latency"}):
         raise InvalidInput("--follow is poll or wait, and wait applies to burst and latency only")
+    if shape not in CEILING_SHAPES or (shape != "child" and scenario != "ceiling"):
+        raise InvalidInput(f"--shape is one of {', '.join(CEILING_SHAPES)}, and applies to the ceiling only")
     if engine is None and (scenario == "ceiling" or against is not None):
         raise InvalidInput("the ceiling runs in kodo's own worker: it needs a kodo target")
     pid = httpx.get(f"{base_url}/healthz", timeout=5).json().get("pid")
@@ -502,7 +512,7 @@ def run_bench(
             elif scenario == "api":
                 result = bench.api(runs, concurrency, tag=tag, auto=auto, think_ms=think_ms)
             elif scenario == "ceiling":
-                result = bench.ceiling(runs, partitions, tag=tag)
+                result = bench.ceiling(runs, partitions, tag=tag, shape=shape)
             else:
                 result = bench.hitl(runs, tag=tag)
             results.append(result | machine_share(clock, cpu_clock()))

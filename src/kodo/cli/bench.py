@@ -183,6 +183,13 @@ def bench_hitl(**options: Any) -> None:
 
 @bench.command("ceiling")
 @_options
+@click.option(
+    "--shape",
+    type=click.Choice(["child", "inline"]),
+    default="child",
+    show_default=True,
+    help="child: a run's skeleton today; inline: its continuation on sbxQ runs its one task, no child workflow.",
+)
 def bench_ceiling(**options: Any) -> None:
     """The burst as the run's bare DBOS skeleton in kodo's worker: the baseline to hold the burst against."""
     _run("ceiling", **options)

@@ -12,6 +12,11 @@ fan-out (``tasks.fan_out``, woken by the completion trigger), in the same worker
 empty: no run, step, gate or artifact rows. What they cost is what DBOS and its queues cost for one run
 on this machine, so ``kodo bench burst`` against ``kodo bench ceiling`` in the same session says how much
 of a run's time is kodo's own.
+
+``CeilingResumeInline`` (``kodo bench ceiling --shape inline``) is a shape kodo's runs do not have yet: the
+continuation enqueued on sbxQ (so the sandbox partition limits would still bound it) runs its one task's step
+and settlement itself, with no child workflow: two workflows and five operations per run. It measures what
+that design would leave DBOS to pay (docs/performance.md, *What bounds the numbers*).
 """
 
 from __future__ import annotations
@@ -59,3 +64,16 @@ def ceiling_task(task: dict[str, Any]) -> dict[str, Any]:
     """ExecuteTask's skeleton: one step, then the transaction that settles its execution."""
     done = _task_step(str(task["runId"]))
     return transact("ceiling.settle", _empty, str(done["key"]))
+
+
+RESUME_INLINE_WORKFLOW = "CeilingResumeInline"
+
+
+@DBOS.workflow(name=RESUME_INLINE_WORKFLOW, max_recovery_attempts=10)
+def ceiling_resume_inline(key: str, _partition: str) -> dict[str, Any]:
+    """The continuation on sbxQ with its one task inline: a transaction, the task's step and settlement,
+    a transaction; no child, so no enqueue, claim or result of one (the partition is its queue's, on sbxQ)."""
+    transact("ceiling.resume", _empty, key)
+    done = _task_step(key)
+    transact("ceiling.settle", _empty, str(done["key"]))
+    return transact("ceiling.execute", _empty, key)
