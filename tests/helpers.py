@@ -14,7 +14,7 @@ from kodo.settings import Settings, load_settings
 from kodo.store import oracles
 
 
-def oracle_violations(conn: sa.Connection, settle: float = 5.0) -> dict[str, list[Any]]:
+def oracle_violations(conn: sa.Connection, settle: float = oracles.SETTLE_S) -> dict[str, list[Any]]:
     """Every SQL oracle (``kodo.store.oracles``) that returns rows; an empty dict means all hold. The oracle that
     is true for a moment after each run ends gets ``settle`` seconds, only while nothing else fails."""
     return dict(oracles.violations(conn, settle_s=settle))

@@ -532,7 +532,7 @@ def held_oracles(engine: sa.Engine, settings: Settings) -> dict[str, int]:
     """Each SQL oracle that returns rows, with how many (empty: every invariant holds after the repetition).
     The oracle that is true for a moment after each run ends gets 5 s to settle (kodo.store.oracles)."""
     with engine.connect() as conn:
-        found = oracles.violations(conn, dead_after_s=settings.executor_dead_after_sec, settle_s=5.0)
+        found = oracles.violations(conn, dead_after_s=settings.executor_dead_after_sec, settle_s=oracles.SETTLE_S)
     return {name: len(rows) for name, rows in found.items()}
 
 

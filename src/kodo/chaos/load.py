@@ -164,7 +164,9 @@ def check(engine: sa.Engine, workspaces: Path, load: Load, *, dead_after_s: floa
             per_attempt = [(e.task_key, e.attempt) for e in finished]
             found.duplicates += len(per_attempt) - len(set(per_attempt))
             found.untracked += len(traced - ids) + sum(e.execution_id not in traced for e in finished)
-        violations = oracles.violations(conn, dead_after_s=dead_after_s, workspaces_dir=workspaces, settle_s=5.0)
+        violations = oracles.violations(
+            conn, dead_after_s=dead_after_s, workspaces_dir=workspaces, settle_s=oracles.SETTLE_S
+        )
     found.oracle_rows = sum(len(rows) for rows in violations.values())
     found.violated = sorted(violations)
     return found

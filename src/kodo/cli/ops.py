@@ -215,7 +215,7 @@ def oracles_command() -> None:
             conn,
             dead_after_s=context.settings.executor_dead_after_sec,
             workspaces_dir=context.settings.workspaces_dir,
-            settle_s=5.0,
+            settle_s=oracles.SETTLE_S,
         )
     for name in oracles.NAMES:
         rows = found.get(name, [])

@@ -9,8 +9,9 @@ Adding an oracle is one entry in :data:`ORACLES`. A query may use ``:dead_after_
 executor counts as alive).
 
 A run's last step marks it ended a moment before DBOS marks its workflow SUCCESS (two commits), so a check
-taken as runs end can look inside that moment: with ``settle_s``, :func:`violations` re-checks while "terminal
-run with live workflows" is the only oracle reporting, for up to that long (a violation that stays is reported).
+taken as runs end can look inside that moment: with ``settle_s``, :func:`violations` re-reads "terminal run
+with live workflows" while it is the only oracle reporting, for up to that long (a violation that stays is
+reported).
 
 Two invariants are not one query each, and :func:`violations` adds them: "ops audit and DBOS disagree"
 (:func:`kodo.store.ops_audit.violations`, which also sees a fork DBOS shows without its audit row) and, when
@@ -140,6 +141,7 @@ NAMES = (*ORACLES, OPS_AUDIT_CHECK, WORKSPACE_CHECK)  # everything violations() 
 
 
 SETTLING = "terminal run with live workflows"  # true for a moment after each run ends (module docstring)
+SETTLE_S = 5.0  # how long the commands that check as runs end (ops oracles, bench, chaos) give it
 
 
 def violations(
@@ -147,14 +149,21 @@ def violations(
 ) -> dict[str, list[tuple[Any, ...]]]:
     """Every oracle that returns rows, with its rows (an empty dict means every invariant holds); with
     ``workspaces_dir``, the workspaces on disk are held against their patch ledger too; with ``settle_s``, the
-    settling oracle alone is re-checked for up to that long. ``conn`` must see each statement's own snapshot
-    (READ COMMITTED, kodo's default) for a re-check to see anything new."""
+    settling oracle, when it alone reports, is re-read for up to that long (the others held at the first check).
+    ``conn`` must see each statement's own snapshot (READ COMMITTED, kodo's default) for a re-read to see
+    anything new."""
     deadline = time.monotonic() + settle_s
     found = _violations(conn, dead_after_s, workspaces_dir)
     while set(found) == {SETTLING} and time.monotonic() < deadline:
         time.sleep(0.05)
-        found = _violations(conn, dead_after_s, workspaces_dir)
+        rows = _rows(conn, ORACLES[SETTLING], dead_after_s)
+        found = {SETTLING: rows} if rows else {}
     return found
+
+
+def _rows(conn: sa.Connection, oracle: Oracle, dead_after_s: float) -> list[tuple[Any, ...]]:
+    params = {"dead_after_s": dead_after_s} if ":dead_after_s" in oracle.query else {}
+    return [tuple(row) for row in conn.execute(sql(oracle.query), params).all()]
 
 
 def _violations(
@@ -169,8 +178,7 @@ def _violations(
         if mismatched:
             found[WORKSPACE_CHECK] = mismatched
     for name, oracle in ORACLES.items():
-        params = {"dead_after_s": dead_after_s} if ":dead_after_s" in oracle.query else {}
-        rows = conn.execute(sql(oracle.query), params).all()
+        rows = _rows(conn, oracle, dead_after_s)
         if rows:
-            found[name] = [tuple(row) for row in rows]
+            found[name] = rows
     return found
