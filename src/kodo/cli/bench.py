@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ def _run(scenario: str, base: str | None, out_path: str | None, postgres_port: i
 
     import httpx
 
-    from kodo.bench.bench import run_bench, violated
+    from kodo.bench.bench import run_bench
     from kodo.bench.soak import require_loopback
 
     settings = command_settings()
@@ -133,12 +133,20 @@ def _run(scenario: str, base: str | None, out_path: str | None, postgres_port: i
     finally:
         if engine is not None:
             engine.dispose()
+    _publish(report, out_path, ((f"repetition {n + 1}", rep) for n, rep in enumerate(report["repetitions"])))
+
+
+def _publish(report: dict[str, Any], out_path: str | None, labelled: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    """Print the report (and write it to ``out_path``), then fail if a repetition left an oracle violated:
+    the figures stay, the exit status says it failed."""
+    from kodo.bench.bench import violated
+
     text = json.dumps(report, indent=2)
     click.echo(text)
     if out_path:
         Path(out_path).write_text(text + "\n")
-    broken = violated((f"repetition {n + 1}", rep) for n, rep in enumerate(report["repetitions"]))
-    if broken:  # the report is printed (and written) first: the figures stay, the exit status says it failed
+    broken = violated(labelled)
+    if broken:
         raise click.ClickException("SQL oracles violated after the benchmark: " + "; ".join(broken))
 
 
@@ -207,7 +215,6 @@ def bench_ceiling(**options: Any) -> None:
 def bench_scale(workers: str, out_path: str | None, **options: Any) -> None:
     """The burst against a fresh ``kodo up --workers K`` per K and repetition (alternating): the curve, and
     what bounds it."""
-    from kodo.bench.bench import violated
     from kodo.bench.scale import run_scale
 
     try:
@@ -220,14 +227,9 @@ def bench_scale(workers: str, out_path: str | None, **options: Any) -> None:
         raise click.ClickException(error.message) from error
     except (TimeoutError, RuntimeError) as error:
         raise click.ClickException(str(error)) from error
-    text = json.dumps(report, indent=2)
-    click.echo(text)
-    if out_path:
-        Path(out_path).write_text(text + "\n")
-    broken = violated(
+    labelled = (
         (f"{count} worker(s), repetition {n + 1}", rep)
         for count, reps in report["repetitions"].items()
         for n, rep in enumerate(reps)
     )
-    if broken:  # the report is printed (and written) first: the figures stay, the exit status says it failed
-        raise click.ClickException("SQL oracles violated after the benchmark: " + "; ".join(broken))
+    _publish(report, out_path, labelled)
