@@ -59,11 +59,16 @@ def _task_step(key: str) -> dict[str, Any]:
     return {"key": key}
 
 
+def _run_task(key: str) -> dict[str, Any]:
+    """A task's skeleton, wherever it runs: one step, then the transaction that settles its execution."""
+    done = _task_step(key)
+    return transact("ceiling.settle", _empty, str(done["key"]))
+
+
 @DBOS.workflow(name=TASK_WORKFLOW, max_recovery_attempts=10)
 def ceiling_task(task: dict[str, Any]) -> dict[str, Any]:
-    """ExecuteTask's skeleton: one step, then the transaction that settles its execution."""
-    done = _task_step(str(task["runId"]))
-    return transact("ceiling.settle", _empty, str(done["key"]))
+    """ExecuteTask's skeleton: the task, as a child workflow of its own."""
+    return _run_task(str(task["runId"]))
 
 
 RESUME_INLINE_WORKFLOW = "CeilingResumeInline"
@@ -74,6 +79,5 @@ def ceiling_resume_inline(key: str, _partition: str) -> dict[str, Any]:
     """The continuation on sbxQ with its one task inline: a transaction, the task's step and settlement,
     a transaction; no child, so no enqueue, claim or result of one (the partition is its queue's, on sbxQ)."""
     transact("ceiling.resume", _empty, key)
-    done = _task_step(key)
-    transact("ceiling.settle", _empty, str(done["key"]))
+    _run_task(key)
     return transact("ceiling.execute", _empty, key)
