@@ -96,7 +96,7 @@ def make_settings(database_url: str, home: Path, **env: str) -> Settings:
     return load_settings({**base, **env})
 
 
-def _closed_port() -> int:
+def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])  # closed again on exit: nothing listens there
@@ -116,7 +116,7 @@ def refused_error(url: str) -> sa.exc.OperationalError:
 
 def tcp_refused() -> sa.exc.OperationalError:
     """A TCP connection to a loopback port nothing listens on: refused."""
-    return refused_error(f"postgresql+psycopg://kodo@127.0.0.1:{_closed_port()}/kodo")
+    return refused_error(f"postgresql+psycopg://kodo@127.0.0.1:{closed_port()}/kodo")
 
 
 def socket_missing(tmp_path: Path) -> sa.exc.OperationalError:

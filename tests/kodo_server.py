@@ -14,8 +14,9 @@ from starlette.types import ASGIApp
 
 from kodo.api.deps import ApiContext
 from kodo.api.run_changes import RunChanges
-from kodo.main import create_app, dbos_client
+from kodo.main import LOOP_READ_CONNECTIONS, create_app, dbos_client
 from kodo.settings import Settings
+from kodo.store.async_connections import AsyncConnections
 from processes import free_port
 
 
@@ -45,10 +46,15 @@ def live_api(settings: Settings, engine: sa.Engine) -> Iterator[str]:
     assert settings.database_url is not None
     dbos = dbos_client(settings, engine)
     changes = RunChanges(settings.database_url).start()
-    app = create_app(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith", changes=changes))
+    loop_reads = AsyncConnections(settings.database_url, size=LOOP_READ_CONNECTIONS, application_name="kodo-test-reads")
+    context = ApiContext(
+        settings=settings, engine=engine, client=dbos, role="monolith", changes=changes, loop_reads=loop_reads
+    )
+    app = create_app(context)
     try:
         with serving(app) as url:
             yield url
     finally:
+        loop_reads.close()
         changes.stop()
         dbos.destroy()

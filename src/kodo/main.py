@@ -52,6 +52,7 @@ from kodo.ops.executors import Heartbeat
 from kodo.settings import Role, Settings
 from kodo.store import completion_trigger, create_engine, dbos_indexes, executions, measurements, queue_counts
 from kodo.store import webhooks as webhook_store
+from kodo.store.async_connections import AsyncConnections
 from kodo.store.migrate import migrate
 from kodo.workflows import completions, outage_retry, runtime, webhooks
 from kodo.workflows.queues import register_queues
@@ -59,6 +60,9 @@ from kodo.workflows.timers import ensure_schedule
 from kodo.workflows.webhook_retention import ensure_retention_schedule
 
 log = structlog.get_logger("kodo")
+# Connections of a serving process's event-loop reads (the run header a polling client repeats): a few are enough,
+# since each read holds one for a fraction of a millisecond; a request waits for a free one.
+LOOP_READ_CONNECTIONS = 4
 
 
 def build_agent(settings: Settings) -> CodingAgent:
@@ -330,12 +334,21 @@ def running(settings: Settings, role: Role, *, api: bool = True) -> Iterator[Fas
     # LISTEN kodo_run_changed: long-polls and event streams wake on a run's change instead of a timer.
     serves_api = role != "worker" and api
     changes = RunChanges(url, application_name=f"kodo-{role}-changes").start() if serves_api else None
+    loop_reads = (
+        AsyncConnections(url, size=LOOP_READ_CONNECTIONS, application_name=f"kodo-{role}-reads") if serves_api else None
+    )
     try:
         if not serves_api:
             yield admin_app(settings, engine, role)
         else:
-            yield create_app(ApiContext(settings=settings, engine=engine, client=client, role=role, changes=changes))
+            yield create_app(
+                ApiContext(
+                    settings=settings, engine=engine, client=client, role=role, changes=changes, loop_reads=loop_reads
+                )
+            )
     finally:
+        if loop_reads is not None:
+            loop_reads.close()
         if changes is not None:
             changes.stop()
         client.destroy()

@@ -18,7 +18,7 @@ from processes import KodoProcess, clean_env, run_cli
 pytestmark = pytest.mark.slow
 
 
-def _closed_port() -> int:
+def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -36,7 +36,7 @@ def test_otlp_smoke_with_its_own_sink(database_url: str, tmp_path: Path) -> None
 
 def test_otlp_smoke_fails_hard_without_a_collector(tmp_path: Path) -> None:
     """A traces endpoint nobody listens on: exit 1 and a FAIL line, before any database work."""
-    endpoint = f"http://127.0.0.1:{_closed_port()}/v1/traces"
+    endpoint = f"http://127.0.0.1:{closed_port()}/v1/traces"
     env = clean_env(KODO_HOME=str(tmp_path / "home"), OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint)
     done = run_cli(["otlp", "smoke"], env, timeout=60)
     assert done.returncode == 1

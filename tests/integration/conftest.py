@@ -8,9 +8,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from kodo.main import Worker, create_app, dbos_client, launch_worker
+from kodo.main import LOOP_READ_CONNECTIONS, Worker, create_app, dbos_client, launch_worker
 from kodo.settings import Settings
 from kodo.store import create_engine
+from kodo.store.async_connections import AsyncConnections
 
 
 @pytest.fixture
@@ -37,10 +38,15 @@ def client(settings: Settings, engine: sa.Engine, worker: Worker) -> Iterator[Te
     assert settings.database_url is not None
     dbos = dbos_client(settings, engine)
     changes = RunChanges(settings.database_url).start()
-    app = create_app(ApiContext(settings=settings, engine=engine, client=dbos, role="monolith", changes=changes))
+    loop_reads = AsyncConnections(settings.database_url, size=LOOP_READ_CONNECTIONS, application_name="kodo-test-reads")
+    context = ApiContext(
+        settings=settings, engine=engine, client=dbos, role="monolith", changes=changes, loop_reads=loop_reads
+    )
+    app = create_app(context)
     try:
         with TestClient(app, base_url="http://127.0.0.1") as http:
             yield http
     finally:
+        loop_reads.close()
         changes.stop()
         dbos.destroy()

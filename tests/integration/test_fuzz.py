@@ -19,8 +19,9 @@ from schemathesis.checks import content_type_conformance, response_schema_confor
 
 from helpers import table_counts
 from kodo.api.deps import ApiContext
-from kodo.main import create_app, dbos_client
+from kodo.main import LOOP_READ_CONNECTIONS, create_app, dbos_client
 from kodo.settings import Settings
+from kodo.store.async_connections import AsyncConnections
 
 EXAMPLES = 12  # per operation and generation mode
 CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -31,7 +32,10 @@ def api(settings: Settings, engine: sa.Engine) -> Iterator[FastAPI]:
     """The API shim's app (no worker: nothing runs in the background, so row counts only move by requests)."""
     client = dbos_client(settings, engine)
     fuzzed = settings.model_copy(update={"allowed_hosts": "testserver"})  # schemathesis's ASGI Host
-    yield create_app(ApiContext(settings=fuzzed, engine=engine, client=client, role="api"))
+    assert settings.database_url is not None
+    loop_reads = AsyncConnections(settings.database_url, size=LOOP_READ_CONNECTIONS, application_name="kodo-fuzz-reads")
+    yield create_app(ApiContext(settings=fuzzed, engine=engine, client=client, role="api", loop_reads=loop_reads))
+    loop_reads.close()
     client.destroy()
 
 

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from helpers import statements_during
+from kodo.api.deps import ApiContext
+from kodo.views.runs import read_header
 
 
 def _statements(engine: sa.Engine, call: Callable[[], Any]) -> list[str]:
@@ -18,19 +20,32 @@ def _statements(engine: sa.Engine, call: Callable[[], Any]) -> list[str]:
 
 
 def test_the_run_header_is_one_statement(client: TestClient, engine: sa.Engine) -> None:
-    """A header GET is one SELECT (no second read for the spend, no BEGIN/ROLLBACK), and the answer carries
-    the spend it read with the run."""
+    """A header GET is one SELECT (no second read for the spend, no BEGIN/ROLLBACK), made on the event loop's
+    connections and none on the engine, and the answer carries the spend it read with the run; read on a
+    worker thread (``read_header``: long-polls, a server without event-loop reads) it is one SELECT too."""
     intent = client.post("/api/intents", json={"goal": "one statement", "inputs": {}, "constraints": {}})
     assert intent.status_code == 201, intent.text
     started = client.post("/api/runs", json={"intentId": intent.json()["intentId"], "queuePartitionKey": "p1"})
     assert started.status_code == 201, started.text
     wid = started.json()["workflowID"]
+    context: ApiContext = client.app.state.kodo  # type: ignore[attr-defined]
+    assert context.loop_reads is not None
+    on_loop: list[str] = []
+    fetch_one = context.loop_reads.fetch_one
+
+    async def counted(statement: str, params: Any) -> Any:
+        on_loop.append(statement.strip().split(None, 1)[0].upper())
+        return await fetch_one(statement, params)
+
+    context.loop_reads.fetch_one = counted  # type: ignore[method-assign]
     answers: list[dict[str, Any]] = []
     seen = _statements(engine, lambda: answers.append(client.get(f"/api/runs/{wid}").raise_for_status().json()))
-    assert seen == ["SELECT"], seen
+    assert seen == [] and on_loop == ["SELECT"], (seen, on_loop)
     spend = answers[0]["spend"]
     assert spend["tokens"] == 0 and spend["reservedTokens"] == 0, spend
     assert answers[0]["workflowID"] == wid
+    on_thread = _statements(engine, lambda: read_header(context, wid))
+    assert on_thread == ["SELECT"], on_thread
 
 
 def test_starting_a_run_reads_its_header_in_one_statement(client: TestClient, engine: sa.Engine) -> None:

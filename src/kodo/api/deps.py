@@ -13,6 +13,7 @@ from fastapi import Request
 from kodo.api.run_changes import RunChanges
 from kodo.ops.context import Ops
 from kodo.settings import Role, Settings
+from kodo.store.async_connections import AsyncConnections
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -22,6 +23,7 @@ class ApiContext:
     client: DBOSClient
     role: Role
     changes: RunChanges | None = None  # wakes long-polls and event streams; None: they re-read on a timer
+    loop_reads: AsyncConnections | None = None  # the run header's read on the event loop; None: on a thread
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:

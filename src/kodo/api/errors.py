@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI, Request
@@ -32,6 +33,8 @@ _STATUS: list[tuple[type[KodoError], int]] = [
 ]
 # During a Postgres outage every route that needs the database answers this, at once (never a 500 stack).
 UNAVAILABLE_RETRY_AFTER_SEC = 5
+# Postgres refused a value (its transaction rolled back, nothing was written): the input's fault.
+REFUSED_VALUE = {"error": "invalid input: the database refused a value", "details": []}
 log = structlog.get_logger("kodo.api")
 
 
@@ -83,9 +86,19 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(sa.exc.DataError)
     async def _data(request: Request, error: sa.exc.DataError) -> JSONResponse:
-        # Postgres refused a value (its transaction rolled back, nothing was written): the input's fault.
         log.warning("database refused a value", path=request.url.path, error=str(error.orig).splitlines()[0])
-        return JSONResponse({"error": "invalid input: the database refused a value", "details": []}, status_code=400)
+        return JSONResponse(REFUSED_VALUE, status_code=400)
+
+    @app.exception_handler(psycopg.Error)
+    async def _driver(request: Request, error: psycopg.Error) -> JSONResponse:
+        # The driver's own errors: from the reads made on the event loop (kodo.store.async_connections).
+        if outages.is_transient(error):
+            return unavailable(request, error)
+        if isinstance(error, psycopg.DataError):
+            log.warning("database refused a value", path=request.url.path, error=outages.describe(error))
+            return JSONResponse(REFUSED_VALUE, status_code=400)
+        log.error("unexpected error", path=request.url.path, error=repr(error))
+        return JSONResponse({"error": "internal error"}, status_code=500)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -22,7 +22,17 @@ from kodo.errors import Gone, InvalidInput, NotFound
 from kodo.models import RUN_STATUSES, TERMINAL_HEADER_STATUSES, Run, header_status
 from kodo.store import artifacts, durable_status, intents, steps
 from kodo.views import Reads, read_by_key
-from kodo.views.runs import RunHeader, RunView, StepRow, header, read_header, require_run, run_view, step_rows
+from kodo.views.runs import (
+    RunHeader,
+    RunView,
+    StepRow,
+    header,
+    read_header,
+    read_header_on_loop,
+    require_run,
+    run_view,
+    step_rows,
+)
 from kodo.workflows import gates
 from kodo.workflows.queue_policy import admit
 from kodo.workflows.runs import start_run
@@ -157,6 +167,8 @@ async def get_run_header(wid: str, request: Request) -> JSONResponse:
     ctx = context(request)
     long_poll = _long_poll(request)
     if long_poll is None:
+        if ctx.loop_reads is not None:  # the read a polling client repeats: on the event loop, no thread hop
+            return JSONResponse(await read_header_on_loop(ctx, ctx.loop_reads, wid))
         return JSONResponse(await run_in_threadpool(read_header, ctx, wid))
     statuses, timeout_s = long_poll
     view = await read_until(

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from kodo.models import Run
 from kodo.store import runs, spend
-from kodo.store.statements import sql
+from kodo.store.async_connections import AsyncConnections
+from kodo.store.statements import Columns, pyformat, sql
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,7 +47,7 @@ def get(conn: sa.Connection, workflow_id: str) -> DurableStatus | None:
     return None if row is None else _status(row)
 
 
-def _status(row: sa.Row[Any], prefix: str = "") -> DurableStatus:
+def _status(row: Columns, prefix: str = "") -> DurableStatus:
     """A DurableStatus from a row whose ``dbos.workflow_status`` columns carry ``prefix``."""
     columns = row._mapping
     return DurableStatus(
@@ -82,7 +83,7 @@ _FACTS = (
 )
 
 
-def _durability(row: sa.Row[Any], spent: spend.RunSpend | None = None) -> RunDurability:
+def _durability(row: Columns, spent: spend.RunSpend | None = None) -> RunDurability:
     return RunDurability(
         spend=spent,
         status=None if row.w_workflow_uuid is None else _status(row, "w_"),
@@ -101,19 +102,31 @@ def for_run(conn: sa.Connection, *, current_workflow_id: str, workflow_id: str, 
     return _durability(row)
 
 
+# The run (dual lookup, as ``runs.get``), the current phase's DBOS status, its start and step traces and its spend.
+_RUN_WITH_DURABILITY = (
+    f"SELECT r.*, {_FACTS.format(origin='r.workflow_id', run='r.id')}, {spend.RUN_SPEND_COLUMNS} "
+    f"FROM ({runs.DUAL_LOOKUP}) AS r "
+    "LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = coalesce(r.current_workflow_id, r.workflow_id) "
+    f"CROSS JOIN {spend.RUN_SPEND_FROM.format(run='r.id')}"
+)
+
+
+def _run_and_durability(row: Columns | None) -> tuple[Run, RunDurability] | None:
+    return None if row is None else (runs.from_row(row), _durability(row, spend.spend_of(row)))
+
+
 def run_with_durability(conn: sa.Connection, run_or_workflow_id: str) -> tuple[Run, RunDurability] | None:
     """A run (dual lookup, as ``runs.get``) and what its header reads beside it (as ``for_run``, and its
     spend), in one statement: the read a polling client repeats most."""
-    facts = _FACTS.format(origin="r.workflow_id", run="r.id")
-    row = conn.execute(
-        sql(
-            f"SELECT r.*, {facts}, {spend.RUN_SPEND_COLUMNS} FROM ({runs.DUAL_LOOKUP}) AS r "
-            "LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = coalesce(r.current_workflow_id, r.workflow_id) "
-            f"CROSS JOIN {spend.RUN_SPEND_FROM.format(run='r.id')}"
-        ),
-        {"key": run_or_workflow_id},
-    ).first()
-    return None if row is None else (runs.from_row(row), _durability(row, spend.spend_of(row)))
+    return _run_and_durability(conn.execute(sql(_RUN_WITH_DURABILITY), {"key": run_or_workflow_id}).first())
+
+
+async def fetch_run_with_durability(
+    connections: AsyncConnections, run_or_workflow_id: str
+) -> tuple[Run, RunDurability] | None:
+    """``run_with_durability``, the same statement, on an asyncio connection (the API's event loop)."""
+    row = await connections.fetch_one(pyformat(_RUN_WITH_DURABILITY), {"key": run_or_workflow_id})
+    return _run_and_durability(row)
 
 
 def step_rows(conn: sa.Connection, workflow_id: str) -> list[dict[str, Any]]:

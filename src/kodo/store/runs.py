@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from kodo.models import Run, RunStart
 from kodo.store import to_json
-from kodo.store.statements import sql
+from kodo.store.statements import Columns, sql
 
 # A terminal status is never overwritten by a non-terminal one, except by an explicit repair.
 _GUARDED_STATUS = (
@@ -23,7 +23,7 @@ _GUARDED_STATUS = (
 DUAL_LOOKUP = "SELECT * FROM app.runs WHERE id = :key OR workflow_id = :key ORDER BY (id = :key) DESC LIMIT 1"
 
 
-def from_row(row: sa.Row[Any]) -> Run:
+def from_row(row: Columns) -> Run:
     return Run(
         id=row.id,
         intent_id=row.intent_id,

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from kodo.store.statements import sql
+from kodo.store.statements import Columns, sql
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,7 +141,7 @@ RUN_SPEND_COLUMNS = (
 )
 
 
-def spend_of(row: sa.Row[Any]) -> RunSpend:
+def spend_of(row: Columns) -> RunSpend:
     """The RunSpend of a row that carries ``RUN_SPEND_COLUMNS``."""
     return RunSpend(
         tokens=int(row.spend_tokens),

@@ -3,10 +3,12 @@ step rows, and the legacy RunView. Reads only; a missing run is :class:`kodo.err
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NotRequired
 
 import sqlalchemy as sa
+from anyio import to_thread
 from typing_extensions import TypedDict
 
 from kodo import telemetry
@@ -14,6 +16,7 @@ from kodo.errors import NotFound
 from kodo.models import Run, StepRecord, header_status
 from kodo.store import budgets, durable_status, eval_results, runs
 from kodo.store.artifacts import ArtifactRef
+from kodo.store.async_connections import AsyncConnections
 from kodo.store.durable_status import RunDurability
 from kodo.views import Serving, epoch_ms
 from kodo.views.artifacts import ArtifactRefView, artifact_ref
@@ -135,6 +138,31 @@ def _recipe_ref(run: Run) -> RecipeRef | None:
     return {"id": run.recipe_id, "v": run.recipe_v} if run.recipe_id else None
 
 
+@dataclass(frozen=True, slots=True)
+class HeaderReads:
+    """What a header reads beyond the run row and its durability: for a run with a budget, a recipe or a tenant."""
+
+    budget_violation: dict[str, Any] | None
+    spend: dict[str, Any]
+    eval_summary: dict[str, int] | None
+
+
+def header_reads(conn: sa.Connection, run: Run, facts: RunDurability) -> HeaderReads:
+    return HeaderReads(
+        budget_violation=budgets.latest_violation(conn, run.id) if run.budget else None,
+        spend=spend.header(conn, run, datetime.now(UTC), facts.spend),
+        eval_summary=eval_results.summary(conn, run.id) if run.recipe_id else None,
+    )
+
+
+def plain_reads(run: Run, facts: RunDurability) -> HeaderReads | None:
+    """``header_reads`` without a connection, for a run with no budget, recipe or tenant (whose header reads
+    nothing beyond its row, durability and spend); None for any other run."""
+    if run.budget or run.recipe_id or run.tenant_id or facts.spend is None:
+        return None
+    return HeaderReads(budget_violation=None, spend=spend.header_of(facts.spend, {}, None), eval_summary=None)
+
+
 def header(ctx: Serving, conn: sa.Connection, run: Run, facts: RunDurability | None = None) -> RunHeader:
     """The RunHeader: app status merged (monotonically) with DBOS's, plus posture (``facts``: read here
     unless the caller read them with the run)."""
@@ -146,6 +174,11 @@ def header(ctx: Serving, conn: sa.Connection, run: Run, facts: RunDurability | N
             workflow_id=run.workflow_id,
             run_id=run.id,
         )
+    return header_of(ctx, run, facts, header_reads(conn, run, facts))
+
+
+def header_of(ctx: Serving, run: Run, facts: RunDurability, reads: HeaderReads) -> RunHeader:
+    """The RunHeader from what was read (``header``, or the API's event-loop read of a run that needs no more)."""
     durable = facts.status
     settings = ctx.settings
     trace_id = telemetry.trace_id_of(facts.traceparent) or facts.step_trace_id
@@ -169,9 +202,9 @@ def header(ctx: Serving, conn: sa.Connection, run: Run, facts: RunDurability | N
         "queuePartitionKey": run.queue_partition_key,
         "tenantId": run.tenant_id,
         "budget": run.budget,
-        "budgetViolation": budgets.latest_violation(conn, run.id) if run.budget else None,
-        "spend": spend.header(conn, run, datetime.now(UTC), facts.spend),
-        "evalSummary": eval_results.summary(conn, run.id) if run.recipe_id else None,
+        "budgetViolation": reads.budget_violation,
+        "spend": reads.spend,
+        "evalSummary": reads.eval_summary,
         "nextAction": run.next_action,
         "lastStep": run.last_step,
         "retryCount": run.retry_count,
@@ -204,6 +237,24 @@ def read_header(ctx: Serving, key: str) -> RunHeader:
         if found is None:
             raise NotFound("run not found")
         return header(ctx, conn, *found)
+
+
+async def read_header_on_loop(ctx: Serving, connections: AsyncConnections, key: str) -> RunHeader:
+    """``read_header`` on the event loop (``AsyncConnections``), the same statement and answer without a worker
+    thread; a run with a budget, recipe or tenant reads the rest on one, as ``read_header`` does."""
+    found = await durable_status.fetch_run_with_durability(connections, key)
+    if found is None:
+        raise NotFound("run not found")
+    run, facts = found
+    reads = plain_reads(run, facts)
+    if reads is None:
+        return await to_thread.run_sync(_header_read_on_thread, ctx, run, facts)
+    return header_of(ctx, run, facts, reads)
+
+
+def _header_read_on_thread(ctx: Serving, run: Run, facts: RunDurability) -> RunHeader:
+    with ctx.read() as conn:
+        return header(ctx, conn, run, facts)
 
 
 def step_rows(

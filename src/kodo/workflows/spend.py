@@ -150,8 +150,18 @@ def header(conn: sa.Connection, run: Run, now: datetime, spent: spend_store.RunS
         recipe_id=run.recipe_id,
         recipe_v=run.recipe_v,
     )
+    tenant_today = None
+    if run.tenant_id:
+        start, _ = _windows(now)["tenantDailyUsd"]
+        tenant_today = spend_store.tenant_spend(conn, run.tenant_id, start)[0]
+    return header_of(spent, limits, tenant_today)
+
+
+def header_of(spent: spend_store.RunSpend, limits: dict[str, Decimal], tenant_today: Decimal | None) -> dict[str, Any]:
+    """The header's ``spend`` from what was read: a run without budget, recipe or tenant has no limits and no
+    tenant day to read (``limits_of`` reads nothing for it), so its spend needs no read beyond its own."""
     cost_limit, token_limit = limits.get("maxCostUsd"), limits.get("maxTokens")
-    body: dict[str, Any] = {
+    return {
         "costUsd": money(spent.cost_usd),
         "tokens": spent.tokens,
         "reservedUsd": money(spent.reserved_usd),
@@ -161,12 +171,8 @@ def header(conn: sa.Connection, run: Run, now: datetime, spent: spend_store.RunS
         "maxTokens": int(token_limit) if token_limit is not None else None,
         "remainingUsd": money(cost_limit - spent.cost_usd - spent.reserved_usd) if cost_limit is not None else None,
         "remainingTokens": int(token_limit) - spent.tokens - spent.reserved_tokens if token_limit else None,
-        "tenantTodayUsd": None,
+        "tenantTodayUsd": money(tenant_today) if tenant_today is not None else None,
     }
-    if run.tenant_id:
-        start, _ = _windows(now)["tenantDailyUsd"]
-        body["tenantTodayUsd"] = money(spend_store.tenant_spend(conn, run.tenant_id, start)[0])
-    return body
 
 
 def _windows(now: datetime) -> dict[str, tuple[datetime, datetime]]:
