@@ -5,6 +5,7 @@ its connections, and a clear 404 / 503 as the thread path gives."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -12,12 +13,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from helpers import closed_port
+from helpers import closed_port, statements_during
 from kodo.api.deps import ApiContext
 from kodo.errors import NotFound
 from kodo.settings import Settings
+from kodo.store import durable_status
 from kodo.store.async_connections import AsyncConnections
-from kodo.views.runs import read_header, read_header_on_loop
+from kodo.views.runs import header_reads, plain_reads, read_header, read_header_on_loop
 
 
 def _start(client: TestClient, goal: str, **extra: Any) -> str:
@@ -128,3 +130,21 @@ def test_a_header_read_on_the_loop_meets_an_outage_with_a_503(client: TestClient
         context.loop_reads.url = working
     back = client.get(f"/api/runs/{wid}")
     assert back.status_code == 200, back.text
+
+
+def test_the_shortcut_answers_only_for_runs_whose_header_reads_nothing_more(
+    client: TestClient, engine: sa.Engine
+) -> None:
+    """``plain_reads`` (the event loop's shortcut) answers only for a run whose ``header_reads`` makes no
+    statement, and answers what ``header_reads`` does: a read added to the header for some runs without
+    teaching ``plain_reads`` fails here."""
+    wid = _start(client, "plain enough")
+    with engine.connect() as conn:
+        found = durable_status.run_with_durability(conn, wid)
+        assert found is not None
+        run, facts = found
+        shortcut = plain_reads(run, facts)
+        made = statements_during(engine, lambda: header_reads(conn, run, facts))
+        assert shortcut is not None and made == [] and shortcut == header_reads(conn, run, facts), made
+        for change in ({"budget": {"maxFanout": 1}}, {"recipe_id": "r"}, {"tenant_id": "t"}):
+            assert plain_reads(replace(run, **change), facts) is None, change

@@ -2,17 +2,15 @@
 repeats), answered on the event loop: no worker-thread hop, which costs more CPU than the read itself.
 
 Connections are opened on demand, at most ``size`` at once (a request waits for a free one), in autocommit (a
-read needs no transaction). One that fails is dropped, never reused; a reused one that the server closed in the
-meantime (a restart, an outage) is dropped with every idle one, and the read is tried once more on a new
-connection. A pool follows
-its event loop: used from another loop, it forgets the connections of the last one.
+read needs no transaction). One that fails is dropped, never reused; when a reused one fails (the server closed
+it: a restart, an outage), every idle one is dropped with it and the read is made once more on a new
+connection. A pool follows its event loop: used from another loop, it forgets the connections of the last one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -70,39 +68,32 @@ class AsyncConnections:
         self.opened += 1
         return conn
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for one read; back to the pool after, unless the read failed."""
+    async def fetch_one(self, statement: str, params: Mapping[str, Any]) -> ColumnRow | None:
+        """The first row of a read (``statement`` in psycopg's format). When a reused connection fails (the
+        server closed it), the idle ones are dropped too and the read is made once more on a new connection."""
         self._follow_loop()
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._open()
-            try:
-                yield conn
-            except BaseException:
-                _finish(conn)
-                raise
-            if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                _finish(conn)
-            else:
-                self._idle.append(conn)
-
-    async def fetch_one(self, statement: str, params: Mapping[str, Any]) -> ColumnRow | None:
-        """The first row of a read (``statement`` in psycopg's format). When a reused connection fails, the idle
-        ones are dropped and the read is made once more on a new connection."""
-        reused = bool(self._idle)
-        try:
-            return await self._fetch_one(statement, params)
-        except psycopg.OperationalError:
-            if not reused:
-                raise
-        self.close()  # the server closed one idle connection (a restart, an outage): the others are suspect too
-        return await self._fetch_one(statement, params)
-
-    async def _fetch_one(self, statement: str, params: Mapping[str, Any]) -> ColumnRow | None:
-        async with self.connection() as conn:
-            cursor = await conn.execute(statement, params, prepare=True)
-            row = await cursor.fetchone()
-            return None if row is None else ColumnRow(row)
+            for attempt in (1, 2):
+                reused = bool(self._idle)
+                conn = self._idle.pop() if reused else await self._open()
+                try:
+                    cursor = await conn.execute(statement, params, prepare=True)
+                    row = await cursor.fetchone()
+                except psycopg.OperationalError:
+                    _finish(conn)
+                    if not reused or attempt == 2:
+                        raise
+                    self.close()  # the server closed this one (a restart, an outage): the others are suspect
+                    continue
+                except BaseException:  # a cancelled or failed read may leave the connection mid-protocol
+                    _finish(conn)
+                    raise
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    self._idle.append(conn)
+                else:
+                    _finish(conn)
+                return None if row is None else ColumnRow(row)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Close the idle connections (from any thread or loop: libpq's own close, which does not wait)."""
