@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from kodo.settings import Settings, load_settings
 from kodo.store import oracles
+from kodo.store.async_connections import AsyncConnections
 
 
 def oracle_violations(conn: sa.Connection, settle: float = oracles.SETTLE_S) -> dict[str, list[Any]]:
@@ -124,16 +125,29 @@ def socket_missing(tmp_path: Path) -> sa.exc.OperationalError:
     return refused_error(f"postgresql+psycopg://kodo@/kodo?host={tmp_path}")
 
 
-def statements_during(engine: sa.Engine, call: Callable[[], Any]) -> list[tuple[str, Any]]:
-    """Every statement (with its parameters) that ``call`` makes kodo run on ``engine``."""
+def statements_during(
+    engine: sa.Engine, call: Callable[[], Any], loop_reads: AsyncConnections | None = None
+) -> list[tuple[str, Any]]:
+    """Every statement (with its parameters) that ``call`` makes kodo run on ``engine``, and through
+    ``loop_reads`` (the API's event-loop reads) when given."""
     seen: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
         seen.append((statement, parameters))
 
     sa.event.listen(engine, "before_cursor_execute", capture)
+    if loop_reads is not None:
+        fetch_one = loop_reads.fetch_one
+
+        async def recorded(statement: str, params: Any) -> Any:
+            seen.append((statement, dict(params)))
+            return await fetch_one(statement, params)
+
+        loop_reads.fetch_one = recorded  # type: ignore[method-assign]
     try:
         call()
     finally:
         sa.event.remove(engine, "before_cursor_execute", capture)
+        if loop_reads is not None:
+            del loop_reads.fetch_one  # the class's own again
     return seen

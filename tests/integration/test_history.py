@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from helpers import statements_during, table_counts
+from kodo.api.deps import ApiContext
 from kodo.bench import history as bench
 from kodo.cli.bench_history import history as history_command
 from kodo.errors import InvalidInput
@@ -118,11 +119,13 @@ def _examined(node: dict[str, Any]) -> float:
     return float(node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * loops
 
 
-def _captured(engine: sa.Engine, read: Callable[[], None]) -> list[tuple[str, Any]]:
-    """The SELECTs over the runs or DBOS's workflows that ``read`` makes kodo run (on ``engine``)."""
+def _captured(engine: sa.Engine, read: Callable[[], None], client: TestClient) -> list[tuple[str, Any]]:
+    """The SELECTs over the runs or DBOS's workflows that ``read`` makes kodo run (on ``engine``, and on the
+    API's event-loop connections, where the run header is read)."""
+    context: ApiContext = client.app.state.kodo  # type: ignore[attr-defined]
     return [
         (statement, parameters)
-        for statement, parameters in statements_during(engine, read)
+        for statement, parameters in statements_during(engine, read, context.loop_reads)
         if statement.lstrip().upper().startswith(("SELECT", "WITH"))
         and ("app.runs" in statement or "dbos.workflow_status" in statement)
     ]
@@ -141,7 +144,8 @@ def test_hot_reads_use_indexes(client: TestClient, engine: sa.Engine) -> None:
     reads = bench.hot_reads(engine, wids)
     assert set(reads) == set(bench.READS)
     captured = {
-        name: [s for k in range(3) for s in _captured(engine, partial(read, client, k))] for name, read in reads.items()
+        name: [s for k in range(3) for s in _captured(engine, partial(read, client, k), client)]
+        for name, read in reads.items()
     }
     assert all(captured.values()), {name: len(found) for name, found in captured.items()}
     offenders = []
@@ -168,7 +172,7 @@ def test_hot_reads_use_indexes(client: TestClient, engine: sa.Engine) -> None:
             if node.get("Relation Name") == "workflow_status"
         )
     assert read_rows <= 12  # min and max of each (queue, status): not the 60 DELAYED continuations
-    assert len(_captured(engine, partial(reads["inbox"], client, 0))) <= 2
+    assert len(_captured(engine, partial(reads["inbox"], client, 0), client)) <= 2
 
 
 def test_dbos_partition_listing_cannot_use_kodo_indexes(engine: sa.Engine) -> None:
