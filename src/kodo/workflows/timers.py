@@ -1,9 +1,10 @@
 """Time primitives: the durable sleep utility and the ``ScheduledTick`` schedule.
 
 * ``SleepWorkflow`` (``POST /api/ops/sleep?wf=&sleep=``, controlQ, id = ``wf``): artifact
-  ``sleep-before-sleep`` → ``DBOS.sleep`` → artifact ``sleep-after-sleep``. DBOS records the wake-up
-  time when the sleep starts, so after a kill -9 and a restart the workflow wakes at the original
-  deadline, not a full sleep later. Its artifacts are anchored to the workflow id itself: a utility
+  ``sleep-before-sleep`` → ``DBOS.sleep`` → artifact ``sleep-after-sleep``. The deadline is the
+  before-sleep record's time plus the sleep, and DBOS records the wake-up time when the sleep starts, so
+  after a kill -9 and a restart (even one between the record and the sleep) the workflow wakes at the
+  original deadline, not a full sleep later. Its artifacts are anchored to the workflow id itself: a utility
   creates no intent and no run, so none can be left ``running``.
 * ``ScheduledTick`` (DBOS schedule ``kodo-scheduled-tick``, ``KODO_SCHEDULED_TICK_CRON``, default
   every 30 s, on controlQ) writes one ``ScheduledTick`` artifact per tick, anchored to its DBOS
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -32,6 +34,7 @@ SLEEP_WORKFLOW = "SleepWorkflow"
 TICK_WORKFLOW = "ScheduledTick"
 TICK_SCHEDULE = "kodo-scheduled-tick"
 MAX_SLEEP_MS = 7 * 24 * 3600 * 1000
+MIN_SLEEP_S = 0.001
 
 
 def _record(conn: sa.Connection, anchor: str, step_id: str, inline: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +54,12 @@ def _record(conn: sa.Connection, anchor: str, step_id: str, inline: dict[str, An
 def sleep_workflow(workflow_id: str, sleep_ms: int) -> dict[str, Any]:
     """Record, sleep durably for ``sleep_ms``, record again."""
     before = transact("sleep-before-sleep", _record, workflow_id, "sleep-before-sleep", {"sleepMs": sleep_ms})
-    DBOS.sleep(sleep_ms / 1000)
+    # The deadline is fixed by the checkpointed record, not by when the sleep itself starts: a kill between the
+    # two would otherwise make the recovered workflow sleep the whole time again from its recovery.
+    deadline = datetime.fromisoformat(before["at"]).timestamp() + sleep_ms / 1000
+    # Never 0: DBOS skips a sleep of 0 s without recording it, which would shift the steps after it on a replay
+    # of a run that slept (replayed, DBOS's recorded wake-up time wins over the duration asked).
+    DBOS.sleep(max(MIN_SLEEP_S, deadline - time.time()))
     after = transact("sleep-after-sleep", _record, workflow_id, "sleep-after-sleep", {"sleepMs": sleep_ms})
     return {"workflowId": workflow_id, "sleepMs": sleep_ms, "sleptAt": before["at"], "wokeAt": after["at"]}
 
