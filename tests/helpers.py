@@ -136,18 +136,28 @@ def statements_during(
         seen.append((statement, parameters))
 
     sa.event.listen(engine, "before_cursor_execute", capture)
-    if loop_reads is not None:
-        fetch_one = loop_reads.fetch_one
+    try:
+        if loop_reads is None:
+            call()
+        else:
+            seen.extend(loop_statements_during(loop_reads, call))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    return seen
 
-        async def recorded(statement: str, params: Any) -> Any:
-            seen.append((statement, dict(params)))
-            return await fetch_one(statement, params)
 
-        loop_reads.fetch_one = recorded  # type: ignore[method-assign]
+def loop_statements_during(loop_reads: AsyncConnections, call: Callable[[], Any]) -> list[tuple[str, Any]]:
+    """Every statement (with its parameters) that ``call`` makes kodo run through ``loop_reads``."""
+    seen: list[tuple[str, Any]] = []
+    fetch_one = loop_reads.fetch_one
+
+    async def recorded(statement: str, params: Any) -> Any:
+        seen.append((statement, dict(params)))
+        return await fetch_one(statement, params)
+
+    loop_reads.fetch_one = recorded  # type: ignore[method-assign]
     try:
         call()
     finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
-        if loop_reads is not None:
-            del loop_reads.fetch_one  # the class's own again
+        del loop_reads.fetch_one  # the class's own again
     return seen

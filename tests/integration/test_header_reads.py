@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from helpers import statements_during
+from helpers import loop_statements_during, statements_during
 from kodo.api.deps import ApiContext
 from kodo.views.runs import read_header
 
@@ -30,16 +30,15 @@ def test_the_run_header_is_one_statement(client: TestClient, engine: sa.Engine) 
     wid = started.json()["workflowID"]
     context: ApiContext = client.app.state.kodo  # type: ignore[attr-defined]
     assert context.loop_reads is not None
-    on_loop: list[str] = []
-    fetch_one = context.loop_reads.fetch_one
-
-    async def counted(statement: str, params: Any) -> Any:
-        on_loop.append(statement.strip().split(None, 1)[0].upper())
-        return await fetch_one(statement, params)
-
-    context.loop_reads.fetch_one = counted  # type: ignore[method-assign]
     answers: list[dict[str, Any]] = []
-    seen = _statements(engine, lambda: answers.append(client.get(f"/api/runs/{wid}").raise_for_status().json()))
+    seen: list[str] = []
+
+    def get() -> None:
+        seen.extend(
+            _statements(engine, lambda: answers.append(client.get(f"/api/runs/{wid}").raise_for_status().json()))
+        )
+
+    on_loop = [statement.split(None, 1)[0].upper() for statement, _ in loop_statements_during(context.loop_reads, get)]
     assert seen == [] and on_loop == ["SELECT"], (seen, on_loop)
     spend = answers[0]["spend"]
     assert spend["tokens"] == 0 and spend["reservedTokens"] == 0, spend

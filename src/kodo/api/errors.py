@@ -33,7 +33,7 @@ _STATUS: list[tuple[type[KodoError], int]] = [
 ]
 # During a Postgres outage every route that needs the database answers this, at once (never a 500 stack).
 UNAVAILABLE_RETRY_AFTER_SEC = 5
-# Postgres refused a value (its transaction rolled back, nothing was written): the input's fault.
+# Postgres refused a value (``_refused``).
 REFUSED_VALUE = {"error": "invalid input: the database refused a value", "details": []}
 log = structlog.get_logger("kodo.api")
 
@@ -79,33 +79,36 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(sa.exc.DBAPIError)
     async def _database(request: Request, error: sa.exc.DBAPIError) -> JSONResponse:
-        if outages.is_transient(error):
-            return unavailable(request, error)
-        log.error("unexpected error", path=request.url.path, error=repr(error))
-        return JSONResponse({"error": "internal error"}, status_code=500)
+        return _failed(request, error)
 
     @app.exception_handler(sa.exc.DataError)
     async def _data(request: Request, error: sa.exc.DataError) -> JSONResponse:
-        log.warning("database refused a value", path=request.url.path, error=str(error.orig).splitlines()[0])
-        return JSONResponse(REFUSED_VALUE, status_code=400)
+        return _refused(request, error)
 
     @app.exception_handler(psycopg.Error)
     async def _driver(request: Request, error: psycopg.Error) -> JSONResponse:
         # The driver's own errors: from the reads made on the event loop (kodo.store.async_connections).
-        if outages.is_transient(error):
-            return unavailable(request, error)
-        if isinstance(error, psycopg.DataError):
-            log.warning("database refused a value", path=request.url.path, error=outages.describe(error))
-            return JSONResponse(REFUSED_VALUE, status_code=400)
-        log.error("unexpected error", path=request.url.path, error=repr(error))
-        return JSONResponse({"error": "internal error"}, status_code=500)
+        if isinstance(error, psycopg.DataError) and not outages.is_transient(error):
+            return _refused(request, error)
+        return _failed(request, error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        if outages.is_transient(error):
-            return unavailable(request, error)
-        log.error("unexpected error", path=request.url.path, error=repr(error))
-        return JSONResponse({"error": "internal error"}, status_code=500)
+        return _failed(request, error)
+
+
+def _failed(request: Request, error: BaseException) -> JSONResponse:
+    """503 for a transient database error, else a logged 500 (never the stack)."""
+    if outages.is_transient(error):
+        return unavailable(request, error)
+    log.error("unexpected error", path=request.url.path, error=repr(error))
+    return JSONResponse({"error": "internal error"}, status_code=500)
+
+
+def _refused(request: Request, error: BaseException) -> JSONResponse:
+    """400: Postgres refused a value (its transaction rolled back, nothing was written): the input's fault."""
+    log.warning("database refused a value", path=request.url.path, error=outages.describe(error))
+    return JSONResponse(REFUSED_VALUE, status_code=400)
 
 
 def unavailable(request: Request, error: BaseException) -> JSONResponse:

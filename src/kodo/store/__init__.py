@@ -7,6 +7,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+# A server that does not answer (a failover, a dropped route) fails a connect in 10 s, not the OS's minutes: a
+# request or loop meeting an outage answers and retries instead of hanging (docs/ops.md). The engine and the
+# API's event-loop reads (kodo.store.async_connections) both connect with it.
+CONNECT_TIMEOUT_S = 10
+
 
 def create_engine(url: str, *, pool_size: int = 10, application_name: str = "kodo") -> sa.Engine:
     """An engine on the kodo database (psycopg 3)."""
@@ -18,9 +23,7 @@ def create_engine(url: str, *, pool_size: int = 10, application_name: str = "kod
         max_overflow=pool_size,
         pool_pre_ping=False,
         pool_recycle=1800,
-        # A server that does not answer (a failover, a dropped route) fails a connect in 10 s, not the OS's
-        # minutes: a request or loop meeting an outage answers and retries instead of hanging (docs/ops.md).
-        connect_args={"application_name": application_name, "connect_timeout": 10},
+        connect_args={"application_name": application_name, "connect_timeout": CONNECT_TIMEOUT_S},
     )
 
 

@@ -17,9 +17,9 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 
 from kodo.database import libpq_url
+from kodo.store import CONNECT_TIMEOUT_S
 
 AsyncConnection = psycopg.AsyncConnection[DictRow]
-CONNECT_TIMEOUT_S = 10  # as the engine's: a server that does not answer fails a read, not hangs it
 
 
 class ColumnRow:
