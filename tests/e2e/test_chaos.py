@@ -11,9 +11,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from processes import clean_env
 
 
+@pytest.mark.timeout(960)  # past the command's own 900 s: four crashes, each restarted and settled
 def test_kodo_chaos_four_iterations_is_clean(tmp_path: Path) -> None:
     """`kodo chaos --iterations 4`: exit 0, one row per kind, every run counted, zero duplicates/lost/oracle."""
     out = tmp_path / "rows.json"
