@@ -330,9 +330,13 @@ def running(settings: Settings, role: Role, *, api: bool = True) -> Iterator[Fas
     telemetry.configure(settings)
     url, engine = prepare_database(settings, role)
     worker = launch_worker(settings, url, engine, role) if role in {"monolith", "worker"} else None
-    client = dbos_client(settings, engine)
-    # LISTEN kodo_run_changed: long-polls and event streams wake on a run's change instead of a timer.
     serves_api = role != "worker" and api
+    # Beside a worker (`kodo up --api-processes 0`) the API has a pool of its own, as an API process has: a
+    # request waiting on a step's uncommitted row (a replayed start waits for the run's first step) must not
+    # hold the connection that step needs for its write-ahead commit (all of them, it stalled the step 30 s).
+    api_engine = api_engine_beside(url, role) if serves_api and worker is not None else engine
+    client = dbos_client(settings, api_engine)
+    # LISTEN kodo_run_changed: long-polls and event streams wake on a run's change instead of a timer.
     changes = RunChanges(url, application_name=f"kodo-{role}-changes").start() if serves_api else None
     loop_reads = (
         AsyncConnections(url, size=LOOP_READ_CONNECTIONS, application_name=f"kodo-{role}-reads") if serves_api else None
@@ -343,7 +347,12 @@ def running(settings: Settings, role: Role, *, api: bool = True) -> Iterator[Fas
         else:
             yield create_app(
                 ApiContext(
-                    settings=settings, engine=engine, client=client, role=role, changes=changes, loop_reads=loop_reads
+                    settings=settings,
+                    engine=api_engine,
+                    client=client,
+                    role=role,
+                    changes=changes,
+                    loop_reads=loop_reads,
                 )
             )
     finally:
@@ -355,7 +364,14 @@ def running(settings: Settings, role: Role, *, api: bool = True) -> Iterator[Fas
         if worker is not None:
             worker.stop()
         telemetry.flush()
+        if api_engine is not engine:
+            api_engine.dispose()
         engine.dispose()
+
+
+def api_engine_beside(url: str, role: str) -> sa.Engine:
+    """The API's own engine in a process that also runs a worker (its steps use the process's engine)."""
+    return create_engine(url, application_name=f"kodo-{role}-api")
 
 
 def create_app(context: ApiContext) -> FastAPI:

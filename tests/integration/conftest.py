@@ -23,11 +23,14 @@ def engine(settings: Settings) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def worker(settings: Settings, engine: sa.Engine) -> Iterator[Worker]:
+def worker(settings: Settings) -> Iterator[Worker]:
+    """The worker on an engine of its own, not the API's (``client``'s): as in every process kodo runs."""
     assert settings.database_url is not None
-    running = launch_worker(settings, settings.database_url, engine, "monolith")
+    own = create_engine(settings.database_url, application_name="kodo-test-worker")
+    running = launch_worker(settings, settings.database_url, own, "monolith")
     yield running
     running.stop()
+    own.dispose()
 
 
 @pytest.fixture
