@@ -44,6 +44,7 @@ POINTS.update(  # crash-safe patches, workspaces and atomic ops (issue 18 part B
         "patch.after_write": "a patch's (or an E2B filesOut file's) file is written, the step's commit not yet made",
         "workspace.before_clone": "a run's workspace is about to be cloned, outside any row lock",
         "ops.between_change_and_audit": "an ops change is made in its transaction, its audit row not yet written",
+        "sleep.before_sleep": "a durable sleep's before-sleep record is checkpointed, DBOS's sleep not yet started",
     }
 )
 

@@ -1,7 +1,6 @@
-"""Time primitives with real processes: a durable sleep and the tick schedule across kill -9 and ≥35 s down.
-
-One test, because the downtime is the expensive part: both proofs share it.
-"""
+"""Time primitives with real processes: a durable sleep and the tick schedule across kill -9 and ≥35 s down
+(one test, because the downtime is the expensive part: both proofs share it), and a kill -9 exactly between
+the sleep's before-sleep record and DBOS's sleep."""
 
 from __future__ import annotations
 
@@ -85,3 +84,28 @@ def test_kill_9_then_35_s_down_sleep_wakes_on_time_and_missed_ticks_catch_up(
         ).scalars()
         assert set(names) == {"ScheduledTick"}
         assert conn.execute(sa.text("SELECT count(*) FROM app.runs")).scalar_one() == 0  # no utility run rows
+
+
+def test_kill_9_between_the_record_and_the_sleep_still_wakes_at_the_original_deadline(
+    spawn: Callable[..., KodoProcess], engine: sa.Engine
+) -> None:
+    """Killed after the before-sleep record, before DBOS's sleep began, restarted after the deadline: it wakes at
+    once, not a whole sleep after the restart (the deadline is the record's time plus the sleep)."""
+    sleep_s = 10.0
+    up = spawn("up", KODO_FAULT_POINTS="sleep.before_sleep:kill")
+    base = f"http://127.0.0.1:{up.port}"  # type: ignore[attr-defined]
+    assert httpx.post(f"{base}/api/ops/sleep?wf=sleep-window&sleep={int(sleep_s * 1000)}").status_code == 202
+    up.wait_killed(timeout=60)
+    began = _artifact_times(engine, "sleep-window")["sleep-before-sleep"].timestamp()
+    time.sleep(max(0.0, began + sleep_s + 1.0 - time.time()))  # down past the deadline
+    restarting = time.time()
+    up.restart_unarmed()
+    times = wait_until(
+        lambda: (found := _artifact_times(engine, "sleep-window")) and "sleep-after-sleep" in found and found,
+        timeout=30,
+        what="after-sleep",
+    )
+    woke = times["sleep-after-sleep"].timestamp()
+    assert woke - began >= sleep_s
+    # A recovered sleep that started over would sleep sleep_s from its recovery, after the restart began.
+    assert woke < restarting + sleep_s, f"woke {woke - restarting:.1f}s after the restart began"

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from dbos import DBOS, DBOSClient, EnqueueOptions
 from dbos import error as dbos_errors
 
+from kodo import faults
 from kodo.identity import artifact_uri
 from kodo.models import NewArtifact
 from kodo.settings import Settings
@@ -57,6 +58,7 @@ def sleep_workflow(workflow_id: str, sleep_ms: int) -> dict[str, Any]:
     # The deadline is fixed by the checkpointed record, not by when the sleep itself starts: a kill between the
     # two would otherwise make the recovered workflow sleep the whole time again from its recovery.
     deadline = datetime.fromisoformat(before["at"]).timestamp() + sleep_ms / 1000
+    faults.hit("sleep.before_sleep")
     # Never 0: DBOS skips a sleep of 0 s without recording it, which would shift the steps after it on a replay
     # of a run that slept (replayed, DBOS's recorded wake-up time wins over the duration asked).
     DBOS.sleep(max(MIN_SLEEP_S, deadline - time.time()))
