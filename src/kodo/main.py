@@ -169,7 +169,9 @@ def prepare_database(settings: Settings, role: Role | None = None) -> tuple[str,
     engine's connections carry ``kodo-<role>`` as application name (``pg_stat_activity`` tells a worker's
     sessions from an API's)."""
     url = resolve_database_url(settings.database_url, settings.home)
-    engine = create_engine(url, application_name="kodo" if role is None else f"kodo-{role}")
+    engine = create_engine(
+        url, pool_size=settings.db_pool_size, application_name="kodo" if role is None else f"kodo-{role}"
+    )
     migrate_database(settings, url, engine)
     return url, engine
 
@@ -283,9 +285,13 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
     telemetry.configure(settings)
     outage_retry.install(settings.db_outage_max_sec)  # DBOS waits out a Postgres outage (issue #26)
     DBOS(config=dbos_config(settings, url, role))
-    # Created after DBOS(...) and before launch: DBOS registers every datasource with its instance.
+    # Created after DBOS(...) and before launch: DBOS registers every datasource with its instance. Its step
+    # transactions get a pool of their own: a step holding one takes another from ``engine`` beside it (its
+    # write-ahead ledger, its reads), and with one pool enough steps at once held every connection, each
+    # waiting for a second (a 30 s stall, then the step failed).
+    steps = create_engine(url, pool_size=settings.db_pool_size, application_name=f"kodo-{role}-steps")
     datasource = SQLAlchemyDatasource.create(
-        sqlalchemy_url(url), engine=engine, serializer=DBOSPortableJSONSerializer(), schema="dbos"
+        sqlalchemy_url(url), engine=steps, serializer=DBOSPortableJSONSerializer(), schema="dbos"
     )
     runtime.install(
         runtime.Services(
@@ -334,7 +340,7 @@ def running(settings: Settings, role: Role, *, api: bool = True) -> Iterator[Fas
     # Beside a worker (`kodo up --api-processes 0`) the API has a pool of its own, as an API process has: a
     # request waiting on a step's uncommitted row (a replayed start waits for the run's first step) must not
     # hold the connection that step needs for its write-ahead commit (all of them, it stalled the step 30 s).
-    api_engine = api_engine_beside(url, role) if serves_api and worker is not None else engine
+    api_engine = api_engine_beside(settings, url, role) if serves_api and worker is not None else engine
     client = dbos_client(settings, api_engine)
     # LISTEN kodo_run_changed: long-polls and event streams wake on a run's change instead of a timer.
     changes = RunChanges(url, application_name=f"kodo-{role}-changes").start() if serves_api else None
@@ -369,9 +375,9 @@ def running(settings: Settings, role: Role, *, api: bool = True) -> Iterator[Fas
         engine.dispose()
 
 
-def api_engine_beside(url: str, role: str) -> sa.Engine:
+def api_engine_beside(settings: Settings, url: str, role: str) -> sa.Engine:
     """The API's own engine in a process that also runs a worker (its steps use the process's engine)."""
-    return create_engine(url, application_name=f"kodo-{role}-api")
+    return create_engine(url, pool_size=settings.db_pool_size, application_name=f"kodo-{role}-api")
 
 
 def create_app(context: ApiContext) -> FastAPI:

@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     queue_polling_interval_sec: float = Field(0.1, validation_alias="KODO_QUEUE_POLLING_INTERVAL_SEC")
     control_queue_polling_interval_sec: float = Field(0.5, validation_alias="KODO_CONTROL_QUEUE_POLLING_INTERVAL_SEC")
     max_executor_threads: int = Field(64, validation_alias="KODO_MAX_EXECUTOR_THREADS")
+    # Each of kodo's engines holds this many connections (and as many more in overflow): see docs/configuration.md.
+    db_pool_size: int = Field(10, validation_alias="KODO_DB_POOL_SIZE")
     # Sandbox tasks one run may fan out to, at admission and at runtime, whatever its budget (kodo.workflows.limits).
     max_fanout: int = Field(64, validation_alias="KODO_MAX_FANOUT")
 
@@ -183,6 +185,7 @@ class Settings(BaseSettings):
         "sbx_queue_rate_limit_per_period",
         "sbx_queue_rate_limit_period_sec",
         "max_executor_threads",
+        "db_pool_size",
         "max_fanout",
         "max_streams",
         "sbx_max_processes",

@@ -164,6 +164,8 @@ def test_unknown_claim_scope_becomes_demo(scope: str) -> None:
         ("INTENT_QUEUE_PARTITION", "maybe"),
         ("SBX_QUEUE_WORKER_CONCURRENCY", "0"),
         ("INTENT_QUEUE_CONCURRENCY", "-5"),
+        ("KODO_DB_POOL_SIZE", "0"),
+        ("KODO_DB_POOL_SIZE", "many"),
         ("HITL_PLAN_APPROVAL_TIMEOUT_S", "1.5"),
         ("WORKFLOW_RUNTIME_MODE", "sideways"),
         ("DBOS__APPVERSION", "   "),
