@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from helpers import table_counts
+from helpers import table_counts, wait_status
 from kodo.settings import Settings
 
 
@@ -147,6 +147,7 @@ def test_bad_approval_and_proof_queries_are_400(client: TestClient, engine: sa.E
     """approve-plan validates its body; proof routes need ?wf= and a positive sleep; numeric query parameters
     refuse what only looks like a digit; zero writes."""
     client.post("/api/runs", json={"intentId": intent, "queuePartitionKey": "p"})
+    wait_status(client, intent, {"WAITING_INPUT"})  # the worker's writes end at the gate: counted from there
     with engine.connect() as conn:
         before = table_counts(conn)
     for method, path, body in [

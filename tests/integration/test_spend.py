@@ -239,13 +239,13 @@ def test_a_spend_budget_is_part_of_run_identity(client: TestClient, engine: sa.E
     }
     assert client.post("/api/runs", json=first).status_code == 201
     assert client.post("/api/runs", json=first).status_code == 200  # the same start is a replay
+    wait_status(client, intent["intentId"], TERMINAL)  # the worker's writes are over: counted from here
     with engine.connect() as conn:
         before = table_counts(conn)
     other = client.post("/api/runs", json={**first, "budget": {**BUDGET, "maxCostUsd": 2.0}})
     assert other.status_code == 409 and [d["field"] for d in other.json()["drift"]] == ["budget"], other.text
     with engine.connect() as conn:
         assert table_counts(conn) == before
-    wait_status(client, intent["intentId"], TERMINAL)
 
 
 @pytest.mark.parametrize("settings", [{"OPENAI_MODEL": "gpt-unpriced"}], indirect=True)
