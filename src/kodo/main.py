@@ -169,11 +169,15 @@ def prepare_database(settings: Settings, role: Role | None = None) -> tuple[str,
     engine's connections carry ``kodo-<role>`` as application name (``pg_stat_activity`` tells a worker's
     sessions from an API's)."""
     url = resolve_database_url(settings.database_url, settings.home)
-    engine = create_engine(
-        url, pool_size=settings.db_pool_size, application_name="kodo" if role is None else f"kodo-{role}"
-    )
+    engine = engine_for(settings, url, "kodo" if role is None else f"kodo-{role}")
     migrate_database(settings, url, engine)
     return url, engine
+
+
+def engine_for(settings: Settings, url: str, application_name: str) -> sa.Engine:
+    """One of a process's engines: ``KODO_DB_POOL_SIZE`` connections (and as many in overflow), named
+    ``application_name`` in ``pg_stat_activity``."""
+    return create_engine(url, pool_size=settings.db_pool_size, application_name=application_name)
 
 
 def migrate_database(settings: Settings, url: str, engine: sa.Engine) -> None:
@@ -289,7 +293,7 @@ def launch_worker(settings: Settings, url: str, engine: sa.Engine, role: Role) -
     # transactions get a pool of their own: a step holding one takes another from ``engine`` beside it (its
     # write-ahead ledger, its reads), and with one pool enough steps at once held every connection, each
     # waiting for a second (a 30 s stall, then the step failed).
-    steps = create_engine(url, pool_size=settings.db_pool_size, application_name=f"kodo-{role}-steps")
+    steps = engine_for(settings, url, f"kodo-{role}-steps")
     datasource = SQLAlchemyDatasource.create(
         sqlalchemy_url(url), engine=steps, serializer=DBOSPortableJSONSerializer(), schema="dbos"
     )
@@ -340,7 +344,7 @@ def running(settings: Settings, role: Role, *, api: bool = True) -> Iterator[Fas
     # Beside a worker (`kodo up --api-processes 0`) the API has a pool of its own, as an API process has: a
     # request waiting on a step's uncommitted row (a replayed start waits for the run's first step) must not
     # hold the connection that step needs for its write-ahead commit (all of them, it stalled the step 30 s).
-    api_engine = api_engine_beside(settings, url, role) if serves_api and worker is not None else engine
+    api_engine = engine_for(settings, url, f"kodo-{role}-api") if serves_api and worker is not None else engine
     client = dbos_client(settings, api_engine)
     # LISTEN kodo_run_changed: long-polls and event streams wake on a run's change instead of a timer.
     changes = RunChanges(url, application_name=f"kodo-{role}-changes").start() if serves_api else None
@@ -373,11 +377,6 @@ def running(settings: Settings, role: Role, *, api: bool = True) -> Iterator[Fas
         if api_engine is not engine:
             api_engine.dispose()
         engine.dispose()
-
-
-def api_engine_beside(settings: Settings, url: str, role: str) -> sa.Engine:
-    """The API's own engine in a process that also runs a worker (its steps use the process's engine)."""
-    return create_engine(url, pool_size=settings.db_pool_size, application_name=f"kodo-{role}-api")
 
 
 def create_app(context: ApiContext) -> FastAPI:
