@@ -20,6 +20,12 @@ def dbos_status(engine: sa.Engine, wid: str) -> str | None:
         ).scalar()
 
 
+def run_status(engine: sa.Engine, wid: str) -> str | None:
+    """The run row's status (``app.runs``), by workflow id."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT status FROM app.runs WHERE workflow_id = :w"), {"w": wid}).scalar()
+
+
 def marks(client: Http, wf: str) -> dict[str, int]:
     return dict(client.get(f"/slowmarks?wf={wf}").json())
 

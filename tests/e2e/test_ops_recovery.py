@@ -8,6 +8,7 @@ import httpx
 import sqlalchemy as sa
 
 from helpers import oracle_violations, wait_until
+from ops_helpers import run_status
 from processes import KodoProcess
 
 FAST = {"KODO_HEARTBEAT_INTERVAL_SEC": "0.5", "KODO_EXECUTOR_DEAD_AFTER_SEC": "3", "CHAOS_SLEEP_EXECUTE": "3000"}
@@ -36,11 +37,7 @@ def test_a_second_worker_finishes_a_killed_workers_run(spawn: Callable[..., Kodo
     survivor = next(vmid for vmid in processes if vmid != victim)
     processes[victim].kill9()
 
-    def run_status() -> str:
-        with engine.connect() as conn:
-            return str(conn.execute(sa.text("SELECT status FROM app.runs WHERE workflow_id = :w"), {"w": wid}).scalar())
-
-    wait_until(lambda: run_status() == "succeeded", timeout=60, what="the run finished by the survivor")
+    wait_until(lambda: run_status(engine, wid) == "succeeded", timeout=60, what="the run finished by the survivor")
     with engine.connect() as conn:
         finisher = conn.execute(
             sa.text("SELECT executor_id FROM dbos.workflow_status WHERE workflow_uuid = :w"), {"w": wid}

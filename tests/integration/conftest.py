@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from kodo.main import LOOP_READ_CONNECTIONS, Worker, create_app, dbos_client, launch_worker
+from kodo.main import LOOP_READ_CONNECTIONS, Worker, create_app, dbos_client, engine_for, launch_worker
 from kodo.settings import Settings
 from kodo.store import create_engine
 from kodo.store.async_connections import AsyncConnections
@@ -26,7 +26,7 @@ def engine(settings: Settings) -> Iterator[sa.Engine]:
 def worker(settings: Settings) -> Iterator[Worker]:
     """The worker on an engine of its own, not the API's (``client``'s): as in every process kodo runs."""
     assert settings.database_url is not None
-    own = create_engine(settings.database_url, application_name="kodo-test-worker")
+    own = engine_for(settings, settings.database_url, "kodo-test-worker")
     running = launch_worker(settings, settings.database_url, own, "monolith")
     yield running
     running.stop()

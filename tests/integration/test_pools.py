@@ -12,18 +12,13 @@ from dbos import DBOSClient
 
 from helpers import wait_until
 from kodo.api.deps import ApiContext
-from kodo.main import dbos_client, launch_worker, running
+from kodo.main import dbos_client, engine_for, launch_worker, running
 from kodo.models import Intent
 from kodo.settings import Settings
-from kodo.store import create_engine, intents
+from kodo.store import intents
 from kodo.workflows.queue_policy import admit
 from kodo.workflows.runs import start_run
-
-
-def _status(engine: sa.Engine, workflow_id: str) -> str | None:
-    with engine.connect() as conn:
-        found = conn.execute(sa.text("SELECT status FROM app.runs WHERE workflow_id = :w"), {"w": workflow_id})
-        return found.scalar_one_or_none()
+from ops_helpers import run_status
 
 
 def _start(engine: sa.Engine, client: DBOSClient, settings: Settings, name: str) -> str:
@@ -45,7 +40,7 @@ def test_a_step_does_not_wait_for_connections_the_api_holds(settings: Settings, 
         try:
             workflow_id = _start(engine, context.client, settings, "held")
             # The step's pool timeout is 30 s: a step waiting for one of the held connections fails after it.
-            wait_until(lambda: _status(engine, workflow_id) == "waiting_input", timeout=20, what="the run parked")
+            wait_until(lambda: run_status(engine, workflow_id) == "waiting_input", timeout=20, what="the run parked")
         finally:
             for connection in held:
                 connection.close()
@@ -58,7 +53,7 @@ def test_steps_running_together_never_take_every_connection_their_ledger_needs(
     each step holding its transaction while its write-ahead check takes a connection beside it; all park."""
     small = settings.model_copy(update={"db_pool_size": 1})
     assert small.database_url is not None
-    own = create_engine(small.database_url, pool_size=small.db_pool_size, application_name="kodo-test-small")
+    own = engine_for(small, small.database_url, "kodo-test-small")
     worker = launch_worker(small, small.database_url, own, "monolith")
     client = dbos_client(small, engine)
     try:
@@ -66,7 +61,7 @@ def test_steps_running_together_never_take_every_connection_their_ledger_needs(
             started = list(pool.map(lambda n: _start(engine, client, small, f"pool{n}"), range(6)))
 
         def parked() -> bool:
-            return all(_status(engine, workflow_id) == "waiting_input" for workflow_id in started)
+            return all(run_status(engine, workflow_id) == "waiting_input" for workflow_id in started)
 
         wait_until(parked, timeout=25, what="every run parked")  # a step starved of its connection fails at 30 s
     finally:
