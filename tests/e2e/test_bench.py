@@ -52,6 +52,17 @@ def test_bench_scenarios_report_their_figures_and_leave_the_oracles_empty(
     assert spread["min"] <= spread["median"] <= spread["max"]
     latency = _bench(up, "latency", "--n", "2")
     assert isinstance(latency["summary"], dict) and latency["summary"]["approveToSuccessMs.p50"]["median"] > 0
+    timed = latency["repetitions"][0]  # start → SUCCESS counts the gate, the approval and the rest
+    assert timed["startToSuccessMs"]["p50"] >= timed["approveToSuccessMs"]["p50"] > 0
+    origins = "SELECT origin, count(*) FROM app.human_interactions GROUP BY origin"
+    with engine.connect() as conn:
+        decided = dict(conn.execute(sa.text(origins)).tuples().all())
+    automatic = _bench(up, "latency", "--n", "2", "--auto")
+    timed = automatic["repetitions"][0]  # runs that approve themselves: no gate to time, no approval sent
+    assert timed["autoApprove"] is True and "approveToSuccessMs" not in timed and timed["startToSuccessMs"]["n"] == 2
+    with engine.connect() as conn:
+        after = dict(conn.execute(sa.text(origins)).tuples().all())
+    assert after == decided | {"auto": decided.get("auto", 0) + 2}
     api = _bench(up, "api", "--n", "5", "--concurrency", "2")
     assert isinstance(api["summary"], dict) and api["summary"]["requestMs.p95"]["median"] > 0
     assert all(api["repetitions"][0]["routeMs"][route]["n"] == 5 for route in ("intent", "start", "artifact"))

@@ -6,9 +6,13 @@ from __future__ import annotations
 import os
 import socket
 
-from kodo.bench.bench import run_id, spread, start_body, summarize
+import httpx
+import pytest
+
+from kodo.bench.bench import Bench, run_id, spread, start_body, summarize
 from kodo.bench.probe import listener_pid, machine_share
 from kodo.bench.scale import bound
+from kodo.settings import Settings
 
 
 def test_spread_keeps_the_milliseconds_of_cpu_seconds_per_run() -> None:
@@ -57,3 +61,33 @@ def test_the_scale_curve_names_what_bounds_it() -> None:
     ]
     assert "cores: 98.5% busy at 2 worker(s)" in bound(busy)
     assert bound([{"workers": 1, "cpuBusyPercent": 60.0}]).startswith("waits, not CPU")
+
+
+def _latency_against(header: dict[str, str], *, auto: bool) -> None:
+    """One latency run against a server whose every run header is ``header``."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/api/intents":
+            return httpx.Response(201, json={"intentId": "intent-1"})
+        if request.method == "POST" and request.url.path == "/api/runs":
+            return httpx.Response(201, json={"workflowID": "intent-1"})
+        if request.method == "POST" and request.url.path.endswith("/approve-plan"):
+            return httpx.Response(202, json={})
+        return httpx.Response(200, json=header)
+
+    base = "http://127.0.0.1:9"
+    bench = Bench(base, None, Settings(), pid=None, timeout_s=10, dbos_client=lambda: pytest.fail("no DBOS client"))
+    bench.http.close()
+    bench.http = httpx.Client(base_url=base, transport=httpx.MockTransport(answer))
+    try:
+        bench.latency(1, tag="unit", auto=auto)
+    finally:
+        bench.close()
+
+
+def test_latency_fails_on_a_run_it_would_not_be_timing() -> None:
+    """``bench latency`` refuses to report a run that did not end SUCCESS, or an ``--auto`` run left at its gate."""
+    with pytest.raises(RuntimeError, match="ended ERROR"):
+        _latency_against({"status": "ERROR", "nextAction": "REPAIR"}, auto=False)
+    with pytest.raises(RuntimeError, match="ended WAITING_INPUT"):
+        _latency_against({"status": "WAITING_INPUT", "nextAction": "APPROVE_PLAN"}, auto=True)

@@ -326,26 +326,47 @@ class Bench:
             **self.probe.per_run(before, self.probe.read(), runs),
         }
 
-    def latency(self, runs: int, *, tag: str, follow: str = "poll") -> dict[str, Any]:
-        """One run at a time: start → WAITING_INPUT, approve → SUCCESS, each seen by re-reading the header every
-        10 ms (``follow="poll"``) or by a long-poll (``"wait"``)."""
+    def latency(self, runs: int, *, tag: str, follow: str = "poll", auto: bool = False) -> dict[str, Any]:
+        """One run at a time, each seen by re-reading the header every 10 ms (``follow="poll"``) or by a long-poll
+        (``"wait"``): start → WAITING_INPUT, approve → SUCCESS and start → SUCCESS (the approval on sight counted);
+        with ``auto``, runs that approve themselves (``autoApprove``): start → SUCCESS only. A run that does not
+        end SUCCESS, or an ``auto`` run parked at its plan gate, fails the scenario: it would time something else."""
         to_gate: list[float] = []
         to_success: list[float] = []
+        whole: list[float] = []
         waits = follow == "wait"
         before = self.probe.read()
         for n in range(runs):
             began = time.monotonic()
-            wid = self.start(f"{tag} latency {n}", partition_name(tag, 0), auto=False)
-            self.wait(wid, lambda h: h["status"] == "WAITING_INPUT", until="input" if waits else None)
-            gate_at = time.monotonic()
-            to_gate.append((gate_at - began) * 1000)
-            self.approve(wid)
-            self.wait(wid, lambda h: h["status"] in TERMINAL, until="end" if waits else None)
-            to_success.append((time.monotonic() - gate_at) * 1000)
+            wid = self.start(f"{tag} latency {n}", partition_name(tag, 0), auto=auto)
+            if not auto:
+                parked = self.wait(
+                    wid,
+                    lambda h: h["status"] == "WAITING_INPUT" or h["status"] in TERMINAL,
+                    until="input" if waits else None,
+                )
+                if parked["status"] != "WAITING_INPUT":
+                    raise RuntimeError(f"run {wid} ended {parked['status']} before its plan gate")
+                gate_at = time.monotonic()
+                to_gate.append((gate_at - began) * 1000)
+                self.approve(wid)
+            header = self.wait(
+                wid,
+                lambda h: h["status"] in TERMINAL or (auto and h.get("nextAction") == "APPROVE_PLAN"),
+                until="end" if waits else None,
+            )
+            ended = time.monotonic()
+            if header["status"] != "SUCCESS":
+                raise RuntimeError(f"run {wid} ended {header['status']} (nextAction {header.get('nextAction')})")
+            if not auto:
+                to_success.append((ended - gate_at) * 1000)
+            whole.append((ended - began) * 1000)
+        timings = {"startToWaitingMs": summarize(to_gate), "approveToSuccessMs": summarize(to_success)}
         return {
             "follow": follow,
-            "startToWaitingMs": summarize(to_gate),
-            "approveToSuccessMs": summarize(to_success),
+            "autoApprove": auto,
+            **({} if auto else timings),
+            "startToSuccessMs": summarize(whole),
             **self.probe.per_run(before, self.probe.read(), runs),
         }
 
@@ -508,7 +529,7 @@ def run_bench(
                         "ratioToCeiling": round(result["runsPerSecond"] / baseline["runsPerSecond"], 3),
                     }
             elif scenario == "latency":
-                result = bench.latency(runs, tag=tag, follow=follow)
+                result = bench.latency(runs, tag=tag, follow=follow, auto=auto)
             elif scenario == "api":
                 result = bench.api(runs, concurrency, tag=tag, auto=auto, think_ms=think_ms)
             elif scenario == "ceiling":
@@ -575,6 +596,8 @@ def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             ("startToWaitingMs", "p95"),
             ("approveToSuccessMs", "p50"),
             ("approveToSuccessMs", "p95"),
+            ("startToSuccessMs", "p50"),
+            ("startToSuccessMs", "p95"),
             ("dbosOperationsPerRun",),
         ],
         "api": [

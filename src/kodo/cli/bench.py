@@ -170,7 +170,8 @@ def bench_burst(**options: Any) -> None:
 @_options
 @_FOLLOW
 def bench_latency(**options: Any) -> None:
-    """One run at a time: start → WAITING_INPUT, approve → SUCCESS (ms)."""
+    """One run at a time: start → WAITING_INPUT, approve → SUCCESS, start → SUCCESS (ms); --auto: start → SUCCESS of
+    runs that approve themselves."""
     _run("latency", **options)
 
 
