@@ -9,7 +9,8 @@ import socket
 import httpx
 import pytest
 
-from kodo.bench.bench import Bench, run_id, spread, start_body, summarize
+from kodo.bench.bench import Bench, run_id, start_body
+from kodo.bench.figures import spread, summarize
 from kodo.bench.probe import listener_pid, machine_share
 from kodo.bench.scale import bound
 from kodo.settings import Settings

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +35,7 @@ import httpx
 import sqlalchemy as sa
 from dbos import DBOSClient, EnqueueOptions
 
+from kodo.bench.figures import summarize, summary
 from kodo.bench.probe import Probe, cpu_clock, listener_pid, machine_share, postmaster_of
 from kodo.bench.soak import loopback_client, require_loopback
 from kodo.errors import InvalidInput
@@ -54,27 +54,6 @@ TERMINAL = TERMINAL_HEADER_STATUSES  # a header's (and, in the ceiling, a skelet
 FOLLOW = ("poll", "wait")  # how burst and latency follow a run: re-read its header, or long-poll it
 LONG_POLL_S = 20
 WAITERS = 256  # burst --follow wait: runs followed at once (a thread and a connection each)
-
-
-def summarize(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {}
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-    return {"n": len(ordered), "p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "max": round(ordered[-1], 2)}
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """min / median / max of one figure over repetitions (to 4 decimals below 1, so that CPU seconds per
-    run keep their milliseconds; to 2 above)."""
-
-    def keep(value: float) -> float:
-        return round(value, 4 if abs(value) < 1 else 2)
-
-    return {"min": keep(min(values)), "median": keep(statistics.median(values)), "max": keep(max(values))}
 
 
 def partition_name(tag: str, index: int) -> str:
@@ -544,7 +523,7 @@ def run_bench(
     return {
         "scenario": scenario,
         "repetitions": results,
-        "summary": _summary(scenario if against is None else f"{scenario}-{against}", results),
+        "summary": summary(scenario if against is None else f"{scenario}-{against}", results),
         "environment": environment(base_url, engine),
     }
 
@@ -564,53 +543,3 @@ def violated(repetitions: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
         for label, repetition in repetitions
         for name, count in sorted(repetition.get("oracles", {}).items())
     ]
-
-
-def _summary(scenario: str, results: list[dict[str, Any]]) -> dict[str, Any]:
-    def over(*path: str) -> dict[str, float] | None:
-        values = []
-        for result in results:
-            value: Any = result
-            for key in path:
-                value = value.get(key) if isinstance(value, dict) else None
-            if isinstance(value, int | float):
-                values.append(float(value))
-        return spread(values) if values else None
-
-    table: dict[str, list[tuple[str, ...]]] = {
-        "burst": [
-            ("runsPerSecond",),
-            ("acceptSeconds",),
-            ("pollsPerSecond",),
-            ("requestsPerSecond",),
-            ("cpuSecondsPerRun",),
-            ("workerCpuSecondsPerRun",),
-            ("postgresCpuSecondsPerRun",),
-            ("clientCpuSecondsPerRun",),
-            ("machineCpuSecondsPerRun",),
-            ("dbosOperationsPerRun",),
-            ("postgresCommitsPerRun",),
-        ],
-        "latency": [
-            ("startToWaitingMs", "p50"),
-            ("startToWaitingMs", "p95"),
-            ("approveToSuccessMs", "p50"),
-            ("approveToSuccessMs", "p95"),
-            ("startToSuccessMs", "p50"),
-            ("startToSuccessMs", "p95"),
-            ("dbosOperationsPerRun",),
-        ],
-        "api": [
-            ("requestMs", "p50"),
-            ("requestMs", "p95"),
-            ("routeMs", "start", "p95"),
-            ("routeMs", "header", "p95"),
-            ("requestsPerSecond",),
-        ],
-        "hitl": [("replyToResumeMs", "p50"), ("replyToResumeMs", "p95")],
-    }
-    for figures in table.values():  # the noise of a shared VM, beside every scenario's figures
-        figures.append(("cpuStealPercent",))
-    table["ceiling"] = table["burst"]
-    table["burst-ceiling"] = [*table["burst"], ("ceilingRunsPerSecond",), ("ratioToCeiling",)]
-    return {".".join(path): over(*path) for path in table[scenario]}

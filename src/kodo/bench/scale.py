@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from kodo.bench.bench import run_bench, spread
+from kodo.bench.bench import run_bench
+from kodo.bench.figures import spread
 from kodo.database import EmbeddedPostgres
 from kodo.errors import InvalidInput
 from kodo.settings import Settings
