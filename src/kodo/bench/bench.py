@@ -340,11 +340,11 @@ class Bench:
             if not auto:
                 to_success.append((ended - gate_at) * 1000)
             whole.append((ended - began) * 1000)
-        timings = {"startToWaitingMs": summarize(to_gate), "approveToSuccessMs": summarize(to_success)}
+        timings = {} if auto else {"startToWaitingMs": summarize(to_gate), "approveToSuccessMs": summarize(to_success)}
         return {
             "follow": follow,
             "autoApprove": auto,
-            **({} if auto else timings),
+            **timings,
             "startToSuccessMs": summarize(whole),
             **self.probe.per_run(before, self.probe.read(), runs),
         }

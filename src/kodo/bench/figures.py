@@ -7,15 +7,19 @@ import statistics
 from typing import Any
 
 
-def summarize(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {}
+def percentiles(samples: list[float], digits: int) -> dict[str, float]:
+    """Nearest-rank p50 / p95 / p99 and the largest of ``samples``, rounded to ``digits``; none for no samples."""
     ordered = sorted(samples)
 
     def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], digits)
 
-    return {"n": len(ordered), "p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "max": round(ordered[-1], 2)}
+    return {"p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "max": pick(1)} if ordered else {}
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    """One repetition's samples: how many, and their percentiles in hundredths."""
+    return {"n": len(samples), **percentiles(samples, 2)} if samples else {}
 
 
 def spread(values: list[float]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import httpx
 import sqlalchemy as sa
 
+from kodo.bench.figures import percentiles
 from kodo.errors import InvalidInput
 from kodo.models import TERMINAL_HEADER_STATUSES
 from kodo.store import measurements
@@ -80,18 +81,7 @@ class SoakReport:
 def _percentiles(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {}
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-    return {
-        "p50": pick(0.5),
-        "p95": pick(0.95),
-        "p99": pick(0.99),
-        "max": round(ordered[-1], 1),
-        "mean": round(statistics.fmean(ordered), 1),
-    }
+    return {**percentiles(samples, 1), "mean": round(statistics.fmean(samples), 1)}
 
 
 def soak_hitl(
