@@ -137,6 +137,21 @@ def test_bench_counts_the_worker_processes_of_a_split_topology(spawn: Callable[.
     assert isinstance(summary, dict) and summary["workerCpuSecondsPerRun"]["median"] > 0
 
 
+def test_bench_counts_every_api_process_of_kodo_up(spawn: Callable[..., KodoProcess]) -> None:
+    """``kodo up --api-processes 2``: both API processes are the server's CPU, the worker's is kodo up's alone."""
+    up = spawn(
+        "up",
+        args=("--api-processes", "2"),
+        INTENT_QUEUE_RATE_LIMIT_PER_PERIOD="100000",
+        SBX_QUEUE_RATE_LIMIT_PER_PERIOD="100000",
+    )
+    report = _bench(up, "burst", "--n", "4", "--partitions", "2", "--concurrency", "1")
+    for rep in report["repetitions"]:  # type: ignore[attr-defined]
+        assert rep["failed"] == 0 and rep["serverProcesses"] == 2 and rep["workerProcesses"] == 1
+        assert rep["cpuSecondsPerRun"] > 0 and rep["workerCpuSecondsPerRun"] > 0
+        assert len(rep["workerRssMB"]) == 1  # kodo up's own: neither API process is taken for a worker
+
+
 def test_bench_refuses_targets_off_this_machine(database_url: str, tmp_path: Path) -> None:
     """The benchmark only talks to loopback: another host is refused before any request."""
     env = clean_env(DATABASE_URL=database_url, KODO_HOME=str(tmp_path / "home"))

@@ -89,6 +89,7 @@ class Bench:
         settings: Settings,
         *,
         pid: int | None,
+        port: int | None = None,
         timeout_s: float,
         dbos_client: Callable[[], DBOSClient],
         postmaster: int | None = None,
@@ -97,7 +98,7 @@ class Bench:
         require_loopback(base_url)
         self.http = loopback_client(base_url, connections=64)
         self.engine, self.settings, self._connect = engine, settings, dbos_client
-        self.probe = Probe(engine, pid, postmaster)
+        self.probe = Probe(engine, pid, postmaster, port)
         self.poll_s = poll_ms / 1000
         self.polls_answered = 0  # burst: run headers read (answered 200) while the runs ran
         self.deadline = time.monotonic() + timeout_s
@@ -484,11 +485,13 @@ def run_bench(
     if engine is None and (scenario == "ceiling" or against is not None):
         raise InvalidInput("the ceiling runs in kodo's own worker: it needs a kodo target")
     pid = httpx.get(f"{base_url}/healthz", timeout=5).json().get("pid")
+    port = urlparse(base_url).port or 80
     bench = Bench(
         base_url,
         engine,
         settings,
-        pid=pid if isinstance(pid, int) else listener_pid(urlparse(base_url).port or 80),
+        pid=pid if isinstance(pid, int) else listener_pid(port),
+        port=port,
         timeout_s=timeout_s,
         dbos_client=dbos_client,
         postmaster=_postmaster(engine, postgres_port),

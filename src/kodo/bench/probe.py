@@ -141,12 +141,11 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
-def listener_pid(port: int) -> int | None:
-    """The process listening on TCP ``port`` of this machine (the root one, when children share the socket):
-    how the load tools find a server that does not say its PID, and a database server's postmaster."""
+def _listeners(port: int) -> dict[int, int]:
+    """Each process holding a socket that listens on TCP ``port`` of this machine, with its parent's PID."""
     wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
     if not wanted:
-        return None
+        return {}
     holders: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -164,6 +163,19 @@ def listener_pid(port: int) -> int | None:
         fields = _stat(int(entry.name))
         if links & wanted and fields is not None:
             holders[int(entry.name)] = int(fields[1])
+    return holders
+
+
+def listener_pids(port: int) -> list[int]:
+    """Every process listening on TCP ``port`` of this machine: one, or each process of a server that serves
+    one port from several (``SO_REUSEPORT``, or children sharing their parent's socket)."""
+    return sorted(_listeners(port))
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on TCP ``port`` of this machine (the root one, when children share the socket):
+    how the load tools find a server that does not say its PID, and a database server's postmaster."""
+    holders = _listeners(port)
     roots = sorted(pid for pid, parent in holders.items() if parent not in holders)
     return roots[0] if roots else None
 
@@ -187,6 +199,7 @@ class Probe:
     engine: sa.Engine | None  # kodo's database; None for another server (no DBOS or commit counts)
     pid: int | None
     postmaster: int | None = None  # the benchmark's Postgres server process, when known
+    port: int | None = None  # the server's port: every process listening on it is the server's too
     worker_pids: list[int] = field(default_factory=list)  # as of the last read
 
     def read(self) -> dict[str, float]:
@@ -198,14 +211,17 @@ class Probe:
         processes = _processes()  # one /proc snapshot per read
         found["postgresCpu"] = _cpu_seconds(postgres_processes(processes, self.postmaster))
         tree: list[int] = []
+        serving: set[int] = set()
         if self.pid is not None and _stat(self.pid) is not None:
-            tree = server_tree(self.pid, processes)
+            # `kodo up --api-processes N`: N API processes on one port (SO_REUSEPORT), /healthz answered by any
+            serving = {self.pid, *([] if self.port is None else listener_pids(self.port))}
+            tree = sorted({pid for root in serving for pid in server_tree(root, processes)})
             found["cpu"] = _cpu_seconds(tree)
             found["serverProcesses"] = float(len(tree))
         workers = [] if self.engine is None else worker_processes(self.engine, tree, processes)
         found["workerCpu"], found["workerProcesses"] = _cpu_seconds(workers), float(len(workers))
         # Worker processes: `kodo up --workers N`'s children, or the split topology's `kodo worker` processes.
-        self.worker_pids = [pid for pid in tree if pid != self.pid] + workers
+        self.worker_pids = [pid for pid in tree if pid not in serving] + workers
         own = os.times()
         found["clientCpu"] = own.user + own.system
         clock = cpu_clock()
